@@ -1,0 +1,73 @@
+//! The one error type providers return.
+
+/// What went wrong talking to a provider.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The provider does not manage this kind of resource.
+    #[error("the {provider} provider has no resource kind `{kind}`")]
+    UnknownKind {
+        /// Provider name.
+        provider: String,
+        /// The kind asked for.
+        kind: String,
+    },
+    /// The provider cannot do this at all (an optional capability).
+    #[error("the {provider} provider does not support {operation}")]
+    Unsupported {
+        /// Provider name.
+        provider: String,
+        /// What was asked.
+        operation: String,
+    },
+    /// The configuration given to the provider is unusable.
+    #[error("invalid {provider} configuration: {message}")]
+    Config {
+        /// Provider name.
+        provider: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The object named does not exist.
+    #[error("{kind} `{id}` does not exist")]
+    NotFound {
+        /// Resource kind.
+        kind: String,
+        /// Provider id.
+        id: String,
+    },
+    /// A call to the provider's API failed.
+    #[error("{operation} failed: {message}")]
+    Api {
+        /// The API operation, e.g. `RunInstances`.
+        operation: String,
+        /// The message, with the API's own error code where there is one.
+        message: String,
+    },
+    /// Waiting for an object to reach a state took too long.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long prov waited.
+        seconds: u64,
+    },
+}
+
+impl ProviderError {
+    /// An API failure.
+    pub fn api(operation: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Api {
+            operation: operation.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An unknown kind for `provider`.
+    pub fn unknown_kind(provider: &str, kind: &str) -> Self {
+        Self::UnknownKind {
+            provider: provider.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! An in-memory provider for tests and benchmarks of the planner and the apply
+//! engine. It behaves like a well-mannered cloud: objects get sequential ids,
+//! creation is idempotent per token, and every call is counted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::{AttributeSchema, CreateRequest, Observed, Provider, ProviderError, UpdateRequest};
+
+const SCHEMA: &[AttributeSchema] = &[
+    AttributeSchema::force_new("image"),
+    AttributeSchema::in_place("size"),
+    AttributeSchema::in_place("tags"),
+    AttributeSchema::in_place("peers"),
+    AttributeSchema::computed("address"),
+];
+
+/// Objects by id, each with the token it was created with.
+type Objects = BTreeMap<String, (String, Observed)>;
+
+/// The fake provider. Its only kind is `thing`.
+#[derive(Debug, Default)]
+pub struct FakeProvider {
+    objects: Mutex<Objects>,
+    next_id: AtomicU64,
+    calls: AtomicU64,
+    fail_create: Mutex<Option<String>>,
+}
+
+impl FakeProvider {
+    /// An empty fake cloud.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many API calls were made so far.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// How many objects exist.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.objects.lock().map_or(0, |o| o.len())
+    }
+
+    /// Whether no object exists.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes every create whose `image` equals `image` fail.
+    pub fn fail_creates_of(&self, image: &str) {
+        if let Ok(mut f) = self.fail_create.lock() {
+            *f = Some(image.to_owned());
+        }
+    }
+
+    fn check_kind(kind: &str) -> Result<(), ProviderError> {
+        if kind == "thing" {
+            Ok(())
+        } else {
+            Err(ProviderError::unknown_kind("fake", kind))
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Objects>, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.objects
+            .lock()
+            .map_err(|_| ProviderError::api("fake", "poisoned"))
+    }
+}
+
+#[async_trait]
+impl Provider for FakeProvider {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    fn schema(&self, kind: &str) -> Result<&'static [AttributeSchema], ProviderError> {
+        Self::check_kind(kind)?;
+        Ok(SCHEMA)
+    }
+
+    async fn read(
+        &self,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Observed>, ProviderError> {
+        Self::check_kind(kind)?;
+        let objects = self.lock()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| objects.get(id).map(|(_, o)| (id.clone(), o.clone())))
+            .collect())
+    }
+
+    async fn find_by_token(
+        &self,
+        kind: &str,
+        tokens: &[String],
+    ) -> Result<BTreeMap<String, Observed>, ProviderError> {
+        Self::check_kind(kind)?;
+        let objects = self.lock()?;
+        Ok(objects
+            .values()
+            .filter(|(token, _)| tokens.contains(token))
+            .map(|(token, o)| (token.clone(), o.clone()))
+            .collect())
+    }
+
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
+        Self::check_kind(request.kind)?;
+        let failing = self.fail_create.lock().ok().and_then(|f| f.clone());
+        if failing.is_some() && request.attributes.get("image") == failing.map(Value::from).as_ref()
+        {
+            return Err(ProviderError::api("CreateThing", "injected failure"));
+        }
+        let mut objects = self.lock()?;
+        if let Some((_, existing)) = objects.values().find(|(t, _)| t == request.token) {
+            return Ok(existing.clone());
+        }
+        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = format!("thing-{n:04}");
+        let mut attributes = request.attributes.clone();
+        attributes.insert("address".into(), Value::from(format!("10.0.0.{n}")));
+        let observed = Observed {
+            id: id.clone(),
+            attributes,
+        };
+        objects.insert(id, (request.token.to_owned(), observed.clone()));
+        Ok(observed)
+    }
+
+    async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {
+        Self::check_kind(request.kind)?;
+        let mut objects = self.lock()?;
+        let (_, object) = objects
+            .get_mut(request.id)
+            .ok_or_else(|| ProviderError::NotFound {
+                kind: request.kind.to_owned(),
+                id: request.id.to_owned(),
+            })?;
+        for change in request.changes {
+            match &change.after {
+                Some(v) => object.attributes.insert(change.name.clone(), v.clone()),
+                None => object.attributes.remove(&change.name),
+            };
+        }
+        Ok(object.clone())
+    }
+
+    async fn delete(&self, kind: &str, id: &str) -> Result<(), ProviderError> {
+        Self::check_kind(kind)?;
+        self.lock()?.remove(id);
+        Ok(())
+    }
+}
