@@ -1,0 +1,46 @@
+//! The trait every state backend implements.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{HistoryEntry, LockGuard, LockInfo, StateDocument, StateError};
+
+/// Where state lives. Implementations: [`crate::EmbeddedBackend`] (sled under
+/// `.prov/`), and S3.
+///
+/// Protocol: take the lock, read, write any number of times (each write must
+/// carry `serial = previous + 1` and the same lineage, else
+/// [`StateError::Conflict`]), release the lock.
+#[async_trait]
+pub trait StateBackend: Send + Sync + std::fmt::Debug {
+    /// A short description for messages (`embedded state at .prov`).
+    fn describe(&self) -> String;
+
+    /// Takes the lock for `info.operation`, waiting up to `timeout` (zero: try
+    /// once). Fails with [`StateError::Locked`] naming the holder.
+    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError>;
+
+    /// Releases a lock taken with [`StateBackend::lock`].
+    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError>;
+
+    /// Who holds the lock now, if anyone.
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError>;
+
+    /// Removes a lock left by a run that is gone; `id` must match the holder's.
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError>;
+
+    /// The latest document, or `None` when nothing was ever written.
+    async fn read(&self) -> Result<Option<StateDocument>, StateError>;
+
+    /// Writes a new version atomically. `doc.serial` must be exactly one more
+    /// than the latest stored serial (or any serial when the state is empty) and
+    /// the lineage must match; the caller must hold `guard`.
+    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError>;
+
+    /// Every stored version, oldest first.
+    async fn history(&self) -> Result<Vec<HistoryEntry>, StateError>;
+
+    /// The document as it was at `serial`.
+    async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError>;
+}

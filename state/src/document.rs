@@ -1,0 +1,106 @@
+//! The state document.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The version of the document layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything prov knows about one deployment's real objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateDocument {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// A UUID fixed when the state is first written; a plan or a pushed document
+    /// with another lineage belongs to another deployment.
+    pub lineage: String,
+    /// Increases by one with every write that changes content.
+    pub serial: u64,
+    /// The deployment name from the spec.
+    #[serde(default)]
+    pub deployment: String,
+    /// Resource records by address (`web[0]`, `key_pair.deploy`).
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceRecord>,
+    /// Output values by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+}
+
+impl StateDocument {
+    /// A new, empty document with a fresh lineage and serial 0.
+    #[must_use]
+    pub fn new(deployment: &str) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            deployment: deployment.to_owned(),
+            resources: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `other` holds the same content (ignoring serial).
+    #[must_use]
+    pub fn same_content(&self, other: &Self) -> bool {
+        self.lineage == other.lineage
+            && self.deployment == other.deployment
+            && self.resources == other.resources
+            && self.outputs == other.outputs
+    }
+}
+
+/// Where a resource is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceStatus {
+    /// A create call was (or was about to be) made with the record's token; the
+    /// outcome is not known yet. The next run looks the token up.
+    Creating,
+    /// The object exists and matches the attributes recorded.
+    Ready,
+    /// A create or update failed part way; the next plan replaces it.
+    Tainted,
+}
+
+/// One resource in state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    /// Provider name (`ec2`).
+    pub provider: String,
+    /// The provider's kind name (`instance`).
+    pub kind: String,
+    /// The provider's id for the object, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// See [`ResourceStatus`].
+    pub status: ResourceStatus,
+    /// Counts creations of this address; part of the idempotency token.
+    #[serde(default)]
+    pub generation: u64,
+    /// Idempotency token of the latest create (lineage + address + generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Attributes as last observed. Sensitive values are kept only as hashes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Value>,
+    /// Addresses this resource depends on (destroyed after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+}
+
+/// One version in a state's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The serial of that version.
+    pub serial: u64,
+    /// When it was written (RFC 3339).
+    pub written_at: String,
+    /// Who wrote it and doing what (from the lock held at the time).
+    pub written_by: String,
+    /// How many resources it holds.
+    pub resources: usize,
+}

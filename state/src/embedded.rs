@@ -1,0 +1,239 @@
+//! The default backend: a sled database under a directory (`.prov/`).
+//!
+//! Layout of the directory:
+//! - `lock`: the lock file. An exclusive `flock` on it is the state lock; while
+//!   held it contains the holder's [`LockInfo`] as JSON. The kernel releases the
+//!   `flock` when its process exits, so an embedded lock never goes stale.
+//! - `state.db/`: the sled database, opened only while the lock is held (sled
+//!   itself locks its files exclusively for as long as they are open).
+//!
+//! The directory is `0700` and every file in it `0600`.
+
+mod lockfile;
+mod perms;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::lock::LockHandle;
+use crate::{
+    HistoryEntry, LockGuard, LockInfo, StateBackend, StateDocument, StateError, FORMAT_VERSION,
+};
+
+pub(crate) use lockfile::HeldFlock;
+
+/// How long to sleep between attempts while waiting for a held lock.
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// State in a sled database under a directory, locked with `flock`.
+pub struct EmbeddedBackend {
+    inner: Arc<Inner>,
+}
+
+/// What the backend and its lock guards share.
+pub(crate) struct Inner {
+    /// The state directory.
+    dir: PathBuf,
+    /// The database, open while this backend holds the lock.
+    slot: Mutex<Option<OpenDb>>,
+}
+
+/// The database opened under a lock.
+struct OpenDb {
+    /// The id of the lock it was opened under.
+    lock_id: String,
+    /// The database.
+    db: sled::Db,
+}
+
+impl Inner {
+    /// `DIR/lock`.
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
+    /// `DIR/state.db`.
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    /// The database slot (a poisoned mutex still holds a usable value).
+    fn slot(&self) -> MutexGuard<'_, Option<OpenDb>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl EmbeddedBackend {
+    /// A backend for the state in `dir` (no I/O until first used).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                slot: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The state directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking file and database work off the async runtime.
+async fn blocking<T, F>(f: F) -> Result<T, StateError>
+where
+    F: FnOnce() -> Result<T, StateError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(std::io::Error::other(format!("state task was cancelled: {e}")).into()),
+    }
+}
+
+/// Runs `f` on the open database: the one this backend holds the lock for, or
+/// else under a short `read` lock taken (and released) for the call. A state
+/// that was never created reads as `T::default()`.
+fn with_db<T: Default>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&sled::Db, &Path) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let db_path = inner.db_path();
+    {
+        let slot = inner.slot();
+        if let Some(open) = slot.as_ref() {
+            return f(&open.db, &db_path);
+        }
+    }
+    if !db_path.exists() {
+        return Ok(T::default());
+    }
+    let mut held = lockfile::try_acquire(inner, &LockInfo::for_this_process("read"))?;
+    let result = match inner.slot().as_ref() {
+        Some(open) => f(&open.db, &db_path),
+        None => Err(StateError::Conflict(
+            "the database was closed while reading".to_owned(),
+        )),
+    };
+    let released = held.release();
+    let value = result?;
+    released?;
+    Ok(value)
+}
+
+/// Stores `doc` as a new version, checking the guard and the serial.
+fn write_blocking(
+    inner: &Arc<Inner>,
+    lock_id: &str,
+    version: &store::NewVersion,
+) -> Result<(), StateError> {
+    {
+        let slot = inner.slot();
+        match slot.as_ref() {
+            Some(open) if open.lock_id == lock_id => {
+                store::write(&open.db, &inner.db_path(), version)?;
+            }
+            _ => {
+                return Err(StateError::Conflict(format!(
+                    "write without holding the lock on {}",
+                    inner.dir.display()
+                )))
+            }
+        }
+    }
+    perms::harden(&inner.dir)?;
+    Ok(())
+}
+
+#[async_trait]
+impl StateBackend for EmbeddedBackend {
+    fn describe(&self) -> String {
+        format!("embedded state at {}", self.inner.dir.display())
+    }
+
+    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let inner = Arc::clone(&self.inner);
+            let attempt = info.clone();
+            let result = blocking(move || {
+                let held = lockfile::try_acquire(&inner, &attempt)?;
+                Ok(LockGuard {
+                    info: attempt,
+                    handle: LockHandle::File { held },
+                })
+            })
+            .await;
+            match result {
+                Err(StateError::Locked { .. } | StateError::LockedUnknown { .. })
+                    if Instant::now() < deadline =>
+                {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(left.min(RETRY_INTERVAL)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
+        blocking(move || match guard.handle {
+            LockHandle::File { mut held } => held.release(),
+        })
+        .await
+    }
+
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
+        let path = self.inner.lock_path();
+        blocking(move || lockfile::holder(&path)).await
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        let path = self.inner.lock_path();
+        let id = id.to_owned();
+        blocking(move || lockfile::force_unlock(&path, &id)).await
+    }
+
+    async fn read(&self) -> Result<Option<StateDocument>, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || with_db(&inner, store::read_latest)).await
+    }
+
+    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
+        if doc.format_version != FORMAT_VERSION {
+            return Err(StateError::Format {
+                found: doc.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let version = store::NewVersion::new(doc, &guard.info)?;
+        let inner = Arc::clone(&self.inner);
+        let lock_id = guard.info.id.clone();
+        blocking(move || write_blocking(&inner, &lock_id, &version)).await
+    }
+
+    async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || with_db(&inner, store::history)).await
+    }
+
+    async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || with_db(&inner, |db, path| store::read_serial(db, path, serial))).await
+    }
+}

@@ -1,0 +1,308 @@
+//! The layout of state in sled.
+//!
+//! - tree `versions`: serial (u64 big-endian) → document JSON;
+//! - tree `history`: serial (u64 big-endian) → [`HistoryEntry`] JSON;
+//! - tree `meta`: `latest` → the latest serial (u64 big-endian).
+//!
+//! A write inserts into all three in one transaction, then flushes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::{HistoryEntry, LockInfo, StateDocument, StateError, FORMAT_VERSION};
+
+/// Tree of document versions.
+const VERSIONS: &str = "versions";
+/// Tree of history entries.
+const HISTORY: &str = "history";
+/// Tree of bookkeeping keys.
+const META: &str = "meta";
+/// Key in [`META`] holding the latest serial.
+const LATEST: &[u8] = b"latest";
+
+/// How long to retry opening a database whose files another handle in this
+/// process is still closing.
+const OPEN_RETRY: Duration = Duration::from_secs(2);
+
+/// The fields checked before (and whatever the rest of) a stored document.
+#[derive(Deserialize)]
+struct Header {
+    /// Layout version.
+    format_version: u32,
+    /// Deployment identity.
+    lineage: String,
+}
+
+/// A document ready to be stored.
+#[derive(Debug)]
+pub(super) struct NewVersion {
+    /// Its serial.
+    serial: u64,
+    /// Its lineage.
+    lineage: String,
+    /// The document JSON.
+    json: Vec<u8>,
+    /// The history entry JSON.
+    entry: Vec<u8>,
+}
+
+impl NewVersion {
+    /// Encodes `doc`, written by the holder of `lock`.
+    pub(super) fn new(doc: &StateDocument, lock: &LockInfo) -> Result<Self, StateError> {
+        let entry = HistoryEntry {
+            serial: doc.serial,
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            written_by: format!("{} ({})", lock.who, lock.operation),
+            resources: doc.resources.len(),
+        };
+        Ok(Self {
+            serial: doc.serial,
+            lineage: doc.lineage.clone(),
+            json: serde_json::to_vec(doc).map_err(encode_err)?,
+            entry: serde_json::to_vec(&entry).map_err(encode_err)?,
+        })
+    }
+}
+
+/// An encoding failure (cannot happen for these types, but is not unwrapped).
+fn encode_err(e: serde_json::Error) -> StateError {
+    std::io::Error::other(format!("encoding state: {e}")).into()
+}
+
+/// Wraps a sled error with the database path.
+fn db_err(path: &Path) -> impl Fn(sled::Error) -> StateError + '_ {
+    move |source| StateError::Database {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Whether `e` is sled failing to lock its files.
+fn is_sled_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Opens (creating) the database at `path`.
+pub(super) fn open(path: &Path) -> Result<sled::Db, StateError> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(e) if is_sled_lock_error(&e) && started.elapsed() < OPEN_RETRY => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other.map_err(db_err(path)),
+        }
+    }
+}
+
+/// Decodes a serial key or value.
+fn decode_serial(bytes: &[u8]) -> Result<u64, StateError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StateError::Corrupt(format!("invalid serial bytes {bytes:?}")))
+}
+
+/// Decodes the header of the document stored at `serial`.
+fn decode_header(serial: u64, bytes: &[u8]) -> Result<Header, StateError> {
+    let header: Header = serde_json::from_slice(bytes)
+        .map_err(|e| StateError::Corrupt(format!("version {serial} does not decode: {e}")))?;
+    if header.format_version > FORMAT_VERSION {
+        return Err(StateError::Format {
+            found: header.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(header)
+}
+
+/// Decodes the document stored at `serial`.
+fn decode_doc(serial: u64, bytes: &[u8]) -> Result<StateDocument, StateError> {
+    decode_header(serial, bytes)?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::Corrupt(format!("version {serial} does not decode: {e}")))
+}
+
+/// The latest serial, if any.
+fn latest_serial(db: &sled::Db, path: &Path) -> Result<Option<u64>, StateError> {
+    let meta = db.open_tree(META).map_err(db_err(path))?;
+    meta.get(LATEST)
+        .map_err(db_err(path))?
+        .map(|v| decode_serial(&v))
+        .transpose()
+}
+
+/// The latest document, if any.
+pub(super) fn read_latest(db: &sled::Db, path: &Path) -> Result<Option<StateDocument>, StateError> {
+    let Some(serial) = latest_serial(db, path)? else {
+        return Ok(None);
+    };
+    match read_serial(db, path, serial)? {
+        Some(doc) => Ok(Some(doc)),
+        None => Err(StateError::Corrupt(format!(
+            "the latest version {serial} is missing"
+        ))),
+    }
+}
+
+/// The document stored at `serial`, if any.
+pub(super) fn read_serial(
+    db: &sled::Db,
+    path: &Path,
+    serial: u64,
+) -> Result<Option<StateDocument>, StateError> {
+    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    versions
+        .get(serial.to_be_bytes())
+        .map_err(db_err(path))?
+        .map(|bytes| decode_doc(serial, &bytes))
+        .transpose()
+}
+
+/// Every history entry, oldest first.
+pub(super) fn history(db: &sled::Db, path: &Path) -> Result<Vec<HistoryEntry>, StateError> {
+    let tree = db.open_tree(HISTORY).map_err(db_err(path))?;
+    tree.iter()
+        .map(|item| {
+            let (key, value) = item.map_err(db_err(path))?;
+            let serial = decode_serial(&key)?;
+            serde_json::from_slice(&value).map_err(|e| {
+                StateError::Corrupt(format!("history entry {serial} does not decode: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// Checks `new` against the stored latest version (`latest`, with `stored` bytes).
+fn check_successor(latest: u64, stored: &[u8], new: &NewVersion) -> Result<(), StateError> {
+    let header = decode_header(latest, stored)?;
+    if header.lineage != new.lineage {
+        return Err(StateError::Conflict(format!(
+            "lineage mismatch: the stored state has lineage {}, the document has lineage {} \
+             (it belongs to another deployment)",
+            header.lineage, new.lineage
+        )));
+    }
+    if new.serial != latest + 1 {
+        return Err(StateError::Conflict(format!(
+            "expected serial {}, got {} (the stored state is at serial {latest}; \
+             re-read the state and try again)",
+            latest + 1,
+            new.serial
+        )));
+    }
+    Ok(())
+}
+
+/// Stores `new` as the latest version (one transaction), then flushes.
+pub(super) fn write(db: &sled::Db, path: &Path, new: &NewVersion) -> Result<(), StateError> {
+    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    let history = db.open_tree(HISTORY).map_err(db_err(path))?;
+    let meta = db.open_tree(META).map_err(db_err(path))?;
+    let key = new.serial.to_be_bytes();
+    let result = (&versions, &history, &meta).transaction(|(v, h, m)| {
+        if let Some(latest) = m.get(LATEST)? {
+            let latest = decode_serial(&latest).map_err(ConflictableTransactionError::Abort)?;
+            let stored = v.get(latest.to_be_bytes())?.ok_or_else(|| {
+                ConflictableTransactionError::Abort(StateError::Corrupt(format!(
+                    "the latest version {latest} is missing"
+                )))
+            })?;
+            check_successor(latest, &stored, new).map_err(ConflictableTransactionError::Abort)?;
+        }
+        v.insert(&key, new.json.as_slice())?;
+        h.insert(&key, new.entry.as_slice())?;
+        m.insert(LATEST, &key)?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TransactionError::Abort(e)) => return Err(e),
+        Err(TransactionError::Storage(e)) => return Err(db_err(path)(e)),
+    }
+    db.flush().map_err(db_err(path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn temp_db() -> sled::Db {
+        sled::Config::new().temporary(true).open().unwrap()
+    }
+
+    fn put_raw(db: &sled::Db, serial: u64, json: &[u8]) {
+        db.open_tree(VERSIONS)
+            .unwrap()
+            .insert(serial.to_be_bytes(), json)
+            .unwrap();
+        db.open_tree(META)
+            .unwrap()
+            .insert(LATEST, &serial.to_be_bytes())
+            .unwrap();
+    }
+
+    #[test]
+    fn newer_format_is_rejected() {
+        let db = temp_db();
+        put_raw(
+            &db,
+            1,
+            br#"{"format_version": 99, "lineage": "x", "serial": 1, "new_field": {}}"#,
+        );
+        let err = read_latest(&db, Path::new("t")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::Format {
+                    found: 99,
+                    supported: FORMAT_VERSION
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_json_is_corrupt() {
+        let db = temp_db();
+        put_raw(&db, 3, b"{not json");
+        let err = read_latest(&db, Path::new("t")).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("version 3"), "{err}");
+    }
+
+    #[test]
+    fn missing_latest_is_corrupt() {
+        let db = temp_db();
+        db.open_tree(META)
+            .unwrap()
+            .insert(LATEST, &7u64.to_be_bytes())
+            .unwrap();
+        let err = read_latest(&db, Path::new("t")).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn keys_are_big_endian_so_history_is_ordered() {
+        let db = temp_db();
+        let lock = LockInfo::for_this_process("test");
+        let mut doc = StateDocument::new("d");
+        for serial in [255u64, 256, 257] {
+            doc.serial = serial;
+            write(&db, Path::new("t"), &NewVersion::new(&doc, &lock).unwrap()).unwrap();
+        }
+        let serials: Vec<u64> = history(&db, Path::new("t"))
+            .unwrap()
+            .iter()
+            .map(|h| h.serial)
+            .collect();
+        assert_eq!(serials, [255, 256, 257]);
+    }
+}

@@ -1,0 +1,63 @@
+//! The one error type of the state crate.
+
+use crate::LockInfo;
+
+/// What went wrong with state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Someone else holds the lock.
+    #[error("state is locked by {holder}\nIf that run is gone, release the lock with: prov state force-unlock {}", holder.id)]
+    Locked {
+        /// The holder's record.
+        holder: Box<LockInfo>,
+    },
+    /// The lock exists but its owner record cannot be read.
+    #[error("state is locked by another process (no owner record could be read from {path})")]
+    LockedUnknown {
+        /// Where the lock lives.
+        path: String,
+    },
+    /// `force-unlock` with an id that is not the holder's.
+    #[error("lock id `{given}` does not match the current lock {}", holder.as_ref().map_or_else(|| "(no lock is held)".to_owned(), |h| h.to_string()))]
+    LockMismatch {
+        /// The id given.
+        given: String,
+        /// The holder now.
+        holder: Option<Box<LockInfo>>,
+    },
+    /// `force-unlock` of an embedded lock whose holder process is still running.
+    #[error("the lock is held by {holder}, which is still running\nAn embedded state lock is a kernel file lock: it is released as soon as its process exits (even when killed), so it never goes stale and cannot be broken. Stop process {} or wait for it to finish.", holder.pid)]
+    HolderRunning {
+        /// The live holder's record.
+        holder: Box<LockInfo>,
+    },
+    /// A write that would overwrite someone else's newer version.
+    #[error("state conflict: {0}")]
+    Conflict(String),
+    /// The stored document has a layout this build cannot read.
+    #[error(
+        "state format version {found} is not supported by this prov (it reads version {supported})"
+    )]
+    Format {
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// The stored data does not decode.
+    #[error("state is corrupt: {0}")]
+    Corrupt(String),
+    /// The embedded database failed.
+    #[error("embedded state database at {path}: {source}")]
+    Database {
+        /// Database directory.
+        path: String,
+        /// The sled error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A file operation failed (messages carry the path).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,21 @@
+//! State backends for prov.
+//!
+//! The state document records what prov created: one record per resource
+//! address, with the provider id, attributes, status and dependencies. This
+//! crate knows nothing of providers; attributes are opaque JSON.
+//!
+//! Every backend writes atomically, keeps every previous version (history by
+//! serial), and locks with an owner record so a second prov on the same state
+//! says who holds it.
+
+mod backend;
+mod document;
+mod embedded;
+mod error;
+mod lock;
+
+pub use backend::StateBackend;
+pub use document::{HistoryEntry, ResourceRecord, ResourceStatus, StateDocument, FORMAT_VERSION};
+pub use embedded::EmbeddedBackend;
+pub use error::StateError;
+pub use lock::{LockGuard, LockInfo};

@@ -1,0 +1,354 @@
+//! The embedded (sled) backend: the shared suite plus flock-specific tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod suite;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prov_state::{EmbeddedBackend, LockInfo, StateBackend, StateError};
+
+/// An embedded backend on a new temporary directory.
+async fn fresh() -> suite::Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    suite::Fixture {
+        backend: Box::new(EmbeddedBackend::new(tmp.path().join(".prov"))),
+        _keep: Box::new(tmp),
+    }
+}
+
+state_backend_suite!(fresh);
+
+#[tokio::test]
+async fn suite_runs_in_sequence() {
+    suite::run_all(fresh).await;
+}
+
+#[tokio::test]
+async fn describe_names_the_directory() {
+    let b = EmbeddedBackend::new("some/.prov");
+    assert_eq!(b.describe(), "embedded state at some/.prov");
+    assert_eq!(b.dir(), Path::new("some/.prov"));
+}
+
+#[tokio::test]
+async fn reading_a_missing_state_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let b = EmbeddedBackend::new(&dir);
+    assert_eq!(b.read().await.unwrap(), None);
+    assert_eq!(b.history().await.unwrap(), vec![]);
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+    b.force_unlock("anything").await.unwrap();
+    assert!(!dir.exists());
+}
+
+/// Every file under `dir` is 0600 and every directory 0700.
+fn assert_private(dir: &Path) {
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            assert_private(&entry.path());
+        } else {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", entry.path().display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn files_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let b = EmbeddedBackend::new(&dir);
+    let guard = b
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_private(&dir);
+    let lineage = suite::doc("x", 0, 0).lineage;
+    for serial in 1..=20 {
+        b.write(&guard, &suite::doc(&lineage, serial, 5))
+            .await
+            .unwrap();
+    }
+    assert_private(&dir);
+    b.unlock(guard).await.unwrap();
+    assert_private(&dir);
+    assert!(dir.join("lock").is_file());
+    assert!(dir.join("state.db").is_dir());
+}
+
+#[tokio::test]
+async fn lock_file_holds_the_record_while_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = EmbeddedBackend::new(tmp.path());
+    let guard = b
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("lock")).unwrap();
+    let record: LockInfo = serde_json::from_str(&text).unwrap();
+    assert_eq!(record, guard.info);
+    b.unlock(guard).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("lock")).unwrap(),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn lock_timeout_waits_then_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = EmbeddedBackend::new(tmp.path());
+    let b = EmbeddedBackend::new(tmp.path());
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = b
+        .lock(LockInfo::for_this_process("plan"), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "waited only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    a.unlock(guard).await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_timeout_succeeds_when_released_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = std::sync::Arc::new(EmbeddedBackend::new(tmp.path()));
+    let b = EmbeddedBackend::new(tmp.path());
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    let releaser = {
+        let a = std::sync::Arc::clone(&a);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.unlock(guard).await.unwrap();
+        })
+    };
+    let guard = b
+        .lock(LockInfo::for_this_process("plan"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    releaser.await.unwrap();
+    b.unlock(guard).await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_take_a_short_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = EmbeddedBackend::new(tmp.path());
+    let b = EmbeddedBackend::new(tmp.path());
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    let d = suite::doc("l", 1, 1);
+    a.write(&guard, &d).await.unwrap();
+    let err = b.read().await.unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    let err = b.history().await.unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    a.unlock(guard).await.unwrap();
+    assert_eq!(b.read().await.unwrap(), Some(d.clone()));
+    assert_eq!(b.read_serial(1).await.unwrap(), Some(d));
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+    // The short lock was released: another backend can lock.
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    a.unlock(guard).await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_guard_releases_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = EmbeddedBackend::new(tmp.path());
+    let b = EmbeddedBackend::new(tmp.path());
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    a.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
+    drop(guard);
+    let guard = b
+        .lock(LockInfo::for_this_process("plan"), Duration::ZERO)
+        .await
+        .unwrap();
+    b.write(&guard, &suite::doc("l", 2, 1)).await.unwrap();
+    b.unlock(guard).await.unwrap();
+    assert_eq!(a.read().await.unwrap().map(|d| d.serial), Some(2));
+}
+
+// ---- Two processes ----
+
+/// Set in a child process: the state directory it locks.
+const CHILD_ENV: &str = "PROV_STATE_TEST_CHILD_DIR";
+/// What the child prints once it holds the lock, followed by the lock id.
+const CHILD_READY: &str = "PROV_STATE_CHILD_READY";
+
+/// Not a test of its own: in a child process (with [`CHILD_ENV`] set) it takes
+/// the lock, writes serial 1, reports, and sleeps until killed.
+#[test]
+fn child_lock_holder() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = EmbeddedBackend::new(dir);
+        let guard = b
+            .lock(LockInfo::for_this_process("child-apply"), Duration::ZERO)
+            .await
+            .unwrap();
+        b.write(&guard, &suite::doc("child", 1, 3)).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{CHILD_READY} {}", guard.info.id).unwrap();
+        out.flush().unwrap();
+        drop(out);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        b.unlock(guard).await.unwrap();
+    });
+}
+
+/// A child process, killed if the test ends early.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts [`child_lock_holder`] on `dir`; returns it and its lock id.
+fn spawn_holder(dir: &Path) -> (ChildGuard, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_lock_holder",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest prints `test child_lock_holder ... ` on the same line.
+            if let Some((_, id)) = line.split_once(CHILD_READY) {
+                let _ = tx.send(id.trim().to_owned());
+            }
+        }
+    });
+    let id = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the child process did not take the lock");
+    (child, id)
+}
+
+#[tokio::test]
+async fn two_processes_contend_and_a_killed_holder_frees_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let (mut child, child_lock_id) = spawn_holder(&dir);
+    let child_pid = child.0.id();
+    let b = EmbeddedBackend::new(&dir);
+
+    let err = b
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap_err();
+    let StateError::Locked { holder } = &err else {
+        panic!("expected Locked, got {err}");
+    };
+    assert_eq!(holder.pid, child_pid);
+    assert_eq!(holder.operation, "child-apply");
+    assert_eq!(holder.id, child_lock_id);
+    assert!(
+        err.to_string().contains(&format!("pid {child_pid}")),
+        "{err}"
+    );
+
+    let err = b.read().await.unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    assert_eq!(
+        b.lock_holder().await.unwrap().map(|h| h.pid),
+        Some(child_pid)
+    );
+
+    // A live holder's kernel lock cannot be broken.
+    let err = b.force_unlock(&child_lock_id).await.unwrap_err();
+    assert!(matches!(err, StateError::HolderRunning { .. }), "{err}");
+    assert!(err.to_string().contains(&child_pid.to_string()), "{err}");
+    let err = b.force_unlock("wrong").await.unwrap_err();
+    assert!(matches!(err, StateError::LockMismatch { .. }), "{err}");
+
+    // SIGKILL: the kernel releases the flock; the child's record stays behind.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let mut guard = None;
+    for _ in 0..50 {
+        match b
+            .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+            .await
+        {
+            Ok(g) => {
+                guard = Some(g);
+                break;
+            }
+            Err(StateError::Locked { .. } | StateError::LockedUnknown { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let guard = guard.expect("the lock was not freed after the holder was killed");
+    // The write the child made before being killed survived.
+    let doc = b.read().await.unwrap().unwrap();
+    assert_eq!(doc, suite::doc("child", 1, 3));
+    b.write(&guard, &suite::doc("child", 2, 0)).await.unwrap();
+    b.unlock(guard).await.unwrap();
+    assert_eq!(b.history().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn force_unlock_after_holder_was_killed_clears_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let (mut child, child_lock_id) = spawn_holder(&dir);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let record = std::fs::read_to_string(dir.join("lock")).unwrap();
+    assert!(record.contains(&child_lock_id), "{record}");
+    let b = EmbeddedBackend::new(&dir);
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+    b.force_unlock(&child_lock_id).await.unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("lock")).unwrap(), "");
+    assert_eq!(b.read().await.unwrap().map(|d| d.serial), Some(1));
+}

@@ -1,0 +1,282 @@
+//! A backend-agnostic test suite for [`StateBackend`] implementations.
+//!
+//! Each property is a function taking fresh backends. To run them all against
+//! a backend, write an `async fn fresh() -> suite::Fixture` that creates an
+//! empty state (a new one on every call) and invoke
+//! `state_backend_suite!(fresh);` in the test crate (after
+//! `#[macro_use] mod suite;`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prov_state::{
+    LockInfo, ResourceRecord, ResourceStatus, StateBackend, StateDocument, StateError,
+    FORMAT_VERSION,
+};
+
+/// A backend on a fresh, empty state, plus whatever must live as long as it.
+pub struct Fixture {
+    /// The backend.
+    pub backend: Box<dyn StateBackend>,
+    /// Kept alive for the test (a temporary directory, a bucket cleaner).
+    pub _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// Generates one `#[tokio::test]` per suite property, each on `$fresh().await`.
+#[macro_export]
+macro_rules! state_backend_suite {
+    ($fresh:path) => {
+        $crate::state_backend_suite!(@one $fresh, empty_read_is_none);
+        $crate::state_backend_suite!(@one $fresh, write_then_read_back);
+        $crate::state_backend_suite!(@one $fresh, serial_must_increase_by_one);
+        $crate::state_backend_suite!(@one $fresh, lineage_mismatch_conflicts);
+        $crate::state_backend_suite!(@one $fresh, history_lists_every_version);
+        $crate::state_backend_suite!(@one $fresh, read_serial_returns_old_versions);
+        $crate::state_backend_suite!(@one $fresh, lock_twice_names_holder);
+        $crate::state_backend_suite!(@one $fresh, unlock_then_lock_again);
+        $crate::state_backend_suite!(@one $fresh, force_unlock_wrong_id_mismatches);
+        $crate::state_backend_suite!(@one $fresh, write_rejects_other_format);
+        $crate::state_backend_suite!(@two $fresh, write_without_lock_fails);
+    };
+    (@one $fresh:path, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let fixture = $fresh().await;
+            $crate::suite::$name(&*fixture.backend).await;
+        }
+    };
+    (@two $fresh:path, $name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            let a = $fresh().await;
+            let b = $fresh().await;
+            $crate::suite::$name(&*a.backend, &*b.backend).await;
+        }
+    };
+}
+
+/// Runs every property, each on fresh backends from `fresh`.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Fixture>,
+{
+    empty_read_is_none(&*fresh().await.backend).await;
+    write_then_read_back(&*fresh().await.backend).await;
+    serial_must_increase_by_one(&*fresh().await.backend).await;
+    lineage_mismatch_conflicts(&*fresh().await.backend).await;
+    history_lists_every_version(&*fresh().await.backend).await;
+    read_serial_returns_old_versions(&*fresh().await.backend).await;
+    lock_twice_names_holder(&*fresh().await.backend).await;
+    unlock_then_lock_again(&*fresh().await.backend).await;
+    force_unlock_wrong_id_mismatches(&*fresh().await.backend).await;
+    write_rejects_other_format(&*fresh().await.backend).await;
+    let (a, b) = (fresh().await, fresh().await);
+    write_without_lock_fails(&*a.backend, &*b.backend).await;
+}
+
+/// A document of `lineage` at `serial` holding `resources` instances.
+pub fn doc(lineage: &str, serial: u64, resources: usize) -> StateDocument {
+    let mut doc = StateDocument::new("suite");
+    doc.lineage = lineage.to_owned();
+    doc.serial = serial;
+    for i in 0..resources {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("serial".to_owned(), serial.into());
+        attributes.insert("index".to_owned(), i.into());
+        doc.resources.insert(
+            format!("web[{i}]"),
+            ResourceRecord {
+                provider: "test".to_owned(),
+                kind: "instance".to_owned(),
+                id: Some(format!("i-{serial}-{i}")),
+                status: ResourceStatus::Ready,
+                generation: 1,
+                token: None,
+                attributes,
+                dependencies: vec![],
+            },
+        );
+    }
+    doc.outputs.insert("serial".to_owned(), serial.into());
+    doc
+}
+
+/// A fresh lineage.
+fn lineage() -> String {
+    StateDocument::new("suite").lineage
+}
+
+/// Takes the lock for `operation` without waiting.
+async fn lock(b: &dyn StateBackend, operation: &str) -> prov_state::LockGuard {
+    b.lock(LockInfo::for_this_process(operation), Duration::ZERO)
+        .await
+        .unwrap()
+}
+
+/// An empty state reads as nothing, with no history.
+pub async fn empty_read_is_none(b: &dyn StateBackend) {
+    assert_eq!(b.read().await.unwrap(), None);
+    assert_eq!(b.history().await.unwrap(), vec![]);
+    assert_eq!(b.read_serial(1).await.unwrap(), None);
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+}
+
+/// A written document reads back equal.
+pub async fn write_then_read_back(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    let d = doc(&lineage(), 1, 2);
+    b.write(&guard, &d).await.unwrap();
+    assert_eq!(b.read().await.unwrap().as_ref(), Some(&d));
+    b.unlock(guard).await.unwrap();
+    assert_eq!(b.read().await.unwrap(), Some(d.clone()));
+    assert_eq!(b.read_serial(1).await.unwrap(), Some(d));
+}
+
+/// Each write must carry the latest serial plus one; others change nothing.
+pub async fn serial_must_increase_by_one(b: &dyn StateBackend) {
+    let l = lineage();
+    let guard = lock(b, "apply").await;
+    let first = doc(&l, 1, 1);
+    b.write(&guard, &first).await.unwrap();
+    for bad in [doc(&l, 1, 3), doc(&l, 3, 3), doc(&l, 0, 3)] {
+        let err = b.write(&guard, &bad).await.unwrap_err();
+        assert!(matches!(err, StateError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("expected serial 2"), "{err}");
+        assert!(
+            err.to_string().contains(&format!("got {}", bad.serial)),
+            "{err}"
+        );
+    }
+    assert_eq!(b.read().await.unwrap().as_ref(), Some(&first));
+    assert_eq!(b.history().await.unwrap().len(), 1);
+    let second = doc(&l, 2, 2);
+    b.write(&guard, &second).await.unwrap();
+    assert_eq!(b.read().await.unwrap(), Some(second));
+    b.unlock(guard).await.unwrap();
+}
+
+/// A document of another lineage cannot be written over the state.
+pub async fn lineage_mismatch_conflicts(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    let first = doc(&lineage(), 1, 1);
+    b.write(&guard, &first).await.unwrap();
+    let err = b.write(&guard, &doc(&lineage(), 2, 1)).await.unwrap_err();
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("lineage"), "{err}");
+    assert_eq!(b.read().await.unwrap(), Some(first));
+    b.unlock(guard).await.unwrap();
+}
+
+/// History lists every version, oldest first, with resource counts and writer.
+pub async fn history_lists_every_version(b: &dyn StateBackend) {
+    let l = lineage();
+    let guard = lock(b, "apply").await;
+    for serial in 5..=8 {
+        b.write(&guard, &doc(&l, serial, (serial - 5) as usize))
+            .await
+            .unwrap();
+    }
+    b.unlock(guard).await.unwrap();
+    let history = b.history().await.unwrap();
+    let summary: Vec<(u64, usize)> = history.iter().map(|h| (h.serial, h.resources)).collect();
+    assert_eq!(summary, [(5, 0), (6, 1), (7, 2), (8, 3)]);
+    let who = LockInfo::for_this_process("x").who;
+    for entry in &history {
+        assert_eq!(entry.written_by, format!("{who} (apply)"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&entry.written_at).is_ok(),
+            "{}",
+            entry.written_at
+        );
+    }
+}
+
+/// Old versions stay readable and unchanged.
+pub async fn read_serial_returns_old_versions(b: &dyn StateBackend) {
+    let l = lineage();
+    let docs: Vec<StateDocument> = (1..=3).map(|s| doc(&l, s, s as usize)).collect();
+    let guard = lock(b, "apply").await;
+    for d in &docs {
+        b.write(&guard, d).await.unwrap();
+    }
+    b.unlock(guard).await.unwrap();
+    for d in &docs {
+        assert_eq!(b.read_serial(d.serial).await.unwrap().as_ref(), Some(d));
+    }
+    assert_eq!(b.read_serial(4).await.unwrap(), None);
+    assert_eq!(b.read_serial(0).await.unwrap(), None);
+    assert_eq!(b.read().await.unwrap().as_ref(), docs.last());
+}
+
+/// A second lock fails, naming the holder (who, pid, operation, lock id).
+pub async fn lock_twice_names_holder(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    let err = b
+        .lock(LockInfo::for_this_process("plan"), Duration::ZERO)
+        .await
+        .unwrap_err();
+    let StateError::Locked { holder } = &err else {
+        panic!("expected Locked, got {err}");
+    };
+    assert_eq!(**holder, guard.info);
+    let message = err.to_string();
+    for part in [
+        guard.info.who.clone(),
+        format!("pid {}", guard.info.pid),
+        "apply".to_owned(),
+        guard.info.id.clone(),
+    ] {
+        assert!(message.contains(&part), "`{part}` missing from: {message}");
+    }
+    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info.clone()));
+    b.unlock(guard).await.unwrap();
+}
+
+/// After unlocking, the lock is free and can be taken again.
+pub async fn unlock_then_lock_again(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    b.unlock(guard).await.unwrap();
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+    let again = lock(b, "destroy").await;
+    assert_eq!(b.lock_holder().await.unwrap(), Some(again.info.clone()));
+    b.unlock(again).await.unwrap();
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+}
+
+/// `force_unlock` with an id that is not the holder's fails and keeps the lock.
+pub async fn force_unlock_wrong_id_mismatches(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    let err = b.force_unlock("not-the-lock-id").await.unwrap_err();
+    let StateError::LockMismatch { given, holder } = &err else {
+        panic!("expected LockMismatch, got {err}");
+    };
+    assert_eq!(given, "not-the-lock-id");
+    assert_eq!(holder.as_deref(), Some(&guard.info));
+    assert!(err.to_string().contains(&guard.info.id), "{err}");
+    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info.clone()));
+    b.unlock(guard).await.unwrap();
+}
+
+/// A write with a guard that is not this state's lock fails and stores nothing.
+/// `other` is a backend on a different state.
+pub async fn write_without_lock_fails(b: &dyn StateBackend, other: &dyn StateBackend) {
+    let foreign = lock(other, "apply").await;
+    let err = b.write(&foreign, &doc(&lineage(), 1, 1)).await.unwrap_err();
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("lock"), "{err}");
+    other.unlock(foreign).await.unwrap();
+    assert_eq!(b.read().await.unwrap(), None);
+    assert_eq!(b.history().await.unwrap(), vec![]);
+}
+
+/// A document of another layout version is not written.
+pub async fn write_rejects_other_format(b: &dyn StateBackend) {
+    let guard = lock(b, "apply").await;
+    let mut d = doc(&lineage(), 1, 0);
+    d.format_version = FORMAT_VERSION + 1;
+    let err = b.write(&guard, &d).await.unwrap_err();
+    assert!(matches!(err, StateError::Format { .. }), "{err}");
+    b.unlock(guard).await.unwrap();
+    assert_eq!(b.read().await.unwrap(), None);
+}
