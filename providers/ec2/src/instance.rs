@@ -1,0 +1,487 @@
+//! Kind `instance`: one EC2 instance. Its id is `i-…`.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::primitives::Blob;
+use aws_sdk_ec2::types::{
+    AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue,
+};
+use prov_provider::{
+    sha256_hex, AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed,
+    ProviderError, UpdateRequest,
+};
+use serde_json::Value;
+
+use crate::attrs::{opt_str, req_str, str_array, str_or_null, str_set};
+use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
+use crate::error::config_error;
+use crate::wait::WaitPolicy;
+use crate::{base64, tags, TOKEN_TAG};
+
+/// The kind's name.
+pub(crate) const KIND: &str = "instance";
+
+/// The kind's attributes.
+pub(crate) const SCHEMA: &[AttributeSchema] = &[
+    AttributeSchema::force_new("ami"),
+    AttributeSchema::force_new("subnet_id"),
+    AttributeSchema::force_new("key_name"),
+    AttributeSchema::in_place("instance_type"),
+    AttributeSchema::in_place("user_data_sha256"),
+    AttributeSchema::in_place("security_group_ids"),
+    AttributeSchema::in_place("tags"),
+    AttributeSchema::computed("state"),
+    AttributeSchema::computed("private_ip"),
+    AttributeSchema::computed("public_ip"),
+    AttributeSchema::computed("public_dns"),
+    AttributeSchema::computed("availability_zone"),
+];
+
+/// What a reviewer is told about an in-place change that restarts the instance.
+pub(crate) const RESTART_EFFECT: &str = "the instance is stopped and started";
+
+/// Attributes whose in-place change needs the instance stopped.
+const NEEDS_RESTART: &[&str] = &["instance_type", "user_data_sha256"];
+
+/// States in which an instance no longer counts as existing.
+const GONE: &[&str] = &["shutting-down", "terminated"];
+
+/// States in which an instance still counts as existing.
+const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
+
+fn state(instance: &Instance) -> &str {
+    instance
+        .state()
+        .and_then(|s| s.name())
+        .map_or("unknown", |n| n.as_str())
+}
+
+fn is_gone(instance: &Instance) -> bool {
+    GONE.contains(&state(instance))
+}
+
+fn observe(instance: &Instance) -> Option<Observed> {
+    let id = instance.instance_id()?;
+    let groups = instance
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id());
+    let attributes: Attributes = [
+        ("ami".to_owned(), str_or_null(instance.image_id())),
+        ("subnet_id".to_owned(), str_or_null(instance.subnet_id())),
+        ("key_name".to_owned(), str_or_null(instance.key_name())),
+        (
+            "instance_type".to_owned(),
+            str_or_null(instance.instance_type().map(InstanceType::as_str)),
+        ),
+        ("security_group_ids".to_owned(), str_array(groups)),
+        ("tags".to_owned(), tags::observed(instance.tags())),
+        (
+            "state".to_owned(),
+            Value::String(state(instance).to_owned()),
+        ),
+        (
+            "private_ip".to_owned(),
+            str_or_null(instance.private_ip_address()),
+        ),
+        (
+            "public_ip".to_owned(),
+            str_or_null(instance.public_ip_address()),
+        ),
+        (
+            "public_dns".to_owned(),
+            str_or_null(instance.public_dns_name()),
+        ),
+        (
+            "availability_zone".to_owned(),
+            str_or_null(instance.placement().and_then(|p| p.availability_zone())),
+        ),
+    ]
+    .into();
+    Some(Observed {
+        id: id.to_owned(),
+        attributes,
+    })
+}
+
+/// All instances matching `filters`, following pagination.
+async fn describe(api: &Ec2Api, filters: Vec<Filter>) -> Result<Vec<Instance>, ProviderError> {
+    let mut instances = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let out = api
+            .call(
+                "DescribeInstances",
+                api.client()
+                    .describe_instances()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(1000)
+                    .set_next_token(next_token.take())
+                    .send(),
+            )
+            .await?;
+        for reservation in out.reservations() {
+            instances.extend(reservation.instances().iter().cloned());
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+            _ => return Ok(instances),
+        }
+    }
+}
+
+/// The instance `id` as EC2 reports it now, terminated or not.
+async fn describe_one(api: &Ec2Api, id: &str) -> Result<Option<Instance>, ProviderError> {
+    Ok(describe(api, vec![filter("instance-id", [id])])
+        .await?
+        .into_iter()
+        .find(|i| i.instance_id() == Some(id)))
+}
+
+/// Reads instances by id, one call per 200 ids; terminated and terminating
+/// instances are absent.
+pub(crate) async fn read(
+    api: &Ec2Api,
+    ids: &[String],
+) -> Result<BTreeMap<String, Observed>, ProviderError> {
+    let mut found = BTreeMap::new();
+    for chunk in ids.chunks(MAX_FILTER_VALUES) {
+        let instances = describe(api, vec![filter("instance-id", chunk.iter().cloned())]).await?;
+        for instance in instances.iter().filter(|i| !is_gone(i)) {
+            if let Some(observed) = observe(instance) {
+                if chunk.contains(&observed.id) {
+                    found.insert(observed.id.clone(), observed);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Finds live instances by their `prov:token` tag.
+pub(crate) async fn find_by_token(
+    api: &Ec2Api,
+    tokens: &[String],
+) -> Result<BTreeMap<String, Observed>, ProviderError> {
+    let mut found = BTreeMap::new();
+    for chunk in tokens.chunks(MAX_FILTER_VALUES) {
+        let filters = vec![
+            filter(&format!("tag:{TOKEN_TAG}"), chunk.iter().cloned()),
+            filter("instance-state-name", LIVE.iter().copied()),
+        ];
+        let mut instances = describe(api, filters).await?;
+        instances.sort_by(|a, b| a.instance_id().cmp(&b.instance_id()));
+        for instance in instances.iter().filter(|i| !is_gone(i)) {
+            if let (Some(token), Some(observed)) =
+                (tags::token_of(instance.tags()), observe(instance))
+            {
+                if chunk.iter().any(|t| t == token) {
+                    if found.contains_key(token) {
+                        tracing::warn!(
+                            token,
+                            instance = observed.id,
+                            "several instances carry one token"
+                        );
+                        continue;
+                    }
+                    found.insert(token.to_owned(), observed);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Waits until instance `id` is in state `target`. Fails early when it ends
+/// up terminated instead.
+async fn wait_for(
+    api: &Ec2Api,
+    wait: &WaitPolicy,
+    id: &str,
+    target: &'static str,
+) -> Result<Instance, ProviderError> {
+    wait.until(&format!("instance {id} to be {target}"), || async move {
+        let Some(instance) = describe_one(api, id).await? else {
+            return Ok(None);
+        };
+        let now = state(&instance);
+        if now == target {
+            return Ok(Some(instance));
+        }
+        if is_gone(&instance) {
+            let reason = instance
+                .state_reason()
+                .and_then(|r| r.message())
+                .unwrap_or("no reason given");
+            return Err(ProviderError::api(
+                "DescribeInstances",
+                format!("instance {id} is {now} instead of becoming {target}: {reason}"),
+            ));
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// The user data to send (plain text) and the digest to report.
+fn user_data(attributes: &Attributes) -> Result<(Option<&str>, Value), ProviderError> {
+    let text = opt_str(attributes, KIND, "user_data")?;
+    let digest = match text {
+        Some(text) => Value::String(sha256_hex(text.as_bytes())),
+        None => attributes
+            .get("user_data_sha256")
+            .cloned()
+            .unwrap_or(Value::Null),
+    };
+    Ok((text, digest))
+}
+
+fn with_digest(mut observed: Observed, digest: Value) -> Observed {
+    observed
+        .attributes
+        .insert("user_data_sha256".to_owned(), digest);
+    observed
+}
+
+/// Launches one instance (ClientToken = the request token, tagged with the
+/// request's tags and `prov:token`) and waits until it runs.
+pub(crate) async fn create(
+    api: &Ec2Api,
+    wait: &WaitPolicy,
+    request: CreateRequest<'_>,
+) -> Result<Observed, ProviderError> {
+    let attributes = request.attributes;
+    let ami = req_str(attributes, KIND, "ami")?;
+    let instance_type = opt_str(attributes, KIND, "instance_type")?;
+    let subnet_id = opt_str(attributes, KIND, "subnet_id")?;
+    let key_name = opt_str(attributes, KIND, "key_name")?;
+    let groups = str_set(attributes, KIND, "security_group_ids")?;
+    let tags = tags::desired(attributes, KIND)?;
+    let (user_data, digest) = user_data(attributes)?;
+    let out = api
+        .call(
+            "RunInstances",
+            api.client()
+                .run_instances()
+                .image_id(ami)
+                .min_count(1)
+                .max_count(1)
+                .client_token(request.token)
+                .set_instance_type(instance_type.map(InstanceType::from))
+                .set_subnet_id(subnet_id.map(str::to_owned))
+                .set_key_name(key_name.map(str::to_owned))
+                .set_security_group_ids((!groups.is_empty()).then_some(groups))
+                .set_user_data(user_data.map(|u| base64::encode(u.as_bytes())))
+                .tag_specifications(tags::specification(
+                    ResourceType::Instance,
+                    &tags,
+                    Some(request.token),
+                ))
+                .send(),
+        )
+        .await?;
+    let id = out
+        .instances()
+        .first()
+        .and_then(Instance::instance_id)
+        .ok_or_else(|| ProviderError::api("RunInstances", "the response named no instance"))?;
+    tracing::debug!(instance = id, token = request.token, "instance launched");
+    let instance = wait_for(api, wait, id, "running").await?;
+    let observed = observe(&instance)
+        .ok_or_else(|| ProviderError::api("DescribeInstances", "instance without an id"))?;
+    Ok(with_digest(observed, digest))
+}
+
+/// Replaces the user data of a stopped instance.
+///
+/// The SDK base64-encodes the blob on the wire and EC2 decodes it once, so
+/// the blob holds the plain text. moto (5.x) instead expects the decoded blob
+/// to be base64 text again and answers `InvalidUserData.Malformed`; only
+/// then is the call repeated with base64 text, so EC2 never sees it.
+async fn set_user_data(api: &Ec2Api, id: &str, text: &str) -> Result<(), ProviderError> {
+    let send = |bytes: Vec<u8>| {
+        api.client()
+            .modify_instance_attribute()
+            .instance_id(id)
+            .user_data(
+                SecureBlobAttributeValue::builder()
+                    .value(Blob::new(bytes))
+                    .build(),
+            )
+            .send()
+    };
+    match api
+        .call("ModifyInstanceAttribute", send(text.as_bytes().to_vec()))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(f) if f.has_code("InvalidUserData.Malformed") => {
+            tracing::debug!(
+                instance = id,
+                "endpoint wants base64 user data inside the blob"
+            );
+            let encoded = base64::encode(text.as_bytes()).into_bytes();
+            api.call("ModifyInstanceAttribute", send(encoded)).await?;
+            Ok(())
+        }
+        Err(f) => Err(f.into()),
+    }
+}
+
+fn changed(changes: &[AttributeChange], name: &str) -> bool {
+    changes.iter().any(|c| c.name == name)
+}
+
+/// Applies in-place changes: tags and security groups directly; instance
+/// type and user data by stopping, modifying and starting the instance.
+pub(crate) async fn update(
+    api: &Ec2Api,
+    wait: &WaitPolicy,
+    request: UpdateRequest<'_>,
+) -> Result<Observed, ProviderError> {
+    let id = request.id;
+    let attributes = request.attributes;
+    let changes = request.changes;
+    let not_found = || ProviderError::NotFound {
+        kind: KIND.to_owned(),
+        id: id.to_owned(),
+    };
+    if let Some(c) = changes.iter().find(|c| c.forces_replacement) {
+        return Err(ProviderError::Unsupported {
+            provider: crate::PROVIDER_NAME.to_owned(),
+            operation: format!("changing `{}` of an instance in place", c.name),
+        });
+    }
+    let current = describe_one(api, id)
+        .await?
+        .filter(|i| !is_gone(i))
+        .ok_or_else(not_found)?;
+    let (user_data, digest) = user_data(attributes)?;
+
+    if changed(changes, "tags") {
+        let desired = tags::desired(attributes, KIND)?;
+        tags::sync(api, id, &tags::from_ec2(current.tags()), &desired).await?;
+    }
+    if changed(changes, "security_group_ids") {
+        let groups = str_set(attributes, KIND, "security_group_ids")?;
+        if groups.is_empty() {
+            return Err(config_error(
+                "an instance needs at least one security group; remove `security_group_ids` to keep the current ones",
+            ));
+        }
+        api.call(
+            "ModifyInstanceAttribute",
+            api.client()
+                .modify_instance_attribute()
+                .instance_id(id)
+                .set_groups(Some(groups))
+                .send(),
+        )
+        .await?;
+    }
+    if NEEDS_RESTART.iter().any(|n| changed(changes, n)) {
+        let mut now = state(&current).to_owned();
+        if now == "pending" {
+            now = state(&wait_for(api, wait, id, "running").await?).to_owned();
+        }
+        if now == "running" {
+            api.call(
+                "StopInstances",
+                api.client().stop_instances().instance_ids(id).send(),
+            )
+            .await?;
+        }
+        wait_for(api, wait, id, "stopped").await?;
+        if changed(changes, "instance_type") {
+            let instance_type = req_str(attributes, KIND, "instance_type")?;
+            api.call(
+                "ModifyInstanceAttribute",
+                api.client()
+                    .modify_instance_attribute()
+                    .instance_id(id)
+                    .instance_type(AttributeValue::builder().value(instance_type).build())
+                    .send(),
+            )
+            .await?;
+        }
+        if changed(changes, "user_data_sha256") {
+            if user_data.is_none() && !digest.is_null() {
+                return Err(config_error(
+                    "`user_data_sha256` changed but the request carries no `user_data`",
+                ));
+            }
+            set_user_data(api, id, user_data.unwrap_or("")).await?;
+        }
+        api.call(
+            "StartInstances",
+            api.client().start_instances().instance_ids(id).send(),
+        )
+        .await?;
+        let instance = wait_for(api, wait, id, "running").await?;
+        let observed = observe(&instance).ok_or_else(not_found)?;
+        return Ok(with_digest(observed, digest));
+    }
+    let observed = describe_one(api, id)
+        .await?
+        .filter(|i| !is_gone(i))
+        .as_ref()
+        .and_then(observe)
+        .ok_or_else(not_found)?;
+    Ok(with_digest(observed, digest))
+}
+
+/// Terminates the instance and waits until it is gone; an instance that is
+/// already gone counts as deleted.
+pub(crate) async fn delete(api: &Ec2Api, wait: &WaitPolicy, id: &str) -> Result<(), ProviderError> {
+    match api
+        .call(
+            "TerminateInstances",
+            api.client().terminate_instances().instance_ids(id).send(),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(f) if f.has_code("InvalidInstanceID.NotFound") => return Ok(()),
+        Err(f) => return Err(f.into()),
+    }
+    wait.until(&format!("instance {id} to be terminated"), || async move {
+        Ok(match describe_one(api, id).await? {
+            None => Some(()),
+            Some(i) if state(&i) == "terminated" => Some(()),
+            Some(_) => None,
+        })
+    })
+    .await
+}
+
+/// Whether `changes` restart the instance.
+pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
+    NEEDS_RESTART.iter().any(|n| changed(changes, n))
+}
+
+/// Fills in what the spec may leave to EC2 (subnet, security groups,
+/// instance type), sorts `security_group_ids` and derives
+/// `user_data_sha256` from `user_data`, so that an unchanged instance diffs
+/// empty.
+pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
+    let unset = |d: &Attributes, name: &str| d.get(name).is_none_or(Value::is_null);
+    for name in ["subnet_id", "security_group_ids", "instance_type"] {
+        if unset(desired, name) {
+            if let Some(v) = current.get(name) {
+                desired.insert(name.to_owned(), v.clone());
+            }
+        }
+    }
+    if let Some(Value::Array(items)) = desired.get("security_group_ids") {
+        if let Some(ids) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+            let sorted = str_array(ids);
+            desired.insert("security_group_ids".to_owned(), sorted);
+        }
+    }
+    if unset(desired, "user_data_sha256") {
+        if let Some(Value::String(text)) = desired.get("user_data") {
+            let digest = sha256_hex(text.as_bytes());
+            desired.insert("user_data_sha256".to_owned(), Value::String(digest));
+        }
+    }
+}
