@@ -1,0 +1,232 @@
+//! Conversion of a checked raw spec into the model the planner consumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use prov_provider::{sha256_hex, Address, Attributes, Reference, ResourceConfig};
+use serde_json::{Map, Value};
+
+use super::check::{Checked, KEY_PAIR, SECURITY_GROUP};
+use super::model::{Ec2Settings, HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings};
+use super::raw::{RawHost, RawSpec, Tags};
+
+/// The provider every resource uses so far.
+const EC2: &str = "ec2";
+/// Default state directory, relative to the spec's directory.
+const DEFAULT_STATE_DIR: &str = ".prov";
+/// Default security group description.
+const DEFAULT_DESCRIPTION: &str = "managed by prov";
+
+/// Builds the [`Spec`]; `raw` must have passed [`super::check::check`],
+/// which produced `checked`.
+pub(crate) fn convert(
+    raw: &RawSpec,
+    checked: &Checked,
+    path: &Path,
+    base_dir: &Path,
+    source_hash: String,
+) -> Spec {
+    let deployment = raw.deployment.get_ref().clone();
+    let mut resources = Vec::new();
+    let mut hosts = BTreeMap::new();
+    for (name, kp) in &raw.key_pairs {
+        let name = name.get_ref();
+        let address = Address::new(KEY_PAIR, name, None);
+        let mut attributes = Attributes::new();
+        attributes.insert("key_name".into(), format!("{deployment}-{name}").into());
+        let key = checked.public_keys.get(name).cloned().unwrap_or_default();
+        attributes.insert("public_key".into(), key.into());
+        attributes.insert("tags".into(), tags(&deployment, &address, &kp.tags, false));
+        resources.push(plain(address, attributes));
+    }
+    for (name, sg) in &raw.security_groups {
+        let name = name.get_ref();
+        let address = Address::new(SECURITY_GROUP, name, None);
+        let mut attributes = Attributes::new();
+        attributes.insert("group_name".into(), format!("{deployment}-{name}").into());
+        let description = sg
+            .description
+            .as_ref()
+            .map_or(DEFAULT_DESCRIPTION, |d| d.get_ref().as_str());
+        attributes.insert("description".into(), description.into());
+        if let Some(vpc) = &sg.vpc_id {
+            attributes.insert("vpc_id".into(), vpc.get_ref().as_str().into());
+        }
+        let rules = checked
+            .rules
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let ingress = rules.iter().map(|r| r.to_json()).collect();
+        attributes.insert("ingress".into(), Value::Array(ingress));
+        attributes.insert("tags".into(), tags(&deployment, &address, &sg.tags, false));
+        resources.push(plain(address, attributes));
+    }
+    for (name, host) in &raw.hosts {
+        let name = name.get_ref();
+        for address in host_addresses(name, host) {
+            resources.push(instance(raw, checked, &deployment, address.clone(), host));
+            let info = HostInfo {
+                name: name.clone(),
+                tags: user_tags(&host.tags),
+            };
+            hosts.insert(address, info);
+        }
+    }
+    resources.sort_by(|a, b| a.address.cmp(&b.address));
+    Spec {
+        source: path.to_owned(),
+        deployment,
+        source_hash,
+        providers: ProviderSettings {
+            ec2: raw.providers.ec2.as_ref().map(|e| Ec2Settings {
+                region: e.region.as_ref().map(|v| v.get_ref().clone()),
+                endpoint: e.endpoint.as_ref().map(|v| v.get_ref().clone()),
+                profile: e.profile.as_ref().map(|v| v.get_ref().clone()),
+            }),
+        },
+        state: StateSettings {
+            path: base_dir.join(
+                raw.state
+                    .as_ref()
+                    .and_then(|s| s.path.as_ref())
+                    .map_or(DEFAULT_STATE_DIR, |p| p.get_ref().as_str()),
+            ),
+        },
+        resources,
+        hosts,
+        outputs: outputs(raw),
+    }
+}
+
+/// `NAME` without count, `NAME[0]..NAME[N-1]` with.
+fn host_addresses(name: &str, host: &RawHost) -> Vec<Address> {
+    match &host.count {
+        None => vec![Address::host(name, None)],
+        Some(n) => {
+            let n = u32::try_from(*n.get_ref()).unwrap_or(0);
+            (0..n).map(|i| Address::host(name, Some(i))).collect()
+        }
+    }
+}
+
+/// A resource whose kind is its address kind and that refers to nothing.
+fn plain(address: Address, attributes: Attributes) -> ResourceConfig {
+    ResourceConfig {
+        kind: address.kind.clone(),
+        address,
+        provider: EC2.into(),
+        attributes,
+        references: BTreeMap::new(),
+        depends_on: BTreeSet::new(),
+    }
+}
+
+fn instance(
+    raw: &RawSpec,
+    checked: &Checked,
+    deployment: &str,
+    address: Address,
+    host: &RawHost,
+) -> ResourceConfig {
+    let name = address.name.clone();
+    let mut attributes = Attributes::new();
+    let mut references = BTreeMap::new();
+    let mut depends_on = BTreeSet::new();
+    let text = |v: &Option<toml::Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
+    if let Some(ami) = text(&host.ami) {
+        attributes.insert("ami".into(), ami.into());
+    }
+    if let Some(instance_type) = text(&host.instance_type) {
+        attributes.insert("instance_type".into(), instance_type.into());
+    }
+    if let Some(subnet) = text(&host.subnet) {
+        attributes.insert("subnet_id".into(), subnet.into());
+    }
+    if let Some(kp) = &host.key_pair {
+        let target = Address::new(KEY_PAIR, kp.get_ref(), None);
+        attributes.insert("key_name".into(), target.to_string().into());
+        depends_on.insert(target.clone());
+        let reference = Reference {
+            targets: vec![target],
+            field: "key_name".into(),
+            list: false,
+        };
+        references.insert("key_name".to_owned(), reference);
+    }
+    let groups: Vec<Address> = host
+        .security_groups
+        .iter()
+        .flat_map(|l| l.get_ref())
+        .map(|sg| Address::new(SECURITY_GROUP, sg.get_ref(), None))
+        .collect();
+    if !groups.is_empty() {
+        let ids = groups
+            .iter()
+            .map(|a| Value::String(a.to_string()))
+            .collect();
+        attributes.insert("security_group_ids".into(), Value::Array(ids));
+        depends_on.extend(groups.iter().cloned());
+        let reference = Reference {
+            targets: groups,
+            field: "id".into(),
+            list: true,
+        };
+        references.insert("security_group_ids".to_owned(), reference);
+    }
+    if let Some(user_data) = checked.user_data.get(&name) {
+        attributes.insert("user_data".into(), user_data.as_str().into());
+        let digest = sha256_hex(user_data.as_bytes());
+        attributes.insert("user_data_sha256".into(), digest.into());
+    }
+    attributes.insert("tags".into(), tags(deployment, &address, &host.tags, true));
+    for dep in host.depends_on.iter().flat_map(|l| l.get_ref()) {
+        if let Some(other) = raw.hosts.get(dep.get_ref().as_str()) {
+            depends_on.extend(host_addresses(dep.get_ref(), other));
+        }
+    }
+    ResourceConfig {
+        address,
+        provider: EC2.into(),
+        kind: "instance".into(),
+        attributes,
+        references,
+        depends_on,
+    }
+}
+
+fn user_tags(tags: &Tags) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+        .collect()
+}
+
+/// User tags plus prov's: `prov:deployment`, `prov:address` and, for
+/// instances, a default `Name` the user may override.
+fn tags(deployment: &str, address: &Address, user: &Tags, name: bool) -> Value {
+    let mut map = Map::new();
+    if name {
+        map.insert("Name".into(), format!("{deployment}-{address}").into());
+    }
+    for (k, v) in user {
+        map.insert(k.get_ref().clone(), v.as_str().into());
+    }
+    map.insert("prov:deployment".into(), deployment.into());
+    map.insert("prov:address".into(), address.to_string().into());
+    Value::Object(map)
+}
+
+/// `ADDRESS.ATTRIBUTE`, split at the last dot.
+fn outputs(raw: &RawSpec) -> BTreeMap<String, OutputSpec> {
+    raw.outputs
+        .iter()
+        .filter_map(|(name, value)| {
+            let (address, attribute) = value.get_ref().rsplit_once('.')?;
+            let spec = OutputSpec {
+                address: address.to_owned(),
+                attribute: attribute.to_owned(),
+            };
+            Some((name.get_ref().clone(), spec))
+        })
+        .collect()
+}

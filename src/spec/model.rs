@@ -1,0 +1,73 @@
+//! The validated deployment spec: what every front end (TOML, Nix) produces.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use prov_provider::{Address, ResourceConfig};
+
+/// A whole deployment, validated: names unique, references resolved to
+/// addresses, no cycles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The file the spec was read from.
+    pub source: PathBuf,
+    /// The deployment name (`deployment = "…"`), used in tags and object names.
+    pub deployment: String,
+    /// SHA-256 (hex) of the spec file's bytes; a saved plan records it.
+    pub source_hash: String,
+    /// Provider settings.
+    pub providers: ProviderSettings,
+    /// Where state lives.
+    pub state: StateSettings,
+    /// Every resource, hosts expanded by `count`, sorted by address.
+    pub resources: Vec<ResourceConfig>,
+    /// Host metadata used for selection (`--on`), by host address.
+    pub hosts: BTreeMap<Address, HostInfo>,
+    /// Outputs by name.
+    pub outputs: BTreeMap<String, OutputSpec>,
+}
+
+/// Settings of each provider the spec configures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderSettings {
+    /// `[providers.ec2]`, when present.
+    pub ec2: Option<Ec2Settings>,
+}
+
+/// `[providers.ec2]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ec2Settings {
+    /// AWS region; the standard chain (AWS_REGION, profile) when absent.
+    pub region: Option<String>,
+    /// Endpoint URL (moto, LocalStack); `AWS_ENDPOINT_URL` when absent.
+    pub endpoint: Option<String>,
+    /// Named profile from the AWS config files.
+    pub profile: Option<String>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// Directory of the embedded state, resolved against the spec's directory
+    /// (default `.prov` next to the spec).
+    pub path: PathBuf,
+}
+
+/// What selection needs to know about one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// The host's name without index (`web` for `web[2]`).
+    pub name: String,
+    /// The host's user tags (`tags = { role = "web" }`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One output: `ADDRESS.ATTRIBUTE`, where ADDRESS may use `[*]` to collect a
+/// list over every index of a counted resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The resource address pattern (`web[*]`, `web[0]`, `security_group.web`).
+    pub address: String,
+    /// The attribute to read (`public_ip`, `id`).
+    pub attribute: String,
+}

@@ -1,0 +1,141 @@
+//! The TOML document as written, with spans, before any semantic check.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string with its span (names, references, values we may complain about).
+pub(crate) type Str = Spanned<String>;
+
+/// A list of strings, spanned as a whole and per entry.
+pub(crate) type StrList = Spanned<Vec<Str>>;
+
+/// Tags by key; keys spanned so reserved keys can be pointed at.
+pub(crate) type Tags = BTreeMap<Str, String>;
+
+/// The whole document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSpec {
+    /// `deployment = "…"`.
+    pub deployment: Str,
+    /// `[state]`.
+    #[serde(default)]
+    pub state: Option<RawState>,
+    /// `[providers]`.
+    #[serde(default)]
+    pub providers: RawProviders,
+    /// `[key_pairs.NAME]`.
+    #[serde(default)]
+    pub key_pairs: BTreeMap<Str, RawKeyPair>,
+    /// `[security_groups.NAME]`.
+    #[serde(default)]
+    pub security_groups: BTreeMap<Str, RawSecurityGroup>,
+    /// `[hosts.NAME]`.
+    #[serde(default)]
+    pub hosts: BTreeMap<Str, RawHost>,
+    /// `[outputs]`: NAME = "ADDRESS.ATTRIBUTE".
+    #[serde(default)]
+    pub outputs: BTreeMap<Str, Str>,
+}
+
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    /// Directory of the embedded state.
+    pub path: Option<Str>,
+}
+
+/// `[providers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProviders {
+    /// `[providers.ec2]`.
+    pub ec2: Option<RawEc2>,
+}
+
+/// `[providers.ec2]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEc2 {
+    /// AWS region.
+    pub region: Option<Str>,
+    /// Endpoint URL.
+    pub endpoint: Option<Str>,
+    /// AWS profile.
+    pub profile: Option<Str>,
+}
+
+/// `[key_pairs.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeyPair {
+    /// The OpenSSH public key text.
+    pub public_key: Option<Str>,
+    /// A file holding the public key, relative to the spec's directory.
+    pub public_key_file: Option<Str>,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// `[security_groups.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecurityGroup {
+    /// Group description.
+    pub description: Option<Str>,
+    /// VPC to create the group in.
+    pub vpc_id: Option<Str>,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Tags,
+    /// `[[security_groups.NAME.ingress]]` rules.
+    #[serde(default)]
+    pub ingress: Vec<Spanned<RawIngress>>,
+}
+
+/// One ingress rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngress {
+    /// `tcp`, `udp`, `icmp` or `all`.
+    pub protocol: Str,
+    /// First port (ICMP type); not needed for `all`.
+    pub from_port: Option<Spanned<i64>>,
+    /// Last port (ICMP code); not needed for `all`.
+    pub to_port: Option<Spanned<i64>>,
+    /// Source IPv4 CIDR blocks.
+    pub cidr_blocks: StrList,
+}
+
+/// `[hosts.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    /// Which provider runs the host (`ec2`).
+    pub target: Str,
+    /// Number of instances; absent means one, unindexed.
+    pub count: Option<Spanned<i64>>,
+    /// EC2 image id.
+    pub ami: Option<Str>,
+    /// EC2 instance type.
+    pub instance_type: Option<Str>,
+    /// EC2 subnet id.
+    pub subnet: Option<Str>,
+    /// Names of `[security_groups.*]`.
+    pub security_groups: Option<StrList>,
+    /// Name of a `[key_pairs.*]`.
+    pub key_pair: Option<Str>,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Tags,
+    /// Inline user data.
+    pub user_data: Option<Str>,
+    /// User data file, relative to the spec's directory.
+    pub user_data_file: Option<Str>,
+    /// Names of other hosts to wait for.
+    pub depends_on: Option<StrList>,
+}
