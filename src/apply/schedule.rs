@@ -1,0 +1,196 @@
+//! The scheduler: runs plan changes as a DAG, at most `parallelism` at once.
+//!
+//! Creates and updates wait for the resources they depend on; deletions run
+//! after every create and update, dependents first. When a change fails,
+//! nothing new starts; changes already running finish and are saved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use prov_provider::{Address, Change};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use super::node;
+use super::{ApplyOptions, ApplyReport, StateSession};
+use crate::plan::file::PlanFile;
+use crate::providers::Providers;
+
+/// Progress of one resource, for the caller to show.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Work on a resource started.
+    Started {
+        /// The resource.
+        address: Address,
+        /// What is being done.
+        action: Change,
+    },
+    /// Work on a resource finished.
+    Finished {
+        /// The resource.
+        address: Address,
+        /// What was done.
+        action: Change,
+        /// The provider id afterwards, if any.
+        id: Option<String>,
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// Work on a resource failed.
+    Failed {
+        /// The resource.
+        address: Address,
+        /// What was attempted.
+        action: Change,
+        /// The error, in one line.
+        error: String,
+    },
+}
+
+/// Runs every change of `plan`.
+pub(super) async fn run(
+    plan: &PlanFile,
+    providers: &Providers,
+    session: Arc<Mutex<StateSession>>,
+    options: ApplyOptions,
+    on_event: Arc<dyn Fn(&Event) + Send + Sync>,
+) -> Result<ApplyReport> {
+    let mut waiting = dependencies(plan, &*session.lock().await);
+    let changes: BTreeMap<Address, Change> = plan
+        .plan
+        .changes
+        .iter()
+        .map(|c| (c.address.clone(), c.action))
+        .collect();
+    let mut report = ApplyReport::default();
+    let mut running = JoinSet::new();
+    let mut failed = false;
+    let parallelism = options.parallelism.max(1);
+
+    loop {
+        if !failed {
+            let ready: Vec<Address> = waiting
+                .iter()
+                .filter(|(_, deps)| deps.is_empty())
+                .map(|(a, _)| a.clone())
+                .take(parallelism.saturating_sub(running.len()))
+                .collect();
+            for address in ready {
+                waiting.remove(&address);
+                let Some(&action) = changes.get(&address) else {
+                    continue;
+                };
+                let config = plan.configs.get(&address).cloned();
+                let provider_name = plan
+                    .plan
+                    .change(&address)
+                    .map(|c| c.provider.clone())
+                    .unwrap_or_default();
+                let provider = Arc::clone(providers.get(&provider_name)?);
+                let session = Arc::clone(&session);
+                let on_event = Arc::clone(&on_event);
+                on_event(&Event::Started {
+                    address: address.clone(),
+                    action,
+                });
+                running.spawn(async move {
+                    let started = Instant::now();
+                    let result = node::run(
+                        provider.as_ref(),
+                        &session,
+                        &address,
+                        action,
+                        config.as_ref(),
+                    )
+                    .await;
+                    (address, action, result, started.elapsed())
+                });
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (address, action, result, elapsed) = joined?;
+        match result {
+            Ok(id) => {
+                on_event(&Event::Finished {
+                    address: address.clone(),
+                    action,
+                    id,
+                    elapsed,
+                });
+                *report.done.entry(action).or_default() += 1;
+                for deps in waiting.values_mut() {
+                    deps.remove(&address);
+                }
+            }
+            Err(error) => {
+                on_event(&Event::Failed {
+                    address: address.clone(),
+                    action,
+                    error: format!("{error:#}"),
+                });
+                report.failed.push((address, error));
+                failed = true;
+            }
+        }
+    }
+    report.skipped = waiting.into_keys().collect();
+    Ok(report)
+}
+
+/// For every change, the changes that must finish before it starts.
+fn dependencies(plan: &PlanFile, session: &StateSession) -> BTreeMap<Address, BTreeSet<Address>> {
+    let converging: BTreeSet<&Address> = plan
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Change::Delete)
+        .map(|c| &c.address)
+        .collect();
+    let deleting: BTreeSet<&Address> = plan
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Change::Delete)
+        .map(|c| &c.address)
+        .collect();
+    let mut deps = BTreeMap::new();
+    for change in &plan.plan.changes {
+        let address = &change.address;
+        let before: BTreeSet<Address> = if change.action == Change::Delete {
+            // Everything converging first, then whatever still depends on us.
+            let dependents = session.doc.resources.iter().filter_map(|(key, record)| {
+                let depends = record
+                    .dependencies
+                    .iter()
+                    .any(|d| d.parse::<Address>().is_ok_and(|d| &d == address));
+                key.parse::<Address>()
+                    .ok()
+                    .filter(|a| depends && deleting.contains(a))
+            });
+            converging
+                .iter()
+                .map(|a| (*a).clone())
+                .chain(dependents)
+                .collect()
+        } else {
+            plan.configs
+                .get(address)
+                .map(|config| {
+                    config
+                        .depends_on
+                        .iter()
+                        .filter(|d| converging.contains(d))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        deps.insert(address.clone(), before);
+    }
+    deps
+}

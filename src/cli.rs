@@ -1,0 +1,193 @@
+//! Command-line arguments (clap derive). Flags are parsed here and validated
+//! where they are used.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Declarative provisioner for NixOS hosts: plan and apply a deployment spec
+/// against EC2 (and more), with state kept safely.
+#[derive(Debug, Parser)]
+#[command(name = "prov", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The deployment spec.
+    #[arg(short = 'f', long = "file", global = true, default_value = "prov.toml")]
+    pub file: PathBuf,
+
+    /// Directory of the embedded state (default: `[state] path` of the spec, or
+    /// `.prov` next to it).
+    #[arg(long, global = true, env = "PROV_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// How long to wait for a state lock held by another run (0: fail at once).
+    #[arg(long, global = true, default_value = "0s", value_parser = crate::duration::parse)]
+    pub lock_timeout: Duration,
+
+    /// When to color output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to use color.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the spec without touching anything.
+    Validate,
+    /// Show what apply would change.
+    Plan(PlanArgs),
+    /// Make the real objects match the spec (or carry out a saved plan).
+    Apply(ApplyArgs),
+    /// Destroy every object of the deployment (or the selected ones).
+    Destroy(DestroyArgs),
+    /// Take an existing object under management: `prov import web[0] i-0abc…`.
+    Import(ImportArgs),
+    /// Print output values.
+    Output(OutputArgs),
+    /// Print the dependency graph in Graphviz DOT.
+    Graph,
+    /// Inspect and repair state.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// Options shared by plan, apply and destroy.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Only these resources: NAME, GLOB (`web*`), ADDRESS (`web[1]`,
+    /// `key_pair.deploy`) or @TAG (`@role`, `@role=web`). Repeat or separate with
+    /// commas.
+    #[arg(long = "on", value_delimiter = ',')]
+    pub on: Vec<String>,
+
+    /// Read the real objects before planning (`--refresh=false` plans from state
+    /// alone).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub refresh: bool,
+}
+
+/// `prov plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Selection and refresh.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print the plan as JSON (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan to FILE for `prov apply FILE`.
+    #[arg(long = "out", visible_alias = "o")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan destroying everything instead.
+    #[arg(long)]
+    pub destroy: bool,
+}
+
+/// `prov apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `prov plan --out FILE`.
+    pub plan_file: Option<PathBuf>,
+    /// Selection and refresh.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources to work on at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub parallelism: u16,
+}
+
+/// `prov destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Selection and refresh.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources to work on at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub parallelism: u16,
+}
+
+/// `prov import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The address in the spec (`web[0]`, `key_pair.deploy`).
+    pub address: String,
+    /// The provider's id of the existing object.
+    pub id: String,
+}
+
+/// `prov output`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// One output only.
+    pub name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `prov state …`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List resource addresses in state.
+    List,
+    /// Show one resource, or the whole document at a serial.
+    Show {
+        /// The resource address (omit with --serial to show the whole document).
+        address: Option<String>,
+        /// Show the version with this serial instead of the latest.
+        #[arg(long)]
+        serial: Option<u64>,
+    },
+    /// Forget resources (the real objects are left alone).
+    Rm {
+        /// Addresses to remove.
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Print the state document as JSON.
+    Pull {
+        /// The version with this serial instead of the latest.
+        #[arg(long)]
+        serial: Option<u64>,
+    },
+    /// Replace the state with a JSON document (lineage and serial checked).
+    Push {
+        /// The document (`-` for stdin).
+        file: PathBuf,
+        /// Skip the lineage and serial checks.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List every stored version.
+    History,
+    /// Remove a lock left by a run that is gone.
+    ForceUnlock {
+        /// The lock id printed in the lock message.
+        id: String,
+    },
+}

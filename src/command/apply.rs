@@ -1,0 +1,217 @@
+//! `prov apply` and `prov destroy`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use anyhow::{bail, Result};
+use prov_provider::Change;
+use prov_state::StateDocument;
+
+use crate::apply::{self, ApplyOptions, Event, StateSession};
+use crate::cli::{ApplyArgs, Cli, DestroyArgs, SelectArgs};
+use crate::command::plan::{prepare, Prepared};
+use crate::command::{Context, EXIT_OK};
+use crate::plan::file::PlanFile;
+use crate::plan::{self, Refreshed};
+use crate::ui::{self, Painter};
+
+/// Converges the deployment (or carries out a saved plan).
+pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
+    let ctx = Context::load(cli)?;
+    let prepared = match &args.plan_file {
+        Some(path) => from_file(&ctx, cli, path).await?,
+        None => prepare(&ctx, cli, &args.select, false, "apply").await?,
+    };
+    let confirm = args.plan_file.is_none() && !args.auto_approve;
+    execute(&ctx, cli, prepared, confirm, args.parallelism.into()).await
+}
+
+/// Destroys the deployment (or the selected resources).
+pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
+    let ctx = Context::load(cli)?;
+    let select = SelectArgs {
+        on: args.select.on.clone(),
+        refresh: args.select.refresh,
+    };
+    let prepared = prepare(&ctx, cli, &select, true, "destroy").await?;
+    execute(
+        &ctx,
+        cli,
+        prepared,
+        !args.auto_approve,
+        args.parallelism.into(),
+    )
+    .await
+}
+
+/// Loads a saved plan and checks it against the current state.
+async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
+    let plan = PlanFile::load(path)?;
+    let guard = ctx.lock(cli, "apply").await?;
+    let checked = async {
+        if plan.plan.spec_hash != ctx.spec.source_hash {
+            bail!(
+                "{} changed since the plan was made; run `prov plan --out {}` again",
+                cli.file.display(),
+                path.display()
+            );
+        }
+        let stored = ctx.read_state().await?;
+        plan.check_against(stored.as_ref())?;
+        // Start from the state the plan saw (refreshed then), not the stored one.
+        let doc = plan
+            .prior
+            .clone()
+            .or_else(|| stored.clone())
+            .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+        let providers = ctx.providers(&doc).await?;
+        anyhow::Ok((stored, doc, providers))
+    }
+    .await;
+    match checked {
+        Ok((stored, doc, providers)) => Ok(Prepared {
+            guard,
+            stored,
+            refreshed: Refreshed::unrefreshed(doc),
+            plan,
+            providers,
+        }),
+        Err(error) => {
+            ctx.backend.unlock(guard).await?;
+            Err(error)
+        }
+    }
+}
+
+/// Shows the plan, asks, applies, saves outputs, releases the lock.
+async fn execute(
+    ctx: &Context,
+    cli: &Cli,
+    prepared: Prepared,
+    confirm: bool,
+    parallelism: usize,
+) -> Result<u8> {
+    let Prepared {
+        guard,
+        stored,
+        refreshed,
+        plan,
+        providers,
+    } = prepared;
+    let session = Arc::new(Mutex::new(StateSession::new(
+        Arc::clone(&ctx.backend),
+        guard,
+        refreshed.doc,
+        stored,
+    )));
+    let outcome =
+        apply_confirmed(ctx, cli, &plan, &providers, &session, confirm, parallelism).await;
+    let session = Arc::try_unwrap(session)
+        .map_err(|_| anyhow::anyhow!("internal error: apply tasks still hold the state"))?
+        .into_inner();
+    let closed = session.close().await;
+    let code = outcome?;
+    closed?;
+    Ok(code)
+}
+
+async fn apply_confirmed(
+    ctx: &Context,
+    cli: &Cli,
+    plan: &PlanFile,
+    providers: &crate::providers::Providers,
+    session: &Arc<Mutex<StateSession>>,
+    confirm: bool,
+    parallelism: usize,
+) -> Result<u8> {
+    let paint = Painter::for_stdout(cli.color);
+    print!("{}", plan::render_text(&plan.plan, paint));
+    // Keep what refresh learned (settled creates, objects gone) even when
+    // there is nothing else to do.
+    session.lock().await.save().await?;
+    if plan.plan.is_empty() {
+        finish_outputs(ctx, &mut *session.lock().await).await?;
+        return Ok(EXIT_OK);
+    }
+    if confirm {
+        if !ui::interactive() {
+            bail!("refusing to change anything without confirmation: stdin is not a terminal; pass --auto-approve");
+        }
+        if !ui::confirm("Do you want to perform these actions?")? {
+            bail!("apply cancelled");
+        }
+    }
+    println!();
+    let options = ApplyOptions { parallelism };
+    let report = apply::apply(plan, providers, session, options, move |event| {
+        print_event(event, paint);
+    })
+    .await?;
+    finish_outputs(ctx, &mut *session.lock().await).await?;
+    println!("\n{} {}.", paint.bold("Apply finished:"), report.summary());
+    if !report.failed.is_empty() {
+        let names: Vec<String> = report.failed.iter().map(|(a, _)| a.to_string()).collect();
+        let first = report
+            .failed
+            .first()
+            .map(|(_, e)| format!("{e:#}"))
+            .unwrap_or_default();
+        bail!(
+            "{} resource(s) failed: {}; {} not attempted\nfirst error: {first}",
+            names.len(),
+            names.join(", "),
+            report.skipped.len()
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()> {
+    let outputs = crate::outputs::compute(&ctx.spec.outputs, &session.doc);
+    session.doc.outputs = outputs;
+    session.save().await
+}
+
+fn print_event(event: &Event, paint: Painter) {
+    let verb = |action: Change, done: bool| match (action, done) {
+        (Change::Create, false) => "creating…",
+        (Change::Create, true) => "created",
+        (Change::Update, false) => "updating…",
+        (Change::Update, true) => "updated",
+        (Change::Replace, false) => "replacing…",
+        (Change::Replace, true) => "replaced",
+        (Change::Delete, false) => "destroying…",
+        (Change::Delete, true) => "destroyed",
+        (Change::NoOp, _) => "unchanged",
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = match event {
+        Event::Started { address, action } => writeln!(out, "{address}: {}", verb(*action, false)),
+        Event::Finished {
+            address,
+            action,
+            id,
+            elapsed,
+        } => {
+            let id = id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
+            writeln!(
+                out,
+                "{address}: {}{id} [{:.1}s]",
+                paint.green(verb(*action, true)),
+                elapsed.as_secs_f64()
+            )
+        }
+        Event::Failed {
+            address,
+            action,
+            error,
+        } => writeln!(
+            out,
+            "{address}: {} {} — {error}",
+            paint.red("failed"),
+            verb(*action, false).trim_end_matches('…')
+        ),
+    };
+}

@@ -1,0 +1,71 @@
+//! `prov import ADDRESS ID`.
+
+use anyhow::{bail, Context as _, Result};
+use prov_provider::Address;
+use prov_state::{ResourceRecord, ResourceStatus, StateDocument};
+
+use crate::apply::StateSession;
+use crate::cli::{Cli, ImportArgs};
+use crate::command::{Context, EXIT_OK};
+
+/// Records an existing object under an address of the spec.
+pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
+    let ctx = Context::load(cli)?;
+    let address: Address = args.address.parse()?;
+    let config = ctx
+        .spec
+        .resources
+        .iter()
+        .find(|c| c.address == address)
+        .with_context(|| format!("{address} is not in the spec; add it before importing"))?;
+    let guard = ctx.lock(cli, "import").await?;
+    let stored = match ctx.read_state().await {
+        Ok(stored) => stored,
+        Err(error) => {
+            ctx.backend.unlock(guard).await?;
+            return Err(error);
+        }
+    };
+    let doc = stored
+        .clone()
+        .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+    let mut session = StateSession::new(std::sync::Arc::clone(&ctx.backend), guard, doc, stored);
+    let result = async {
+        if let Some(existing) = session.doc.resources.get(&address.to_string()) {
+            bail!(
+                "{address} is already managed (id {}); `prov state rm {address}` first to import another object",
+                existing.id.as_deref().unwrap_or("none")
+            );
+        }
+        let providers = ctx.providers(&session.doc).await?;
+        let provider = providers.get(&config.provider)?;
+        let mut found = provider
+            .read(&config.kind, std::slice::from_ref(&args.id))
+            .await
+            .with_context(|| format!("reading {} {}", config.kind, args.id))?;
+        let observed = found
+            .remove(&args.id)
+            .with_context(|| format!("no {} {} `{}` exists", config.provider, config.kind, args.id))?;
+        session.doc.resources.insert(
+            address.to_string(),
+            ResourceRecord {
+                provider: config.provider.clone(),
+                kind: config.kind.clone(),
+                id: Some(observed.id.clone()),
+                status: ResourceStatus::Ready,
+                generation: 0,
+                token: None,
+                attributes: observed.attributes,
+                dependencies: config.depends_on.iter().map(ToString::to_string).collect(),
+            },
+        );
+        session.save().await?;
+        println!("Imported {address} ({}). Run `prov plan` to see how it differs from the spec.", observed.id);
+        anyhow::Ok(())
+    }
+    .await;
+    let closed = session.close().await;
+    result?;
+    closed?;
+    Ok(EXIT_OK)
+}

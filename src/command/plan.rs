@@ -1,0 +1,104 @@
+//! `prov plan`, and the planning steps apply and destroy share.
+
+use anyhow::{Context as _, Result};
+use prov_state::{LockGuard, StateDocument};
+
+use crate::cli::{Cli, PlanArgs, SelectArgs};
+use crate::command::{Context, EXIT_CHANGES, EXIT_OK};
+use crate::plan::file::PlanFile;
+use crate::plan::{self, BuildOptions, Refreshed};
+use crate::providers::Providers;
+use crate::select::Selection;
+use crate::ui::Painter;
+
+/// A plan ready to show or apply, with the lock still held.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// The lock on state.
+    pub guard: LockGuard,
+    /// State as stored before this run.
+    pub stored: Option<StateDocument>,
+    /// State after refresh.
+    pub refreshed: Refreshed,
+    /// The plan.
+    pub plan: PlanFile,
+    /// The providers used.
+    pub providers: Providers,
+}
+
+/// Locks state, refreshes it and plans.
+pub(super) async fn prepare(
+    ctx: &Context,
+    cli: &Cli,
+    select: &SelectArgs,
+    destroy: bool,
+    operation: &str,
+) -> Result<Prepared> {
+    let selection = Selection::parse(&select.on)?;
+    let guard = ctx.lock(cli, operation).await?;
+    let result = async {
+        let stored = ctx.read_state().await?;
+        let doc = stored
+            .clone()
+            .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+        let providers = ctx.providers(&doc).await?;
+        let refreshed = if select.refresh {
+            plan::refresh(&doc, &providers, |_| true)
+                .await
+                .context("refreshing state")?
+        } else {
+            Refreshed::unrefreshed(doc)
+        };
+        let options = BuildOptions { selection, destroy };
+        let plan = plan::build(&ctx.spec, &refreshed, &providers, &options)?;
+        providers.log_api_calls();
+        anyhow::Ok((stored, refreshed, plan, providers))
+    }
+    .await;
+    match result {
+        Ok((stored, refreshed, plan, providers)) => Ok(Prepared {
+            guard,
+            stored,
+            refreshed,
+            plan,
+            providers,
+        }),
+        Err(error) => {
+            ctx.backend.unlock(guard).await?;
+            Err(error)
+        }
+    }
+}
+
+/// Shows what apply would do.
+pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
+    let ctx = Context::load(cli)?;
+    let prepared = prepare(&ctx, cli, &args.select, args.destroy, "plan").await?;
+    ctx.backend.unlock(prepared.guard).await?;
+    let plan = &prepared.plan;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan.plan)?);
+    } else {
+        print!(
+            "{}",
+            plan::render_text(&plan.plan, Painter::for_stdout(cli.color))
+        );
+    }
+    if let Some(out) = &args.out {
+        let mut saved = plan.clone();
+        saved.prior = Some(prepared.refreshed.doc.clone());
+        saved.save(out)?;
+        if !args.json {
+            println!(
+                "\nSaved the plan to {}. To carry it out exactly: prov apply {}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(if args.detailed_exitcode && !plan.plan.is_empty() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
+}

@@ -1,0 +1,40 @@
+//! Human durations on the command line: `30s`, `5m`, `500ms`, `1h`, or plain
+//! seconds.
+
+use std::time::Duration;
+
+/// Parses `30s`, `5m`, `500ms`, `1h` or a plain number of seconds.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 30s, 5m, 500ms)"))?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+    };
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
+        assert!(parse("x").is_err());
+        assert!(parse("5d").is_err());
+    }
+}

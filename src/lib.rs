@@ -1,0 +1,19 @@
+//! prov: a declarative provisioner for NixOS hosts.
+//!
+//! `spec + state --refresh--> observed --diff--> Plan --apply--> providers`,
+//! with state saved after every step. The binary (`main.rs`) is a thin shell
+//! over [`run`].
+
+pub mod apply;
+pub mod cli;
+pub mod command;
+pub mod crashpoint;
+pub mod duration;
+pub mod outputs;
+pub mod plan;
+pub mod providers;
+pub mod select;
+pub mod spec;
+pub mod ui;
+
+pub use command::run;

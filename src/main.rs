@@ -1,0 +1,19 @@
+//! The `prov` command: parse arguments, set up logging, run, map the outcome to
+//! an exit code (0 success, 1 error, 2 "changes present" with
+//! `--detailed-exitcode`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = prov::cli::Cli::parse();
+    prov::ui::init_tracing();
+    match prov::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            prov::ui::print_error(&error);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Building a plan: a pure function of the spec, the refreshed state and the
+//! providers' schemas.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+use prov_provider::{Address, Change, Desired, Provider, ResourceConfig};
+use prov_state::{ResourceRecord, ResourceStatus, StateDocument};
+use serde_json::Value;
+
+use super::file::PlanFile;
+use super::graph::topological;
+use super::{ChangeMap, Plan, Refreshed, ResourceChange, PLAN_FORMAT_VERSION};
+use crate::providers::Providers;
+use crate::select::Selection;
+use crate::spec::Spec;
+
+/// What to plan.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Which resources (`--on`).
+    pub selection: Selection,
+    /// Plan destroying instead of converging.
+    pub destroy: bool,
+}
+
+/// Plans the changes that bring `refreshed` to `spec`.
+///
+/// # Errors
+/// When a resource names a provider or kind that is not configured.
+pub fn build(
+    spec: &Spec,
+    refreshed: &Refreshed,
+    providers: &Providers,
+    options: &BuildOptions,
+) -> Result<PlanFile> {
+    let doc = &refreshed.doc;
+    let desired: BTreeMap<&Address, &ResourceConfig> =
+        spec.resources.iter().map(|c| (&c.address, c)).collect();
+    let mut changes = ChangeMap::new();
+    let mut configs = BTreeMap::new();
+
+    if !options.destroy {
+        let selected = selected_with_dependencies(spec, &options.selection);
+        let order = match topological(&spec.resources) {
+            Ok(order) => order,
+            Err(cycle) => bail!(
+                "the dependency graph has a cycle through {}",
+                cycle
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        for config in order.into_iter().filter(|c| selected.contains(&c.address)) {
+            let provider = providers.get(&config.provider)?;
+            let resolved =
+                config.resolve(|target, field| lookup(target, field, &changes, &desired, doc));
+            let key = config.address.to_string();
+            let record = doc.resources.get(&key);
+            let gone = refreshed.gone.contains(&key);
+            let change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
+            if change.action != Change::NoOp {
+                configs.insert(config.address.clone(), config.clone());
+                changes.insert(config.address.clone(), change);
+            }
+        }
+    }
+
+    for address in deletions(spec, doc, options) {
+        let Some(record) = doc.resources.get(&address.to_string()) else {
+            continue;
+        };
+        let reason = if options.destroy {
+            "destroy requested"
+        } else {
+            "not in the spec"
+        };
+        changes.insert(
+            address.clone(),
+            ResourceChange {
+                address,
+                provider: record.provider.clone(),
+                kind: record.kind.clone(),
+                action: Change::Delete,
+                id: record.id.clone(),
+                reason: Some(reason.to_owned()),
+                attributes: Vec::new(),
+                effects: Vec::new(),
+            },
+        );
+    }
+
+    let mut plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        prov_version: env!("CARGO_PKG_VERSION").to_owned(),
+        deployment: spec.deployment.clone(),
+        lineage: (doc.serial > 0 || !doc.resources.is_empty()).then(|| doc.lineage.clone()),
+        serial: doc.serial,
+        spec_hash: spec.source_hash.clone(),
+        destroy: options.destroy,
+        drift: refreshed
+            .drift
+            .iter()
+            .filter(|d| in_scope(spec, &options.selection, &d.address, doc))
+            .cloned()
+            .collect(),
+        changes: changes.into_values().collect(),
+        summary: super::Summary::default(),
+    };
+    plan.recount();
+    Ok(PlanFile::new(plan, configs))
+}
+
+/// The planned change for one resource in the spec.
+fn plan_one(
+    provider: &dyn Provider,
+    config: &ResourceConfig,
+    desired: &Desired,
+    record: Option<&ResourceRecord>,
+    gone: bool,
+) -> Result<ResourceChange> {
+    let mut change = ResourceChange {
+        address: config.address.clone(),
+        provider: config.provider.clone(),
+        kind: config.kind.clone(),
+        action: Change::NoOp,
+        id: None,
+        reason: None,
+        attributes: Vec::new(),
+        effects: Vec::new(),
+    };
+    let Some(record) = record else {
+        change.action = Change::Create;
+        change.reason = gone.then(|| "deleted outside prov".to_owned());
+        change.attributes = provider.diff(&config.kind, desired, &BTreeMap::new())?;
+        return Ok(change);
+    };
+    change.id.clone_from(&record.id);
+    if record.status == ResourceStatus::Creating {
+        change.action = Change::Create;
+        change.reason = Some(
+            "an earlier create was interrupted; it resumes with the same idempotency token"
+                .to_owned(),
+        );
+        change.attributes = provider.diff(&config.kind, desired, &BTreeMap::new())?;
+        return Ok(change);
+    }
+    if record.provider != config.provider || record.kind != config.kind {
+        change.action = Change::Replace;
+        change.reason = Some(format!(
+            "it moves from {} {} to {} {}",
+            record.provider, record.kind, config.provider, config.kind
+        ));
+        change.attributes = provider.diff(&config.kind, desired, &BTreeMap::new())?;
+        return Ok(change);
+    }
+    let attributes = provider.diff(&config.kind, desired, &record.attributes)?;
+    if record.status == ResourceStatus::Tainted {
+        change.action = Change::Replace;
+        change.reason = Some("tainted: an earlier create or update failed".to_owned());
+        change.attributes = attributes;
+        return Ok(change);
+    }
+    if attributes.is_empty() {
+        return Ok(change);
+    }
+    let forcing: Vec<&str> = attributes
+        .iter()
+        .filter(|a| a.forces_replacement)
+        .map(|a| a.name.as_str())
+        .collect();
+    if forcing.is_empty() {
+        change.action = Change::Update;
+        change.effects = provider.update_effects(&config.kind, &attributes);
+    } else {
+        change.action = Change::Replace;
+        change.reason = Some(format!(
+            "{} {} replacement",
+            forcing.join(", "),
+            if forcing.len() == 1 {
+                "forces"
+            } else {
+                "force"
+            }
+        ));
+    }
+    change.attributes = attributes;
+    Ok(change)
+}
+
+/// The value of `field` of `target`, when it is known before apply: from state
+/// when the target stays, or from the target's own configuration when it is
+/// created or replaced and the field is one the spec sets.
+fn lookup(
+    target: &Address,
+    field: &str,
+    changes: &ChangeMap,
+    desired: &BTreeMap<&Address, &ResourceConfig>,
+    doc: &StateDocument,
+) -> Option<Value> {
+    let recreated = changes
+        .get(target)
+        .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace));
+    if recreated {
+        let config = desired.get(target)?;
+        if config.references.contains_key(field) {
+            return None;
+        }
+        return config.attributes.get(field).cloned();
+    }
+    let record = doc.resources.get(&target.to_string())?;
+    if field == "id" {
+        record.id.clone().map(Value::from)
+    } else {
+        record.attributes.get(field).cloned()
+    }
+}
+
+/// Addresses in the spec selected by `selection`, plus everything they depend
+/// on (transitively): a selected host is never created without its key pair.
+fn selected_with_dependencies(spec: &Spec, selection: &Selection) -> BTreeSet<Address> {
+    let by_address: BTreeMap<&Address, &ResourceConfig> =
+        spec.resources.iter().map(|c| (&c.address, c)).collect();
+    let mut stack: Vec<&Address> = spec
+        .resources
+        .iter()
+        .filter(|c| selection.matches(&c.address, &user_tags(spec, &c.address)))
+        .map(|c| &c.address)
+        .collect();
+    let mut selected = BTreeSet::new();
+    while let Some(address) = stack.pop() {
+        if selected.insert(address.clone()) {
+            if let Some(config) = by_address.get(address) {
+                stack.extend(config.depends_on.iter());
+            }
+        }
+    }
+    selected
+}
+
+/// Addresses to delete: state records not in the spec (or all of them for
+/// destroy) that the selection covers, plus, for a destroy, every recorded
+/// resource that depends on one of those (it cannot outlive its dependency).
+fn deletions(spec: &Spec, doc: &StateDocument, options: &BuildOptions) -> Vec<Address> {
+    let in_spec: BTreeSet<&Address> = spec.resources.iter().map(|c| &c.address).collect();
+    let mut doomed: BTreeSet<Address> = doc
+        .resources
+        .keys()
+        .filter_map(|k| k.parse::<Address>().ok())
+        .filter(|a| options.destroy || !in_spec.contains(a))
+        .filter(|a| in_scope(spec, &options.selection, a, doc))
+        .collect();
+    if options.destroy {
+        loop {
+            let dependents: Vec<Address> = doc
+                .resources
+                .iter()
+                .filter(|(_, r)| {
+                    r.dependencies
+                        .iter()
+                        .any(|d| d.parse::<Address>().is_ok_and(|d| doomed.contains(&d)))
+                })
+                .filter_map(|(k, _)| k.parse::<Address>().ok())
+                .filter(|a| !doomed.contains(a))
+                .collect();
+            if dependents.is_empty() {
+                break;
+            }
+            doomed.extend(dependents);
+        }
+    }
+    doomed.into_iter().collect()
+}
+
+/// Whether a recorded or desired resource is covered by the selection.
+fn in_scope(spec: &Spec, selection: &Selection, address: &Address, doc: &StateDocument) -> bool {
+    if selection.is_all() {
+        return true;
+    }
+    let mut tags = user_tags(spec, address);
+    if tags.is_empty() {
+        tags = recorded_tags(doc, address);
+    }
+    selection.matches(address, &tags)
+}
+
+fn user_tags(spec: &Spec, address: &Address) -> BTreeMap<String, String> {
+    spec.hosts
+        .get(address)
+        .map(|h| h.tags.clone())
+        .unwrap_or_default()
+}
+
+fn recorded_tags(doc: &StateDocument, address: &Address) -> BTreeMap<String, String> {
+    doc.resources
+        .get(&address.to_string())
+        .and_then(|r| r.attributes.get("tags"))
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,143 @@
+//! Plans: what apply will do, computed purely from the spec and (refreshed)
+//! state, rendered for people (text) and machines (JSON, docs/plan-json.md).
+
+mod build;
+pub mod file;
+pub mod graph;
+pub mod refresh;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use prov_provider::{Address, AttributeChange, Change};
+use serde::{Deserialize, Serialize};
+
+pub use build::{build, BuildOptions};
+pub use refresh::{refresh, Refreshed};
+pub use render::render_text;
+
+/// The version of the JSON plan layout (`format_version` in `--json`).
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// Everything apply will do, in address order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Layout version ([`PLAN_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The prov version that made the plan.
+    pub prov_version: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Lineage of the state planned against (absent for a new deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    /// Serial of the state planned against (0 for a new deployment).
+    pub serial: u64,
+    /// SHA-256 of the spec file planned.
+    pub spec_hash: String,
+    /// Whether this plan destroys the deployment.
+    #[serde(default)]
+    pub destroy: bool,
+    /// Objects that changed outside prov since the last apply.
+    #[serde(default)]
+    pub drift: Vec<Drift>,
+    /// One entry per resource that changes.
+    pub changes: Vec<ResourceChange>,
+    /// Counts by action.
+    pub summary: Summary,
+}
+
+/// What happens to one resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    /// The resource's address.
+    pub address: Address,
+    /// Provider name.
+    pub provider: String,
+    /// Provider kind.
+    pub kind: String,
+    /// Create, update, replace or delete.
+    pub action: Change,
+    /// The object's current provider id, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why, in words (`ami forces replacement`, `tainted by a failed create`,
+    /// `not in the spec`, `deleted outside prov`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Attribute by attribute (for a create: every attribute set).
+    #[serde(default)]
+    pub attributes: Vec<AttributeChange>,
+    /// Side effects of an in-place update (`the instance is stopped and started`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<String>,
+}
+
+/// An object that differs from what state recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The resource's address.
+    pub address: Address,
+    /// `changed` or `deleted`.
+    pub kind: DriftKind,
+    /// Attributes that changed (empty when deleted).
+    #[serde(default)]
+    pub attributes: Vec<AttributeChange>,
+}
+
+/// How an object drifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Attributes differ from the recorded ones.
+    Changed,
+    /// The object no longer exists.
+    Deleted,
+}
+
+/// Counts of changes by action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Objects to create.
+    pub create: usize,
+    /// Objects to change in place.
+    pub update: usize,
+    /// Objects to destroy and create again.
+    pub replace: usize,
+    /// Objects to destroy.
+    pub delete: usize,
+}
+
+impl Plan {
+    /// Whether apply would do nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The change for `address`, if any.
+    #[must_use]
+    pub fn change(&self, address: &Address) -> Option<&ResourceChange> {
+        self.changes.iter().find(|c| &c.address == address)
+    }
+
+    /// Recounts [`Plan::summary`] from [`Plan::changes`].
+    pub fn recount(&mut self) {
+        let mut summary = Summary::default();
+        for change in &self.changes {
+            match change.action {
+                Change::Create => summary.create += 1,
+                Change::Update => summary.update += 1,
+                Change::Replace => summary.replace += 1,
+                Change::Delete => summary.delete += 1,
+                Change::NoOp => {}
+            }
+        }
+        self.summary = summary;
+    }
+}
+
+/// Plans keyed by address, for lookups while building.
+pub(crate) type ChangeMap = BTreeMap<Address, ResourceChange>;

@@ -1,0 +1,218 @@
+//! The plan as a reviewer reads it, in the notation Terraform users know:
+//! `+` create, `~` update in place, `-/+` replace, `-` destroy.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use prov_provider::{AttributeChange, Change};
+use serde_json::Value;
+
+use super::{Drift, DriftKind, Plan, ResourceChange};
+use crate::ui::Painter;
+
+/// Renders `plan` as text.
+#[must_use]
+pub fn render_text(plan: &Plan, paint: Painter) -> String {
+    let mut out = String::new();
+    if !plan.drift.is_empty() {
+        out.push_str(&paint.bold("Objects changed outside prov since the last apply:"));
+        out.push_str("\n\n");
+        for drift in &plan.drift {
+            render_drift(&mut out, drift, paint);
+        }
+    }
+    if plan.changes.is_empty() {
+        out.push_str(&paint.green("No changes."));
+        out.push_str(" The deployment matches the spec.\n");
+        return out;
+    }
+    out.push_str(&paint.bold("prov will perform the following actions:"));
+    out.push_str("\n\n");
+    for change in &plan.changes {
+        render_change(&mut out, change, paint);
+    }
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to create, {} to update, {} to replace, {} to destroy.",
+        paint.bold("Plan:"),
+        s.create,
+        s.update,
+        s.replace,
+        s.delete
+    );
+    out
+}
+
+fn render_drift(out: &mut String, drift: &Drift, paint: Painter) {
+    match drift.kind {
+        DriftKind::Deleted => {
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint.dim(&format!("# {} was deleted outside prov", drift.address))
+            );
+            let _ = writeln!(out, "  {} {}\n", paint.red("-"), drift.address);
+        }
+        DriftKind::Changed => {
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint.dim(&format!("# {} was changed outside prov", drift.address))
+            );
+            let _ = writeln!(out, "  {} {}", paint.yellow("~"), drift.address);
+            render_attributes(out, &drift.attributes, Change::Update, paint);
+            out.push('\n');
+        }
+    }
+}
+
+fn render_change(out: &mut String, change: &ResourceChange, paint: Painter) {
+    let address = &change.address;
+    let (headline, symbol) = match change.action {
+        Change::Create => ("will be created".to_owned(), paint.green("  +")),
+        Change::Update => ("will be updated in place".to_owned(), paint.yellow("  ~")),
+        Change::Replace => ("must be replaced".to_owned(), paint.magenta("-/+")),
+        Change::Delete => ("will be destroyed".to_owned(), paint.red("  -")),
+        Change::NoOp => return,
+    };
+    let mut comment = format!("# {address} {headline}");
+    if let Some(reason) = &change.reason {
+        let _ = write!(comment, " ({reason})");
+    }
+    for effect in &change.effects {
+        let _ = write!(comment, "; {effect}");
+    }
+    let _ = writeln!(out, "  {}", paint.dim(&comment));
+    let id = change
+        .id
+        .as_ref()
+        .map(|id| format!(" ({id})"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "{symbol} {address}{id}");
+    render_attributes(out, &change.attributes, change.action, paint);
+    out.push('\n');
+}
+
+fn render_attributes(
+    out: &mut String,
+    attributes: &[AttributeChange],
+    action: Change,
+    paint: Painter,
+) {
+    let width = attributes.iter().map(|a| a.name.len()).max().unwrap_or(0);
+    for attribute in attributes {
+        let name = format!("{:width$}", attribute.name);
+        let forces = if attribute.forces_replacement && action == Change::Replace {
+            format!(" {}", paint.magenta("# forces replacement"))
+        } else {
+            String::new()
+        };
+        let after = if attribute.after_unknown {
+            "(known after apply)".to_owned()
+        } else {
+            attribute
+                .after
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), show)
+        };
+        match (&attribute.before, action) {
+            (None, _) | (_, Change::Create) => {
+                let _ = writeln!(out, "      {} {name} = {after}{forces}", paint.green("+"));
+            }
+            (Some(Value::Object(before)), _)
+                if matches!(attribute.after, Some(Value::Object(_))) =>
+            {
+                let Some(Value::Object(after_map)) = &attribute.after else {
+                    continue;
+                };
+                let _ = writeln!(out, "      {} {name} = {{{forces}", paint.yellow("~"));
+                let keys: BTreeSet<&String> = before.keys().chain(after_map.keys()).collect();
+                for key in keys {
+                    match (before.get(key), after_map.get(key)) {
+                        (Some(b), Some(a)) if a != b => {
+                            let _ = writeln!(
+                                out,
+                                "          {} {} = {} -> {}",
+                                paint.yellow("~"),
+                                show_key(key),
+                                show(b),
+                                show(a)
+                            );
+                        }
+                        (Some(b), None) => {
+                            let _ = writeln!(
+                                out,
+                                "          {} {} = {}",
+                                paint.red("-"),
+                                show_key(key),
+                                show(b)
+                            );
+                        }
+                        (None, Some(a)) => {
+                            let _ = writeln!(
+                                out,
+                                "          {} {} = {}",
+                                paint.green("+"),
+                                show_key(key),
+                                show(a)
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = writeln!(out, "        }}");
+            }
+            (Some(before), _) if attribute.after.is_none() && !attribute.after_unknown => {
+                let _ = writeln!(
+                    out,
+                    "      {} {name} = {}{forces}",
+                    paint.red("-"),
+                    show(before)
+                );
+            }
+            (Some(before), _) => {
+                let _ = writeln!(
+                    out,
+                    "      {} {name} = {} -> {after}{forces}",
+                    paint.yellow("~"),
+                    show(before)
+                );
+            }
+        }
+    }
+}
+
+fn show_key(key: &str) -> String {
+    if prov_provider::is_valid_name(key) {
+        key.to_owned()
+    } else {
+        show(&Value::from(key))
+    }
+}
+
+/// A value in one line: strings quoted, lists and maps inline.
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) if s.len() > 80 => {
+            let cut: String = s.chars().take(60).collect();
+            format!("{:?}… ({} bytes)", cut, s.len())
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{} = {}", show_key(k), show(v)))
+                .collect();
+            if items.is_empty() {
+                "{}".to_owned()
+            } else {
+                format!("{{ {} }}", items.join(", "))
+            }
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(show).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,346 @@
+//! Planner and apply engine against the in-memory fake provider and a real
+//! embedded state backend.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prov_provider::fake::FakeProvider;
+use prov_provider::{Address, Change, Reference, ResourceConfig};
+use prov_state::{EmbeddedBackend, LockInfo, ResourceStatus, StateBackend, StateDocument};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::apply::{self, ApplyOptions, StateSession};
+use crate::plan::{self, BuildOptions, Refreshed};
+use crate::providers::Providers;
+use crate::select::Selection;
+use crate::spec::{ProviderSettings, Spec, StateSettings};
+
+fn thing(address: &str, image: &str, size: u32, deps: &[&str]) -> ResourceConfig {
+    let mut attributes: BTreeMap<String, serde_json::Value> = [
+        ("image".to_owned(), json!(image)),
+        ("size".to_owned(), json!(size)),
+    ]
+    .into();
+    let mut references = BTreeMap::new();
+    if !deps.is_empty() {
+        attributes.insert("peers".into(), json!(deps));
+        references.insert(
+            "peers".to_owned(),
+            Reference {
+                targets: deps.iter().map(|d| d.parse().unwrap()).collect(),
+                field: "id".into(),
+                list: true,
+            },
+        );
+    }
+    ResourceConfig {
+        address: address.parse().unwrap(),
+        provider: "fake".into(),
+        kind: "thing".into(),
+        attributes,
+        references,
+        depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+    }
+}
+
+fn spec(resources: Vec<ResourceConfig>) -> Spec {
+    let mut resources = resources;
+    resources.sort_by(|a, b| a.address.cmp(&b.address));
+    Spec {
+        source: PathBuf::from("prov.toml"),
+        deployment: "test".into(),
+        source_hash: "0".repeat(64),
+        providers: ProviderSettings::default(),
+        state: StateSettings {
+            path: PathBuf::from(".prov"),
+        },
+        resources,
+        hosts: BTreeMap::new(),
+        outputs: BTreeMap::new(),
+    }
+}
+
+struct Rig {
+    fake: Arc<FakeProvider>,
+    providers: Providers,
+    backend: Arc<dyn StateBackend>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeProvider::new());
+        Self {
+            providers: Providers::single(fake.clone()),
+            fake,
+            backend: Arc::new(EmbeddedBackend::new(dir.path().join(".prov"))),
+            _dir: dir,
+        }
+    }
+
+    async fn plan(
+        &self,
+        spec: &Spec,
+        options: &BuildOptions,
+    ) -> (plan::file::PlanFile, Refreshed, Option<StateDocument>) {
+        let guard = self
+            .backend
+            .lock(LockInfo::for_this_process("plan"), Default::default())
+            .await
+            .unwrap();
+        let stored = self.backend.read().await.unwrap();
+        self.backend.unlock(guard).await.unwrap();
+        let doc = stored.clone().unwrap_or_else(|| StateDocument::new("test"));
+        let refreshed = plan::refresh(&doc, &self.providers, |_| true)
+            .await
+            .unwrap();
+        (
+            plan::build(spec, &refreshed, &self.providers, options).unwrap(),
+            refreshed,
+            stored,
+        )
+    }
+
+    async fn apply(&self, spec: &Spec, options: &BuildOptions) -> apply::ApplyReport {
+        let (plan, refreshed, stored) = self.plan(spec, options).await;
+        let guard = self
+            .backend
+            .lock(LockInfo::for_this_process("apply"), Default::default())
+            .await
+            .unwrap();
+        let session = Arc::new(Mutex::new(StateSession::new(
+            self.backend.clone(),
+            guard,
+            refreshed.doc,
+            stored,
+        )));
+        session.lock().await.save().await.unwrap();
+        let report = apply::apply(
+            &plan,
+            &self.providers,
+            &session,
+            ApplyOptions { parallelism: 4 },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let session = Arc::try_unwrap(session).unwrap().into_inner();
+        session.close().await.unwrap();
+        report
+    }
+
+    async fn state(&self) -> StateDocument {
+        let guard = self
+            .backend
+            .lock(LockInfo::for_this_process("read"), Default::default())
+            .await
+            .unwrap();
+        let doc = self.backend.read().await.unwrap().unwrap();
+        self.backend.unlock(guard).await.unwrap();
+        doc
+    }
+}
+
+fn actions(plan: &plan::file::PlanFile) -> Vec<(String, Change)> {
+    plan.plan
+        .changes
+        .iter()
+        .map(|c| (c.address.to_string(), c.action))
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_then_nothing_to_do() {
+    let rig = Rig::new();
+    let spec = spec(vec![
+        thing("a", "img1", 1, &[]),
+        thing("b", "img1", 1, &["a"]),
+    ]);
+    let (plan, _, _) = rig.plan(&spec, &BuildOptions::default()).await;
+    assert_eq!(
+        actions(&plan),
+        [("a".into(), Change::Create), ("b".into(), Change::Create)]
+    );
+    let peers = plan.plan.changes[1]
+        .attributes
+        .iter()
+        .find(|a| a.name == "peers")
+        .unwrap();
+    assert!(
+        peers.after_unknown,
+        "b's reference to a is known only after apply"
+    );
+
+    let report = rig.apply(&spec, &BuildOptions::default()).await;
+    assert!(report.failed.is_empty());
+    assert_eq!(rig.fake.len(), 2);
+    let state = rig.state().await;
+    let a_id = state.resources["a"].id.clone().unwrap();
+    assert_eq!(state.resources["b"].attributes["peers"], json!([a_id]));
+    assert!(state
+        .resources
+        .values()
+        .all(|r| r.status == ResourceStatus::Ready));
+
+    let (again, _, _) = rig.plan(&spec, &BuildOptions::default()).await;
+    assert!(again.plan.is_empty(), "{:?}", again.plan.changes);
+}
+
+#[tokio::test]
+async fn update_replace_delete() {
+    let rig = Rig::new();
+    rig.apply(
+        &spec(vec![
+            thing("a", "img1", 1, &[]),
+            thing("b", "img1", 1, &[]),
+            thing("c", "img1", 1, &[]),
+        ]),
+        &BuildOptions::default(),
+    )
+    .await;
+    let changed = spec(vec![thing("a", "img1", 2, &[]), thing("b", "img2", 1, &[])]);
+    let (plan, _, _) = rig.plan(&changed, &BuildOptions::default()).await;
+    assert_eq!(
+        actions(&plan),
+        [
+            ("a".into(), Change::Update),
+            ("b".into(), Change::Replace),
+            ("c".into(), Change::Delete)
+        ]
+    );
+    assert_eq!(
+        plan.plan.changes[1].reason.as_deref(),
+        Some("image forces replacement")
+    );
+    let old_b = rig.state().await.resources["b"].id.clone();
+    let report = rig.apply(&changed, &BuildOptions::default()).await;
+    assert_eq!(
+        report.summary(),
+        "0 created, 1 updated, 1 replaced, 1 destroyed"
+    );
+    let state = rig.state().await;
+    assert_ne!(state.resources["b"].id, old_b);
+    assert_eq!(state.resources["b"].generation, 2);
+    assert!(!state.resources.contains_key("c"));
+    assert_eq!(rig.fake.len(), 2);
+    let (again, _, _) = rig.plan(&changed, &BuildOptions::default()).await;
+    assert!(again.plan.is_empty());
+}
+
+#[tokio::test]
+async fn failed_create_taints_and_skips_dependents() {
+    let rig = Rig::new();
+    rig.fake.fail_creates_of("broken");
+    let spec1 = spec(vec![
+        thing("a", "broken", 1, &[]),
+        thing("b", "img", 1, &["a"]),
+    ]);
+    let report = rig.apply(&spec1, &BuildOptions::default()).await;
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.skipped, vec![Address::host("b", None)]);
+    let state = rig.state().await;
+    assert_eq!(state.resources["a"].status, ResourceStatus::Tainted);
+    let fixed = spec(vec![
+        thing("a", "fine", 1, &[]),
+        thing("b", "img", 1, &["a"]),
+    ]);
+    let (plan, _, _) = rig.plan(&fixed, &BuildOptions::default()).await;
+    assert_eq!(
+        actions(&plan),
+        [("a".into(), Change::Replace), ("b".into(), Change::Create)]
+    );
+    assert!(plan.plan.changes[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("tainted"));
+}
+
+#[tokio::test]
+async fn interrupted_create_is_adopted_by_token() {
+    let rig = Rig::new();
+    let spec1 = spec(vec![thing("a", "img", 1, &[])]);
+    rig.apply(&spec1, &BuildOptions::default()).await;
+    // Simulate a crash after the create call: the record says `creating`
+    // without an id, the object exists under the record's token.
+    let guard = rig
+        .backend
+        .lock(LockInfo::for_this_process("test"), Default::default())
+        .await
+        .unwrap();
+    let mut doc = rig.backend.read().await.unwrap().unwrap();
+    let record = doc.resources.get_mut("a").unwrap();
+    let id = record.id.take().unwrap();
+    record.status = ResourceStatus::Creating;
+    doc.serial += 1;
+    rig.backend.write(&guard, &doc).await.unwrap();
+    rig.backend.unlock(guard).await.unwrap();
+
+    let (plan, refreshed, _) = rig.plan(&spec1, &BuildOptions::default()).await;
+    assert_eq!(
+        refreshed.doc.resources["a"].id.as_deref(),
+        Some(id.as_str())
+    );
+    assert!(plan.plan.is_empty());
+    rig.apply(&spec1, &BuildOptions::default()).await;
+    assert_eq!(rig.fake.len(), 1);
+    assert_eq!(
+        rig.state().await.resources["a"].status,
+        ResourceStatus::Ready
+    );
+}
+
+#[tokio::test]
+async fn selection_includes_dependencies_and_destroy_takes_dependents() {
+    let rig = Rig::new();
+    let all = spec(vec![
+        thing("a", "img", 1, &[]),
+        thing("b", "img", 1, &["a"]),
+        thing("c", "img", 1, &[]),
+    ]);
+    let only_b = BuildOptions {
+        selection: Selection::parse(&["b".to_owned()]).unwrap(),
+        destroy: false,
+    };
+    let (plan, _, _) = rig.plan(&all, &only_b).await;
+    assert_eq!(
+        actions(&plan),
+        [("a".into(), Change::Create), ("b".into(), Change::Create)]
+    );
+    rig.apply(&all, &BuildOptions::default()).await;
+    let destroy_a = BuildOptions {
+        selection: Selection::parse(&["a".to_owned()]).unwrap(),
+        destroy: true,
+    };
+    let (plan, _, _) = rig.plan(&all, &destroy_a).await;
+    assert_eq!(
+        actions(&plan),
+        [("a".into(), Change::Delete), ("b".into(), Change::Delete)]
+    );
+    let report = rig.apply(&all, &destroy_a).await;
+    assert!(report.failed.is_empty());
+    assert_eq!(rig.fake.len(), 1);
+}
+
+#[tokio::test]
+async fn drift_is_reported_and_deleted_objects_recreated() {
+    let rig = Rig::new();
+    let spec1 = spec(vec![thing("a", "img", 1, &[]), thing("b", "img", 1, &[])]);
+    rig.apply(&spec1, &BuildOptions::default()).await;
+    let state = rig.state().await;
+    let b = state.resources["b"].id.clone().unwrap();
+    prov_provider::Provider::delete(rig.fake.as_ref(), "thing", &b)
+        .await
+        .unwrap();
+    let (plan, refreshed, _) = rig.plan(&spec1, &BuildOptions::default()).await;
+    assert!(refreshed.gone.contains("b"));
+    assert_eq!(plan.plan.drift.len(), 1);
+    assert_eq!(actions(&plan), [("b".into(), Change::Create)]);
+    assert_eq!(
+        plan.plan.changes[0].reason.as_deref(),
+        Some("deleted outside prov")
+    );
+}

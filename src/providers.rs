@@ -1,0 +1,76 @@
+//! The provider registry: the providers a run needs, built from the spec's
+//! settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use prov_provider::Provider;
+use prov_provider_ec2::Ec2Provider;
+
+use crate::spec::Spec;
+
+/// Providers by name.
+#[derive(Debug, Default, Clone)]
+pub struct Providers {
+    map: BTreeMap<String, Arc<dyn Provider>>,
+    ec2: Option<Arc<Ec2Provider>>,
+}
+
+impl Providers {
+    /// Builds every provider in `needed` (the providers the spec's resources and
+    /// the state's records use). A provider used only by state (its resources
+    /// were removed from the spec) falls back to default settings, so a
+    /// deployment can still be destroyed.
+    ///
+    /// # Errors
+    /// When a provider cannot be configured, or is unknown.
+    pub async fn for_spec(spec: &Spec, needed: &BTreeSet<String>) -> Result<Self> {
+        let mut providers = Self::default();
+        for name in needed {
+            match name.as_str() {
+                "ec2" => {
+                    let settings = spec.providers.ec2.clone().unwrap_or_default();
+                    let ec2 = Ec2Provider::new(&prov_provider_ec2::Ec2Settings {
+                        region: settings.region,
+                        endpoint: settings.endpoint,
+                        profile: settings.profile,
+                    })
+                    .await
+                    .context("setting up the ec2 provider")?;
+                    let ec2 = Arc::new(ec2);
+                    providers.ec2 = Some(Arc::clone(&ec2));
+                    providers.map.insert(name.clone(), ec2);
+                }
+                other => anyhow::bail!("state refers to an unknown provider `{other}`"),
+            }
+        }
+        Ok(providers)
+    }
+
+    /// A registry holding exactly `provider` (tests, benchmarks).
+    #[must_use]
+    pub fn single(provider: Arc<dyn Provider>) -> Self {
+        let mut map = BTreeMap::new();
+        map.insert(provider.name().to_owned(), provider);
+        Self { map, ec2: None }
+    }
+
+    /// The provider called `name`.
+    ///
+    /// # Errors
+    /// When the spec configures no such provider.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn Provider>> {
+        self.map.get(name).with_context(|| {
+            format!("no `{name}` provider is configured (add [providers.{name}] to the spec)")
+        })
+    }
+
+    /// Logs how many API calls each provider made (for benchmarks and
+    /// debugging: `PROV_LOG=prov=info`).
+    pub fn log_api_calls(&self) {
+        if let Some(ec2) = &self.ec2 {
+            tracing::info!(calls = ec2.api_calls(), "ec2 API calls");
+        }
+    }
+}
