@@ -1,0 +1,77 @@
+{
+  description = "prov: a declarative provisioner for NixOS hosts (EC2, libvirt, VirtualBox, local containers)";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      cargoToml = builtins.fromTOML (builtins.readFile ./Cargo.toml);
+
+      prov = pkgs: pkgs.rustPlatform.buildRustPackage {
+        pname = "prov";
+        version = cargoToml.workspace.package.version;
+        src = pkgs.lib.cleanSourceWith {
+          src = ./.;
+          filter = path: type:
+            let base = baseNameOf path;
+            in !(builtins.elem base [ "target" ".prov" ".git" ]);
+        };
+        cargoLock.lockFile = ./Cargo.lock;
+        cargoBuildFlags = [ "--bin" "prov" ];
+        # Unit tests run in the build; the integration suite needs real peers
+        # (moto, sshd, nix daemons) and runs through scripts/test.sh instead.
+        cargoTestFlags = [ "--workspace" "--lib" ];
+        nativeBuildInputs = [ pkgs.pkg-config ];
+        meta = {
+          description = cargoToml.package.description;
+          license = pkgs.lib.licenses.asl20;
+          mainProgram = "prov";
+        };
+      };
+    in
+    {
+      packages = forAllSystems (pkgs: {
+        prov = prov pkgs;
+        default = prov pkgs;
+      });
+
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = "${prov pkgs}/bin/prov";
+        };
+      });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ (prov pkgs) ];
+          packages = with pkgs; [
+            cargo
+            rustc
+            clippy
+            rustfmt
+            cargo-nextest
+            rust-analyzer
+            awscli2
+            python3Packages.moto
+            openssh
+            age
+          ];
+          PROV_LOG = "info";
+        };
+      });
+
+      checks = forAllSystems (pkgs: {
+        prov = prov pkgs;
+        fmt = pkgs.runCommand "prov-fmt" { nativeBuildInputs = [ pkgs.cargo pkgs.rustfmt ]; } ''
+          cd ${./.}
+          cargo fmt --all --check
+          touch $out
+        '';
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}

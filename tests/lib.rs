@@ -1,0 +1,14 @@
+//! The integration suite: one test binary that runs the built `prov` against
+//! real peers (moto for EC2), each test in its own temporary directory.
+
+// Tests fail by panicking; unwrap and expect are how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod cli;
+mod crash;
+mod ec2;
+mod locking;
+mod plan_output;
+mod spec_errors;
