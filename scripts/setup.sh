@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what prov's quickstart and test suite need on a fresh Debian 12
 # machine, idempotently:
+#   - Debian packages: nix-bin (flake syntax check; NixOS closures), openssh
+#     (SSH hosts), age (secrets interop)
 #   - a Python virtualenv with moto[server] (local EC2 and S3) and the AWS CLI,
 #     under $PROV_TOOLS_DIR (default ~/.cache/prov-tools)
 # Prints the environment to export (PATH with the venv's bin directory).
@@ -11,6 +13,22 @@ venv="$tools_dir/venv"
 mkdir -p "$tools_dir"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v age >/dev/null 2>&1 || missing+=(age)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or install them)"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
   log "creating $venv with moto[server] and awscli"

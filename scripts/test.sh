@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh)"
 export MOTO_SERVER="$(command -v moto_server)"
 
+nix-instantiate --parse flake.nix >/dev/null
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast "$@"
