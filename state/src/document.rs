@@ -27,6 +27,31 @@ pub struct StateDocument {
     /// Output values by name.
     #[serde(default)]
     pub outputs: BTreeMap<String, Value>,
+    /// What is deployed on each host (NixOS system, generation, pinned host
+    /// key), by host address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, HostRecord>,
+}
+
+/// Deployment facts about one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host's SSH host public key (`ssh-ed25519 AAAA…`), pinned: a host
+    /// presenting another key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// The system store path last activated by prov.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The profile generation prov created for it (`switch` and `boot` goals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The goal it was activated with (`switch`, `boot`, `test`, `dry-activate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<String>,
 }
 
 impl StateDocument {
@@ -40,6 +65,7 @@ impl StateDocument {
             deployment: deployment.to_owned(),
             resources: BTreeMap::new(),
             outputs: BTreeMap::new(),
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -50,6 +76,7 @@ impl StateDocument {
             && self.deployment == other.deployment
             && self.resources == other.resources
             && self.outputs == other.outputs
+            && self.hosts == other.hosts
     }
 }
 

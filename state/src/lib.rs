@@ -15,7 +15,7 @@ mod error;
 mod lock;
 
 pub use backend::StateBackend;
-pub use document::{HistoryEntry, ResourceRecord, ResourceStatus, StateDocument, FORMAT_VERSION};
+pub use document::{HistoryEntry, HostRecord, ResourceRecord, ResourceStatus, StateDocument, FORMAT_VERSION};
 pub use embedded::EmbeddedBackend;
 pub use error::StateError;
 pub use lock::{LockGuard, LockInfo};
