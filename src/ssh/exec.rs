@@ -1,0 +1,266 @@
+//! Running commands over a connection: one session channel per command, so
+//! any number of commands can run at once over the same connection.
+
+use std::time::Instant;
+
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Connection, SshError};
+
+/// What a remote command produced and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status, when the command exited normally (`None` when killed by a signal).
+    pub status: Option<u32>,
+    /// Name of the signal that killed the command (`"TERM"`, `"KILL"`, …), if it was killed.
+    pub signal: Option<String>,
+    /// Everything the command wrote to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything the command wrote to standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+/// Quotes `word` for a POSIX shell: `it's` becomes `'it'\''s'`.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// `command` as root: unchanged for root, else `sudo -n -- sh -c '<command>'`.
+pub(crate) fn privileged_command(is_root: bool, command: &str) -> String {
+    if is_root {
+        command.to_owned()
+    } else {
+        format!("sudo -n -- sh -c {}", shell_quote(command))
+    }
+}
+
+/// Size of each chunk of input sent to a remote command.
+const INPUT_CHUNK: usize = 64 * 1024;
+
+impl Connection {
+    /// Runs `command` with empty input and collects its output, whatever its exit status.
+    pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
+        self.run(command, None::<tokio::io::Empty>, &|_| {}).await
+    }
+
+    /// Runs `command`, streaming `input` to its stdin (then EOF) and calling
+    /// `progress(total bytes sent so far)` after each chunk; returns when the command exits.
+    /// If the command exits before reading all input, the rest is not sent.
+    pub async fn exec_with_input(
+        &self,
+        command: &str,
+        input: impl AsyncRead + Unpin + Send,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, Some(input), progress).await
+    }
+
+    /// Runs `command` and returns its stdout; a non-zero exit is [`SshError::Command`].
+    pub async fn exec_checked(&self, command: &str) -> Result<Vec<u8>, SshError> {
+        let output = self.exec(command).await?;
+        if output.success() {
+            return Ok(output.stdout);
+        }
+        Err(SshError::Command {
+            host: self.address.clone(),
+            command: command.to_owned(),
+            status: output.status,
+            signal: output.signal,
+            stderr: String::from_utf8_lossy(&output.stderr)
+                .trim_end()
+                .to_owned(),
+        })
+    }
+
+    async fn run<R: AsyncRead + Unpin + Send>(
+        &self,
+        command: &str,
+        input: Option<R>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        let started = Instant::now();
+        tracing::debug!(host = %self.address, user = %self.user, command, "ssh exec");
+        // Bounded like the server's MaxSessions, so that many callers queue here
+        // instead of having channel opens refused by the host.
+        let _permit = self.channels.acquire().await;
+        let session_error = |source| SshError::Session {
+            host: self.address.clone(),
+            source,
+        };
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(session_error)?;
+        channel.exec(true, command).await.map_err(session_error)?;
+        let (mut reader, writer) = channel.split();
+
+        let outcome = {
+            let send = send_input(&writer, input, progress);
+            let receive = receive_output(&mut reader);
+            tokio::pin!(send, receive);
+            let mut sending = true;
+            loop {
+                tokio::select! {
+                    sent = &mut send, if sending => {
+                        sending = false;
+                        if let Err(source) = sent {
+                            break Err(source);
+                        }
+                    }
+                    received = &mut receive => break Ok(received),
+                }
+            }
+        };
+        let received = match outcome {
+            Ok(received) => received,
+            Err(source) => {
+                // The remote command must not go on with half its input as if
+                // that were all of it: close the channel and report.
+                let _ = writer.close().await;
+                return Err(SshError::Input {
+                    host: self.address.clone(),
+                    command: command.to_owned(),
+                    source,
+                });
+            }
+        };
+        let output = match received {
+            Received::Exited(output) => output,
+            Received::Refused => {
+                return Err(SshError::ExecRefused {
+                    host: self.address.clone(),
+                    command: command.to_owned(),
+                })
+            }
+            Received::Lost => {
+                return Err(SshError::ConnectionLost {
+                    host: self.address.clone(),
+                    command: command.to_owned(),
+                })
+            }
+        };
+        tracing::debug!(
+            host = %self.address,
+            command,
+            status = ?output.status,
+            signal = ?output.signal,
+            stdout_bytes = output.stdout.len(),
+            stderr_bytes = output.stderr.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ssh exec done"
+        );
+        Ok(output)
+    }
+}
+
+/// Sends `input` (if any) and then EOF. Only a local read error is an error:
+/// when the channel is gone the command has ended, which the reader reports.
+async fn send_input<R: AsyncRead + Unpin + Send>(
+    writer: &ChannelWriteHalf<Msg>,
+    input: Option<R>,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(), std::io::Error> {
+    if let Some(mut input) = input {
+        let mut buffer = vec![0; INPUT_CHUNK];
+        let mut total: u64 = 0;
+        loop {
+            let read = input.read(&mut buffer).await?;
+            let Some(chunk) = buffer.get(..read).filter(|chunk| !chunk.is_empty()) else {
+                break;
+            };
+            if let Err(error) = writer.data_bytes(chunk.to_vec()).await {
+                tracing::debug!(%error, "remote side stopped taking input");
+                return Ok(());
+            }
+            total += read as u64;
+            progress(total);
+        }
+    }
+    if let Err(error) = writer.eof().await {
+        tracing::debug!(%error, "could not send EOF");
+    }
+    Ok(())
+}
+
+/// How the channel ended.
+enum Received {
+    Exited(ExecOutput),
+    /// The host answered the exec request with a failure.
+    Refused,
+    /// The channel closed without an exit status or signal.
+    Lost,
+}
+
+/// Collects stdout, stderr and the exit status until the channel closes.
+async fn receive_output(reader: &mut ChannelReadHalf) -> Received {
+    let mut output = ExecOutput::default();
+    let mut started = false;
+    while let Some(message) = reader.wait().await {
+        match message {
+            ChannelMsg::Data { data } => output.stdout.extend_from_slice(&data),
+            // Extended data type 1 is stderr (RFC 4254 §5.2).
+            ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => output.status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                output.signal = Some(signal_name_of(&signal_name));
+            }
+            ChannelMsg::Success => started = true,
+            ChannelMsg::Failure if !started => return Received::Refused,
+            _ => {}
+        }
+    }
+    if output.status.is_none() && output.signal.is_none() {
+        return Received::Lost;
+    }
+    Received::Exited(output)
+}
+
+fn signal_name_of(signal: &Sig) -> String {
+    let name = match signal {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name,
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn privileged_wraps_only_non_root() {
+        assert_eq!(privileged_command(true, "id -u"), "id -u");
+        assert_eq!(
+            privileged_command(false, "echo 'a' > /b"),
+            r"sudo -n -- sh -c 'echo '\''a'\'' > /b'"
+        );
+    }
+}
