@@ -2,13 +2,15 @@
 //! providers.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockGuard, LockInfo, StateBackend, StateDocument};
+use prov_state::{EmbeddedBackend, LockGuard, LockInfo, S3Backend, StateBackend, StateDocument};
 
 use crate::cli::Cli;
 use crate::providers::Providers;
+use crate::spec::model::StateBackendSettings;
 use crate::spec::{self, Spec};
 
 /// The spec and its state backend.
@@ -27,11 +29,7 @@ impl Context {
     /// When the spec is invalid.
     pub fn load(cli: &Cli) -> Result<Self> {
         let spec = spec::load(&cli.file)?;
-        let dir = cli
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| spec.state.path.clone());
-        let backend: Arc<dyn StateBackend> = Arc::new(EmbeddedBackend::new(dir));
+        let backend = open_backend(&spec, cli.state_dir.as_deref())?;
         Ok(Self { spec, backend })
     }
 
@@ -83,5 +81,31 @@ impl Context {
             .chain(doc.resources.values().map(|r| r.provider.clone()))
             .collect();
         Providers::for_spec(&self.spec, &needed).await
+    }
+}
+
+/// The backend `[state]` of `spec` names: embedded (in `state_dir` when
+/// given, else `[state] path`) or S3 (connected on first use).
+///
+/// # Errors
+/// `state_dir` with an S3 backend, or invalid S3 settings.
+pub fn open_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn StateBackend>> {
+    match &spec.state.backend {
+        StateBackendSettings::Embedded => {
+            let dir = state_dir.map_or_else(|| spec.state.path.clone(), Path::to_path_buf);
+            Ok(Arc::new(EmbeddedBackend::new(dir)))
+        }
+        StateBackendSettings::S3(settings) => {
+            if let Some(dir) = state_dir {
+                bail!(
+                    "--state-dir (or PROV_STATE_DIR) {} names an embedded state directory, but {} keeps its state in S3 ({}); unset it, or move the state with `prov state migrate --to embedded:{}`",
+                    dir.display(),
+                    spec.source.display(),
+                    settings.url(),
+                    dir.display()
+                );
+            }
+            Ok(Arc::new(S3Backend::lazy(settings.clone())?))
+        }
     }
 }

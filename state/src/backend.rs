@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::{HistoryEntry, LockGuard, LockInfo, StateDocument, StateError};
 
 /// Where state lives. Implementations: [`crate::EmbeddedBackend`] (sled under
-/// `.prov/`), and S3.
+/// `.prov/`), and [`crate::S3Backend`].
 ///
 /// Protocol: take the lock, read, write any number of times (each write must
 /// carry `serial = previous + 1` and the same lineage, else
@@ -37,6 +37,20 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// than the latest stored serial (or any serial when the state is empty) and
     /// the lineage must match; the caller must hold `guard`.
     async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError>;
+
+    /// Writes like [`StateBackend::write`], but records `written_at` and
+    /// `written_by` from `entry` in history instead of now and the guard's
+    /// holder: for copying versions between backends (`prov state migrate`).
+    /// The default keeps the usual history entry.
+    async fn write_copy(
+        &self,
+        guard: &LockGuard,
+        doc: &StateDocument,
+        entry: &HistoryEntry,
+    ) -> Result<(), StateError> {
+        let _ = entry;
+        self.write(guard, doc).await
+    }
 
     /// Every stored version, oldest first.
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError>;

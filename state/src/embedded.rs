@@ -192,10 +192,13 @@ impl StateBackend for EmbeddedBackend {
     }
 
     async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
-        blocking(move || match guard.handle {
-            LockHandle::File { mut held } => held.release(),
-        })
-        .await
+        match guard.handle {
+            LockHandle::File { mut held } => blocking(move || held.release()).await,
+            LockHandle::S3 { .. } => Err(StateError::Conflict(format!(
+                "unlock of a lock that is not the lock of {}",
+                self.describe()
+            ))),
+        }
     }
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
@@ -222,6 +225,24 @@ impl StateBackend for EmbeddedBackend {
             });
         }
         let version = store::NewVersion::new(doc, &guard.info)?;
+        let inner = Arc::clone(&self.inner);
+        let lock_id = guard.info.id.clone();
+        blocking(move || write_blocking(&inner, &lock_id, &version)).await
+    }
+
+    async fn write_copy(
+        &self,
+        guard: &LockGuard,
+        doc: &StateDocument,
+        entry: &HistoryEntry,
+    ) -> Result<(), StateError> {
+        if doc.format_version != FORMAT_VERSION {
+            return Err(StateError::Format {
+                found: doc.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let version = store::NewVersion::copied(doc, entry)?;
         let inner = Arc::clone(&self.inner);
         let lock_id = guard.info.id.clone();
         blocking(move || write_blocking(&inner, &lock_id, &version)).await

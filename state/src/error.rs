@@ -57,6 +57,26 @@ pub enum StateError {
         #[source]
         source: sled::Error,
     },
+    /// Our lock was removed (`force-unlock`) and someone else holds the lock
+    /// now; nothing of theirs was released.
+    #[error("our lock {ours} is gone: the state is now locked by {holder}; it was probably force-unlocked while this run still held it, so nothing was released")]
+    LockLost {
+        /// Our lock id.
+        ours: String,
+        /// The holder now.
+        holder: Box<LockInfo>,
+    },
+    /// An S3 request failed.
+    #[error("S3 {operation} on {target}: {message}")]
+    S3 {
+        /// The S3 operation (`PutObject`) or `configuration`.
+        operation: &'static str,
+        /// The object or bucket (`s3://bucket/key`).
+        target: String,
+        /// What went wrong (the AWS error code and message, or the
+        /// connection failure).
+        message: String,
+    },
     /// A file operation failed (messages carry the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),

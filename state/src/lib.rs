@@ -7,15 +7,23 @@
 //! Every backend writes atomically, keeps every previous version (history by
 //! serial), and locks with an owner record so a second prov on the same state
 //! says who holds it.
+//!
+//! Backends: [`EmbeddedBackend`] (the default; sled under `.prov/`) and
+//! [`S3Backend`] (team-shared state in an S3 bucket, locked with a conditional
+//! put and written with compare-and-swap).
 
 mod backend;
 mod document;
 mod embedded;
 mod error;
 mod lock;
+mod s3;
 
 pub use backend::StateBackend;
-pub use document::{HistoryEntry, HostRecord, ResourceRecord, ResourceStatus, StateDocument, FORMAT_VERSION};
+pub use document::{
+    HistoryEntry, HostRecord, ResourceRecord, ResourceStatus, StateDocument, FORMAT_VERSION,
+};
 pub use embedded::EmbeddedBackend;
 pub use error::StateError;
 pub use lock::{LockGuard, LockInfo};
+pub use s3::{S3Backend, S3Settings};

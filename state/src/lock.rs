@@ -70,4 +70,10 @@ pub(crate) enum LockHandle {
         /// The held lock file and the backend whose database it guards.
         held: crate::embedded::HeldFlock,
     },
+    /// A lock object in S3 (`KEY.lock`); it stays until deleted, also when
+    /// its process is killed (then `force-unlock` removes it).
+    S3 {
+        /// The lock object and the backend it belongs to.
+        held: crate::s3::HeldLock,
+    },
 }

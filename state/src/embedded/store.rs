@@ -59,11 +59,28 @@ impl NewVersion {
             written_by: format!("{} ({})", lock.who, lock.operation),
             resources: doc.resources.len(),
         };
+        Self::with_entry(doc, &entry)
+    }
+
+    /// Encodes `doc` copied from another backend, keeping when and by whom
+    /// `entry` says it was written.
+    pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
+        let entry = HistoryEntry {
+            serial: doc.serial,
+            written_at: entry.written_at.clone(),
+            written_by: entry.written_by.clone(),
+            resources: doc.resources.len(),
+        };
+        Self::with_entry(doc, &entry)
+    }
+
+    /// Encodes `doc` with its history entry.
+    fn with_entry(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
         Ok(Self {
             serial: doc.serial,
             lineage: doc.lineage.clone(),
             json: serde_json::to_vec(doc).map_err(encode_err)?,
-            entry: serde_json::to_vec(&entry).map_err(encode_err)?,
+            entry: serde_json::to_vec(entry).map_err(encode_err)?,
         })
     }
 }

@@ -1,0 +1,146 @@
+//! What a state version carries as S3 user metadata (`x-amz-meta-prov-*`), so
+//! `history` needs one `HeadObject` per version instead of reading documents.
+
+use std::collections::HashMap;
+
+use crate::{HistoryEntry, LockInfo, StateDocument};
+
+/// `x-amz-meta-prov-serial`.
+const SERIAL: &str = "prov-serial";
+/// `x-amz-meta-prov-lineage`.
+const LINEAGE: &str = "prov-lineage";
+/// `x-amz-meta-prov-written-at`.
+const WRITTEN_AT: &str = "prov-written-at";
+/// `x-amz-meta-prov-written-by`.
+const WRITTEN_BY: &str = "prov-written-by";
+/// `x-amz-meta-prov-resources`.
+const RESOURCES: &str = "prov-resources";
+
+/// The metadata of `doc` written now by the holder of `lock`.
+pub(super) fn for_version(doc: &StateDocument, lock: &LockInfo) -> Vec<(&'static str, String)> {
+    vec![
+        (SERIAL, doc.serial.to_string()),
+        (LINEAGE, encode(&doc.lineage)),
+        (
+            WRITTEN_AT,
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        (
+            WRITTEN_BY,
+            encode(&format!("{} ({})", lock.who, lock.operation)),
+        ),
+        (RESOURCES, doc.resources.len().to_string()),
+    ]
+}
+
+/// The metadata of `doc` copied from another backend, keeping when and by
+/// whom `entry` says it was written.
+pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Vec<(&'static str, String)> {
+    vec![
+        (SERIAL, doc.serial.to_string()),
+        (LINEAGE, encode(&doc.lineage)),
+        (WRITTEN_AT, encode(&entry.written_at)),
+        (WRITTEN_BY, encode(&entry.written_by)),
+        (RESOURCES, doc.resources.len().to_string()),
+    ]
+}
+
+/// Metadata as read back, to write it again unchanged.
+pub(super) fn carried(metadata: &HashMap<String, String>) -> Vec<(&'static str, String)> {
+    [SERIAL, LINEAGE, WRITTEN_AT, WRITTEN_BY, RESOURCES]
+        .into_iter()
+        .filter_map(|k| metadata.get(k).map(|v| (k, v.clone())))
+        .collect()
+}
+
+/// The history entry of version `serial` from its metadata, when complete.
+pub(super) fn entry(serial: u64, metadata: &HashMap<String, String>) -> Option<HistoryEntry> {
+    Some(HistoryEntry {
+        serial,
+        written_at: decode(metadata.get(WRITTEN_AT)?),
+        written_by: decode(metadata.get(WRITTEN_BY)?),
+        resources: metadata.get(RESOURCES)?.parse().ok()?,
+    })
+}
+
+/// Whether `b` may appear unescaped in an HTTP header value.
+fn plain(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'%' || b == b' '
+}
+
+/// Percent-encodes what cannot go into a header value (non-ASCII, controls).
+pub(super) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode`] (invalid escapes are kept as they are).
+pub(super) fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips() {
+        for s in [
+            "alice@host (apply)",
+            "jörg@hôst (state rm)",
+            "100% sure",
+            "a\nb",
+        ] {
+            let e = encode(s);
+            assert!(e.bytes().all(plain) || e.contains('%'), "{e}");
+            assert!(e.bytes().all(|b| b.is_ascii() && !b.is_ascii_control()));
+            assert_eq!(decode(&e), s);
+        }
+        assert_eq!(decode("50%zz"), "50%zz");
+    }
+
+    #[test]
+    fn entry_needs_every_field() {
+        let doc = StateDocument::new("d");
+        let lock = LockInfo::for_this_process("apply");
+        let metadata: HashMap<String, String> = for_version(&doc, &lock)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let e = entry(0, &metadata).unwrap();
+        assert_eq!(e.written_by, format!("{} (apply)", lock.who));
+        assert_eq!(e.resources, 0);
+        let mut partial = metadata;
+        partial.remove(RESOURCES);
+        assert_eq!(entry(0, &partial), None);
+    }
+}
