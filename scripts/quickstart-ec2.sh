@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quickstart on a fresh machine, no cloud account needed: installs the
+# The EC2 quickstart, no cloud account needed: installs the
 # tools, starts a local EC2 (moto) on 127.0.0.1, builds prov, and applies
 # examples/ec2.toml (a key pair, a security group and three instances).
 # Then lists the instances through the AWS CLI, with prov's tags.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what prov's quickstart and test suite need on a fresh Debian 12
 # machine, idempotently:
-#   - Debian packages: nix-bin (flake syntax check; NixOS closures), openssh
-#     (SSH hosts), age (secrets interop)
+#   - Debian packages: nix-bin (builds and copies NixOS closures), openssh
+#     (sshd inside local hosts, ssh-keygen), age (secrets interop),
+#     (util-linux, for unshare and setsid, is part of every Debian system)
+#   - /etc/nix/nix.conf for offline, single-user Nix (when there is none)
 #   - a Python virtualenv with moto[server] (local EC2 and S3) and the AWS CLI,
 #     under $PROV_TOOLS_DIR (default ~/.cache/prov-tools)
 # Prints the environment to export (PATH with the venv's bin directory).
@@ -28,6 +30,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Nix without a daemon, build users or network (as on CI machines): build as
+# root, no sandbox, no binary cache. Only written when there is no config yet.
+if [ ! -s /etc/nix/nix.conf ] && [ "$(id -u)" -eq 0 ]; then
+  log "writing /etc/nix/nix.conf for offline single-user Nix"
+  mkdir -p /etc/nix
+  printf '%s\n' 'build-users-group =' 'sandbox = false' 'substituters =' \
+    'experimental-features = nix-command' >/etc/nix/nix.conf
 fi
 
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then

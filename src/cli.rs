@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// Record the SSH host key a host presents when none is pinned yet
+    /// (otherwise prov refuses hosts whose key it does not know).
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -61,6 +66,8 @@ pub enum Command {
     Output(OutputArgs),
     /// Print the dependency graph in Graphviz DOT.
     Graph,
+    /// Switch a host back to an earlier generation of its system.
+    Rollback(RollbackArgs),
     /// Inspect and repair state.
     #[command(subcommand)]
     State(StateCommand),
@@ -140,6 +147,16 @@ pub struct ImportArgs {
     pub id: String,
 }
 
+/// `prov rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The host's address (`web[0]`, `db`).
+    pub host: String,
+    /// The generation to switch to (default: the one before the current).
+    #[arg(long)]
+    pub generation: Option<u64>,
+}
+
 /// `prov output`.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -178,7 +195,8 @@ pub enum StateCommand {
     /// Replace the state with a JSON document (lineage and serial checked).
     Push {
         /// The document (`-` for stdin).
-        file: PathBuf,
+        #[arg(value_name = "FILE")]
+        document: PathBuf,
         /// Skip the lineage and serial checks.
         #[arg(long)]
         force: bool,
@@ -189,5 +207,12 @@ pub enum StateCommand {
     ForceUnlock {
         /// The lock id printed in the lock message.
         id: String,
+    },
+    /// Copy the state (every version, same lineage and serials) to another
+    /// backend; then point `[state]` in the spec at it.
+    Migrate {
+        /// Where to: `s3://BUCKET/KEY`, `embedded:PATH` or a directory path.
+        #[arg(long)]
+        to: String,
     },
 }

@@ -8,12 +8,14 @@ pub mod apply;
 pub mod cli;
 pub mod command;
 pub mod crashpoint;
+pub mod deploy;
 pub mod duration;
 pub mod outputs;
 pub mod plan;
 pub mod providers;
 pub mod select;
 pub mod spec;
+pub mod ssh;
 pub mod ui;
 
 pub use command::run;

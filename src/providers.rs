@@ -42,6 +42,20 @@ impl Providers {
                     providers.ec2 = Some(Arc::clone(&ec2));
                     providers.map.insert(name.clone(), ec2);
                 }
+                "local" => {
+                    let mut settings =
+                        prov_provider_local::LocalSettings::new(spec.deployment.clone());
+                    // PROV_LOCAL_ROOT (tests, CI isolation) over the spec's root.
+                    let root = std::env::var_os("PROV_LOCAL_ROOT")
+                        .map(std::path::PathBuf::from)
+                        .or_else(|| spec.providers.local.as_ref().and_then(|l| l.root.clone()));
+                    if let Some(root) = root {
+                        settings.root = root;
+                    }
+                    let local = prov_provider_local::LocalProvider::new(settings)
+                        .context("setting up the local provider")?;
+                    providers.map.insert(name.clone(), Arc::new(local));
+                }
                 other => anyhow::bail!("state refers to an unknown provider `{other}`"),
             }
         }

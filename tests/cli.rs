@@ -57,3 +57,57 @@ fn apply_without_a_terminal_needs_auto_approve() {
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stderr.contains("--auto-approve"), "{run}");
 }
+
+#[test]
+fn state_history_show_and_push_check_lineage_and_serial() {
+    let moto = crate::harness::Moto::start();
+    let ws = Workspace::with_moto(&moto);
+    ws.write(
+        "prov.toml",
+        &crate::harness::ec2_spec("hist", 1, "t3.micro", "ami-12c6146b"),
+    );
+    ws.ok(&["apply", "--auto-approve"]);
+    let history = ws.ok(&["state", "history"]).stdout;
+    let serials: Vec<u64> = history
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next()?.parse().ok())
+        .collect();
+    assert!(serials.len() >= 3, "{history}");
+    assert!(serials.windows(2).all(|w| w[1] == w[0] + 1), "{history}");
+    let latest = ws.state();
+    let serial = latest["serial"].as_u64().unwrap();
+    assert_eq!(serial, *serials.last().unwrap());
+    let first: serde_json::Value =
+        serde_json::from_str(&ws.ok(&["state", "show", "--serial", "1"]).stdout).unwrap();
+    assert_eq!(first["serial"], 1);
+    assert_eq!(first["lineage"], latest["lineage"]);
+    let record: serde_json::Value =
+        serde_json::from_str(&ws.ok(&["state", "show", "web[0]"]).stdout).unwrap();
+    assert_eq!(record["status"], "ready");
+
+    // An older serial is refused; another lineage too; --force overrides.
+    ws.write("old.json", &serde_json::to_string(&first).unwrap());
+    let refused = ws.prov(&["state", "push", "old.json"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("older than the state's serial"),
+        "{refused}"
+    );
+    let mut other = latest.clone();
+    other["lineage"] = serde_json::json!("00000000-0000-4000-8000-000000000000");
+    ws.write("other.json", &serde_json::to_string(&other).unwrap());
+    let refused = ws.prov(&["state", "push", "other.json"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("does not match"), "{refused}");
+    ws.ok(&["state", "push", "old.json", "--force"]);
+    let now = ws.state();
+    assert_eq!(now["serial"].as_u64().unwrap(), serial + 1);
+    assert_eq!(now["resources"], first["resources"]);
+
+    // rm forgets a record (the instance stays).
+    ws.ok(&["state", "push", "other.json", "--force"]);
+    ws.ok(&["state", "rm", "web[0]"]);
+    assert!(ws.state()["resources"].get("web[0]").is_none());
+    assert_eq!(moto.instances("hist").len(), 1);
+}

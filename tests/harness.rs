@@ -123,11 +123,39 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// A temporary directory holding a spec, where `prov` runs.
+/// A temporary directory holding a spec, where `prov` runs. Local hosts it
+/// creates live under its own root (`PROV_LOCAL_ROOT`) and are killed when
+/// it is dropped.
 pub struct Workspace {
     dir: tempfile::TempDir,
     /// The moto endpoint given to prov as AWS_ENDPOINT_URL, if any.
     pub endpoint: Option<String>,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        kill_local_hosts(&self.local_root());
+    }
+}
+
+/// Kills every local host under `root` (outer and init processes) so no
+/// sshd outlives its test.
+pub fn kill_local_hosts(root: &Path) {
+    let Ok(deployments) = std::fs::read_dir(root) else {
+        return;
+    };
+    for deployment in deployments.flatten() {
+        let Ok(hosts) = std::fs::read_dir(deployment.path()) else {
+            continue;
+        };
+        for host in hosts.flatten() {
+            for file in ["pid", "init.pid"] {
+                if let Ok(pid) = std::fs::read_to_string(host.path().join(file)) {
+                    let _ = Command::new("kill").args(["-9", pid.trim()]).output();
+                }
+            }
+        }
+    }
 }
 
 impl Workspace {
@@ -151,6 +179,22 @@ impl Workspace {
         self.dir.path()
     }
 
+    /// Where this workspace's local hosts live.
+    pub fn local_root(&self) -> PathBuf {
+        self.path().join("hosts")
+    }
+
+    /// The directory of local host `name` (`web-0`) of `deployment`.
+    pub fn host_dir(&self, deployment: &str, name: &str) -> PathBuf {
+        self.local_root().join(deployment).join(name)
+    }
+
+    /// Copies `examples/NAME` into the workspace.
+    pub fn copy_example(&self, name: &str) -> &Self {
+        std::fs::copy(repo().join("examples").join(name), self.path().join(name)).unwrap();
+        self
+    }
+
     /// Writes `prov.toml` (or another file).
     pub fn write(&self, name: &str, contents: &str) -> &Self {
         let path = self.path().join(name);
@@ -170,6 +214,7 @@ impl Workspace {
             .env("NO_COLOR", "1")
             .env_remove("PROV_LOG")
             .env_remove("PROV_STATE_DIR")
+            .env("PROV_LOCAL_ROOT", self.local_root())
             .envs(aws_env())
             .stdin(Stdio::null());
         match &self.endpoint {

@@ -8,7 +8,9 @@ mod harness;
 
 mod cli;
 mod crash;
+mod deploy;
 mod ec2;
 mod locking;
 mod plan_output;
+mod s3_state;
 mod spec_errors;

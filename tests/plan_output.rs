@@ -176,7 +176,7 @@ fn plan_with_every_kind_of_change_and_drift() {
     assert_eq!(plan["drift"][0]["address"], "web[0]");
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"create": 0, "update": 3, "replace": 1, "delete": 1})
+        serde_json::json!({"create": 0, "update": 3, "replace": 1, "delete": 1, "deploy": 0})
     );
 
     // A saved plan applies exactly; applying it twice is refused as stale.

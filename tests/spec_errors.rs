@@ -58,6 +58,30 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "providers.ec2",
         ),
         ("output to nothing", format!("{}[outputs]\nx = \"db.id\"\n", host("")), "", "db"),
+        (
+            "unknown goal",
+            "deployment = \"x\"\n[hosts.h]\ntarget = \"ssh\"\nsystem = \"/nix/store/aaa-x\"\ngoal = \"reboot\"\n[hosts.h.ssh]\naddress = \"127.0.0.1\"\n".to_owned(),
+            "5:8",
+            "reboot",
+        ),
+        (
+            "ssh host without address",
+            "deployment = \"x\"\n[hosts.h]\ntarget = \"ssh\"\n".to_owned(),
+            "3:10",
+            "no address",
+        ),
+        (
+            "ec2 key on a local host",
+            "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nami = \"ami-1\"\n".to_owned(),
+            "4:7",
+            "ec2",
+        ),
+        (
+            "system is not a store path",
+            "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/tmp/x\"\n".to_owned(),
+            "4:10",
+            "store path",
+        ),
     ]
 }
 

@@ -65,6 +65,9 @@ async fn create(
         } else {
             let generation = s.doc.resources.get(&key).map_or(1, |r| r.generation + 1);
             let token = idempotency_token(&lineage, &key, generation);
+            // A new object is a new machine: forget what was deployed on the
+            // old one and the host key pinned for it.
+            s.doc.hosts.remove(&key);
             s.doc.resources.insert(
                 key.clone(),
                 ResourceRecord {
@@ -220,6 +223,7 @@ async fn delete(
     let mut s = session.lock().await;
     if forget {
         s.doc.resources.remove(&key);
+        s.doc.hosts.remove(&key);
     } else if let Some(record) = s.doc.resources.get_mut(&key) {
         record.id = None;
         record.status = ResourceStatus::Tainted;

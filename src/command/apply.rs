@@ -19,10 +19,10 @@ use crate::ui::{self, Painter};
 
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let mut ctx = Context::load(cli)?;
     let prepared = match &args.plan_file {
-        Some(path) => from_file(&ctx, cli, path).await?,
-        None => prepare(&ctx, cli, &args.select, false, "apply").await?,
+        Some(path) => from_file(&mut ctx, cli, path).await?,
+        None => prepare(&mut ctx, cli, &args.select, false, "apply").await?,
     };
     let confirm = args.plan_file.is_none() && !args.auto_approve;
     execute(&ctx, cli, prepared, confirm, args.parallelism.into()).await
@@ -30,12 +30,12 @@ pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
 
 /// Destroys the deployment (or the selected resources).
 pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let mut ctx = Context::load(cli)?;
     let select = SelectArgs {
         on: args.select.on.clone(),
         refresh: args.select.refresh,
     };
-    let prepared = prepare(&ctx, cli, &select, true, "destroy").await?;
+    let prepared = prepare(&mut ctx, cli, &select, true, "destroy").await?;
     execute(
         &ctx,
         cli,
@@ -47,8 +47,10 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
 }
 
 /// Loads a saved plan and checks it against the current state.
-async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
+async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
     let plan = PlanFile::load(path)?;
+    let deploy = ctx.deploy_context(cli)?;
+    let ctx = &*ctx;
     let guard = ctx.lock(cli, "apply").await?;
     let checked = async {
         if plan.plan.spec_hash != ctx.spec.source_hash {
@@ -77,6 +79,7 @@ async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<P
             refreshed: Refreshed::unrefreshed(doc),
             plan,
             providers,
+            deploy,
         }),
         Err(error) => {
             ctx.backend.unlock(guard).await?;
@@ -99,6 +102,7 @@ async fn execute(
         refreshed,
         plan,
         providers,
+        deploy,
     } = prepared;
     let session = Arc::new(Mutex::new(StateSession::new(
         Arc::clone(&ctx.backend),
@@ -106,8 +110,14 @@ async fn execute(
         refreshed.doc,
         stored,
     )));
-    let outcome =
-        apply_confirmed(ctx, cli, &plan, &providers, &session, confirm, parallelism).await;
+    let run = Run {
+        plan: &plan,
+        providers: &providers,
+        deploy: &deploy,
+        session: &session,
+        parallelism,
+    };
+    let outcome = apply_confirmed(ctx, cli, &run, confirm).await;
     let session = Arc::try_unwrap(session)
         .map_err(|_| anyhow::anyhow!("internal error: apply tasks still hold the state"))?
         .into_inner();
@@ -117,15 +127,23 @@ async fn execute(
     Ok(code)
 }
 
-async fn apply_confirmed(
-    ctx: &Context,
-    cli: &Cli,
-    plan: &PlanFile,
-    providers: &crate::providers::Providers,
-    session: &Arc<Mutex<StateSession>>,
-    confirm: bool,
+/// Everything one apply works with.
+struct Run<'a> {
+    plan: &'a PlanFile,
+    providers: &'a crate::providers::Providers,
+    deploy: &'a crate::deploy::DeployContext,
+    session: &'a Arc<Mutex<StateSession>>,
     parallelism: usize,
-) -> Result<u8> {
+}
+
+async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool) -> Result<u8> {
+    let Run {
+        plan,
+        providers,
+        deploy,
+        session,
+        parallelism,
+    } = *run;
     let paint = Painter::for_stdout(cli.color);
     print!("{}", plan::render_text(&plan.plan, paint));
     // Keep what refresh learned (settled creates, objects gone) even when
@@ -150,7 +168,50 @@ async fn apply_confirmed(
     })
     .await?;
     finish_outputs(ctx, &mut *session.lock().await).await?;
-    println!("\n{} {}.", paint.bold("Apply finished:"), report.summary());
+    let deployed = if report.failed.is_empty() && !plan.plan.deploys.is_empty() {
+        println!();
+        let progress = Arc::new(crate::deploy::Progress::new(paint_is_live(cli)));
+        let deploys =
+            crate::deploy::apply(deploy, &plan.plan.deploys, session, parallelism, &progress).await;
+        Some(deploys)
+    } else {
+        None
+    };
+    let deploy_summary = deployed.as_ref().map_or_else(String::new, |d| {
+        format!(
+            ", {} host{} deployed",
+            d.deployed.len(),
+            if d.deployed.len() == 1 { "" } else { "s" }
+        )
+    });
+    println!(
+        "\n{} {}{deploy_summary}.",
+        paint.bold("Apply finished:"),
+        report.summary()
+    );
+    if let Some(deploys) = &deployed {
+        if !deploys.failed.is_empty() {
+            let lines: Vec<String> = deploys
+                .failed
+                .iter()
+                .map(|(a, e)| format!("  {a}: {e:#}"))
+                .collect();
+            let skipped = if deploys.skipped.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = deploys.skipped.iter().map(ToString::to_string).collect();
+                format!(
+                    "\nnot started (on_failure = \"stop\"): {}",
+                    names.join(", ")
+                )
+            };
+            bail!(
+                "{} host(s) failed to deploy:\n{}{skipped}",
+                deploys.failed.len(),
+                lines.join("\n")
+            );
+        }
+    }
     if !report.failed.is_empty() {
         let names: Vec<String> = report.failed.iter().map(|(a, _)| a.to_string()).collect();
         let first = report
@@ -172,6 +233,13 @@ async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()>
     let outputs = crate::outputs::compute(&ctx.spec.outputs, &session.doc);
     session.doc.outputs = outputs;
     session.save().await
+}
+
+/// Whether progress may redraw lines in place (stdout is a terminal and
+/// color is not switched off).
+fn paint_is_live(cli: &Cli) -> bool {
+    use std::io::IsTerminal;
+    cli.color != crate::cli::ColorChoice::Never && std::io::stdout().is_terminal()
 }
 
 fn print_event(event: &Event, paint: Painter) {

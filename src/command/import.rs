@@ -2,9 +2,8 @@
 
 use anyhow::{bail, Context as _, Result};
 use prov_provider::Address;
-use prov_state::{ResourceRecord, ResourceStatus, StateDocument};
+use prov_state::{ResourceRecord, ResourceStatus};
 
-use crate::apply::StateSession;
 use crate::cli::{Cli, ImportArgs};
 use crate::command::{Context, EXIT_OK};
 
@@ -18,18 +17,7 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         .iter()
         .find(|c| c.address == address)
         .with_context(|| format!("{address} is not in the spec; add it before importing"))?;
-    let guard = ctx.lock(cli, "import").await?;
-    let stored = match ctx.read_state().await {
-        Ok(stored) => stored,
-        Err(error) => {
-            ctx.backend.unlock(guard).await?;
-            return Err(error);
-        }
-    };
-    let doc = stored
-        .clone()
-        .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
-    let mut session = StateSession::new(std::sync::Arc::clone(&ctx.backend), guard, doc, stored);
+    let mut session = ctx.session(cli, "import").await?;
     let result = async {
         if let Some(existing) = session.doc.resources.get(&address.to_string()) {
             bail!(

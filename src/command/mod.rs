@@ -3,9 +3,12 @@
 mod apply;
 mod context;
 mod graph;
+mod hosts;
 mod import;
 mod output;
 mod plan;
+mod rollback;
+mod session;
 mod state;
 mod validate;
 
@@ -40,6 +43,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Import(args) => import::run(&cli, args).await,
         Command::Output(args) => output::run(&cli, args).await,
         Command::Graph => graph::run(&cli),
+        Command::Rollback(args) => rollback::run(&cli, args).await,
         Command::State(command) => state::run(&cli, command).await,
     }
 }

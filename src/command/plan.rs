@@ -5,6 +5,7 @@ use prov_state::{LockGuard, StateDocument};
 
 use crate::cli::{Cli, PlanArgs, SelectArgs};
 use crate::command::{Context, EXIT_CHANGES, EXIT_OK};
+use crate::deploy::DeployContext;
 use crate::plan::file::PlanFile;
 use crate::plan::{self, BuildOptions, Refreshed};
 use crate::providers::Providers;
@@ -24,17 +25,21 @@ pub(super) struct Prepared {
     pub plan: PlanFile,
     /// The providers used.
     pub providers: Providers,
+    /// What deploys share (connections, keys).
+    pub deploy: DeployContext,
 }
 
 /// Locks state, refreshes it and plans.
 pub(super) async fn prepare(
-    ctx: &Context,
+    ctx: &mut Context,
     cli: &Cli,
     select: &SelectArgs,
     destroy: bool,
     operation: &str,
 ) -> Result<Prepared> {
     let selection = Selection::parse(&select.on)?;
+    let deploy = ctx.deploy_context(cli)?;
+    let ctx = &*ctx;
     let guard = ctx.lock(cli, operation).await?;
     let result = async {
         let stored = ctx.read_state().await?;
@@ -50,7 +55,16 @@ pub(super) async fn prepare(
             Refreshed::unrefreshed(doc)
         };
         let options = BuildOptions { selection, destroy };
-        let plan = plan::build(&ctx.spec, &refreshed, &providers, &options)?;
+        let mut plan = plan::build(&ctx.spec, &refreshed, &providers, &options)?;
+        crate::deploy::plan(
+            &deploy,
+            &refreshed.doc,
+            &mut plan.plan,
+            &options.selection,
+            select.refresh,
+        )
+        .await
+        .context("planning system deploys")?;
         providers.log_api_calls();
         anyhow::Ok((stored, refreshed, plan, providers))
     }
@@ -62,6 +76,7 @@ pub(super) async fn prepare(
             refreshed,
             plan,
             providers,
+            deploy,
         }),
         Err(error) => {
             ctx.backend.unlock(guard).await?;
@@ -72,8 +87,8 @@ pub(super) async fn prepare(
 
 /// Shows what apply would do.
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
-    let prepared = prepare(&ctx, cli, &args.select, args.destroy, "plan").await?;
+    let mut ctx = Context::load(cli)?;
+    let prepared = prepare(&mut ctx, cli, &args.select, args.destroy, "plan").await?;
     ctx.backend.unlock(prepared.guard).await?;
     let plan = &prepared.plan;
     if args.json {

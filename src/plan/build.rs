@@ -107,6 +107,7 @@ pub fn build(
             .cloned()
             .collect(),
         changes: changes.into_values().collect(),
+        deploys: Vec::new(),
         summary: super::Summary::default(),
     };
     plan.recount();

@@ -45,8 +45,39 @@ pub struct Plan {
     pub drift: Vec<Drift>,
     /// One entry per resource that changes.
     pub changes: Vec<ResourceChange>,
+    /// One entry per host whose NixOS system is deployed.
+    #[serde(default)]
+    pub deploys: Vec<DeployChange>,
     /// Counts by action.
     pub summary: Summary,
+}
+
+/// A host that gets a new NixOS system (copy, then activation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployChange {
+    /// The host.
+    pub address: Address,
+    /// The activation goal (`switch`, `boot`, `test`, `dry-activate`).
+    pub goal: String,
+    /// The system active now (absent on a new host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// The system to deploy.
+    pub desired: String,
+    /// Store paths to copy (all of the closure when the host could not be
+    /// asked: see `exact`).
+    pub paths: usize,
+    /// Bytes (NAR size) to copy.
+    pub bytes: u64,
+    /// Whether `paths` and `bytes` come from asking the host (otherwise they
+    /// are the whole closure, an upper bound).
+    pub exact: bool,
+    /// The derivation built on the host, for `build_on = "target"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<String>,
+    /// Why, in words (`new host`, `changed outside prov`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What happens to one resource.
@@ -108,13 +139,16 @@ pub struct Summary {
     pub replace: usize,
     /// Objects to destroy.
     pub delete: usize,
+    /// Hosts to deploy a system to.
+    #[serde(default)]
+    pub deploy: usize,
 }
 
 impl Plan {
     /// Whether apply would do nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.deploys.is_empty()
     }
 
     /// The change for `address`, if any.
@@ -125,7 +159,10 @@ impl Plan {
 
     /// Recounts [`Plan::summary`] from [`Plan::changes`].
     pub fn recount(&mut self) {
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            deploy: self.deploys.len(),
+            ..Summary::default()
+        };
         for change in &self.changes {
             match change.action {
                 Change::Create => summary.create += 1,

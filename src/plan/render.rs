@@ -21,7 +21,7 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
             render_drift(&mut out, drift, paint);
         }
     }
-    if plan.changes.is_empty() {
+    if plan.is_empty() {
         out.push_str(&paint.green("No changes."));
         out.push_str(" The deployment matches the spec.\n");
         return out;
@@ -31,10 +31,22 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
     for change in &plan.changes {
         render_change(&mut out, change, paint);
     }
+    for deploy in &plan.deploys {
+        render_deploy(&mut out, deploy, paint);
+    }
     let s = &plan.summary;
+    let deploys = if s.deploy > 0 {
+        format!(
+            ", {} host{} to deploy",
+            s.deploy,
+            if s.deploy == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{} {} to create, {} to update, {} to replace, {} to destroy.",
+        "{} {} to create, {} to update, {} to replace, {} to destroy{deploys}.",
         paint.bold("Plan:"),
         s.create,
         s.update,
@@ -42,6 +54,34 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
         s.delete
     );
     out
+}
+
+fn render_deploy(out: &mut String, deploy: &super::DeployChange, paint: Painter) {
+    let mut comment = format!(
+        "# {} will get a new system ({})",
+        deploy.address, deploy.goal
+    );
+    if let Some(reason) = &deploy.reason {
+        let _ = write!(comment, "; {reason}");
+    }
+    let _ = writeln!(out, "  {}", paint.dim(&comment));
+    let _ = writeln!(out, "  {} {} system", paint.yellow("~"), deploy.address);
+    let current = deploy.current.as_deref().unwrap_or("(none)");
+    let _ = writeln!(out, "      {current} -> {}", deploy.desired);
+    let bytes = crate::deploy::human_bytes(deploy.bytes);
+    if deploy.exact {
+        let _ = writeln!(out, "      copy {} paths ({bytes})", deploy.paths);
+    } else {
+        let _ = writeln!(
+            out,
+            "      copy up to {} paths ({bytes}; the host cannot be asked yet)",
+            deploy.paths
+        );
+    }
+    if let Some(derivation) = &deploy.derivation {
+        let _ = writeln!(out, "      build {derivation} on the host");
+    }
+    out.push('\n');
 }
 
 fn render_drift(out: &mut String, drift: &Drift, paint: Painter) {

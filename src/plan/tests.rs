@@ -55,10 +55,12 @@ fn spec(resources: Vec<ResourceConfig>) -> Spec {
         providers: ProviderSettings::default(),
         state: StateSettings {
             path: PathBuf::from(".prov"),
+            backend: Default::default(),
         },
         resources,
         hosts: BTreeMap::new(),
         outputs: BTreeMap::new(),
+        deploy: Default::default(),
     }
 }
 

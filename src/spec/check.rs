@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use prov_provider::is_valid_name;
 
+use super::check_deploy::{deploy_settings, host_parts, HostParts, TARGETS};
 use super::error::{Diagnostic, ErrorKind};
 use super::graph::{find_cycles, Node};
+use super::host::DeploySettings;
 use super::ingress::{check_rule, Rule};
 use super::output::check_output;
 use super::raw::{RawHost, RawKeyPair, RawSecurityGroup, RawSpec, Str, StrList, Tags};
@@ -16,8 +18,6 @@ use super::raw::{RawHost, RawKeyPair, RawSecurityGroup, RawSpec, Str, StrList, T
 pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Largest `count`.
 pub(crate) const MAX_COUNT: i64 = 1000;
-/// Host targets implemented so far.
-const TARGETS: &[&str] = &["ec2"];
 /// EC2's limit on user data, in bytes.
 const MAX_USER_DATA: usize = 16 * 1024;
 /// Kind name of key pairs.
@@ -34,6 +34,10 @@ pub(crate) struct Checked {
     pub user_data: BTreeMap<String, String>,
     /// Normalized, sorted ingress rules by security group name.
     pub rules: BTreeMap<String, Vec<Rule>>,
+    /// Deploy parts (system, SSH, health) by host name.
+    pub host_parts: BTreeMap<String, HostParts>,
+    /// `[deploy]`.
+    pub deploy: DeploySettings,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -51,6 +55,7 @@ pub(crate) fn check(
     };
     c.deployment(&raw.deployment);
     c.settings(raw);
+    c.out.deploy = deploy_settings(raw, base_dir, &mut c.diags);
     for (name, kp) in &raw.key_pairs {
         c.name(name, "key pair");
         c.key_pair(name, kp);
@@ -158,7 +163,7 @@ impl Checker<'_> {
 
     fn settings(&mut self, raw: &RawSpec) {
         if let Some(state) = &raw.state {
-            self.non_empty(state.path.as_ref(), "path");
+            self.state(state);
         }
         if let Some(ec2) = &raw.providers.ec2 {
             self.non_empty(ec2.region.as_ref(), "region");
@@ -414,7 +419,7 @@ impl Checker<'_> {
             )
             .help
             .push(format!("supported targets: {}", TARGETS.join(", ")));
-        } else {
+        } else if target == "ec2" {
             for (field, value) in [("ami", &host.ami), ("instance_type", &host.instance_type)] {
                 if value.is_none() {
                     self.push(
@@ -469,6 +474,8 @@ impl Checker<'_> {
             }
         }
         self.user_data(name, host);
+        let parts = host_parts(name, host, self.base_dir, &mut self.diags);
+        self.out.host_parts.insert(name.get_ref().clone(), parts);
     }
 
     fn user_data(&mut self, name: &Str, host: &RawHost) {
@@ -609,4 +616,112 @@ fn display_path(path: &Path) -> String {
         path.to_owned()
     };
     shown.display().to_string()
+}
+
+/// `[state] backend` value of the S3 backend.
+pub(crate) const S3_BACKEND: &str = "s3";
+/// `[state] backend` value of the embedded backend (the default).
+const EMBEDDED_BACKEND: &str = "embedded";
+
+impl Checker<'_> {
+    /// `[state]`: the backend, and only the keys that backend takes.
+    fn state(&mut self, state: &super::raw::RawState) {
+        self.non_empty(state.path.as_ref(), "path");
+        let s3_keys = [
+            ("bucket", &state.bucket),
+            ("key", &state.key),
+            ("region", &state.region),
+            ("endpoint", &state.endpoint),
+            ("profile", &state.profile),
+            ("workspace", &state.workspace),
+        ];
+        for (field, value) in s3_keys {
+            self.non_empty(value.as_ref(), field);
+        }
+        let backend = state.backend.as_ref();
+        match backend.map(|b| b.get_ref().as_str()) {
+            None | Some(EMBEDDED_BACKEND) => {
+                for (field, value) in s3_keys {
+                    if let Some(v) = value {
+                        self.push(
+                            ErrorKind::Conflict,
+                            format!("`{field}` in [state] needs `backend = \"s3\"`"),
+                            v.span(),
+                        )
+                        .help
+                        .push("the embedded backend (the default) takes only `path`".into());
+                    }
+                }
+            }
+            Some(S3_BACKEND) => {
+                let Some(backend) = backend else { return };
+                if let Some(path) = &state.path {
+                    self.push(
+                        ErrorKind::Conflict,
+                        "`path` is for the embedded backend, but [state] has `backend = \"s3\"`",
+                        path.span(),
+                    )
+                    .help
+                    .push("S3 state lives at `bucket` and `key`; remove `path`".into());
+                }
+                match &state.bucket {
+                    None => {
+                        self.push(
+                            ErrorKind::MissingField,
+                            "[state] `backend = \"s3\"` needs `bucket`",
+                            backend.span(),
+                        )
+                        .help
+                        .push(
+                            "e.g. `bucket = \"my-team-prov-state\"` (the bucket must exist)".into(),
+                        );
+                    }
+                    Some(bucket) if !bucket.get_ref().trim().is_empty() => {
+                        if let Err(message) = prov_state::S3Settings::check_bucket(bucket.get_ref())
+                        {
+                            self.push(ErrorKind::InvalidValue, message, bucket.span());
+                        }
+                    }
+                    Some(_) => {}
+                }
+                if let Some(key) = state
+                    .key
+                    .as_ref()
+                    .filter(|k| !k.get_ref().trim().is_empty())
+                {
+                    if let Err(message) = prov_state::S3Settings::check_key(key.get_ref()) {
+                        self.push(ErrorKind::InvalidValue, message, key.span());
+                    }
+                }
+                if let Some(workspace) = &state.workspace {
+                    self.name(workspace, "workspace");
+                }
+                if let Some(endpoint) = &state.endpoint {
+                    let url = endpoint.get_ref();
+                    let rest = url
+                        .strip_prefix("http://")
+                        .or_else(|| url.strip_prefix("https://"));
+                    if rest.is_none_or(str::is_empty) {
+                        self.push(
+                            ErrorKind::InvalidValue,
+                            format!("endpoint `{url}` is not an http:// or https:// URL"),
+                            endpoint.span(),
+                        )
+                        .help
+                        .push("e.g. `endpoint = \"http://127.0.0.1:5000\"`".into());
+                    }
+                }
+            }
+            Some(other) => {
+                let Some(backend) = backend else { return };
+                self.push(
+                    ErrorKind::InvalidValue,
+                    format!("unknown state backend `{other}`"),
+                    backend.span(),
+                )
+                .help
+                .push("use `backend = \"embedded\"` (the default) or `backend = \"s3\"`".into());
+            }
+        }
+    }
 }

@@ -7,7 +7,9 @@ use prov_provider::{sha256_hex, Address, Attributes, Reference, ResourceConfig};
 use serde_json::{Map, Value};
 
 use super::check::{Checked, KEY_PAIR, SECURITY_GROUP};
-use super::model::{Ec2Settings, HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings};
+use super::model::{
+    Ec2Settings, HostInfo, LocalSettings, OutputSpec, ProviderSettings, Spec, StateSettings,
+};
 use super::raw::{RawHost, RawSpec, Tags};
 
 /// The provider every resource uses so far.
@@ -64,11 +66,21 @@ pub(crate) fn convert(
     }
     for (name, host) in &raw.hosts {
         let name = name.get_ref();
+        let parts = checked.host_parts.get(name).cloned().unwrap_or_default();
         for address in host_addresses(name, host) {
-            resources.push(instance(raw, checked, &deployment, address.clone(), host));
+            match host.target.get_ref().as_str() {
+                "ec2" => resources.push(instance(raw, checked, &deployment, address.clone(), host)),
+                "local" => resources.push(local_host(raw, address.clone(), host)),
+                _ => {}
+            }
             let info = HostInfo {
                 name: name.clone(),
                 tags: user_tags(&host.tags),
+                target: host.target.get_ref().clone(),
+                deploy: parts.deploy.clone(),
+                ssh: parts.ssh.clone(),
+                host_key: parts.host_key.clone(),
+                health: parts.health.clone(),
             };
             hosts.insert(address, info);
         }
@@ -84,6 +96,9 @@ pub(crate) fn convert(
                 endpoint: e.endpoint.as_ref().map(|v| v.get_ref().clone()),
                 profile: e.profile.as_ref().map(|v| v.get_ref().clone()),
             }),
+            local: raw.providers.local.as_ref().map(|l| LocalSettings {
+                root: l.root.as_ref().map(|r| base_dir.join(r.get_ref())),
+            }),
         },
         state: StateSettings {
             path: base_dir.join(
@@ -92,10 +107,41 @@ pub(crate) fn convert(
                     .and_then(|s| s.path.as_ref())
                     .map_or(DEFAULT_STATE_DIR, |p| p.get_ref().as_str()),
             ),
+            backend: state_backend(raw),
         },
         resources,
         hosts,
         outputs: outputs(raw),
+        deploy: checked.deploy.clone(),
+    }
+}
+
+/// A host run as a namespace container by the `local` provider. The core
+/// fills `authorized_keys` with the deployer's public key.
+fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig {
+    let mut attributes = Attributes::new();
+    let hostname = match address.index {
+        Some(i) => format!("{}-{i}", address.name),
+        None => address.name.clone(),
+    };
+    attributes.insert("hostname".into(), hostname.into());
+    if let Some(fixed) = &host.address {
+        attributes.insert("address".into(), fixed.get_ref().as_str().into());
+    }
+    attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
+    let mut depends_on = BTreeSet::new();
+    for dep in host.depends_on.iter().flat_map(|l| l.get_ref()) {
+        if let Some(other) = raw.hosts.get(dep.get_ref().as_str()) {
+            depends_on.extend(host_addresses(dep.get_ref(), other));
+        }
+    }
+    ResourceConfig {
+        address,
+        provider: "local".into(),
+        kind: "host".into(),
+        attributes,
+        references: BTreeMap::new(),
+        depends_on,
     }
 }
 
@@ -229,4 +275,23 @@ fn outputs(raw: &RawSpec) -> BTreeMap<String, OutputSpec> {
             Some((name.get_ref().clone(), spec))
         })
         .collect()
+}
+
+/// `[state] backend = "s3"` settings (checked already), or embedded.
+fn state_backend(raw: &RawSpec) -> super::model::StateBackendSettings {
+    let Some(state) = raw.state.as_ref().filter(|s| {
+        s.backend
+            .as_ref()
+            .is_some_and(|b| b.get_ref() == super::check::S3_BACKEND)
+    }) else {
+        return super::model::StateBackendSettings::Embedded;
+    };
+    let get = |v: &Option<super::raw::Str>| v.as_ref().map(|v| v.get_ref().clone());
+    let key = get(&state.key).unwrap_or_else(|| format!("{}/state.json", raw.deployment.get_ref()));
+    let mut settings = super::model::S3Settings::new(get(&state.bucket).unwrap_or_default(), key);
+    settings.region = get(&state.region);
+    settings.endpoint = get(&state.endpoint);
+    settings.profile = get(&state.profile);
+    settings.workspace = get(&state.workspace);
+    super::model::StateBackendSettings::S3(settings)
 }

@@ -109,7 +109,7 @@ pub enum SpecError {
     },
     /// The extension names no supported format.
     #[error(
-        "error: cannot load spec {}: unsupported spec format{}; supported formats: TOML (`.toml`)",
+        "error: cannot load spec {}: unsupported spec format{}; supported formats: TOML (`.toml`), Nix (`.nix`, or a flake reference `PATH#ATTR`)",
         path.display(),
         extension_note(path)
     )]
@@ -120,6 +120,15 @@ pub enum SpecError {
     /// One or more located problems, in source order.
     #[error("{}", render_all(.0))]
     Invalid(Vec<Located>),
+    /// Nix could not evaluate a `.nix` spec; its own message (with file and
+    /// line) follows.
+    #[error("error: cannot evaluate spec {source_name} with Nix:\n{message}")]
+    Nix {
+        /// The file or flake reference.
+        source_name: String,
+        /// Nix's error output.
+        message: String,
+    },
 }
 
 fn extension_note(path: &Path) -> String {
@@ -135,7 +144,7 @@ impl SpecError {
     pub fn location(&self) -> Option<(usize, usize)> {
         match self {
             Self::Invalid(all) => all.first().map(|l| (l.line, l.col)),
-            Self::Io { .. } | Self::UnsupportedFormat { .. } => None,
+            Self::Io { .. } | Self::UnsupportedFormat { .. } | Self::Nix { .. } => None,
         }
     }
 
@@ -143,7 +152,7 @@ impl SpecError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Io { .. } => ErrorKind::Io,
+            Self::Io { .. } | Self::Nix { .. } => ErrorKind::Io,
             Self::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
             Self::Invalid(all) => all.first().map_or(ErrorKind::Syntax, |l| l.kind),
         }
@@ -154,7 +163,7 @@ impl SpecError {
     pub fn diagnostics(&self) -> &[Located] {
         match self {
             Self::Invalid(all) => all,
-            Self::Io { .. } | Self::UnsupportedFormat { .. } => &[],
+            Self::Io { .. } | Self::UnsupportedFormat { .. } | Self::Nix { .. } => &[],
         }
     }
 

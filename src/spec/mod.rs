@@ -2,13 +2,17 @@
 //! converts it into the [`Spec`] model, with located, rustc-style errors.
 
 mod check;
+mod check_deploy;
 mod convert;
 mod error;
 mod graph;
+pub mod host;
 mod ingress;
 pub mod model;
+mod nix;
 mod output;
 mod raw;
+mod raw_deploy;
 
 #[cfg(test)]
 mod tests;
@@ -16,13 +20,23 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ErrorKind, Located, SpecError};
-pub use model::{Ec2Settings, HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings};
+pub use host::{
+    BuildOn, DeploySettings, DeploySpec, Goal, HealthSpec, JumpSpec, OnFailure, SshSpec,
+    SystemSource,
+};
+pub use model::{
+    Ec2Settings, HostInfo, LocalSettings, OutputSpec, ProviderSettings, Spec, StateSettings,
+};
 
 use error::Diagnostic;
 
-/// Reads and parses the spec at `path`; the extension picks the format
-/// (`.toml` only, for now).
+/// Reads and parses the spec at `path`; the extension picks the format:
+/// `.toml`, or `.nix` (and `PATH#ATTR` flake references), which Nix evaluates
+/// to the same schema.
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    if nix::is_nix(path) {
+        return nix::load(path);
+    }
     if path.extension().and_then(|e| e.to_str()) != Some("toml") {
         return Err(SpecError::UnsupportedFormat {
             path: path.to_owned(),

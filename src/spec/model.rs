@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use prov_provider::{Address, ResourceConfig};
 
+use super::host::{DeploySettings, DeploySpec, HealthSpec, SshSpec};
+
 /// A whole deployment, validated: names unique, references resolved to
 /// addresses, no cycles.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,8 @@ pub struct Spec {
     pub hosts: BTreeMap<Address, HostInfo>,
     /// Outputs by name.
     pub outputs: BTreeMap<String, OutputSpec>,
+    /// `[deploy]`: deployment-wide settings for system deploys.
+    pub deploy: DeploySettings,
 }
 
 /// Settings of each provider the spec configures.
@@ -32,6 +36,15 @@ pub struct Spec {
 pub struct ProviderSettings {
     /// `[providers.ec2]`, when present.
     pub ec2: Option<Ec2Settings>,
+    /// `[providers.local]`, when present.
+    pub local: Option<LocalSettings>,
+}
+
+/// `[providers.local]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// Where host directories live (default `/var/lib/prov/local`).
+    pub root: Option<PathBuf>,
 }
 
 /// `[providers.ec2]`.
@@ -49,8 +62,23 @@ pub struct Ec2Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// Directory of the embedded state, resolved against the spec's directory
-    /// (default `.prov` next to the spec).
+    /// (default `.prov` next to the spec); used when `backend` is
+    /// [`StateBackendSettings::Embedded`].
     pub path: PathBuf,
+    /// Which backend keeps the state.
+    pub backend: StateBackendSettings,
+}
+
+pub use prov_state::S3Settings;
+
+/// `[state] backend = …`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateBackendSettings {
+    /// `embedded` (the default): a database in [`StateSettings::path`].
+    #[default]
+    Embedded,
+    /// `s3`: team-shared state in an S3 bucket.
+    S3(S3Settings),
 }
 
 /// What selection needs to know about one host.
@@ -60,6 +88,16 @@ pub struct HostInfo {
     pub name: String,
     /// The host's user tags (`tags = { role = "web" }`).
     pub tags: BTreeMap<String, String>,
+    /// Where it runs: `ec2`, `local` or `ssh` (an existing machine).
+    pub target: String,
+    /// The NixOS system to deploy, if any.
+    pub deploy: Option<DeploySpec>,
+    /// SSH overrides.
+    pub ssh: SshSpec,
+    /// The pinned SSH host key from the spec, if given.
+    pub host_key: Option<String>,
+    /// Health checks after activation.
+    pub health: Option<HealthSpec>,
 }
 
 /// One output: `ADDRESS.ATTRIBUTE`, where ADDRESS may use `[*]` to collect a

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::raw_deploy::{RawDeploy, RawHealth, RawLocal, RawNix, RawSsh};
+
 /// A string with its span (names, references, values we may complain about).
 pub(crate) type Str = Spanned<String>;
 
@@ -38,14 +40,31 @@ pub(crate) struct RawSpec {
     /// `[outputs]`: NAME = "ADDRESS.ATTRIBUTE".
     #[serde(default)]
     pub outputs: BTreeMap<Str, Str>,
+    /// `[deploy]`.
+    #[serde(default)]
+    pub deploy: RawDeploy,
 }
 
 /// `[state]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawState {
+    /// `embedded` (default) or `s3`.
+    pub backend: Option<Str>,
     /// Directory of the embedded state.
     pub path: Option<Str>,
+    /// S3: the bucket.
+    pub bucket: Option<Str>,
+    /// S3: the state object's key (default `DEPLOYMENT/state.json`).
+    pub key: Option<Str>,
+    /// S3: AWS region.
+    pub region: Option<Str>,
+    /// S3: endpoint URL.
+    pub endpoint: Option<Str>,
+    /// S3: AWS profile.
+    pub profile: Option<Str>,
+    /// S3: workspace (key prefix `workspaces/NAME/`).
+    pub workspace: Option<Str>,
 }
 
 /// `[providers]`.
@@ -54,6 +73,8 @@ pub(crate) struct RawState {
 pub(crate) struct RawProviders {
     /// `[providers.ec2]`.
     pub ec2: Option<RawEc2>,
+    /// `[providers.local]`.
+    pub local: Option<RawLocal>,
 }
 
 /// `[providers.ec2]`.
@@ -138,4 +159,26 @@ pub(crate) struct RawHost {
     pub user_data_file: Option<Str>,
     /// Names of other hosts to wait for.
     pub depends_on: Option<StrList>,
+    /// Fixed loopback address of a `local` host.
+    pub address: Option<Str>,
+    /// The system as a store path.
+    pub system: Option<Str>,
+    /// The system built from a Nix file.
+    pub nix: Option<Spanned<RawNix>>,
+    /// The system built from a flake reference.
+    pub flake: Option<Str>,
+    /// `switch` (default), `boot`, `test` or `dry-activate`.
+    pub goal: Option<Str>,
+    /// `local` (default) or `target`.
+    pub build_on: Option<Str>,
+    /// Let the host substitute before copying.
+    pub substitute_on_destination: Option<bool>,
+    /// Seconds to wait for confirmation before the host rolls back (0: no rollback).
+    pub confirm_timeout: Option<Spanned<i64>>,
+    /// Pinned SSH host key.
+    pub host_key: Option<Str>,
+    /// `[hosts.NAME.ssh]` overrides.
+    pub ssh: Option<RawSsh>,
+    /// `[hosts.NAME.health]`.
+    pub health: Option<RawHealth>,
 }

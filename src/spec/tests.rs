@@ -721,10 +721,14 @@ fn io_and_format_errors_are_unlocated() {
     assert!(err
         .to_string()
         .starts_with("error: cannot read spec /nonexistent/prov.toml: "));
-    let err = load(Path::new("deploy.nix")).unwrap_err();
+    let err = load(Path::new("deploy.yaml")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedFormat);
-    assert!(err.to_string().contains("`.nix`"), "{err}");
+    assert!(err.to_string().contains("`.yaml`"), "{err}");
     assert!(err.to_string().contains("TOML"), "{err}");
+    assert!(err.to_string().contains("Nix"), "{err}");
+    // A missing .nix spec is an I/O error, not an evaluation one.
+    let err = load(Path::new("/nonexistent/deploy.nix")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
 }
 
 #[test]

@@ -1,0 +1,44 @@
+//! Setting a run up for deploys: the deployer's key, authorized on local
+//! hosts, and the shared deploy context.
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::cli::Cli;
+use crate::command::Context;
+use crate::deploy::{deployer_identity, DeployContext};
+
+impl Context {
+    /// The deploy context of this run. Local hosts are given the deployer's
+    /// public key to authorize (prov generates the key pair on first use).
+    ///
+    /// # Errors
+    /// When the deployer's key cannot be read or generated.
+    pub fn deploy_context(&mut self, cli: &Cli) -> Result<DeployContext> {
+        let needs_key = self
+            .spec
+            .hosts
+            .values()
+            .any(|h| h.deploy.is_some() || h.target == "local");
+        let identity = if needs_key {
+            let (private, public) = deployer_identity(&self.spec)?;
+            for resource in &mut self.spec.resources {
+                if resource.provider == "local" {
+                    resource.attributes.insert(
+                        "authorized_keys".into(),
+                        Value::Array(vec![Value::from(public.clone())]),
+                    );
+                }
+            }
+            private
+        } else {
+            std::path::PathBuf::new()
+        };
+        Ok(DeployContext {
+            spec: self.spec.clone(),
+            pool: crate::deploy::target::Pool::default(),
+            identity,
+            accept_new_host_keys: cli.accept_new_host_keys,
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! The deployer's SSH key: the spec's `[deploy] identity_file`, or a key prov
+//! generates once under `.prov/ssh/` next to the spec (its public half is
+//! what local hosts authorize).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::spec::Spec;
+
+/// The deployer's private key file and its public key line, generating the
+/// key when the spec names none and none exists yet.
+///
+/// # Errors
+/// When the key cannot be read or generated.
+pub fn deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
+    let private = match &spec.deploy.identity_file {
+        Some(path) => path.clone(),
+        None => {
+            let dir = spec
+                .source
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(".prov")
+                .join("ssh");
+            let key = dir.join("id_ed25519");
+            if !key.exists() {
+                generate(&dir, &key)?;
+            }
+            key
+        }
+    };
+    let public_path = PathBuf::from(format!("{}.pub", private.display()));
+    let public = fs_err::read_to_string(&public_path).with_context(|| {
+        format!(
+            "the deployer's public key {} is needed next to its private key",
+            public_path.display()
+        )
+    })?;
+    let public = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((private, public))
+}
+
+fn generate(dir: &Path, key: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::create_dir_all(dir)?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "prov-deployer", "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .context("cannot run ssh-keygen (install openssh-client)")?;
+    if !status.success() {
+        bail!("ssh-keygen failed to create {}", key.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Nix on the deployer: build a system, list its closure, measure it, export
+//! it as a stream.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use tokio::process::Command;
+
+use crate::spec::SystemSource;
+
+/// A built system and its closure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closure {
+    /// The system's store path (the "toplevel").
+    pub system: String,
+    /// Every path of the closure, dependencies first.
+    pub paths: Vec<String>,
+    /// NAR size of each path, in bytes.
+    pub sizes: BTreeMap<String, u64>,
+}
+
+impl Closure {
+    /// Total NAR size of `paths`.
+    #[must_use]
+    pub fn bytes_of<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> u64 {
+        paths.into_iter().filter_map(|p| self.sizes.get(p)).sum()
+    }
+
+    /// Total NAR size of the closure.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.sizes.values().sum()
+    }
+}
+
+/// Runs a local command and returns its stdout; a failure carries the
+/// command and its stderr (Nix's own messages, with file and line).
+pub async fn run(program: &str, args: &[&str]) -> Result<String> {
+    tracing::debug!(program, ?args, "running");
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| {
+            format!("cannot run `{program}` (is Nix installed? see scripts/setup.sh)")
+        })?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed ({}):\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    String::from_utf8(output.stdout).context("Nix printed something that is not UTF-8")
+}
+
+/// Builds (or checks) the system described by `source` and returns its
+/// store path.
+///
+/// # Errors
+/// With Nix's own error message when the build or evaluation fails.
+pub async fn build(source: &SystemSource) -> Result<String> {
+    let out = match source {
+        SystemSource::StorePath(path) => run("nix-store", &["--realise", path]).await?,
+        SystemSource::Nix { file, attr } => {
+            let file = file.to_string_lossy();
+            let mut args = vec![file.as_ref(), "--no-out-link"];
+            if let Some(attr) = attr {
+                args.extend(["-A", attr.as_str()]);
+            }
+            run("nix-build", &args).await?
+        }
+        SystemSource::Flake(reference) => {
+            run(
+                "nix",
+                &[
+                    "--extra-experimental-features",
+                    "nix-command flakes",
+                    "build",
+                    "--no-link",
+                    "--print-out-paths",
+                    reference,
+                ],
+            )
+            .await?
+        }
+    };
+    let path = out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("/nix/store/"))
+        .with_context(|| format!("the build of {source:?} printed no store path"))?;
+    Ok(path.to_owned())
+}
+
+/// The derivation that builds `source` (for `build_on = "target"`).
+///
+/// # Errors
+/// With Nix's own message when evaluation fails.
+pub async fn instantiate(source: &SystemSource) -> Result<Option<String>> {
+    let out = match source {
+        SystemSource::StorePath(path) => {
+            let deriver = run("nix-store", &["--query", "--deriver", path]).await?;
+            let deriver = deriver.trim();
+            if deriver == "unknown-deriver" || !Path::new(deriver).exists() {
+                return Ok(None);
+            }
+            deriver.to_owned()
+        }
+        SystemSource::Nix { file, attr } => {
+            let file = file.to_string_lossy();
+            let mut args = vec![file.as_ref()];
+            if let Some(attr) = attr {
+                args.extend(["-A", attr.as_str()]);
+            }
+            run("nix-instantiate", &args).await?
+        }
+        SystemSource::Flake(reference) => {
+            run(
+                "nix",
+                &[
+                    "--extra-experimental-features",
+                    "nix-command flakes",
+                    "path-info",
+                    "--derivation",
+                    reference,
+                ],
+            )
+            .await?
+        }
+    };
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.ends_with(".drv"))
+        .map(str::to_owned))
+}
+
+/// The closure of `path`: every requisite, dependencies first, with sizes.
+///
+/// # Errors
+/// When Nix cannot query the store.
+pub async fn closure(path: &str) -> Result<Closure> {
+    let listed = run("nix-store", &["--query", "--requisites", path]).await?;
+    let paths: Vec<String> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let sizes = sizes(&paths).await?;
+    Ok(Closure {
+        system: path.to_owned(),
+        paths,
+        sizes,
+    })
+}
+
+/// NAR sizes of `paths`, in one query per 500 paths.
+async fn sizes(paths: &[String]) -> Result<BTreeMap<String, u64>> {
+    let mut sizes = BTreeMap::new();
+    for chunk in paths.chunks(500) {
+        let mut args = vec!["--query", "--size"];
+        args.extend(chunk.iter().map(String::as_str));
+        let out = run("nix-store", &args).await?;
+        for (path, line) in chunk.iter().zip(out.lines()) {
+            let size = line
+                .trim()
+                .parse()
+                .with_context(|| format!("nix-store printed a bad size `{line}`"))?;
+            sizes.insert(path.clone(), size);
+        }
+    }
+    Ok(sizes)
+}
+
+/// Starts `nix-store --export PATHS` (PATHS in dependency order) and returns
+/// the child, whose stdout is the stream `nix-store --import` reads.
+///
+/// # Errors
+/// When nix-store cannot be started.
+pub fn export(paths: &[String]) -> Result<tokio::process::Child> {
+    Command::new("nix-store")
+        .arg("--export")
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run nix-store --export")
+}

@@ -1,0 +1,181 @@
+//! Planning deploys: which hosts get a new system, and how much must travel.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use prov_provider::{Address, AttributeChange, Change};
+use prov_state::StateDocument;
+use serde_json::Value;
+
+use super::nix::{self, Closure};
+use super::target::endpoint;
+use super::{copy, DeployContext};
+use crate::plan::{DeployChange, Drift, DriftKind, Plan};
+use crate::select::Selection;
+use crate::spec::{BuildOn, DeploySpec, HostInfo};
+use crate::ssh::{shell_quote, Connection};
+
+/// The profile NixOS boots from.
+pub(super) const PROFILE: &str = "/nix/var/nix/profiles/system";
+
+/// What a host runs now, as read over SSH.
+pub(super) async fn current_system(connection: &Connection) -> Result<Option<String>> {
+    let command = connection.privileged(&format!(
+        "readlink -f {} 2>/dev/null || true",
+        shell_quote(PROFILE)
+    ));
+    let output = connection.exec(&command).await?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(path.starts_with("/nix/store/").then_some(path))
+}
+
+/// Plans the deploy of every selected host that has a system: builds the
+/// systems (once per distinct system), asks reachable hosts what they run and
+/// what they lack, and adds the changes and any drift to `plan`.
+///
+/// # Errors
+/// When a build fails, or a host that should exist cannot be asked.
+pub async fn plan(
+    ctx: &DeployContext,
+    doc: &StateDocument,
+    plan: &mut Plan,
+    selection: &Selection,
+    refresh: bool,
+) -> Result<()> {
+    let hosts: Vec<(&Address, &HostInfo, &DeploySpec)> = ctx
+        .spec
+        .hosts
+        .iter()
+        .filter(|(address, info)| selection.matches(address, &info.tags))
+        .filter_map(|(address, info)| info.deploy.as_ref().map(|d| (address, info, d)))
+        .collect();
+    if hosts.is_empty() || plan.destroy {
+        return Ok(());
+    }
+
+    // Build each distinct system once.
+    let mut built: BTreeMap<String, (String, Option<String>, Closure)> = BTreeMap::new();
+    for (_, _, deploy) in &hosts {
+        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
+        if built.contains_key(&key) {
+            continue;
+        }
+        let entry = match deploy.build_on {
+            BuildOn::Local => {
+                let system = nix::build(&deploy.system).await?;
+                let closure = nix::closure(&system).await?;
+                (system, None, closure)
+            }
+            BuildOn::Target => {
+                let derivation = nix::instantiate(&deploy.system).await?.context(
+                    "build_on = \"target\" needs a system with a derivation (nix or flake)",
+                )?;
+                let outputs = nix::run("nix-store", &["--query", "--outputs", &derivation]).await?;
+                let system = outputs.lines().next().unwrap_or_default().trim().to_owned();
+                let closure = nix::closure(&derivation).await?;
+                (system, Some(derivation), closure)
+            }
+        };
+        built.insert(key, entry);
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (address, info, deploy) in hosts {
+        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
+        let Some((system, derivation, closure)) = built.get(&key).cloned() else {
+            continue;
+        };
+        let new_host = plan
+            .change(address)
+            .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
+            || (info.target != "ssh" && !doc.resources.contains_key(&address.to_string()));
+        let reachable = refresh && !new_host;
+        let endpoint = if reachable {
+            Some(endpoint(
+                &ctx.spec,
+                info,
+                address,
+                doc,
+                &ctx.identity,
+                ctx.accept_new_host_keys,
+            )?)
+        } else {
+            None
+        };
+        let recorded = doc
+            .hosts
+            .get(&address.to_string())
+            .cloned()
+            .unwrap_or_default();
+        let pool = ctx.pool.clone();
+        let address = address.clone();
+        let goal = deploy.goal;
+        tasks.spawn(async move {
+            let (current, missing) = match &endpoint {
+                Some(endpoint) => {
+                    let connection = pool.get(endpoint).await?;
+                    let current = if goal.sets_profile() {
+                        current_system(&connection).await?
+                    } else {
+                        recorded.system.clone()
+                    };
+                    let missing = copy::missing(&connection, &closure).await?;
+                    (current, Some(missing))
+                }
+                None => (recorded.system.clone(), None),
+            };
+            anyhow::Ok((
+                address, goal, system, derivation, closure, current, missing, recorded, new_host,
+            ))
+        });
+    }
+
+    while let Some(joined) = tasks.join_next().await {
+        let (address, goal, system, derivation, closure, current, missing, recorded, new_host) =
+            joined
+                .context("a deploy planning task panicked")?
+                .with_context(|| "asking a host what it runs".to_owned())?;
+        let mut reason = new_host.then(|| "new host".to_owned());
+        if let (Some(recorded_system), Some(current)) = (&recorded.system, &current) {
+            if goal.sets_profile() && missing.is_some() && recorded_system != current {
+                plan.drift.push(Drift {
+                    address: address.clone(),
+                    kind: DriftKind::Changed,
+                    attributes: vec![AttributeChange {
+                        name: "system".into(),
+                        before: Some(Value::from(recorded_system.clone())),
+                        after: Some(Value::from(current.clone())),
+                        after_unknown: false,
+                        forces_replacement: false,
+                    }],
+                });
+                reason = Some("the system profile was changed on the host outside prov".to_owned());
+            }
+        }
+        let same_goal = recorded.goal.as_deref() == Some(goal.as_str());
+        let up_to_date = current.as_deref() == Some(system.as_str())
+            && (goal.sets_profile()
+                || (same_goal && recorded.system.as_deref() == Some(system.as_str())))
+            && !new_host;
+        if up_to_date {
+            continue;
+        }
+        let exact = missing.is_some();
+        let to_copy = missing.unwrap_or_else(|| closure.paths.clone());
+        plan.deploys.push(DeployChange {
+            address,
+            goal: goal.as_str().to_owned(),
+            current,
+            desired: system,
+            paths: to_copy.len(),
+            bytes: closure.bytes_of(&to_copy),
+            exact,
+            derivation,
+            reason,
+        });
+    }
+    plan.deploys.sort_by(|a, b| a.address.cmp(&b.address));
+    plan.drift.sort_by(|a, b| a.address.cmp(&b.address));
+    plan.recount();
+    Ok(())
+}

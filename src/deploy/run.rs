@@ -1,0 +1,274 @@
+//! Carrying out deploys: per host, in parallel (bounded), connect, copy what
+//! is missing, activate, confirm, check health, record in state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use prov_provider::Address;
+use prov_state::HostRecord;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use super::activate::{self, Outcome};
+use super::nix;
+use super::plan::current_system;
+use super::target::{host_endpoint, Endpoint};
+use super::{copy, health, DeployContext, Progress};
+use crate::apply::StateSession;
+use crate::plan::DeployChange;
+use crate::spec::{Goal, OnFailure};
+use crate::ssh::Connection;
+
+/// How long to keep trying to reach a host that was just created.
+const REACH_LIMIT: Duration = Duration::from_secs(120);
+
+/// What the deploys did.
+#[derive(Debug, Default)]
+pub struct DeployReport {
+    /// Hosts now running their new system.
+    pub deployed: Vec<Address>,
+    /// Hosts that failed, with why (rollbacks included).
+    pub failed: Vec<(Address, anyhow::Error)>,
+    /// Hosts not started because an earlier one failed (`on_failure = "stop"`).
+    pub skipped: Vec<Address>,
+}
+
+/// Deploys every change of `deploys`, at most `parallelism` hosts at once.
+pub async fn apply(
+    ctx: &DeployContext,
+    deploys: &[DeployChange],
+    session: &Arc<Mutex<StateSession>>,
+    parallelism: usize,
+    progress: &Arc<Progress>,
+) -> DeployReport {
+    let mut report = DeployReport::default();
+    let mut queue: std::collections::VecDeque<DeployChange> = deploys.iter().cloned().collect();
+    let mut running = JoinSet::new();
+    let mut stopped = false;
+    loop {
+        while !stopped && running.len() < parallelism.max(1) {
+            let Some(change) = queue.pop_front() else {
+                break;
+            };
+            let ctx = ctx.clone();
+            let session = Arc::clone(session);
+            let progress = Arc::clone(progress);
+            running.spawn(async move {
+                let address = change.address.clone();
+                let result = deploy_one(&ctx, &change, &session, &progress).await;
+                (address, result)
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok((address, Ok(()))) => report.deployed.push(address),
+            Ok((address, Err(error))) => {
+                progress.phase(&address, &format!("FAILED: {error:#}"));
+                report.failed.push((address, error));
+                stopped = ctx.spec.deploy.on_failure == OnFailure::Stop;
+            }
+            Err(panic) => {
+                report.failed.push((
+                    Address::host("unknown", None),
+                    anyhow!("a deploy task panicked: {panic}"),
+                ));
+                stopped = true;
+            }
+        }
+    }
+    report.skipped = queue.into_iter().map(|c| c.address).collect();
+    progress.finish();
+    report
+}
+
+/// Deploys one host.
+async fn deploy_one(
+    ctx: &DeployContext,
+    change: &DeployChange,
+    session: &Arc<Mutex<StateSession>>,
+    progress: &Progress,
+) -> Result<()> {
+    let address = &change.address;
+    let (info, endpoint) = host_endpoint(ctx, session, address).await?;
+    let deploy = info
+        .deploy
+        .as_ref()
+        .with_context(|| format!("{address} has no system to deploy"))?;
+    let goal = deploy.goal;
+
+    progress.phase(address, &format!("connecting to {}", endpoint.describe()));
+    let connection = reach(ctx, &endpoint).await?;
+    record(session, address, |h| {
+        h.host_key = Some(connection.host_key().to_owned())
+    })
+    .await?;
+
+    // Copy what the host lacks (the derivations, when it builds itself).
+    let to_copy = change
+        .derivation
+        .clone()
+        .unwrap_or_else(|| change.desired.clone());
+    let closure = nix::closure(&to_copy).await?;
+    let mut missing = copy::missing(&connection, &closure).await?;
+    if deploy.substitute_on_destination && !missing.is_empty() {
+        progress.phase(
+            address,
+            &format!("substituting {} paths on the host", missing.len()),
+        );
+        copy::substitute(&connection, &missing).await;
+        missing = copy::missing(&connection, &closure).await?;
+    }
+    let total = closure.bytes_of(&missing);
+    progress.phase(
+        address,
+        &format!(
+            "copying {} paths ({})",
+            missing.len(),
+            copy::human_bytes(total)
+        ),
+    );
+    let started = Instant::now();
+    let tick = |sent: u64| {
+        progress.tick(
+            address,
+            &format!(
+                "copying {} paths: {} of {}",
+                missing.len(),
+                copy::human_bytes(sent),
+                copy::human_bytes(total)
+            ),
+        );
+    };
+    let copied = copy::send(&connection, &missing, &tick)
+        .await
+        .with_context(|| format!("copying the closure to {address}"))?;
+    progress.phase(
+        address,
+        &format!(
+            "copied {} paths, {} in {:.1}s",
+            copied.paths,
+            copy::human_bytes(copied.bytes),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    tracing::info!(host = %address, paths = copied.paths, bytes = copied.bytes, "copied");
+
+    if let Some(derivation) = &change.derivation {
+        progress.phase(address, "building on the host");
+        realise_on_host(&connection, derivation, &change.desired).await?;
+    }
+
+    // Activate, unless the host already runs it.
+    if goal.sets_profile()
+        && current_system(&connection).await?.as_deref() == Some(change.desired.as_str())
+    {
+        progress.phase(address, "already active; nothing to activate");
+        return record_deployed(session, address, change, goal, None).await;
+    }
+    progress.phase(address, &format!("activating ({})", goal.as_str()));
+    let activation =
+        activate::start(&connection, &change.desired, goal, deploy.confirm_timeout).await?;
+    let outcome = activate::finish(&connection, &endpoint, &activation).await?;
+    let generation = match outcome {
+        Outcome::Confirmed { generation } => generation,
+        Outcome::RolledBack { reason, previous } => {
+            ctx.pool.drop_connection(address).await;
+            bail!(
+                "{address} ROLLED BACK to {}: {reason}",
+                previous.as_deref().unwrap_or("its previous system")
+            );
+        }
+    };
+
+    if let Some(spec) = &info.health {
+        progress.phase(address, "checking health");
+        if let Err(error) = health::check(&connection, spec, &endpoint.target.host).await {
+            if deploy.confirm_timeout.is_zero() {
+                return Err(error.context(format!(
+                    "{address} is unhealthy (rollback is off: confirm_timeout = 0)"
+                )));
+            }
+            progress.phase(address, "unhealthy; rolling back");
+            let previous = activate::rollback(&connection, &activation).await?;
+            bail!(
+                "{address} ROLLED BACK to {}: {error:#}",
+                previous.as_deref().unwrap_or("its previous system")
+            );
+        }
+    }
+    record_deployed(session, address, change, goal, generation).await?;
+    progress.phase(
+        address,
+        &format!("deployed {} ({})", change.desired, goal.as_str()),
+    );
+    Ok(())
+}
+
+/// Connects, retrying for a while if the host was only just created.
+async fn reach(ctx: &DeployContext, endpoint: &Endpoint) -> Result<Arc<Connection>> {
+    let started = Instant::now();
+    loop {
+        match ctx.pool.get(endpoint).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => {
+                let refused_key = format!("{error:#}").contains("host key");
+                if refused_key || started.elapsed() > REACH_LIMIT {
+                    return Err(error);
+                }
+                tracing::debug!("{} not reachable yet: {error:#}", endpoint.address);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn realise_on_host(connection: &Connection, derivation: &str, expected: &str) -> Result<()> {
+    let command = connection.privileged(&format!(
+        "nix-store --realise {}",
+        crate::ssh::shell_quote(derivation)
+    ));
+    let output = connection.exec(&command).await?;
+    if !output.success() {
+        bail!(
+            "building {derivation} on the host failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let built = String::from_utf8_lossy(&output.stdout);
+    if !built.lines().any(|l| l.trim() == expected) {
+        bail!("the host built {} instead of {expected}", built.trim());
+    }
+    Ok(())
+}
+
+async fn record(
+    session: &Arc<Mutex<StateSession>>,
+    address: &Address,
+    update: impl FnOnce(&mut HostRecord),
+) -> Result<()> {
+    let mut s = session.lock().await;
+    let entry = s.doc.hosts.entry(address.to_string()).or_default();
+    update(entry);
+    s.save().await
+}
+
+async fn record_deployed(
+    session: &Arc<Mutex<StateSession>>,
+    address: &Address,
+    change: &DeployChange,
+    goal: Goal,
+    generation: Option<u64>,
+) -> Result<()> {
+    record(session, address, |h| {
+        h.system = Some(change.desired.clone());
+        h.goal = Some(goal.as_str().to_owned());
+        if generation.is_some() {
+            h.generation = generation;
+        }
+        h.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    })
+    .await
+}
