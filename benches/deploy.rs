@@ -54,13 +54,46 @@ fn spec(deployment: &str, hosts: u64, with_system: bool) -> String {
     format!("deployment = \"{deployment}\"\n\n[hosts.node]\ntarget = \"local\"\ncount = {hosts}\n{system}")
 }
 
-/// Creates `hosts` bare local hosts for deployment `name`; returns their addresses.
+/// Kills every local host under the root when dropped, even after a panic.
+struct Hosts(PathBuf);
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let Ok(deployments) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for deployment in deployments.flatten() {
+            for host in std::fs::read_dir(deployment.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for file in ["pid", "init.pid"] {
+                    if let Ok(pid) = std::fs::read_to_string(host.path().join(file)) {
+                        let _ = Command::new("kill").args(["-9", pid.trim()]).output();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Creates `hosts` bare local hosts for deployment `name` (with its own state
+/// directory); returns their addresses.
 fn bare_hosts(dir: &Path, root: &Path, name: &str, hosts: u64) -> Vec<String> {
     std::fs::write(dir.join(format!("{name}.toml")), spec(name, hosts, false)).unwrap();
+    let (spec_file, state) = (format!("{name}.toml"), format!(".prov-{name}"));
     prov(
         dir,
         root,
-        &["-f", &format!("{name}.toml"), "apply", "--auto-approve"],
+        &[
+            "-f",
+            &spec_file,
+            "--state-dir",
+            &state,
+            "apply",
+            "--auto-approve",
+        ],
     );
     (0..hosts)
         .map(|i| {
@@ -101,6 +134,7 @@ fn main() {
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path();
     let root: PathBuf = dir.join("hosts");
+    let _hosts = Hosts(root.clone());
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/systems.nix"),
         dir.join("systems.nix"),
@@ -222,7 +256,20 @@ fn main() {
     );
     println!("(nix copy only copies; prov also activates and confirms each host)");
 
-    for name in ["prov.toml", "seq.toml", "par.toml"] {
-        prov(dir, &root, &["-f", name, "destroy", "--auto-approve"]);
+    prov(dir, &root, &["destroy", "--auto-approve"]);
+    for name in ["seq", "par"] {
+        let (spec, state) = (format!("{name}.toml"), format!(".prov-{name}"));
+        prov(
+            dir,
+            &root,
+            &[
+                "-f",
+                &spec,
+                "--state-dir",
+                &state,
+                "destroy",
+                "--auto-approve",
+            ],
+        );
     }
 }

@@ -29,10 +29,25 @@ fn prov() -> Command {
     command
 }
 
+/// Hosts per group: the spec's `count` is at most 1,000.
+const GROUP: usize = 1000;
+
+/// A spec of `count` instances in groups `web0`, `web1`, … of up to 1,000.
 fn spec(deployment: &str, count: usize) -> String {
-    format!(
-        "deployment = \"{deployment}\"\n[providers.ec2]\nregion = \"us-east-1\"\n\n[hosts.web]\ntarget = \"ec2\"\ncount = {count}\nami = \"ami-12c6146b\"\ninstance_type = \"t3.micro\"\ntags = {{ role = \"web\" }}\n"
-    )
+    let mut spec =
+        format!("deployment = \"{deployment}\"\n[providers.ec2]\nregion = \"us-east-1\"\n");
+    for group in 0..count.div_ceil(GROUP) {
+        let n = GROUP.min(count - group * GROUP);
+        spec.push_str(&format!(
+            "\n[hosts.web{group}]\ntarget = \"ec2\"\ncount = {n}\nami = \"ami-12c6146b\"\ninstance_type = \"t3.micro\"\ntags = {{ role = \"web\" }}\n"
+        ));
+    }
+    spec
+}
+
+/// The address of instance `i` in [`spec`].
+fn address(i: usize) -> String {
+    format!("web{}[{}]", i / GROUP, i % GROUP)
 }
 
 /// State with `count` ready instances; every tenth one has drifted to another
@@ -40,7 +55,7 @@ fn spec(deployment: &str, count: usize) -> String {
 fn synthetic_state(deployment: &str, count: usize) -> serde_json::Value {
     let mut resources = BTreeMap::new();
     for i in 0..count {
-        let address = format!("web[{i}]");
+        let address = address(i);
         let instance_type = if i % 10 == 0 { "t3.small" } else { "t3.micro" };
         resources.insert(
             address.clone(),

@@ -320,9 +320,22 @@ where
     Ok((handle, host_key))
 }
 
+/// AES-GCM first: with AES instructions it streams closures markedly faster
+/// than ChaCha20-Poly1305 (russh's default first choice); the rest as russh
+/// orders them.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 fn client_config(expected: &Expected, options: &Options) -> client::Config {
     let mut preferred = Preferred::default();
     preferred.key = Cow::Owned(expected.preferred_algorithms(&preferred.key));
+    preferred.cipher = Cow::Borrowed(CIPHERS);
     client::Config {
         preferred,
         // A long quiet command (a build, a copy) is not a reason to hang up;
