@@ -56,6 +56,18 @@ impl Providers {
                         .context("setting up the local provider")?;
                     providers.map.insert(name.clone(), Arc::new(local));
                 }
+                "virtualbox" => {
+                    let mut settings =
+                        prov_provider_virtualbox::VirtualBoxSettings::new(spec.deployment.clone());
+                    settings.vboxmanage = spec
+                        .providers
+                        .virtualbox
+                        .as_ref()
+                        .and_then(|v| v.vboxmanage.clone());
+                    let vbox = prov_provider_virtualbox::VirtualBoxProvider::new(&settings)
+                        .context("setting up the virtualbox provider")?;
+                    providers.map.insert(name.clone(), Arc::new(vbox));
+                }
                 other => anyhow::bail!("state refers to an unknown provider `{other}`"),
             }
         }

@@ -19,11 +19,11 @@ impl Context {
             .spec
             .hosts
             .values()
-            .any(|h| h.deploy.is_some() || h.target == "local");
+            .any(|h| h.deploy.is_some() || h.target == "local" || h.target == "virtualbox");
         let identity = if needs_key {
             let (private, public) = deployer_identity(&self.spec)?;
             for resource in &mut self.spec.resources {
-                if resource.provider == "local" {
+                if resource.provider == "local" || resource.provider == "virtualbox" {
                     resource.attributes.insert(
                         "authorized_keys".into(),
                         Value::Array(vec![Value::from(public.clone())]),

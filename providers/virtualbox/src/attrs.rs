@@ -1,0 +1,260 @@
+//! The attributes of a VM: schema, parsing and normalisation.
+
+use prov_provider::{Address, AttributeChange, AttributeSchema, Attributes, ProviderError};
+use serde_json::Value;
+
+use crate::error::config_error;
+
+/// The VM's name in VirtualBox (`prov-DEPLOYMENT-HOST`).
+pub(crate) const NAME: &str = "name";
+/// The base: an appliance file (`.ova`/`.ovf`) to import, or the name of a
+/// VM whose current snapshot is cloned (linked).
+pub(crate) const BASE: &str = "base";
+/// Virtual CPUs.
+pub(crate) const CPUS: &str = "cpus";
+/// Memory in MiB.
+pub(crate) const MEMORY: &str = "memory";
+/// The NAT forward's port on 127.0.0.1 (allocated when unset).
+pub(crate) const SSH_PORT: &str = "ssh_port";
+/// OpenSSH public key lines that may log in as root.
+pub(crate) const AUTHORIZED_KEYS: &str = "authorized_keys";
+/// Where to connect: always 127.0.0.1 (the NAT forward).
+pub(crate) const SSH_HOST: &str = "ssh_host";
+/// The public host key prov generated, `ssh-ed25519 AAAA…`.
+pub(crate) const HOST_KEY: &str = "host_key";
+/// VirtualBox's `VMState` (`running`, `poweroff`, …).
+pub(crate) const STATE: &str = "state";
+/// The VM's UUID (also its provider id).
+pub(crate) const UUID: &str = "uuid";
+
+/// The attributes that change with the VM powered off and started again.
+pub(crate) const RESTARTING: &[&str] = &[CPUS, MEMORY, SSH_PORT, AUTHORIZED_KEYS];
+
+/// The attributes of kind `vm`.
+pub(crate) const SCHEMA: &[AttributeSchema] = &[
+    AttributeSchema::force_new(NAME),
+    AttributeSchema::force_new(BASE),
+    AttributeSchema::in_place(CPUS),
+    AttributeSchema::in_place(MEMORY),
+    AttributeSchema::in_place(SSH_PORT),
+    AttributeSchema::in_place(AUTHORIZED_KEYS),
+    AttributeSchema::computed(SSH_HOST),
+    AttributeSchema::computed(HOST_KEY),
+    AttributeSchema::computed(STATE),
+    AttributeSchema::computed(UUID),
+];
+
+/// Default virtual CPUs.
+pub(crate) const DEFAULT_CPUS: u64 = 1;
+/// Default memory in MiB.
+pub(crate) const DEFAULT_MEMORY: u64 = 1024;
+
+/// What a create or update asks for, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VmSpec {
+    pub name: String,
+    pub base: String,
+    pub cpus: u64,
+    pub memory: u64,
+    pub ssh_port: Option<u16>,
+    pub authorized_keys: Vec<String>,
+}
+
+impl VmSpec {
+    /// Whether `base` names an appliance file to import (else a VM to clone).
+    pub(crate) fn imports(&self) -> bool {
+        let lower = self.base.to_ascii_lowercase();
+        lower.ends_with(".ova") || lower.ends_with(".ovf")
+    }
+}
+
+fn string(
+    resource: &Address,
+    attributes: &Attributes,
+    name: &str,
+) -> Result<String, ProviderError> {
+    match attributes.get(name) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        None | Some(Value::Null) => Err(config_error(format!(
+            "vm `{resource}`: `{name}` is required"
+        ))),
+        Some(other) => Err(config_error(format!(
+            "vm `{resource}`: `{name}` must be a non-empty string, not {other}"
+        ))),
+    }
+}
+
+fn number(
+    resource: &Address,
+    attributes: &Attributes,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ProviderError> {
+    match attributes.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().filter(|n| range.contains(n)) {
+            Some(n) => Ok(Some(n)),
+            None => Err(config_error(format!(
+                "vm `{resource}`: `{name}` must be an integer from {} to {}, not {v}",
+                range.start(),
+                range.end()
+            ))),
+        },
+    }
+}
+
+/// Checks the attributes of a create or update.
+pub(crate) fn parse_spec(
+    resource: &Address,
+    attributes: &Attributes,
+) -> Result<VmSpec, ProviderError> {
+    let name = string(resource, attributes, NAME)?;
+    if name.chars().any(|c| c.is_control() || c == '"' || c == '/') {
+        return Err(config_error(format!(
+            "vm `{resource}`: `{name}` is not usable as a VM name"
+        )));
+    }
+    let ssh_port =
+        number(resource, attributes, SSH_PORT, 1..=65535)?.and_then(|p| u16::try_from(p).ok());
+    Ok(VmSpec {
+        name,
+        base: string(resource, attributes, BASE)?,
+        cpus: number(resource, attributes, CPUS, 1..=64)?.unwrap_or(DEFAULT_CPUS),
+        memory: number(resource, attributes, MEMORY, 4..=2_097_152)?.unwrap_or(DEFAULT_MEMORY),
+        ssh_port,
+        authorized_keys: authorized_keys(resource, attributes)?,
+    })
+}
+
+/// The `authorized_keys` attribute: trimmed lines, empty ones dropped.
+pub(crate) fn authorized_keys(
+    resource: &Address,
+    attributes: &Attributes,
+) -> Result<Vec<String>, ProviderError> {
+    let bad = |why: &str| config_error(format!("vm `{resource}`: `authorized_keys` {why}"));
+    let items = match attributes.get(AUTHORIZED_KEYS) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad("must be a list of OpenSSH public key lines")),
+    };
+    let mut keys = Vec::new();
+    for item in items {
+        let Value::String(line) = item else {
+            return Err(bad("must hold only strings"));
+        };
+        let line = line.trim();
+        if line.contains(['\n', '\r']) {
+            return Err(bad("entries must be single lines"));
+        }
+        if !line.is_empty() {
+            keys.push(line.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
+/// Brings desired attributes into the form `read` reports: an unset
+/// `ssh_port` keeps the current one (it is allocated at create), unset cpus
+/// and memory are the defaults, key lines are trimmed.
+pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
+    let unset = |a: &Attributes, n: &str| a.get(n).is_none_or(Value::is_null);
+    if unset(desired, SSH_PORT) {
+        if let Some(value) = current.get(SSH_PORT) {
+            desired.insert(SSH_PORT.to_owned(), value.clone());
+        }
+    }
+    if unset(desired, CPUS) {
+        desired.insert(CPUS.to_owned(), DEFAULT_CPUS.into());
+    }
+    if unset(desired, MEMORY) {
+        desired.insert(MEMORY.to_owned(), DEFAULT_MEMORY.into());
+    }
+    if let Some(Value::Array(items)) = desired.get(AUTHORIZED_KEYS) {
+        if let Some(lines) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+            let lines: Vec<Value> = lines
+                .into_iter()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(Value::from)
+                .collect();
+            desired.insert(AUTHORIZED_KEYS.to_owned(), Value::Array(lines));
+        }
+    }
+}
+
+/// Whether applying `changes` restarts the VM.
+pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
+    changes
+        .iter()
+        .any(|c| !c.forces_replacement && RESTARTING.contains(&c.name.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prov_provider::{diff_attributes, Desired};
+    use serde_json::json;
+
+    fn attrs(v: Value) -> Attributes {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn parses_and_defaults() {
+        let web = Address::host("web", Some(0));
+        let spec = parse_spec(
+            &web,
+            &attrs(json!({"name": "prov-d-web-0", "base": "/b/nixos.ova", "authorized_keys": [" k ", ""]})),
+        )
+        .unwrap();
+        assert_eq!(spec.cpus, DEFAULT_CPUS);
+        assert_eq!(spec.memory, DEFAULT_MEMORY);
+        assert_eq!(spec.ssh_port, None);
+        assert_eq!(spec.authorized_keys, ["k"]);
+        assert!(spec.imports());
+        for bad in [
+            json!({"name": "prov-d-web-0"}),
+            json!({"name": "a\"b", "base": "x"}),
+            json!({"name": "n", "base": "x", "cpus": 0}),
+            json!({"name": "n", "base": "x", "memory": "big"}),
+            json!({"name": "n", "base": "x", "ssh_port": 70000}),
+            json!({"name": "n", "base": "x", "authorized_keys": "k"}),
+        ] {
+            assert!(parse_spec(&web, &attrs(bad.clone())).is_err(), "{bad}");
+        }
+        let clone = parse_spec(
+            &web,
+            &attrs(json!({"name": "n", "base": "nixos-base", "cpus": 2})),
+        )
+        .unwrap();
+        assert!(!clone.imports());
+        assert_eq!(clone.cpus, 2);
+    }
+
+    #[test]
+    fn allocated_port_is_not_a_change_and_memory_restarts() {
+        let current = attrs(json!({
+            "name": "prov-d-web-0", "base": "/b.ova", "cpus": 1, "memory": 1024,
+            "ssh_port": 40001, "authorized_keys": ["k"], "ssh_host": "127.0.0.1",
+            "host_key": "ssh-ed25519 AAAA", "state": "running", "uuid": "u",
+        }));
+        let mut desired = Desired {
+            attributes: attrs(
+                json!({"name": "prov-d-web-0", "base": "/b.ova", "authorized_keys": ["k "]}),
+            ),
+            unknown: Default::default(),
+        };
+        normalize_desired(&mut desired.attributes, &current);
+        assert!(diff_attributes(SCHEMA, &desired, &current).is_empty());
+        desired.attributes.insert(MEMORY.into(), json!(2048));
+        let changes = diff_attributes(SCHEMA, &desired, &current);
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].forces_replacement);
+        assert!(restarts(&changes));
+        desired.attributes.insert(BASE.into(), json!("/c.ova"));
+        let changes = diff_attributes(SCHEMA, &desired, &current);
+        assert!(changes
+            .iter()
+            .any(|c| c.name == BASE && c.forces_replacement));
+    }
+}

@@ -1,0 +1,115 @@
+//! The VM's SSH host key, and waiting for its sshd on the forwarded port.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use prov_provider::ProviderError;
+use tokio::io::AsyncReadExt;
+
+/// A generated ed25519 host key.
+#[derive(Clone)]
+pub(crate) struct HostKey {
+    /// The OpenSSH private key file's text.
+    pub private: String,
+    /// `ssh-ed25519 AAAA…` without comment.
+    pub public: String,
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Generates an ed25519 key pair with `ssh-keygen` in a private temporary
+/// directory that is removed afterwards.
+pub(crate) async fn generate_host_key() -> Result<HostKey, ProviderError> {
+    let failed = |m: String| ProviderError::api("ssh-keygen", m);
+    let dir = tempfile::Builder::new()
+        .prefix("prov-vbox-key")
+        .tempdir()
+        .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
+    let file = dir.path().join("ssh_host_ed25519_key");
+    let output = tokio::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "cannot run ssh-keygen (install openssh-client): {e}"
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(failed(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            output.status
+        )));
+    }
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).map_err(|e| failed(format!("{}: {e}", path.display())))
+    };
+    let private = read(file.clone())?;
+    let public_text = read(file.with_extension("pub"))?;
+    let mut words = public_text.split_whitespace();
+    let public = match (words.next(), words.next()) {
+        (Some(kind), Some(key)) => format!("{kind} {key}"),
+        _ => return Err(failed("ssh-keygen wrote no public key".into())),
+    };
+    Ok(HostKey { private, public })
+}
+
+/// Connects to `127.0.0.1:port` and reads the SSH identification line; `Some`
+/// (the line) when it starts with `SSH-2.0`.
+pub(crate) async fn probe(port: u16, timeout: Duration) -> Option<String> {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
+        let mut buffer = Vec::with_capacity(256);
+        let mut chunk = [0_u8; 256];
+        while !buffer.contains(&b'\n') && buffer.len() < 1024 {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            buffer.extend_from_slice(chunk.get(..n)?);
+        }
+        let text = String::from_utf8_lossy(&buffer);
+        let line = text.lines().next()?.trim_end().to_owned();
+        line.starts_with("SSH-2.0").then_some(line)
+    };
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+}
+
+/// A TCP port on 127.0.0.1 that is free now (the kernel picks it).
+pub(crate) fn free_port() -> Result<u16, ProviderError> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ProviderError::api("allocate SSH port", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn generates_keys() {
+        let key = generate_host_key().await.unwrap();
+        assert!(key.public.starts_with("ssh-ed25519 AAAA"), "{}", key.public);
+        assert_eq!(key.public.split(' ').count(), 2);
+        assert!(key.private.contains("OPENSSH PRIVATE KEY"));
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+    }
+
+    #[tokio::test]
+    async fn probe_of_a_closed_port_is_none() {
+        let port = free_port().unwrap();
+        assert_eq!(probe(port, Duration::from_millis(300)).await, None);
+    }
+}

@@ -1,0 +1,190 @@
+//! `target = "virtualbox"` hosts and `[providers.virtualbox]`: the raw table,
+//! checks and conversion to a `virtualbox` `vm` resource.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use prov_provider::{Address, Attributes, ResourceConfig};
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+use super::error::{Diagnostic, ErrorKind};
+use super::model::VirtualBoxSettings;
+use super::raw::{RawHost, RawSpec, Str};
+
+/// The target name and the provider's name.
+pub(crate) const VIRTUALBOX: &str = "virtualbox";
+
+/// `[providers.virtualbox]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVirtualBox {
+    /// The VBoxManage program (default: `VBoxManage` on PATH).
+    pub vboxmanage: Option<Str>,
+}
+
+/// Checks the VirtualBox keys of host `name`: they belong to target
+/// `virtualbox` only, which needs `base`.
+pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
+    let target = host.target.get_ref().as_str();
+    let host_name = name.get_ref();
+    if target != VIRTUALBOX {
+        let only: [(&str, Option<std::ops::Range<usize>>); 3] = [
+            ("base", host.base.as_ref().map(Spanned::span)),
+            ("cpus", host.cpus.as_ref().map(Spanned::span)),
+            ("memory", host.memory.as_ref().map(Spanned::span)),
+        ];
+        for (field, span) in only {
+            if let Some(span) = span {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    format!("`{field}` applies to target `virtualbox` only; host `{host_name}` has target `{target}`"),
+                    span,
+                ));
+            }
+        }
+        return;
+    }
+    match &host.base {
+        None => diags.push(
+            Diagnostic::new(
+                ErrorKind::MissingField,
+                format!("host `{host_name}` needs `base` (target virtualbox)"),
+                name.span(),
+            )
+            .help("an appliance to import (base = \"nixos.ova\") or a VM with a snapshot to clone (base = \"nixos-base\")"),
+        ),
+        Some(base) if base.get_ref().trim().is_empty() => diags.push(Diagnostic::new(
+            ErrorKind::InvalidValue,
+            "`base` must not be empty",
+            base.span(),
+        )),
+        Some(_) => {}
+    }
+    for (field, value, max) in [
+        ("cpus", &host.cpus, 64),
+        ("memory", &host.memory, 2_097_152),
+    ] {
+        if let Some(value) = value {
+            let n = *value.get_ref();
+            let min = if field == "cpus" { 1 } else { 4 };
+            if !(min..=max).contains(&n) {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    format!("`{field}` must be from {min} to {max} (got {n})"),
+                    value.span(),
+                ));
+            }
+        }
+    }
+}
+
+/// `[providers.virtualbox]`, with `vboxmanage` resolved against the spec's
+/// directory when it is a relative path with a `/`.
+pub(crate) fn settings(raw: &RawSpec, base_dir: &Path) -> Option<VirtualBoxSettings> {
+    raw.providers
+        .virtualbox
+        .as_ref()
+        .map(|v| VirtualBoxSettings {
+            vboxmanage: v.vboxmanage.as_ref().map(|p| {
+                let p = p.get_ref();
+                if p.contains('/') {
+                    base_dir.join(p)
+                } else {
+                    PathBuf::from(p)
+                }
+            }),
+        })
+}
+
+/// The VM of a `virtualbox` host: named `prov-DEPLOYMENT-HOST`; an appliance
+/// `base` is made absolute. The core fills `authorized_keys` with the
+/// deployer's public key.
+pub(crate) fn vm(
+    deployment: &str,
+    address: Address,
+    host: &RawHost,
+    base_dir: &Path,
+    depends_on: BTreeSet<Address>,
+) -> ResourceConfig {
+    let mut attributes = Attributes::new();
+    let host_part = match address.index {
+        Some(i) => format!("{}-{i}", address.name),
+        None => address.name.clone(),
+    };
+    attributes.insert(
+        "name".into(),
+        format!("prov-{deployment}-{host_part}").into(),
+    );
+    if let Some(base) = &host.base {
+        let base = base.get_ref();
+        let lower = base.to_ascii_lowercase();
+        let value = if lower.ends_with(".ova") || lower.ends_with(".ovf") {
+            let joined = base_dir.join(base);
+            std::path::absolute(&joined)
+                .unwrap_or(joined)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            base.clone()
+        };
+        attributes.insert("base".into(), value.into());
+    }
+    let cpus = host.cpus.as_ref().map_or(1, |c| *c.get_ref());
+    let memory = host.memory.as_ref().map_or(1024, |m| *m.get_ref());
+    attributes.insert("cpus".into(), cpus.into());
+    attributes.insert("memory".into(), memory.into());
+    attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
+    ResourceConfig {
+        address,
+        provider: VIRTUALBOX.into(),
+        kind: "vm".into(),
+        attributes,
+        references: BTreeMap::new(),
+        depends_on,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<crate::spec::Spec, String> {
+        crate::spec::parse_toml(text, Path::new("/s/prov.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn virtualbox_hosts_become_vms() {
+        let spec = parse(
+            "deployment = \"d\"\n[providers.virtualbox]\nvboxmanage = \"bin/VBoxManage\"\n[hosts.web]\ntarget = \"virtualbox\"\ncount = 2\nbase = \"b.ova\"\nmemory = 2048\n",
+        )
+        .unwrap();
+        let vm = &spec.resources[1];
+        assert_eq!(vm.provider, "virtualbox");
+        assert_eq!(vm.kind, "vm");
+        assert_eq!(vm.attributes["name"], "prov-d-web-1");
+        assert_eq!(vm.attributes["base"], "/s/b.ova");
+        assert_eq!(vm.attributes["cpus"], 1);
+        assert_eq!(vm.attributes["memory"], 2048);
+        let settings = spec.providers.virtualbox.unwrap();
+        assert_eq!(
+            settings.vboxmanage.as_deref(),
+            Some(Path::new("/s/bin/VBoxManage"))
+        );
+    }
+
+    #[test]
+    fn virtualbox_keys_belong_to_virtualbox_hosts() {
+        let err = parse("deployment = \"d\"\n[hosts.web]\ntarget = \"local\"\nmemory = 2048\n")
+            .unwrap_err();
+        assert!(
+            err.contains("`memory` applies to target `virtualbox` only"),
+            "{err}"
+        );
+        let err = parse("deployment = \"d\"\n[hosts.web]\ntarget = \"virtualbox\"\ncpus = 0\n")
+            .unwrap_err();
+        assert!(err.contains("needs `base`"), "{err}");
+        assert!(err.contains("`cpus` must be from 1 to 64"), "{err}");
+    }
+}
