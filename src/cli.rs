@@ -71,6 +71,48 @@ pub enum Command {
     /// Inspect and repair state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Secrets encrypted with age: encrypt, edit, rekey, show, list.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `prov secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Encrypt plaintext from stdin into the secret's `file`, to its recipients.
+    Encrypt {
+        /// The secret (`[secrets.NAME]`).
+        name: String,
+    },
+    /// Edit a secret with $EDITOR (a temp file in a private directory, on
+    /// tmpfs when there is one, overwritten and removed afterwards).
+    Edit {
+        /// The secret.
+        name: String,
+        /// An age identity file or SSH private key to decrypt with (repeatable;
+        /// default: PROV_AGE_IDENTITY, else the deployer's and ~/.ssh keys).
+        #[arg(long, short = 'i', value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// Re-encrypt every secret to its current recipients and say what changed.
+    Rekey {
+        /// As for `edit`.
+        #[arg(long, short = 'i', value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// Print a secret's plaintext (only with --reveal).
+    Show {
+        /// The secret.
+        name: String,
+        /// Really print the plaintext to stdout.
+        #[arg(long)]
+        reveal: bool,
+        /// As for `edit`.
+        #[arg(long, short = 'i', value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// List secrets: names, files, recipients and hosts (never values).
+    List,
 }
 
 /// Options shared by plan, apply and destroy.
@@ -208,6 +250,9 @@ pub enum StateCommand {
         /// The lock id printed in the lock message.
         id: String,
     },
+    /// Encrypt plaintext state in place to `[state] encrypt_to` (writes the
+    /// latest version again, encrypted, as a new serial).
+    Encrypt,
     /// Copy the state (every version, same lineage and serials) to another
     /// backend; then point `[state]` in the spec at it.
     Migrate {

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod outputs;
 pub mod plan;
 pub mod providers;
+pub mod secrets;
 pub mod select;
 pub mod spec;
 pub mod ssh;

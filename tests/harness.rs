@@ -243,6 +243,11 @@ impl Workspace {
     }
 }
 
+/// The [`Run`] of a finished `prov ARGS`.
+pub fn run_from(output: Output, args: &[&str]) -> Run {
+    Run::from(output, args)
+}
+
 /// The outcome of one `prov` run.
 pub struct Run {
     /// Exit code (-1 when killed by a signal).

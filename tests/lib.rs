@@ -13,4 +13,6 @@ mod ec2;
 mod locking;
 mod plan_output;
 mod s3_state;
+mod secrets;
 mod spec_errors;
+mod virtualbox;

@@ -168,18 +168,36 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
     })
     .await?;
     finish_outputs(ctx, &mut *session.lock().await).await?;
-    let deployed = if report.failed.is_empty() && !plan.plan.deploys.is_empty() {
+    let deployed = if report.failed.is_empty()
+        && !(plan.plan.deploys.is_empty() && plan.plan.secrets.is_empty())
+    {
         println!();
         let progress = Arc::new(crate::deploy::Progress::new(paint_is_live(cli)));
-        let deploys =
-            crate::deploy::apply(deploy, &plan.plan.deploys, session, parallelism, &progress).await;
+        let deploys = crate::deploy::apply(
+            deploy,
+            &plan.plan.deploys,
+            &plan.plan.secrets,
+            session,
+            parallelism,
+            &progress,
+        )
+        .await;
         Some(deploys)
     } else {
         None
     };
     let deploy_summary = deployed.as_ref().map_or_else(String::new, |d| {
+        let secrets = if d.secrets > 0 {
+            format!(
+                ", {} secret{} uploaded or deleted",
+                d.secrets,
+                if d.secrets == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
         format!(
-            ", {} host{} deployed",
+            ", {} host{} deployed{secrets}",
             d.deployed.len(),
             if d.deployed.len() == 1 { "" } else { "s" }
         )

@@ -90,6 +90,37 @@ impl Context {
 /// # Errors
 /// `state_dir` with an S3 backend, or invalid S3 settings.
 pub fn open_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn StateBackend>> {
+    open_backend_encrypted(spec, state_dir, false)
+}
+
+/// [`open_backend`], wrapped in encryption when `[state] encrypt_to` is set;
+/// `allow_plaintext` lets plaintext versions be read (`prov state encrypt`).
+///
+/// # Errors
+/// As [`open_backend`].
+pub fn open_backend_encrypted(
+    spec: &Spec,
+    state_dir: Option<&Path>,
+    allow_plaintext: bool,
+) -> Result<Arc<dyn StateBackend>> {
+    let backend = open_plain_backend(spec, state_dir)?;
+    if spec.state.encrypt_to.is_empty() {
+        return Ok(backend);
+    }
+    let deployer = spec.deploy.identity_file.clone().or_else(|| {
+        spec.source
+            .parent()
+            .map(|dir| dir.join(".prov").join("ssh").join("id_ed25519"))
+    });
+    Ok(Arc::new(crate::secrets::state::EncryptedBackend::new(
+        backend,
+        spec.state.encrypt_to.clone(),
+        deployer,
+        allow_plaintext,
+    )))
+}
+
+fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn StateBackend>> {
     match &spec.state.backend {
         StateBackendSettings::Embedded => {
             let dir = state_dir.map_or_else(|| spec.state.path.clone(), Path::to_path_buf);

@@ -8,6 +8,7 @@ mod import;
 mod output;
 mod plan;
 mod rollback;
+mod secrets;
 mod session;
 mod state;
 mod validate;
@@ -45,5 +46,6 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Graph => graph::run(&cli),
         Command::Rollback(args) => rollback::run(&cli, args).await,
         Command::State(command) => state::run(&cli, command).await,
+        Command::Secrets(command) => secrets::run(&cli, command).await,
     }
 }

@@ -47,7 +47,7 @@ pub(super) async fn prepare(
             .clone()
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
         let providers = ctx.providers(&doc).await?;
-        let refreshed = if select.refresh {
+        let mut refreshed = if select.refresh {
             plan::refresh(&doc, &providers, |_| true)
                 .await
                 .context("refreshing state")?
@@ -65,6 +65,12 @@ pub(super) async fn prepare(
         )
         .await
         .context("planning system deploys")?;
+        crate::deploy::plan_secrets(
+            &deploy,
+            &mut refreshed.doc,
+            &mut plan.plan,
+            &options.selection,
+        )?;
         providers.log_api_calls();
         anyhow::Ok((stored, refreshed, plan, providers))
     }

@@ -85,8 +85,42 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             println!("Released lock {id}.");
         }
         StateCommand::Migrate { to } => migrate(&ctx, cli, to).await?,
+        StateCommand::Encrypt => encrypt_state(cli, &ctx.spec).await?,
     }
     Ok(EXIT_OK)
+}
+
+/// `prov state encrypt`: reads plaintext state and writes it back
+/// encrypted to `[state] encrypt_to`, as a new serial.
+async fn encrypt_state(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
+    if spec.state.encrypt_to.is_empty() {
+        bail!("[state] has no `encrypt_to`: list the age recipients to encrypt state to first");
+    }
+    let backend = super::context::open_backend_encrypted(spec, cli.state_dir.as_deref(), true)?;
+    let ctx = Context {
+        spec: spec.clone(),
+        backend,
+    };
+    let guard = ctx.lock(cli, "state encrypt").await?;
+    let result = async {
+        let mut doc = ctx.read_state().await?.with_context(|| {
+            format!(
+                "no state yet in {}; nothing to encrypt",
+                ctx.backend.describe()
+            )
+        })?;
+        doc.serial += 1;
+        ctx.backend.write(&guard, &doc).await?;
+        anyhow::Ok(doc.serial)
+    }
+    .await;
+    ctx.backend.unlock(guard).await?;
+    let serial = result?;
+    println!(
+        "State serial {serial} is stored encrypted to {} recipient(s). Earlier versions in history stay as they were written; to keep no plaintext copy, `prov state migrate` to a new location and delete the old one.",
+        spec.state.encrypt_to.len()
+    );
+    Ok(())
 }
 
 async fn latest(ctx: &Context) -> Result<StateDocument> {
@@ -248,7 +282,16 @@ enum Copied {
 /// lineage or a newer serial.
 async fn migrate(ctx: &Context, cli: &Cli, to: &str) -> Result<()> {
     let target = Target::parse(ctx, to)?;
-    let backend = target.open()?;
+    let mut backend = target.open()?;
+    if !ctx.spec.state.encrypt_to.is_empty() {
+        // Encrypted state stays encrypted where it moves to.
+        backend = Arc::new(crate::secrets::state::EncryptedBackend::new(
+            backend,
+            ctx.spec.state.encrypt_to.clone(),
+            None,
+            false,
+        ));
+    }
     if backend.describe() == ctx.backend.describe() {
         println!(
             "The state already lives at {}; nothing to do.",

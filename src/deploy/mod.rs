@@ -10,6 +10,7 @@ mod plan;
 mod progress;
 mod rollback;
 mod run;
+pub mod secrets;
 pub mod target;
 
 pub use copy::human_bytes;
@@ -18,6 +19,7 @@ pub use plan::plan;
 pub use progress::Progress;
 pub use rollback::rollback_host;
 pub use run::{apply, DeployReport};
+pub use secrets::plan as plan_secrets;
 
 use std::path::PathBuf;
 

@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 use super::activate::{self, Outcome};
 use super::nix;
 use super::plan::current_system;
+use super::secrets::{self as host_secrets, Stage, Values};
 use super::target::{host_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};
 use crate::apply::StateSession;
-use crate::plan::DeployChange;
+use crate::plan::{DeployChange, SecretChange};
 use crate::spec::{Goal, OnFailure};
 use crate::ssh::Connection;
 
@@ -32,31 +33,90 @@ pub struct DeployReport {
     pub failed: Vec<(Address, anyhow::Error)>,
     /// Hosts not started because an earlier one failed (`on_failure = "stop"`).
     pub skipped: Vec<Address>,
+    /// Secrets uploaded or deleted.
+    pub secrets: usize,
 }
 
-/// Deploys every change of `deploys`, at most `parallelism` hosts at once.
+/// One host's work: a system deploy (with its secrets), or secrets only.
+#[derive(Debug, Clone)]
+enum Job {
+    Deploy(DeployChange),
+    Secrets(Address),
+}
+
+impl Job {
+    fn address(&self) -> &Address {
+        match self {
+            Self::Deploy(change) => &change.address,
+            Self::Secrets(address) => address,
+        }
+    }
+}
+
+/// Deploys every change of `deploys` and carries out the secret changes of
+/// `secrets` (with the host's deploy, or on their own for hosts whose
+/// system does not change), at most `parallelism` hosts at once.
 pub async fn apply(
     ctx: &DeployContext,
     deploys: &[DeployChange],
+    secrets: &[SecretChange],
     session: &Arc<Mutex<StateSession>>,
     parallelism: usize,
     progress: &Arc<Progress>,
 ) -> DeployReport {
     let mut report = DeployReport::default();
-    let mut queue: std::collections::VecDeque<DeployChange> = deploys.iter().cloned().collect();
+    let mut queue: std::collections::VecDeque<Job> =
+        deploys.iter().cloned().map(Job::Deploy).collect();
+    let mut secret_hosts: Vec<Address> = secrets
+        .iter()
+        .map(|c| c.address.clone())
+        .filter(|a| !deploys.iter().any(|d| &d.address == a))
+        .collect();
+    secret_hosts.dedup();
+    queue.extend(secret_hosts.into_iter().map(Job::Secrets));
+    // Decrypt everything first: a secret that cannot be decrypted stops the
+    // run before anything is sent to any host.
+    let values = match host_secrets::decrypt(ctx, secrets, session).await {
+        Ok(values) => Arc::new(values),
+        Err(error) => {
+            let mut hosts = queue.into_iter().map(|j| j.address().clone());
+            if let Some(first) = hosts.next() {
+                report.failed.push((first, error));
+            }
+            report.skipped = hosts.collect();
+            progress.finish();
+            return report;
+        }
+    };
+    let secrets: Arc<[SecretChange]> = secrets.into();
     let mut running = JoinSet::new();
     let mut stopped = false;
     loop {
         while !stopped && running.len() < parallelism.max(1) {
-            let Some(change) = queue.pop_front() else {
+            let Some(job) = queue.pop_front() else {
                 break;
             };
             let ctx = ctx.clone();
             let session = Arc::clone(session);
             let progress = Arc::clone(progress);
+            let values = Arc::clone(&values);
+            let secrets = Arc::clone(&secrets);
             running.spawn(async move {
-                let address = change.address.clone();
-                let result = deploy_one(&ctx, &change, &session, &progress).await;
+                let address = job.address().clone();
+                let host = HostSecrets {
+                    changes: &secrets,
+                    values: &values,
+                };
+                let result = match &job {
+                    Job::Deploy(change) => deploy_one(&ctx, change, &host, &session, &progress)
+                        .await
+                        .map(|n| (true, n)),
+                    Job::Secrets(address) => {
+                        secrets_only(&ctx, address, &host, &session, &progress)
+                            .await
+                            .map(|n| (false, n))
+                    }
+                };
                 (address, result)
             });
         }
@@ -64,7 +124,12 @@ pub async fn apply(
             break;
         };
         match joined {
-            Ok((address, Ok(()))) => report.deployed.push(address),
+            Ok((address, Ok((deployed, secrets)))) => {
+                report.secrets += secrets;
+                if deployed {
+                    report.deployed.push(address);
+                }
+            }
             Ok((address, Err(error))) => {
                 progress.phase(&address, &format!("FAILED: {error:#}"));
                 report.failed.push((address, error));
@@ -79,18 +144,53 @@ pub async fn apply(
             }
         }
     }
-    report.skipped = queue.into_iter().map(|c| c.address).collect();
+    report.skipped = queue.into_iter().map(|j| j.address().clone()).collect();
     progress.finish();
     report
 }
 
-/// Deploys one host.
+/// The run's secret changes and their plaintext.
+struct HostSecrets<'a> {
+    changes: &'a [SecretChange],
+    values: &'a Values,
+}
+
+/// Uploads and deletes the secrets of a host whose system does not change.
+async fn secrets_only(
+    ctx: &DeployContext,
+    address: &Address,
+    secrets: &HostSecrets<'_>,
+    session: &Arc<Mutex<StateSession>>,
+    progress: &Progress,
+) -> Result<usize> {
+    let (_, endpoint) = host_endpoint(ctx, session, address).await?;
+    progress.phase(address, &format!("connecting to {}", endpoint.describe()));
+    let connection = reach(ctx, &endpoint).await?;
+    record(session, address, |h| {
+        h.host_key = Some(connection.host_key().to_owned())
+    })
+    .await?;
+    host_secrets::sync_host(
+        ctx,
+        &connection,
+        address,
+        secrets.changes,
+        secrets.values,
+        Stage::All,
+        session,
+        progress,
+    )
+    .await
+}
+
+/// Deploys one host; returns how many secrets it uploaded or deleted.
 async fn deploy_one(
     ctx: &DeployContext,
     change: &DeployChange,
+    secrets: &HostSecrets<'_>,
     session: &Arc<Mutex<StateSession>>,
     progress: &Progress,
-) -> Result<()> {
+) -> Result<usize> {
     let address = &change.address;
     let (info, endpoint) = host_endpoint(ctx, session, address).await?;
     let deploy = info
@@ -161,12 +261,37 @@ async fn deploy_one(
         realise_on_host(&connection, derivation, &change.desired).await?;
     }
 
+    // Secrets services need when they start go before activation.
+    let mut uploaded = host_secrets::sync_host(
+        ctx,
+        &connection,
+        address,
+        secrets.changes,
+        secrets.values,
+        Stage::Before,
+        session,
+        progress,
+    )
+    .await?;
+
     // Activate, unless the host already runs it.
     if goal.sets_profile()
         && current_system(&connection).await?.as_deref() == Some(change.desired.as_str())
     {
         progress.phase(address, "already active; nothing to activate");
-        return record_deployed(session, address, change, goal, None).await;
+        uploaded += host_secrets::sync_host(
+            ctx,
+            &connection,
+            address,
+            secrets.changes,
+            secrets.values,
+            Stage::After,
+            session,
+            progress,
+        )
+        .await?;
+        record_deployed(session, address, change, goal, None).await?;
+        return Ok(uploaded);
     }
     progress.phase(address, &format!("activating ({})", goal.as_str()));
     let activation =
@@ -182,6 +307,18 @@ async fn deploy_one(
             );
         }
     };
+
+    uploaded += host_secrets::sync_host(
+        ctx,
+        &connection,
+        address,
+        secrets.changes,
+        secrets.values,
+        Stage::After,
+        session,
+        progress,
+    )
+    .await?;
 
     if let Some(spec) = &info.health {
         progress.phase(address, "checking health");
@@ -204,7 +341,7 @@ async fn deploy_one(
         address,
         &format!("deployed {} ({})", change.desired, goal.as_str()),
     );
-    Ok(())
+    Ok(uploaded)
 }
 
 /// Connects, retrying for a while if the host was only just created.

@@ -108,6 +108,7 @@ pub fn build(
             .collect(),
         changes: changes.into_values().collect(),
         deploys: Vec::new(),
+        secrets: Vec::new(),
         summary: super::Summary::default(),
     };
     plan.recount();

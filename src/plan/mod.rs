@@ -48,6 +48,9 @@ pub struct Plan {
     /// One entry per host whose NixOS system is deployed.
     #[serde(default)]
     pub deploys: Vec<DeployChange>,
+    /// Secrets to upload to or delete from hosts, by host then name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretChange>,
     /// Counts by action.
     pub summary: Summary,
 }
@@ -78,6 +81,38 @@ pub struct DeployChange {
     /// Why, in words (`new host`, `changed outside prov`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What happens to one secret on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretChange {
+    /// The host.
+    pub address: Address,
+    /// The secret's name (`[secrets.NAME]`).
+    pub name: String,
+    /// Upload or delete.
+    pub action: SecretAction,
+    /// The file on the host.
+    pub destination: String,
+    /// For an upload: the keyed hash (HMAC-SHA256 with the state's key) of
+    /// the plaintext and its destination, owner, group and mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac: Option<String>,
+    /// For an upload: `before` or `after` activation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    /// Why, in words (`new`, `changed`, `not in the spec`).
+    pub reason: String,
+}
+
+/// What happens to a secret on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretAction {
+    /// Write it (new or changed).
+    Upload,
+    /// Remove it from the host.
+    Delete,
 }
 
 /// What happens to one resource.
@@ -142,13 +177,21 @@ pub struct Summary {
     /// Hosts to deploy a system to.
     #[serde(default)]
     pub deploy: usize,
+    /// Secret uploads and deletions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub secrets: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Plan {
     /// Whether apply would do nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.deploys.is_empty()
+        self.changes.is_empty() && self.deploys.is_empty() && self.secrets.is_empty()
     }
 
     /// The change for `address`, if any.
@@ -161,6 +204,7 @@ impl Plan {
     pub fn recount(&mut self) {
         let mut summary = Summary {
             deploy: self.deploys.len(),
+            secrets: self.secrets.len(),
             ..Summary::default()
         };
         for change in &self.changes {

@@ -34,6 +34,9 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
     for deploy in &plan.deploys {
         render_deploy(&mut out, deploy, paint);
     }
+    for secret in &plan.secrets {
+        render_secret(&mut out, secret, paint);
+    }
     let s = &plan.summary;
     let deploys = if s.deploy > 0 {
         format!(
@@ -43,6 +46,15 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
         )
     } else {
         String::new()
+    };
+    let deploys = if s.secrets > 0 {
+        format!(
+            "{deploys}, {} secret{} to upload or delete",
+            s.secrets,
+            if s.secrets == 1 { "" } else { "s" }
+        )
+    } else {
+        deploys
     };
     let _ = writeln!(
         out,
@@ -54,6 +66,28 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
         s.delete
     );
     out
+}
+
+fn render_secret(out: &mut String, secret: &super::SecretChange, paint: Painter) {
+    let (sign, verb) = match secret.action {
+        super::SecretAction::Upload => (paint.green("+"), "uploaded"),
+        super::SecretAction::Delete => (paint.red("-"), "deleted"),
+    };
+    let when = secret
+        .upload
+        .as_deref()
+        .map(|w| format!(", {w} activation"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  # secret {} on {} will be {verb} ({}{when})",
+        secret.name, secret.address, secret.reason
+    );
+    let _ = writeln!(
+        out,
+        "  {sign} secret {} -> {}:{}\n",
+        secret.name, secret.address, secret.destination
+    );
 }
 
 fn render_deploy(out: &mut String, deploy: &super::DeployChange, paint: Painter) {

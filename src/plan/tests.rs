@@ -56,11 +56,13 @@ fn spec(resources: Vec<ResourceConfig>) -> Spec {
         state: StateSettings {
             path: PathBuf::from(".prov"),
             backend: Default::default(),
+            encrypt_to: Vec::new(),
         },
         resources,
         hosts: BTreeMap::new(),
         outputs: BTreeMap::new(),
         deploy: Default::default(),
+        secrets: BTreeMap::new(),
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Checked {
     pub host_parts: BTreeMap<String, HostParts>,
     /// `[deploy]`.
     pub deploy: DeploySettings,
+    /// `[secrets.NAME]` by name.
+    pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -56,6 +58,7 @@ pub(crate) fn check(
     c.deployment(&raw.deployment);
     c.settings(raw);
     c.out.deploy = deploy_settings(raw, base_dir, &mut c.diags);
+    c.out.secrets = super::check_secrets::check_secrets(raw, base_dir, &mut c.diags);
     for (name, kp) in &raw.key_pairs {
         c.name(name, "key pair");
         c.key_pair(name, kp);
@@ -627,6 +630,7 @@ impl Checker<'_> {
     /// `[state]`: the backend, and only the keys that backend takes.
     fn state(&mut self, state: &super::raw::RawState) {
         self.non_empty(state.path.as_ref(), "path");
+        super::check_secrets::check_encrypt_to(state.encrypt_to.as_ref(), &mut self.diags);
         let s3_keys = [
             ("bucket", &state.bucket),
             ("key", &state.key),

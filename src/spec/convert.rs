@@ -71,6 +71,13 @@ pub(crate) fn convert(
             match host.target.get_ref().as_str() {
                 "ec2" => resources.push(instance(raw, checked, &deployment, address.clone(), host)),
                 "local" => resources.push(local_host(raw, address.clone(), host)),
+                super::check_virtualbox::VIRTUALBOX => resources.push(super::check_virtualbox::vm(
+                    &deployment,
+                    address.clone(),
+                    host,
+                    base_dir,
+                    host_dependencies(raw, host),
+                )),
                 _ => {}
             }
             let info = HostInfo {
@@ -99,6 +106,7 @@ pub(crate) fn convert(
             local: raw.providers.local.as_ref().map(|l| LocalSettings {
                 root: l.root.as_ref().map(|r| base_dir.join(r.get_ref())),
             }),
+            virtualbox: super::check_virtualbox::settings(raw, base_dir),
         },
         state: StateSettings {
             path: base_dir.join(
@@ -108,11 +116,13 @@ pub(crate) fn convert(
                     .map_or(DEFAULT_STATE_DIR, |p| p.get_ref().as_str()),
             ),
             backend: state_backend(raw),
+            encrypt_to: super::check_secrets::encrypt_to(raw),
         },
         resources,
         hosts,
         outputs: outputs(raw),
         deploy: checked.deploy.clone(),
+        secrets: checked.secrets.clone(),
     }
 }
 
@@ -143,6 +153,17 @@ fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig
         references: BTreeMap::new(),
         depends_on,
     }
+}
+
+/// The addresses of the hosts named in `host`'s `depends_on`.
+fn host_dependencies(raw: &RawSpec, host: &RawHost) -> BTreeSet<Address> {
+    let mut depends_on = BTreeSet::new();
+    for dep in host.depends_on.iter().flat_map(|l| l.get_ref()) {
+        if let Some(other) = raw.hosts.get(dep.get_ref().as_str()) {
+            depends_on.extend(host_addresses(dep.get_ref(), other));
+        }
+    }
+    depends_on
 }
 
 /// `NAME` without count, `NAME[0]..NAME[N-1]` with.

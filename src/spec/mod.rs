@@ -3,6 +3,8 @@
 
 mod check;
 mod check_deploy;
+mod check_secrets;
+mod check_virtualbox;
 mod convert;
 mod error;
 mod graph;
@@ -13,6 +15,8 @@ mod nix;
 mod output;
 mod raw;
 mod raw_deploy;
+mod raw_secrets;
+pub mod secrets;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +30,11 @@ pub use host::{
 };
 pub use model::{
     Ec2Settings, HostInfo, LocalSettings, OutputSpec, ProviderSettings, Spec, StateSettings,
+    VirtualBoxSettings,
 };
+
+pub use check_secrets::allow_missing_secret_files;
+pub use secrets::{SecretSpec, UploadWhen, HOSTS_RECIPIENT};
 
 use error::Diagnostic;
 

@@ -29,6 +29,8 @@ pub struct Spec {
     pub outputs: BTreeMap<String, OutputSpec>,
     /// `[deploy]`: deployment-wide settings for system deploys.
     pub deploy: DeploySettings,
+    /// `[secrets.NAME]` by name.
+    pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
 }
 
 /// Settings of each provider the spec configures.
@@ -38,6 +40,16 @@ pub struct ProviderSettings {
     pub ec2: Option<Ec2Settings>,
     /// `[providers.local]`, when present.
     pub local: Option<LocalSettings>,
+    /// `[providers.virtualbox]`, when present.
+    pub virtualbox: Option<VirtualBoxSettings>,
+}
+
+/// `[providers.virtualbox]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VirtualBoxSettings {
+    /// The VBoxManage program; `VBoxManage` on PATH when absent
+    /// (`PROV_VBOXMANAGE` overrides both).
+    pub vboxmanage: Option<PathBuf>,
 }
 
 /// `[providers.local]`.
@@ -67,6 +79,9 @@ pub struct StateSettings {
     pub path: PathBuf,
     /// Which backend keeps the state.
     pub backend: StateBackendSettings,
+    /// `encrypt_to`: age recipients the whole state document is encrypted
+    /// to (empty: state is stored as plain JSON).
+    pub encrypt_to: Vec<String>,
 }
 
 pub use prov_state::S3Settings;

@@ -43,6 +43,9 @@ pub(crate) struct RawSpec {
     /// `[deploy]`.
     #[serde(default)]
     pub deploy: RawDeploy,
+    /// `[secrets.NAME]`.
+    #[serde(default)]
+    pub secrets: BTreeMap<Str, super::raw_secrets::RawSecret>,
 }
 
 /// `[state]`.
@@ -65,6 +68,8 @@ pub(crate) struct RawState {
     pub profile: Option<Str>,
     /// S3: workspace (key prefix `workspaces/NAME/`).
     pub workspace: Option<Str>,
+    /// Encrypt the whole state document to these age recipients.
+    pub encrypt_to: Option<StrList>,
 }
 
 /// `[providers]`.
@@ -75,6 +80,8 @@ pub(crate) struct RawProviders {
     pub ec2: Option<RawEc2>,
     /// `[providers.local]`.
     pub local: Option<RawLocal>,
+    /// `[providers.virtualbox]`.
+    pub virtualbox: Option<super::check_virtualbox::RawVirtualBox>,
 }
 
 /// `[providers.ec2]`.
@@ -161,6 +168,12 @@ pub(crate) struct RawHost {
     pub depends_on: Option<StrList>,
     /// Fixed loopback address of a `local` host.
     pub address: Option<Str>,
+    /// `virtualbox`: the appliance (`.ova`) to import or the VM to clone.
+    pub base: Option<Str>,
+    /// `virtualbox`: virtual CPUs.
+    pub cpus: Option<Spanned<i64>>,
+    /// `virtualbox`: memory in MiB.
+    pub memory: Option<Spanned<i64>>,
     /// The system as a store path.
     pub system: Option<Str>,
     /// The system built from a Nix file.

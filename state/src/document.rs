@@ -31,6 +31,14 @@ pub struct StateDocument {
     /// key), by host address.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, HostRecord>,
+    /// The random key (hex) of the keyed hashes (HMAC-SHA256) kept for
+    /// secrets, generated once per state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hmac_key: Option<String>,
+    /// When state is encrypted at rest: the whole document, age-encrypted
+    /// (ASCII armor); the other content fields are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<String>,
 }
 
 /// Deployment facts about one host.
@@ -52,6 +60,19 @@ pub struct HostRecord {
     /// When (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
+    /// Secrets uploaded to the host, by secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretRecord>,
+}
+
+/// One secret on one host: only a keyed hash, never the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// HMAC-SHA256 (hex) of the plaintext, destination, owner, group and
+    /// mode, keyed with [`StateDocument::secret_hmac_key`].
+    pub hmac: String,
+    /// Where it was written on the host.
+    pub destination: String,
 }
 
 impl StateDocument {
@@ -66,6 +87,8 @@ impl StateDocument {
             resources: BTreeMap::new(),
             outputs: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            secret_hmac_key: None,
+            encrypted: None,
         }
     }
 
@@ -77,6 +100,8 @@ impl StateDocument {
             && self.resources == other.resources
             && self.outputs == other.outputs
             && self.hosts == other.hosts
+            && self.secret_hmac_key == other.secret_hmac_key
+            && self.encrypted == other.encrypted
     }
 }
 

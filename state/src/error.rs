@@ -78,6 +78,10 @@ pub enum StateError {
         message: String,
     },
     /// A file operation failed (messages carry the path).
+    /// State encrypted at rest could not be encrypted or decrypted, or
+    /// plaintext state was found where encryption is configured.
+    #[error("{0}")]
+    Encryption(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -1,0 +1,326 @@
+//! Secrets on hosts: planning uploads and deletions from keyed hashes, and
+//! carrying them out over the host's SSH connection. Plaintext exists only in
+//! memory on the deployer and in the destination file on the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use prov_provider::{Address, Change};
+use prov_state::{SecretRecord, StateDocument};
+use tokio::sync::Mutex;
+
+use super::{DeployContext, Progress};
+use crate::apply::StateSession;
+use crate::plan::{Plan, SecretAction, SecretChange};
+use crate::secrets::{self, Identities, Plaintext};
+use crate::select::Selection;
+use crate::spec::UploadWhen;
+use crate::ssh::{shell_quote, Connection};
+
+/// Plans secret uploads and deletions for the selected hosts, comparing the
+/// keyed hash of each secret with the one state recorded for the host.
+/// Generates the state's HMAC key on first use (stored with the next save).
+///
+/// # Errors
+/// When a secret cannot be decrypted (the message names it and its
+/// recipients).
+pub fn plan(
+    ctx: &DeployContext,
+    doc: &mut StateDocument,
+    plan: &mut Plan,
+    selection: &Selection,
+) -> Result<()> {
+    if plan.destroy {
+        return Ok(());
+    }
+    let spec = &ctx.spec;
+    let selected = |address: &Address| {
+        spec.hosts
+            .get(address)
+            .is_some_and(|info| selection.matches(address, &info.tags))
+    };
+    let fresh = |address: &Address| {
+        plan.change(address)
+            .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
+    };
+    if !spec.secrets.is_empty() && doc.secret_hmac_key.is_none() {
+        doc.secret_hmac_key = Some(secrets::new_hmac_key()?);
+    }
+    let key = doc.secret_hmac_key.clone().unwrap_or_default();
+    let identities = Identities::load(&[], Some(&ctx.identity))?;
+
+    let mut wanted: BTreeSet<(Address, String)> = BTreeSet::new();
+    let mut changes = Vec::new();
+    for (name, secret) in &spec.secrets {
+        let targets: Vec<&Address> = secret
+            .targets(&spec.hosts)
+            .into_iter()
+            .filter(|a| selected(a))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let hmac = {
+            let plaintext = secrets::decrypt_secret(name, secret, &identities)?;
+            secrets::keyed_hash(&key, &plaintext, secret)?
+        };
+        for address in targets {
+            wanted.insert((address.clone(), name.clone()));
+            let recorded = doc
+                .hosts
+                .get(&address.to_string())
+                .and_then(|h| h.secrets.get(name))
+                .filter(|_| !fresh(address));
+            let reason = match recorded {
+                Some(r) if r.hmac == hmac => continue,
+                Some(_) => "changed",
+                None => "new",
+            };
+            changes.push(SecretChange {
+                address: address.clone(),
+                name: name.clone(),
+                action: SecretAction::Upload,
+                destination: secret.destination.clone(),
+                hmac: Some(hmac.clone()),
+                upload: Some(secret.upload.as_str().to_owned()),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+    for (host, record) in &doc.hosts {
+        let Ok(address) = host.parse::<Address>() else {
+            continue;
+        };
+        if !selected(&address) || fresh(&address) {
+            continue;
+        }
+        for (name, recorded) in &record.secrets {
+            if wanted.contains(&(address.clone(), name.clone())) {
+                continue;
+            }
+            let reason = if spec.secrets.contains_key(name) {
+                "no longer for this host"
+            } else {
+                "not in the spec"
+            };
+            changes.push(SecretChange {
+                address: address.clone(),
+                name: name.clone(),
+                action: SecretAction::Delete,
+                destination: recorded.destination.clone(),
+                hmac: None,
+                upload: None,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+    changes.sort_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)));
+    plan.secrets = changes;
+    plan.recount();
+    Ok(())
+}
+
+/// The plaintext of every secret the changes upload, decrypted once and
+/// checked against the keyed hashes the plan recorded.
+#[derive(Default)]
+pub struct Values {
+    plaintext: BTreeMap<String, Plaintext>,
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Values")
+            .field("secrets", &self.plaintext.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Decrypts what `changes` upload, before anything is sent anywhere.
+///
+/// # Errors
+/// When a secret cannot be decrypted, or differs from what was planned.
+pub async fn decrypt(
+    ctx: &DeployContext,
+    changes: &[SecretChange],
+    session: &Arc<Mutex<StateSession>>,
+) -> Result<Values> {
+    let key = session.lock().await.doc.secret_hmac_key.clone();
+    let mut values = Values::default();
+    if changes.is_empty() {
+        return Ok(values);
+    }
+    let identities = Identities::load(&[], Some(&ctx.identity))?;
+    for change in changes.iter().filter(|c| c.action == SecretAction::Upload) {
+        if values.plaintext.contains_key(&change.name) {
+            continue;
+        }
+        let secret = ctx.spec.secrets.get(&change.name).with_context(|| {
+            format!(
+                "secret `{}` is no longer in the spec; plan again",
+                change.name
+            )
+        })?;
+        let plaintext = secrets::decrypt_secret(&change.name, secret, &identities)?;
+        let key = key
+            .as_deref()
+            .context("the state has no secret_hmac_key; plan again")?;
+        let hmac = secrets::keyed_hash(key, &plaintext, secret)?;
+        if change.hmac.as_deref() != Some(hmac.as_str()) {
+            bail!(
+                "secret `{}` changed since the plan was made; plan again",
+                change.name
+            );
+        }
+        values.plaintext.insert(change.name.clone(), plaintext);
+    }
+    Ok(values)
+}
+
+/// Which changes to carry out at one point of a host's deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before activation: deletions and `upload = "before"` secrets.
+    Before,
+    /// After confirmation: `upload = "after"` secrets.
+    After,
+    /// Everything (a host whose system does not change).
+    All,
+}
+
+/// Carries out the secret changes of `address` that belong to `stage`,
+/// recording each in state as it is done; returns how many were done.
+///
+/// # Errors
+/// When writing or removing a file on the host fails.
+#[allow(clippy::too_many_arguments)]
+pub async fn sync_host(
+    ctx: &DeployContext,
+    connection: &Connection,
+    address: &Address,
+    changes: &[SecretChange],
+    values: &Values,
+    stage: Stage,
+    session: &Arc<Mutex<StateSession>>,
+    progress: &Progress,
+) -> Result<usize> {
+    let mut done = 0;
+    for change in changes.iter().filter(|c| &c.address == address) {
+        let after = change.upload.as_deref() == Some(UploadWhen::After.as_str());
+        let now = match stage {
+            Stage::All => true,
+            Stage::Before => change.action == SecretAction::Delete || !after,
+            Stage::After => change.action == SecretAction::Upload && after,
+        };
+        if !now {
+            continue;
+        }
+        match change.action {
+            SecretAction::Upload => {
+                let secret = ctx
+                    .spec
+                    .secrets
+                    .get(&change.name)
+                    .with_context(|| format!("secret `{}` is not in the spec", change.name))?;
+                let plaintext = values
+                    .plaintext
+                    .get(&change.name)
+                    .with_context(|| format!("secret `{}` was not decrypted", change.name))?;
+                upload(
+                    connection,
+                    &secret.destination,
+                    &secret.owner,
+                    &secret.group,
+                    &secret.mode_string(),
+                    plaintext,
+                )
+                .await
+                .with_context(|| format!("uploading secret `{}` to {address}", change.name))?;
+                let record = SecretRecord {
+                    hmac: change.hmac.clone().unwrap_or_default(),
+                    destination: secret.destination.clone(),
+                };
+                let mut s = session.lock().await;
+                let host = s.doc.hosts.entry(address.to_string()).or_default();
+                host.secrets.insert(change.name.clone(), record);
+                s.save().await?;
+                drop(s);
+                progress.phase(
+                    address,
+                    &format!("uploaded secret {} to {}", change.name, secret.destination),
+                );
+            }
+            SecretAction::Delete => {
+                remove(connection, &change.destination)
+                    .await
+                    .with_context(|| format!("deleting secret `{}` from {address}", change.name))?;
+                let mut s = session.lock().await;
+                if let Some(host) = s.doc.hosts.get_mut(&address.to_string()) {
+                    host.secrets.remove(&change.name);
+                }
+                s.save().await?;
+                drop(s);
+                progress.phase(
+                    address,
+                    &format!("deleted secret {} from {}", change.name, change.destination),
+                );
+            }
+        }
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Writes `plaintext` to `destination` on the host: into a temp file in the
+/// same directory created with the final owner, group and mode, then renamed
+/// into place. The plaintext travels only on the SSH channel's stdin.
+async fn upload(
+    connection: &Connection,
+    destination: &str,
+    owner: &str,
+    group: &str,
+    mode: &str,
+    plaintext: &[u8],
+) -> Result<()> {
+    let dir = match destination.rsplit_once('/') {
+        Some(("", _)) => "/".to_owned(),
+        Some((dir, _)) => dir.to_owned(),
+        None => bail!("destination {destination} is not absolute"),
+    };
+    let tmp = format!("{destination}.prov-tmp.{}", uuid::Uuid::new_v4().simple());
+    let script = format!(
+        "set -e; umask 077; d={dir}; t={tmp}; [ -d \"$d\" ] || install -d -m 0755 \"$d\"; \
+         trap 'rm -f \"$t\"' EXIT; rm -f \"$t\"; : > \"$t\"; chown {owner}:{group} \"$t\"; \
+         chmod {mode} \"$t\"; cat > \"$t\"; mv -f \"$t\" {dest}",
+        dir = shell_quote(&dir),
+        tmp = shell_quote(&tmp),
+        owner = shell_quote(owner),
+        group = shell_quote(group),
+        mode = shell_quote(mode),
+        dest = shell_quote(destination),
+    );
+    let command = connection.privileged(&format!("sh -c {}", shell_quote(&script)));
+    let output = connection
+        .exec_with_input(&command, plaintext, &|_| {})
+        .await?;
+    if !output.success() {
+        bail!(
+            "writing {destination} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes `destination` on the host.
+async fn remove(connection: &Connection, destination: &str) -> Result<()> {
+    let command = connection.privileged(&format!("rm -f {}", shell_quote(destination)));
+    let output = connection.exec(&command).await?;
+    if !output.success() {
+        bail!(
+            "removing {destination} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! State encrypted at rest (`[state] encrypt_to`): a wrapper around any
+//! backend that stores each version as an envelope document whose only
+//! content is the age-encrypted JSON of the real one. Lineage, serial and
+//! deployment name stay in the clear (locking and compare-and-swap need them).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prov_state::{HistoryEntry, LockGuard, LockInfo, StateBackend, StateDocument, StateError};
+use zeroize::Zeroizing;
+
+use super::{encrypt, short, Identities, IDENTITY_ENV};
+
+/// A backend whose documents are encrypted to `recipients`.
+#[derive(Debug)]
+pub struct EncryptedBackend {
+    inner: Arc<dyn StateBackend>,
+    recipients: Vec<String>,
+    deployer: Option<PathBuf>,
+    allow_plaintext: bool,
+}
+
+impl EncryptedBackend {
+    /// Wraps `inner`. `deployer` is the deployer's SSH key, tried as an
+    /// identity when `PROV_AGE_IDENTITY` is not set. With `allow_plaintext`,
+    /// plaintext versions are read (for `prov state encrypt`); otherwise they
+    /// are refused.
+    #[must_use]
+    pub fn new(
+        inner: Arc<dyn StateBackend>,
+        recipients: Vec<String>,
+        deployer: Option<PathBuf>,
+        allow_plaintext: bool,
+    ) -> Self {
+        Self {
+            inner,
+            recipients,
+            deployer,
+            allow_plaintext,
+        }
+    }
+
+    fn seal(&self, doc: &StateDocument) -> Result<StateDocument, StateError> {
+        let json = Zeroizing::new(
+            serde_json::to_vec(doc).map_err(|e| StateError::Encryption(e.to_string()))?,
+        );
+        let sealed = encrypt(&self.recipients, &json)
+            .map_err(|e| StateError::Encryption(format!("encrypting state: {e:#}")))?;
+        let mut envelope = StateDocument::new(&doc.deployment);
+        envelope.format_version = doc.format_version;
+        envelope.lineage.clone_from(&doc.lineage);
+        envelope.serial = doc.serial;
+        envelope.encrypted = Some(String::from_utf8_lossy(&sealed).into_owned());
+        Ok(envelope)
+    }
+
+    fn open(&self, doc: StateDocument) -> Result<StateDocument, StateError> {
+        let Some(sealed) = &doc.encrypted else {
+            let empty = doc.resources.is_empty() && doc.hosts.is_empty() && doc.outputs.is_empty();
+            if empty || self.allow_plaintext {
+                return Ok(doc);
+            }
+            return Err(StateError::Encryption(format!(
+                "{} holds plaintext state (serial {}), but [state] encrypt_to is set: prov refuses to read it.\nTo encrypt it now, run: prov state encrypt\n(or remove `encrypt_to` to keep it in plaintext)",
+                self.inner.describe(),
+                doc.serial
+            )));
+        };
+        let identities = Identities::load(&[], self.deployer.as_deref())
+            .map_err(|e| StateError::Encryption(format!("{e:#}")))?;
+        let json = identities.decrypt(sealed.as_bytes()).map_err(|e| {
+            StateError::Encryption(format!(
+                "cannot decrypt the state (serial {}): {e}; it is encrypted to: {}; identities tried: {}. Set {IDENTITY_ENV}=PATH",
+                doc.serial,
+                self.recipients.iter().map(|r| short(r)).collect::<Vec<_>>().join(", "),
+                identities.describe()
+            ))
+        })?;
+        let inner: StateDocument = serde_json::from_slice(&json)
+            .map_err(|e| StateError::Corrupt(format!("decrypted state is not a document: {e}")))?;
+        if inner.lineage != doc.lineage || inner.serial != doc.serial {
+            return Err(StateError::Corrupt(format!(
+                "the encrypted state says lineage {} serial {}, but its envelope says lineage {} serial {}",
+                inner.lineage, inner.serial, doc.lineage, doc.serial
+            )));
+        }
+        Ok(inner)
+    }
+}
+
+#[async_trait]
+impl StateBackend for EncryptedBackend {
+    fn describe(&self) -> String {
+        format!("{} (encrypted)", self.inner.describe())
+    }
+
+    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
+        self.inner.lock(info, timeout).await
+    }
+
+    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
+        self.inner.unlock(guard).await
+    }
+
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
+        self.inner.lock_holder().await
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        self.inner.force_unlock(id).await
+    }
+
+    async fn read(&self) -> Result<Option<StateDocument>, StateError> {
+        match self.inner.read().await? {
+            Some(doc) => self.open(doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
+        let envelope = self.seal(doc)?;
+        self.inner.write(guard, &envelope).await
+    }
+
+    async fn write_copy(
+        &self,
+        guard: &LockGuard,
+        doc: &StateDocument,
+        entry: &HistoryEntry,
+    ) -> Result<(), StateError> {
+        let envelope = self.seal(doc)?;
+        self.inner.write_copy(guard, &envelope, entry).await
+    }
+
+    async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
+        self.inner.history().await
+    }
+
+    async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
+        match self.inner.read_serial(serial).await? {
+            Some(doc) => self.open(doc).map(Some),
+            None => Ok(None),
+        }
+    }
+}

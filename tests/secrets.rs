@@ -1,0 +1,662 @@
+//! Secrets encrypted with age: interop with Debian's `age` CLI, delivery to
+//! local hosts with exact owner, group and mode, change detection by keyed
+//! hash, deletion, rekeying, identity errors, no plaintext anywhere it should
+//! not be, and state encrypted at rest.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::harness::{Run, Workspace};
+
+/// A distinctive random plaintext.
+fn random_plaintext(label: &str) -> String {
+    format!(
+        "{label}-{}-{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `age-keygen -o DIR/NAME.txt`; returns (identity path, public key).
+fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
+    let path = ws.path().join(format!("{name}.txt"));
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (path, public)
+}
+
+/// `ssh-keygen -t ed25519`; returns (private key path, public key line).
+fn ssh_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
+    let path = ws.path().join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(ws.path().join(format!("{name}.pub"))).unwrap();
+    (path, public.trim().to_owned())
+}
+
+/// Runs prov with `stdin` and extra environment.
+fn prov_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+    let mut command = ws.command(args);
+    command
+        .env("HOME", ws.path())
+        .env_remove("PROV_AGE_IDENTITY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let output = child.wait_with_output().unwrap();
+    crate::harness::run_from(output, args)
+}
+
+fn ok_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+    let run = prov_with(ws, args, stdin, env);
+    assert_eq!(run.code, 0, "prov {args:?} failed:\n{run}");
+    run
+}
+
+/// `age -d -i IDENTITY FILE`.
+fn age_decrypt(identity: &Path, file: &Path) -> Option<String> {
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+/// `age -r|-R RECIPIENT -o FILE` with `plaintext` on stdin.
+fn age_encrypt(flag: &str, recipient: &str, file: &Path, plaintext: &str) {
+    let mut child = Command::new("age")
+        .args([flag, recipient, "-o"])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plaintext.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Runs `command` on a local host over SSH with the workspace's deployer key.
+fn ssh(ws: &Workspace, host: &str, command: &str) -> String {
+    let address = ws.state()["resources"][host]["attributes"]["ssh_host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = ws.path().join(".prov/ssh/id_ed25519");
+    let out = Command::new("ssh")
+        .args(["-i", key.to_str().unwrap()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+        .arg(format!("root@{address}"))
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every regular file under `dir` (not following symlinks) containing any
+/// of `needles`.
+fn files_containing(dir: &Path, needles: &[&str], hits: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() {
+            files_containing(&path, needles, hits);
+        } else if kind.is_file() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.len() > 64 * 1024 * 1024 {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
+            {
+                hits.push(path);
+            }
+        }
+    }
+}
+
+const HOSTS: &str = r#"
+[hosts.db]
+target = "local"
+nix = { file = "systems.nix", attr = "db" }
+tags = { role = "db" }
+
+[hosts.web]
+target = "local"
+count = 2
+nix = { file = "systems.nix", attr = "web" }
+tags = { role = "web" }
+"#;
+
+fn secret_table(name: &str, hosts: &str, extra: &str, recipients: &[&str]) -> String {
+    let list: Vec<String> = recipients.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        "\n[secrets.{name}]\nfile = \"secrets/{name}.age\"\nhosts = {hosts}\n{extra}\nrecipients = [{}]\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn interop_with_the_age_cli_both_directions_for_x25519_and_ssh_ed25519() {
+    let ws = Workspace::new();
+    let (age_id, age_pub) = age_keygen(&ws, "id");
+    let (ssh_id, ssh_pub) = ssh_keygen(&ws, "id_test");
+    let mut spec = String::from("deployment = \"interop\"\n[hosts.h]\ntarget = \"local\"\n");
+    spec.push_str(&secret_table("x", "[\"h\"]", "", &[&age_pub]));
+    spec.push_str(&secret_table("s", "[\"h\"]", "", &[&ssh_pub]));
+    ws.write("prov.toml", &spec);
+    std::fs::create_dir_all(ws.path().join("secrets")).unwrap();
+    let x_file = ws.path().join("secrets/x.age");
+    let s_file = ws.path().join("secrets/s.age");
+    let age_id_s = age_id.to_str().unwrap();
+    let ssh_id_s = ssh_id.to_str().unwrap();
+
+    // age encrypts, prov decrypts.
+    let px = random_plaintext("age-to-prov-x25519");
+    age_encrypt("-r", &age_pub, &x_file, &px);
+    let shown = ok_with(
+        &ws,
+        &["secrets", "show", "x", "--reveal", "-i", age_id_s],
+        b"",
+        &[],
+    );
+    assert_eq!(shown.stdout, px);
+    let ps = random_plaintext("age-to-prov-ssh");
+    age_encrypt(
+        "-R",
+        ws.path().join("id_test.pub").to_str().unwrap(),
+        &s_file,
+        &ps,
+    );
+    let shown = ok_with(
+        &ws,
+        &["secrets", "show", "s", "--reveal", "-i", ssh_id_s],
+        b"",
+        &[],
+    );
+    assert_eq!(shown.stdout, ps);
+
+    // show refuses without --reveal.
+    let refused = prov_with(&ws, &["secrets", "show", "x", "-i", age_id_s], b"", &[]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("--reveal"), "{refused}");
+    assert!(!refused.stdout.contains(&px) && !refused.stderr.contains(&px));
+
+    // prov encrypts, age decrypts.
+    let px2 = random_plaintext("prov-to-age-x25519");
+    ok_with(&ws, &["secrets", "encrypt", "x"], px2.as_bytes(), &[]);
+    assert_eq!(age_decrypt(&age_id, &x_file).as_deref(), Some(px2.as_str()));
+    let ps2 = random_plaintext("prov-to-age-ssh");
+    ok_with(&ws, &["secrets", "encrypt", "s"], ps2.as_bytes(), &[]);
+    assert_eq!(age_decrypt(&ssh_id, &s_file).as_deref(), Some(ps2.as_str()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&x_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // list shows names, recipients and hosts, never values.
+    let list = ok_with(&ws, &["secrets", "list"], b"", &[]);
+    assert!(
+        list.stdout.contains("x\n") && list.stdout.contains(&age_pub),
+        "{list}"
+    );
+    assert!(list.stdout.contains("hosts:       h"), "{list}");
+    assert!(!list.stdout.contains(&px2) && !list.stdout.contains(&ps2));
+}
+
+#[test]
+fn apply_delivers_secrets_reuploads_only_changes_deletes_removed_and_leaks_nothing() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let alpha = secret_table(
+        "alpha",
+        r#"["db", "@role=web"]"#,
+        "mode = \"0440\"\ngroup = \"root\"",
+        &[&public],
+    );
+    let bravo = secret_table(
+        "bravo",
+        r#"["web"]"#,
+        "destination = \"/run/keys/api/token\"\nupload = \"after\"",
+        &[&public],
+    );
+    let spec = format!("deployment = \"sec\"\n{HOSTS}{alpha}{bravo}");
+    ws.write("prov.toml", &spec);
+    let a1 = random_plaintext("alpha-one");
+    let b1 = random_plaintext("bravo-one");
+    let a2 = random_plaintext("alpha-two");
+    ok_with(&ws, &["secrets", "encrypt", "alpha"], a1.as_bytes(), &[]);
+    ok_with(&ws, &["secrets", "encrypt", "bravo"], b1.as_bytes(), &[]);
+
+    let mut seen = String::new();
+    let trace = [("PROV_AGE_IDENTITY", id_s.as_str()), ("PROV_LOG", "trace")];
+    let plan = ok_with(&ws, &["plan"], b"", &trace);
+    assert!(plan.stdout.contains("secret alpha on db"), "{plan}");
+    seen.push_str(&format!("{}{}", plan.stdout, plan.stderr));
+    let applied = ok_with(&ws, &["apply", "--auto-approve"], b"", &trace);
+    seen.push_str(&format!("{}{}", applied.stdout, applied.stderr));
+    assert!(applied.stdout.contains("5 secrets uploaded"), "{applied}");
+
+    for host in ["db", "web[0]", "web[1]"] {
+        assert_eq!(
+            ssh(
+                &ws,
+                host,
+                "stat -c '%U %G %a' /run/keys/alpha; cat /run/keys/alpha"
+            ),
+            format!("root root 440\n{a1}")
+        );
+    }
+    for host in ["web[0]", "web[1]"] {
+        assert_eq!(
+            ssh(
+                &ws,
+                host,
+                "stat -c '%U %G %a' /run/keys/api/token; cat /run/keys/api/token"
+            ),
+            format!("root root 400\n{b1}")
+        );
+    }
+    assert_eq!(
+        ssh(&ws, "db", "test -e /run/keys/api/token || echo absent"),
+        "absent\n"
+    );
+    assert_eq!(
+        ssh(&ws, "db", "ls -A /run/keys"),
+        "alpha\n",
+        "no temp files left"
+    );
+    let state = ws.state();
+    let hmac = state["hosts"]["db"]["secrets"]["alpha"]["hmac"]
+        .as_str()
+        .unwrap();
+    assert_eq!(hmac.len(), 64);
+    assert!(state["secret_hmac_key"].as_str().is_some());
+
+    // Nothing changed: nothing to do.
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 0, "{plan}");
+
+    // Change alpha only: only alpha travels.
+    let before = ssh(&ws, "web[0]", "stat -c '%i %Y' /run/keys/api/token");
+    ok_with(&ws, &["secrets", "encrypt", "alpha"], a2.as_bytes(), &[]);
+    let plan = ok_with(&ws, &["plan", "--json"], b"", &trace);
+    seen.push_str(&format!("{}{}", plan.stdout, plan.stderr));
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::harness::repo().join("docs/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{}", plan.stdout);
+    assert_eq!(json["summary"]["secrets"], 3);
+    let names: Vec<&str> = json["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "alpha", "alpha"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let applied = ok_with(&ws, &["apply", "--auto-approve"], b"", &trace);
+    seen.push_str(&format!("{}{}", applied.stdout, applied.stderr));
+    assert!(applied.stdout.contains("alpha"), "{applied}");
+    assert!(!applied.stdout.contains("bravo"), "{applied}");
+    assert_eq!(ssh(&ws, "web[1]", "cat /run/keys/alpha"), a2);
+    assert_eq!(
+        ssh(&ws, "web[0]", "stat -c '%i %Y' /run/keys/api/token"),
+        before
+    );
+
+    // Remove bravo from the spec: it goes from the hosts it was on.
+    let spec = format!("deployment = \"sec\"\n{HOSTS}{alpha}");
+    ws.write("prov.toml", &spec);
+    std::fs::remove_file(ws.path().join("secrets/bravo.age")).unwrap();
+    let applied = ok_with(&ws, &["apply", "--auto-approve"], b"", &trace);
+    seen.push_str(&format!("{}{}", applied.stdout, applied.stderr));
+    assert!(applied.stdout.contains("deleted secret bravo"), "{applied}");
+    for host in ["web[0]", "web[1]"] {
+        assert_eq!(
+            ssh(&ws, host, "test -e /run/keys/api/token || echo gone"),
+            "gone\n"
+        );
+        assert_eq!(ssh(&ws, host, "cat /run/keys/alpha"), a2);
+    }
+    assert!(ws.state()["hosts"]["web[0]"]["secrets"]["bravo"].is_null());
+
+    // No plaintext in anything prov printed, in state, or in temp directories.
+    let pulled = ws.ok(&["state", "pull"]).stdout;
+    seen.push_str(&pulled);
+    let text = ok_with(&ws, &["plan"], b"", &trace);
+    seen.push_str(&format!("{}{}", text.stdout, text.stderr));
+    for secret in [&a1, &b1, &a2] {
+        assert!(!seen.contains(secret.as_str()), "plaintext {secret} leaked");
+    }
+    let mut hits = Vec::new();
+    let needles = [a1.as_str(), b1.as_str(), a2.as_str()];
+    let mut dirs = vec![
+        PathBuf::from("/tmp"),
+        PathBuf::from("/dev/shm"),
+        ws.path().to_owned(),
+    ];
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        dirs.push(PathBuf::from(runtime));
+    }
+    for dir in dirs {
+        files_containing(&dir, &needles, &mut hits);
+    }
+    assert!(hits.is_empty(), "plaintext found in {hits:?}");
+}
+
+#[test]
+fn rekey_adds_and_removes_recipients() {
+    let ws = Workspace::new();
+    let (a_id, a_pub) = age_keygen(&ws, "a");
+    let (b_id, b_pub) = age_keygen(&ws, "b");
+    let head = "deployment = \"rekey\"\n[hosts.h]\ntarget = \"local\"\n";
+    ws.write(
+        "prov.toml",
+        &format!("{head}{}", secret_table("k", "[\"h\"]", "", &[&a_pub])),
+    );
+    let plaintext = random_plaintext("rekey");
+    ok_with(&ws, &["secrets", "encrypt", "k"], plaintext.as_bytes(), &[]);
+    let file = ws.path().join("secrets/k.age");
+    assert_eq!(
+        age_decrypt(&a_id, &file).as_deref(),
+        Some(plaintext.as_str())
+    );
+    assert_eq!(age_decrypt(&b_id, &file), None);
+
+    ws.write(
+        "prov.toml",
+        &format!("{head}{}", secret_table("k", "[\"h\"]", "", &[&b_pub])),
+    );
+    let rekeyed = ok_with(
+        &ws,
+        &["secrets", "rekey", "-i", a_id.to_str().unwrap()],
+        b"",
+        &[],
+    );
+    assert!(
+        rekeyed.stdout.contains(&format!("added {b_pub}")),
+        "{rekeyed}"
+    );
+    assert!(
+        rekeyed.stdout.contains(&format!("removed {a_pub}")),
+        "{rekeyed}"
+    );
+    assert!(!rekeyed.stdout.contains(&plaintext));
+    assert_eq!(
+        age_decrypt(&b_id, &file).as_deref(),
+        Some(plaintext.as_str())
+    );
+    assert_eq!(
+        age_decrypt(&a_id, &file),
+        None,
+        "the removed recipient can no longer decrypt"
+    );
+}
+
+#[test]
+fn a_wrong_or_missing_identity_fails_naming_the_secret_and_uploads_nothing() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "right");
+    let (wrong, _) = age_keygen(&ws, "wrong");
+    let spec = format!(
+        "deployment = \"wrongid\"\n[hosts.db]\ntarget = \"local\"\nnix = {{ file = \"systems.nix\", attr = \"db\" }}\n{}",
+        secret_table("token", "[\"db\"]", "", &[&public])
+    );
+    ws.write("prov.toml", &spec);
+    let first = random_plaintext("first");
+    ok_with(&ws, &["secrets", "encrypt", "token"], first.as_bytes(), &[]);
+    let right = [("PROV_AGE_IDENTITY", id.to_str().unwrap())];
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &right);
+    assert_eq!(ssh(&ws, "db", "cat /run/keys/token"), first);
+
+    let second = random_plaintext("second");
+    ok_with(
+        &ws,
+        &["secrets", "encrypt", "token"],
+        second.as_bytes(),
+        &[],
+    );
+    let serial = ws.state()["serial"].clone();
+    for env in [vec![("PROV_AGE_IDENTITY", wrong.to_str().unwrap())], vec![]] {
+        let failed = prov_with(&ws, &["apply", "--auto-approve"], b"", &env);
+        assert_eq!(failed.code, 1, "{failed}");
+        assert!(
+            failed.stderr.contains("cannot decrypt secret `token`"),
+            "{failed}"
+        );
+        assert!(failed.stderr.contains(&public), "{failed}");
+        assert!(!failed.stderr.contains(&second) && !failed.stdout.contains(&second));
+        assert_eq!(
+            ssh(&ws, "db", "cat /run/keys/token"),
+            first,
+            "nothing uploaded"
+        );
+        assert_eq!(ws.state()["serial"], serial);
+    }
+}
+
+#[test]
+fn encrypted_state_holds_no_plaintext_and_plan_and_apply_still_work() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "state");
+    let env = [("PROV_AGE_IDENTITY", id.to_str().unwrap())];
+    let spec = format!(
+        "deployment = \"encstate\"\n[state]\nencrypt_to = [\"{public}\"]\n[hosts.db]\ntarget = \"local\"\nnix = {{ file = \"systems.nix\", attr = \"db\" }}\n{}",
+        secret_table("token", "[\"db\"]", "", &[&public])
+    );
+    ws.write("prov.toml", &spec);
+    let plaintext = random_plaintext("encstate");
+    ok_with(
+        &ws,
+        &["secrets", "encrypt", "token"],
+        plaintext.as_bytes(),
+        &[],
+    );
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+
+    let pulled: serde_json::Value =
+        serde_json::from_str(&ok_with(&ws, &["state", "pull"], b"", &env).stdout).unwrap();
+    let record = &pulled["resources"]["db"];
+    let address = record["attributes"]["ssh_host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id_value = record["id"].as_str().unwrap().to_owned();
+    let system = pulled["hosts"]["db"]["system"].as_str().unwrap().to_owned();
+    let hmac = pulled["hosts"]["db"]["secrets"]["token"]["hmac"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut hits = Vec::new();
+    let needles = [
+        address.as_str(),
+        id_value.as_str(),
+        system.as_str(),
+        hmac.as_str(),
+        plaintext.as_str(),
+    ];
+    for entry in std::fs::read_dir(ws.path().join(".prov"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.file_name() != "ssh" {
+            files_containing(&entry.path(), &needles, &mut hits);
+        }
+    }
+    assert!(hits.is_empty(), "plaintext state values in {hits:?}");
+
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 0, "{plan}");
+    // Without the identity, state cannot be read, and prov says why.
+    let denied = prov_with(&ws, &["plan"], b"", &[]);
+    assert_eq!(denied.code, 1, "{denied}");
+    assert!(
+        denied.stderr.contains("cannot decrypt the state"),
+        "{denied}"
+    );
+
+    // Plaintext state is refused once encrypt_to is set, until encrypted.
+    let plain = Workspace::new();
+    plain.write(
+        "prov.toml",
+        "deployment = \"plain\"\n[hosts.h]\ntarget = \"local\"\n",
+    );
+    plain.ok(&["apply", "--auto-approve"]);
+    let (pid, ppub) = age_keygen(&plain, "state");
+    let penv = [("PROV_AGE_IDENTITY", pid.to_str().unwrap())];
+    plain.write(
+        "prov.toml",
+        &format!("deployment = \"plain\"\n[state]\nencrypt_to = [\"{ppub}\"]\n[hosts.h]\ntarget = \"local\"\n"),
+    );
+    let refused = prov_with(&plain, &["plan"], b"", &penv);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("prov state encrypt"), "{refused}");
+    ok_with(&plain, &["state", "encrypt"], b"", &penv);
+    let plan = prov_with(&plain, &["plan", "--detailed-exitcode"], b"", &penv);
+    assert_eq!(plan.code, 0, "{plan}");
+}
+
+#[test]
+fn the_example_deploys_its_secrets_to_local_hosts() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix").copy_example("secrets.toml");
+    std::fs::create_dir_all(ws.path().join("secrets")).unwrap();
+    for name in ["db-password.age", "api-token.age", "demo-identity.txt"] {
+        std::fs::copy(
+            crate::harness::repo().join("examples/secrets").join(name),
+            ws.path().join("secrets").join(name),
+        )
+        .unwrap();
+    }
+    let env = [("PROV_AGE_IDENTITY", "secrets/demo-identity.txt")];
+    let applied = ok_with(
+        &ws,
+        &["-f", "secrets.toml", "apply", "--auto-approve"],
+        b"",
+        &env,
+    );
+    assert!(applied.stdout.contains("5 secrets uploaded"), "{applied}");
+    let address = ws.ok(&["-f", "secrets.toml", "state", "pull"]).stdout;
+    let state: serde_json::Value = serde_json::from_str(&address).unwrap();
+    let host = state["resources"]["web[1]"]["attributes"]["ssh_host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = ws.path().join(".prov/ssh/id_ed25519");
+    let out = Command::new("ssh")
+        .args(["-i", key.to_str().unwrap()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+        .arg(format!("root@{host}"))
+        .arg("stat -c '%a' /run/keys/db-password; cat /run/keys/api/token")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "440\ndemo-api-token-not-a-real-secret\n"
+    );
+}
+
+#[test]
+fn invalid_secret_tables_fail_with_locations() {
+    let ws = Workspace::new();
+    ws.write(
+        "prov.toml",
+        r#"deployment = "bad"
+[hosts.h]
+target = "local"
+
+[secrets.k]
+file = "missing.age"
+hosts = ["nosuchhost"]
+mode = "0999"
+upload = "sometime"
+recipients = ["age1notakey"]
+"#,
+    );
+    let run = ws.prov(&["validate"]);
+    assert_eq!(run.code, 1, "{run}");
+    for expected in [
+        "prov.toml:6:",
+        "missing.age does not exist",
+        "`nosuchhost` matches no host",
+        "mode `0999` is not an octal mode",
+        "upload `sometime` is not `before` or `after`",
+        "`age1notakey` is not a valid age X25519 recipient",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?}:\n{run}"
+        );
+    }
+}
