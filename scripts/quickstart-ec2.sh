@@ -25,6 +25,6 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then prov="$CARGO_TARGET_DIR/debug/prov"; fi
 echo
 echo "Instances in the local EC2 at $endpoint:"
 aws --endpoint-url "$endpoint" ec2 describe-instances \
-  --filters Name=tag:prov:deployment,Values=quickstart Name=instance-state-name,Values=running \
+  --filters Name=tag:prov:deployment,Values=quickstart-ec2 Name=instance-state-name,Values=running \
   --query 'Reservations[].Instances[].[InstanceId,InstanceType,Tags[?Key==`prov:address`]|[0].Value]' \
   --output text

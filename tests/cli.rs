@@ -25,7 +25,10 @@ fn graph_prints_dot_with_dependency_edges() {
     let ws = Workspace::new();
     let spec = repo().join("examples/ec2.toml");
     let run = ws.ok(&["graph", "-f", spec.to_str().unwrap()]);
-    assert!(run.stdout.starts_with("digraph \"quickstart\" {"), "{run}");
+    assert!(
+        run.stdout.starts_with("digraph \"quickstart-ec2\" {"),
+        "{run}"
+    );
     assert!(
         run.stdout.contains("\"web[0]\" -> \"key_pair.deploy\";"),
         "{run}"
