@@ -31,3 +31,31 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// The `authorized_keys` attribute of a machine-like resource (local hosts,
+/// VMs): OpenSSH public key lines, trimmed, empty ones dropped. The error is
+/// the reason, for the provider to wrap in its own configuration error.
+///
+/// # Errors
+/// When the attribute is not a list of single-line strings.
+pub fn authorized_keys(attributes: &Attributes) -> Result<Vec<String>, &'static str> {
+    let items = match attributes.get("authorized_keys") {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(_) => return Err("must be a list of OpenSSH public key lines"),
+    };
+    let mut keys = Vec::new();
+    for item in items {
+        let serde_json::Value::String(line) = item else {
+            return Err("must hold only strings");
+        };
+        let line = line.trim();
+        if line.contains(['\n', '\r']) {
+            return Err("entries must be single lines");
+        }
+        if !line.is_empty() {
+            keys.push(line.to_owned());
+        }
+    }
+    Ok(keys)
+}

@@ -131,26 +131,8 @@ pub(crate) fn authorized_keys(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<Vec<String>, ProviderError> {
-    let bad = |why: &str| config_error(format!("vm `{resource}`: `authorized_keys` {why}"));
-    let items = match attributes.get(AUTHORIZED_KEYS) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(bad("must be a list of OpenSSH public key lines")),
-    };
-    let mut keys = Vec::new();
-    for item in items {
-        let Value::String(line) = item else {
-            return Err(bad("must hold only strings"));
-        };
-        let line = line.trim();
-        if line.contains(['\n', '\r']) {
-            return Err(bad("entries must be single lines"));
-        }
-        if !line.is_empty() {
-            keys.push(line.to_owned());
-        }
-    }
-    Ok(keys)
+    prov_provider::authorized_keys(attributes)
+        .map_err(|why| config_error(format!("vm `{resource}`: `authorized_keys` {why}")))
 }
 
 /// Brings desired attributes into the form `read` reports: an unset
