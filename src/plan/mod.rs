@@ -182,7 +182,6 @@ pub struct Summary {
     pub secrets: usize,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
