@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::activate::{self, Outcome};
 use super::nix;
 use super::plan::current_system;
-use super::secrets::{self as host_secrets, Stage, Values};
+use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};
 use crate::apply::StateSession;
@@ -149,12 +149,6 @@ pub async fn apply(
     report
 }
 
-/// The run's secret changes and their plaintext.
-struct HostSecrets<'a> {
-    changes: &'a [SecretChange],
-    values: &'a Values,
-}
-
 /// Uploads and deletes the secrets of a host whose system does not change.
 async fn secrets_only(
     ctx: &DeployContext,
@@ -174,8 +168,7 @@ async fn secrets_only(
         ctx,
         &connection,
         address,
-        secrets.changes,
-        secrets.values,
+        secrets,
         Stage::All,
         session,
         progress,
@@ -266,8 +259,7 @@ async fn deploy_one(
         ctx,
         &connection,
         address,
-        secrets.changes,
-        secrets.values,
+        secrets,
         Stage::Before,
         session,
         progress,
@@ -283,8 +275,7 @@ async fn deploy_one(
             ctx,
             &connection,
             address,
-            secrets.changes,
-            secrets.values,
+            secrets,
             Stage::After,
             session,
             progress,
@@ -312,8 +303,7 @@ async fn deploy_one(
         ctx,
         &connection,
         address,
-        secrets.changes,
-        secrets.values,
+        secrets,
         Stage::After,
         session,
         progress,

@@ -188,23 +188,31 @@ pub enum Stage {
     All,
 }
 
+/// The run's secret changes and their plaintext.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSecrets<'a> {
+    /// Every planned secret change of the run.
+    pub changes: &'a [SecretChange],
+    /// The decrypted values.
+    pub values: &'a Values,
+}
+
 /// Carries out the secret changes of `address` that belong to `stage`,
 /// recording each in state as it is done; returns how many were done.
 ///
 /// # Errors
 /// When writing or removing a file on the host fails.
-#[allow(clippy::too_many_arguments)]
 pub async fn sync_host(
     ctx: &DeployContext,
     connection: &Connection,
     address: &Address,
-    changes: &[SecretChange],
-    values: &Values,
+    secrets: &HostSecrets<'_>,
     stage: Stage,
     session: &Arc<Mutex<StateSession>>,
     progress: &Progress,
 ) -> Result<usize> {
     let mut done = 0;
+    let HostSecrets { changes, values } = *secrets;
     for change in changes.iter().filter(|c| &c.address == address) {
         let after = change.upload.as_deref() == Some(UploadWhen::After.as_str());
         let now = match stage {
