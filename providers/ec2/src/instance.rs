@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::attrs::{opt_str, req_str, str_array, str_or_null, str_set};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
+use crate::collect;
 use crate::error::config_error;
 use crate::wait::WaitPolicy;
 use crate::{base64, tags, TOKEN_TAG};
@@ -146,14 +147,10 @@ pub(crate) async fn read(
 ) -> Result<BTreeMap<String, Observed>, ProviderError> {
     let mut found = BTreeMap::new();
     for chunk in ids.chunks(MAX_FILTER_VALUES) {
-        let instances = describe(api, vec![filter("instance-id", chunk.iter().cloned())]).await?;
-        for instance in instances.iter().filter(|i| !is_gone(i)) {
-            if let Some(observed) = observe(instance) {
-                if chunk.contains(&observed.id) {
-                    found.insert(observed.id.clone(), observed);
-                }
-            }
-        }
+        let mut instances =
+            describe(api, vec![filter("instance-id", chunk.iter().cloned())]).await?;
+        instances.retain(|i| !is_gone(i));
+        collect::by_id(&mut found, &instances, chunk, observe);
     }
     Ok(found)
 }
@@ -171,23 +168,8 @@ pub(crate) async fn find_by_token(
         ];
         let mut instances = describe(api, filters).await?;
         instances.sort_by(|a, b| a.instance_id().cmp(&b.instance_id()));
-        for instance in instances.iter().filter(|i| !is_gone(i)) {
-            if let (Some(token), Some(observed)) =
-                (tags::token_of(instance.tags()), observe(instance))
-            {
-                if chunk.iter().any(|t| t == token) {
-                    if found.contains_key(token) {
-                        tracing::warn!(
-                            token,
-                            instance = observed.id,
-                            "several instances carry one token"
-                        );
-                        continue;
-                    }
-                    found.insert(token.to_owned(), observed);
-                }
-            }
-        }
+        instances.retain(|i| !is_gone(i));
+        collect::by_token(&mut found, &instances, chunk, Instance::tags, observe);
     }
     Ok(found)
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::attrs::{req_str, str_or_null};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
+use crate::collect;
 use crate::tags;
 use crate::wait::WaitPolicy;
 use crate::TOKEN_TAG;
@@ -69,13 +70,8 @@ pub(crate) async fn read(
 ) -> Result<BTreeMap<String, Observed>, ProviderError> {
     let mut found = BTreeMap::new();
     for chunk in ids.chunks(MAX_FILTER_VALUES) {
-        for info in describe(api, filter("key-name", chunk.iter().cloned())).await? {
-            if let Some(observed) = observe(&info) {
-                if chunk.contains(&observed.id) {
-                    found.insert(observed.id.clone(), observed);
-                }
-            }
-        }
+        let infos = describe(api, filter("key-name", chunk.iter().cloned())).await?;
+        collect::by_id(&mut found, &infos, chunk, observe);
     }
     Ok(found)
 }
@@ -88,13 +84,8 @@ pub(crate) async fn find_by_token(
     let mut found = BTreeMap::new();
     for chunk in tokens.chunks(MAX_FILTER_VALUES) {
         let name = format!("tag:{TOKEN_TAG}");
-        for info in describe(api, filter(&name, chunk.iter().cloned())).await? {
-            if let (Some(token), Some(observed)) = (tags::token_of(info.tags()), observe(&info)) {
-                if chunk.iter().any(|t| t == token) {
-                    found.entry(token.to_owned()).or_insert(observed);
-                }
-            }
-        }
+        let infos = describe(api, filter(&name, chunk.iter().cloned())).await?;
+        collect::by_token(&mut found, &infos, chunk, KeyPairInfo::tags, observe);
     }
     Ok(found)
 }

@@ -27,6 +27,7 @@
 mod attrs;
 mod base64;
 mod client;
+mod collect;
 mod error;
 mod ingress;
 mod instance;

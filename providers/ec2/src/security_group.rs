@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::attrs::{opt_str, req_str, str_or_null};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
+use crate::collect;
 use crate::error::config_error;
 use crate::wait::WaitPolicy;
 use crate::{ingress, tags, TOKEN_TAG};
@@ -93,13 +94,8 @@ pub(crate) async fn read(
 ) -> Result<BTreeMap<String, Observed>, ProviderError> {
     let mut found = BTreeMap::new();
     for chunk in ids.chunks(MAX_FILTER_VALUES) {
-        for group in describe(api, filter("group-id", chunk.iter().cloned())).await? {
-            if let Some(observed) = observe(&group) {
-                if chunk.contains(&observed.id) {
-                    found.insert(observed.id.clone(), observed);
-                }
-            }
-        }
+        let groups = describe(api, filter("group-id", chunk.iter().cloned())).await?;
+        collect::by_id(&mut found, &groups, chunk, observe);
     }
     Ok(found)
 }
@@ -112,13 +108,8 @@ pub(crate) async fn find_by_token(
     let mut found = BTreeMap::new();
     for chunk in tokens.chunks(MAX_FILTER_VALUES) {
         let name = format!("tag:{TOKEN_TAG}");
-        for group in describe(api, filter(&name, chunk.iter().cloned())).await? {
-            if let (Some(token), Some(observed)) = (tags::token_of(group.tags()), observe(&group)) {
-                if chunk.iter().any(|t| t == token) {
-                    found.entry(token.to_owned()).or_insert(observed);
-                }
-            }
-        }
+        let groups = describe(api, filter(&name, chunk.iter().cloned())).await?;
+        collect::by_token(&mut found, &groups, chunk, SecurityGroup::tags, observe);
     }
     Ok(found)
 }
