@@ -438,27 +438,15 @@ fn a_connection_dropped_mid_copy_fails_clearly_and_the_rerun_completes() {
     assert_eq!(profile(&dir).unwrap(), built(&ws, "big"));
 
     // The host's store is intact.
-    let key = ws.path().join(".prov/ssh/id_ed25519");
     let address = ws.state()["resources"]["big"]["attributes"]["ssh_host"]
         .as_str()
         .unwrap()
         .to_owned();
-    let verify = std::process::Command::new("ssh")
-        .args([
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .arg(format!("root@{address}"))
-        .arg("nix-store --verify --check-contents 2>&1; echo status=$?")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&verify.stdout);
+    let text = ssh(
+        &ws,
+        &address,
+        "nix-store --verify --check-contents 2>&1; echo status=$?",
+    );
     assert!(text.contains("status=0"), "{text}");
     assert!(
         !text.contains("modified") && !text.contains("corrupt"),
