@@ -29,6 +29,15 @@ pub enum ProviderError {
         message: String,
     },
     /// The object named does not exist.
+    /// Something the provider needs from the machine or account is missing
+    /// (a daemon, a storage pool, an image); the message says how to fix it.
+    #[error("{provider}: {message}")]
+    Prerequisite {
+        /// The provider's name.
+        provider: String,
+        /// What is missing and how to provide it.
+        message: String,
+    },
     #[error("{kind} `{id}` does not exist")]
     NotFound {
         /// Resource kind.

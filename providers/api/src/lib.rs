@@ -14,6 +14,7 @@ mod config;
 mod diff;
 mod error;
 pub mod fake;
+pub mod machine;
 mod provider;
 mod schema;
 

@@ -46,7 +46,6 @@
 
 mod attrs;
 mod error;
-mod keys;
 mod provider;
 mod runner;
 mod settings;

@@ -13,10 +13,10 @@ use tokio::sync::Mutex;
 
 use crate::attrs::{self, VmSpec};
 use crate::error::config_error;
-use crate::keys::{self, HostKey};
 use crate::runner::{forwarding_rules, VBoxManage, INSTALL_HINT};
 use crate::settings::{VirtualBoxSettings, ENV_VBOXMANAGE};
 use crate::{KIND, PROVIDER_NAME};
+use prov_provider::machine::{self as keys, HostKey};
 
 /// Guest property: the idempotency token of the create that made the VM.
 const PROP_TOKEN: &str = "/prov/token";
@@ -282,7 +282,10 @@ impl VirtualBoxProvider {
         let start = Instant::now();
         let mut looks = 0_u32;
         loop {
-            if keys::probe(port, PROBE_TIMEOUT).await.is_some() {
+            if keys::probe(([127, 0, 0, 1], port).into(), PROBE_TIMEOUT)
+                .await
+                .is_some()
+            {
                 return Ok(());
             }
             looks += 1;

@@ -1,15 +1,17 @@
-//! The VM's SSH host key, and waiting for its sshd on the forwarded port.
+//! Helpers for machine-like resources (VMs): generating the SSH host key a
+//! provider hands to a new machine, so prov can pin it before the first
+//! connection, and waiting for the machine's sshd.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
-use prov_provider::ProviderError;
+use crate::ProviderError;
 use tokio::io::AsyncReadExt;
 
 /// A generated ed25519 host key.
 #[derive(Clone)]
-pub(crate) struct HostKey {
+pub struct HostKey {
     /// The OpenSSH private key file's text.
     pub private: String,
     /// `ssh-ed25519 AAAA…` without comment.
@@ -26,10 +28,10 @@ impl std::fmt::Debug for HostKey {
 
 /// Generates an ed25519 key pair with `ssh-keygen` in a private temporary
 /// directory that is removed afterwards.
-pub(crate) async fn generate_host_key() -> Result<HostKey, ProviderError> {
+pub async fn generate_host_key() -> Result<HostKey, ProviderError> {
     let failed = |m: String| ProviderError::api("ssh-keygen", m);
     let dir = tempfile::Builder::new()
-        .prefix("prov-vbox-key")
+        .prefix("prov-host-key")
         .tempdir()
         .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
     let file = dir.path().join("ssh_host_ed25519_key");
@@ -64,10 +66,9 @@ pub(crate) async fn generate_host_key() -> Result<HostKey, ProviderError> {
     Ok(HostKey { private, public })
 }
 
-/// Connects to `127.0.0.1:port` and reads the SSH identification line; `Some`
-/// (the line) when it starts with `SSH-2.0`.
-pub(crate) async fn probe(port: u16, timeout: Duration) -> Option<String> {
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// Connects to `target` and reads the SSH identification line; `Some` (the
+/// line) when it starts with `SSH-2.0`.
+pub async fn probe(target: SocketAddr, timeout: Duration) -> Option<String> {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
         let mut buffer = Vec::with_capacity(256);
@@ -87,7 +88,7 @@ pub(crate) async fn probe(port: u16, timeout: Duration) -> Option<String> {
 }
 
 /// A TCP port on 127.0.0.1 that is free now (the kernel picks it).
-pub(crate) fn free_port() -> Result<u16, ProviderError> {
+pub fn free_port() -> Result<u16, ProviderError> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -110,6 +111,13 @@ mod tests {
     #[tokio::test]
     async fn probe_of_a_closed_port_is_none() {
         let port = free_port().unwrap();
-        assert_eq!(probe(port, Duration::from_millis(300)).await, None);
+        assert_eq!(
+            probe(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                Duration::from_millis(300)
+            )
+            .await,
+            None
+        );
     }
 }
