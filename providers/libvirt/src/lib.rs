@@ -1,0 +1,61 @@
+//! The `libvirt` provider of prov: VMs on libvirt (QEMU/KVM), each a domain
+//! on a qcow2 overlay of a shared base image, given its SSH identity before
+//! its first boot.
+//!
+//! One resource kind, `vm`. A VM is named `prov-DEPLOYMENT-HOST` (`web[0]` →
+//! `prov-demo-web-0`); the name is its provider id, and its volumes are
+//! `NAME.qcow2` (the overlay) and `NAME-seed.iso` (the cloud-init seed).
+//!
+//! Create:
+//! 1. The pool must exist and be active (prov does not invent a "default"
+//!    pool; the error says how to make one). The base is a volume of the
+//!    pool, or a local file uploaded once ([`image`](crate::image)).
+//! 2. prov generates the VM's ed25519 host key and writes a NoCloud seed
+//!    (ISO 9660, label `cidata`, written by prov itself: no genisoimage
+//!    needed) with it, the deployer's key for root and the hostname. The
+//!    public key is recorded, so the first SSH connection is already pinned.
+//! 3. The overlay volume (qcow2, backed by the base) and the domain are
+//!    created. The domain's `<metadata>` holds prov's bookkeeping: the
+//!    idempotency token (for [`prov_provider::Provider::find_by_token`]),
+//!    the base, the host key, the authorized keys, and `ready` once the
+//!    create finished.
+//! 4. Networking is a QEMU user-mode NIC with `127.0.0.1:PORT` forwarded to
+//!    the guest's port 22 (no bridge, no DHCP lease to wait for), or a named
+//!    libvirt network whose DHCP lease gives the address.
+//! 5. The domain starts; prov waits (bounded) for an SSH banner and points
+//!    at the serial console log when none comes.
+//!
+//! A create that fails removes the domain and its overlay and seed volumes
+//! before returning: nothing is left half-created. A create interrupted by a
+//! crash is finished by the next run: a domain with the same token but not
+//! `ready` is removed and made again.
+//!
+//! Update: `autostart` in place; memory, CPUs, boot, network and the port
+//! shut the VM down (ACPI, powered off after a bounded wait), redefine it
+//! and start it again. Base, pool, disk bus and authorized keys force a new
+//! VM. Delete: power off, undefine (with NVRAM), delete the overlay and
+//! seed volumes; the base image stays.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod attrs;
+mod conn;
+mod error;
+mod image;
+pub mod iso;
+mod provider;
+mod seed;
+mod settings;
+mod xml;
+
+pub use provider::LibvirtProvider;
+pub use settings::{LibvirtSettings, DEFAULT_URI};
+
+/// The provider's name as the spec writes it.
+pub const PROVIDER_NAME: &str = "libvirt";
+
+/// The one resource kind this provider manages.
+pub const KIND: &str = "vm";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,633 @@
+//! [`LibvirtProvider`]: the [`Provider`] implementation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prov_provider::machine::{self, HostKey};
+use prov_provider::{
+    diff_attributes, is_valid_name, AttributeChange, AttributeSchema, Attributes, CreateRequest,
+    Desired, Observed, Provider, ProviderError, UpdateRequest,
+};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::attrs::{self, Boot, Nic, VmSpec};
+use crate::conn::Libvirt;
+use crate::error::{config_error, missing};
+use crate::settings::LibvirtSettings;
+use crate::xml::{self, Layout, Meta};
+use crate::{image, seed, KIND, PROVIDER_NAME};
+
+/// Pause between two looks while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one SSH banner probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `virsh destroy` may take to show the domain stopped.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of the console log quoted in errors.
+const CONSOLE_LINES: usize = 8;
+
+/// The libvirt provider.
+#[derive(Debug)]
+pub struct LibvirtProvider {
+    pub(crate) libvirt: Libvirt,
+    settings: LibvirtSettings,
+    /// Ports handed out by this process (two creates at once must not pick
+    /// the same one).
+    ports: Mutex<BTreeSet<u16>>,
+    /// Held while a base image is looked up or uploaded.
+    bases: Mutex<()>,
+}
+
+impl LibvirtProvider {
+    /// The kinds this provider manages.
+    pub const KINDS: &'static [&'static str] = &[KIND];
+
+    /// Connects to the settings' URI.
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] for an invalid deployment name, or when
+    /// libvirt cannot be reached (with how to start libvirtd).
+    pub async fn connect(settings: LibvirtSettings) -> Result<Self, ProviderError> {
+        if !is_valid_name(&settings.deployment) {
+            return Err(config_error(format!(
+                "deployment name `{}` must be letters, digits, `-` and `_`, starting with a letter",
+                settings.deployment
+            )));
+        }
+        Ok(Self {
+            libvirt: Libvirt::open(&settings.uri).await?,
+            settings,
+            ports: Mutex::new(BTreeSet::new()),
+            bases: Mutex::new(()),
+        })
+    }
+
+    fn check_kind(kind: &str) -> Result<(), ProviderError> {
+        if kind == KIND {
+            Ok(())
+        } else {
+            Err(ProviderError::unknown_kind(PROVIDER_NAME, kind))
+        }
+    }
+
+    /// The name prefix of this deployment's domains: `prov-DEPLOYMENT-`.
+    fn prefix(&self) -> String {
+        format!("prov-{}-", self.settings.deployment)
+    }
+
+    /// The volumes and console log of domain `name`.
+    pub(crate) fn layout(&self, name: &str) -> Layout {
+        Layout {
+            overlay: format!("{name}.qcow2"),
+            seed: format!("{name}-seed.iso"),
+            console_log: self
+                .libvirt
+                .console_log_dir()
+                .join(format!("{name}-console.log"))
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+
+    /// Domain `name` as it is now; `None` when it is not defined.
+    async fn observe(&self, name: &str) -> Result<Option<Observed>, ProviderError> {
+        let Some(state) = self.libvirt.domain(name).await? else {
+            return Ok(None);
+        };
+        let info = xml::parse_domain(&state.xml)
+            .map_err(|e| ProviderError::api("read domain XML", format!("{name}: {e}")))?;
+        let meta = info.meta.clone().unwrap_or_default();
+        let mut attributes = Attributes::new();
+        let mut set = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                attributes.insert(key.to_owned(), value);
+            }
+        };
+        let string = |s: &Option<String>| s.clone().map(Value::from);
+        set(attrs::NAME, Some(info.name.clone().into()));
+        set(attrs::UUID, Some(info.uuid.clone().into()));
+        set(
+            attrs::BASE,
+            Some(meta.base.clone())
+                .filter(|b| !b.is_empty())
+                .map(Value::from),
+        );
+        set(attrs::POOL, string(&info.pool));
+        set(attrs::CPUS, info.cpus.map(Value::from));
+        set(attrs::MEMORY, info.memory_mib.map(Value::from));
+        set(attrs::DOMAIN_TYPE, Some(info.domain_type.clone().into()));
+        set(attrs::DISK_BUS, string(&info.disk_bus));
+        set(attrs::FIRMWARE, string(&info.firmware));
+        set(attrs::KERNEL, string(&info.kernel));
+        set(attrs::INITRD, string(&info.initrd));
+        set(attrs::CMDLINE, string(&info.cmdline));
+        set(attrs::NETWORK, string(&info.network));
+        set(attrs::AUTOSTART, Some(state.autostart.into()));
+        set(
+            attrs::AUTHORIZED_KEYS,
+            Some(Value::from(meta.authorized_keys.clone())),
+        );
+        set(
+            attrs::HOST_KEY,
+            Some(meta.host_key.clone())
+                .filter(|k| !k.is_empty())
+                .map(Value::from),
+        );
+        set(
+            attrs::STATE,
+            Some(if state.active { "running" } else { "shut off" }.into()),
+        );
+        set(attrs::CONSOLE_LOG, string(&info.console_log));
+        if info.network.is_none() {
+            set(attrs::SSH_PORT, info.ssh_port.map(Value::from));
+            set(attrs::ISOLATED, Some(info.isolated.into()));
+            if info.ssh_port.is_some() {
+                set(attrs::SSH_HOST, Some("127.0.0.1".into()));
+            }
+        } else if state.active {
+            let leased = self.libvirt.leased_addresses(name).await?;
+            set(
+                attrs::SSH_HOST,
+                leased.first().map(|a| a.to_string().into()),
+            );
+        }
+        Ok(Some(Observed {
+            id: info.name,
+            attributes,
+        }))
+    }
+
+    /// A port for a new VM: the fixed one, or one free now and not handed out
+    /// by this process before.
+    async fn allocate_port(&self, fixed: Option<u16>) -> Result<u16, ProviderError> {
+        let mut ports = self.ports.lock().await;
+        if let Some(port) = fixed {
+            ports.insert(port);
+            return Ok(port);
+        }
+        for _ in 0..20 {
+            let port = machine::free_port()?;
+            if ports.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(ProviderError::api(
+            "allocate SSH port",
+            "no free port on 127.0.0.1",
+        ))
+    }
+
+    /// The last lines of the console log, when it is readable here.
+    fn console_tail(&self, layout: &Layout) -> String {
+        if !self.libvirt.is_local() {
+            return String::new();
+        }
+        let Ok(text) = std::fs::read(&layout.console_log) else {
+            return String::new();
+        };
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').trim_end())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let tail = lines
+            .get(lines.len().saturating_sub(CONSOLE_LINES)..)
+            .unwrap_or_default();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; its last lines:\n    {}", tail.join("\n    "))
+        }
+    }
+
+    /// Where to reach the VM's sshd now: the forward, or a leased address.
+    async fn ssh_target(
+        &self,
+        name: &str,
+        spec: &VmSpec,
+        port: Option<u16>,
+    ) -> Result<Option<SocketAddr>, ProviderError> {
+        match (&spec.nic, port) {
+            (Nic::User { .. }, Some(port)) => {
+                Ok(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+            }
+            (Nic::User { .. }, None) => Ok(None),
+            (Nic::Network(_), _) => Ok(self
+                .libvirt
+                .leased_addresses(name)
+                .await?
+                .first()
+                .map(|a: &IpAddr| SocketAddr::new(*a, 22))),
+        }
+    }
+
+    /// Starts the domain and waits (bounded) for an SSH banner; fails early
+    /// when the domain stops. Errors point at the console log.
+    async fn start_and_wait(
+        &self,
+        name: &str,
+        spec: &VmSpec,
+        port: Option<u16>,
+    ) -> Result<(), ProviderError> {
+        let layout = self.layout(name);
+        self.libvirt.start(name).await?;
+        let started = Instant::now();
+        let limit = self.settings.boot_timeout;
+        let mut looks = 0_u32;
+        let mut last_target = None;
+        loop {
+            if let Some(target) = self.ssh_target(name, spec, port).await? {
+                if machine::probe(target, PROBE_TIMEOUT).await.is_some() {
+                    tracing::debug!(name, elapsed = ?started.elapsed(), "SSH answered");
+                    return Ok(());
+                }
+                last_target = Some(target);
+            }
+            looks += 1;
+            if looks % 6 == 0 {
+                let active = self.libvirt.domain(name).await?.is_some_and(|d| d.active);
+                if !active {
+                    return Err(ProviderError::api(
+                        "boot VM",
+                        format!(
+                            "domain {name} stopped while booting; see its console log {}{}",
+                            layout.console_log,
+                            self.console_tail(&layout)
+                        ),
+                    ));
+                }
+            }
+            if started.elapsed() >= limit {
+                let at = match (&spec.nic, last_target) {
+                    (_, Some(target)) => format!("SSH on {target}"),
+                    (Nic::Network(network), None) => {
+                        format!("a DHCP lease on network `{network}`")
+                    }
+                    (Nic::User { .. }, None) => "SSH".to_owned(),
+                };
+                return Err(ProviderError::Timeout {
+                    what: format!(
+                        "{at} from domain {name} (console log: {}, or `virsh -c {} console {name}`){}",
+                        layout.console_log,
+                        self.libvirt.uri(),
+                        self.console_tail(&layout)
+                    ),
+                    seconds: limit.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Shuts the domain down: ACPI first, powered off after the bounded wait.
+    async fn shut_down(&self, name: &str) -> Result<(), ProviderError> {
+        let active = |d: Option<crate::conn::DomainState>| d.is_some_and(|d| d.active);
+        if !active(self.libvirt.domain(name).await?) {
+            return Ok(());
+        }
+        self.libvirt.shutdown(name).await?;
+        let started = Instant::now();
+        while started.elapsed() < self.settings.shutdown_timeout {
+            if !active(self.libvirt.domain(name).await?) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        tracing::info!(name, "ACPI shutdown did not finish in time; powering off");
+        self.power_off(name).await
+    }
+
+    /// Powers the domain off at once and waits until it is.
+    async fn power_off(&self, name: &str) -> Result<(), ProviderError> {
+        self.libvirt.destroy(name).await?;
+        let started = Instant::now();
+        loop {
+            if !self.libvirt.domain(name).await?.is_some_and(|d| d.active) {
+                return Ok(());
+            }
+            if started.elapsed() >= POWEROFF_TIMEOUT {
+                return Err(ProviderError::Timeout {
+                    what: format!("domain {name} to power off"),
+                    seconds: POWEROFF_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Removes domain `name` and its overlay and seed volumes, wherever they
+    /// are; what is already gone is fine. The base image stays.
+    async fn remove(&self, name: &str) -> Result<(), ProviderError> {
+        let layout = self.layout(name);
+        let mut pools: BTreeSet<String> = BTreeSet::new();
+        if let Some(state) = self.libvirt.domain(name).await? {
+            if let Ok(info) = xml::parse_domain(&state.xml) {
+                pools.extend(info.volumes.into_iter().map(|(pool, _)| pool));
+            }
+            self.power_off(name).await?;
+            self.libvirt.undefine(name).await?;
+        }
+        pools.extend(self.libvirt.active_pools().await?);
+        for pool in &pools {
+            for volume in [&layout.overlay, &layout.seed] {
+                self.libvirt.delete_volume(pool, volume).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what a VM needs from the machine: the pool, and the kernel
+    /// and initrd files when libvirtd runs here.
+    async fn check_machine(&self, spec: &VmSpec) -> Result<(), ProviderError> {
+        self.libvirt.check_pool(&spec.pool).await?;
+        if let (Boot::Kernel { kernel, initrd, .. }, true) = (&spec.boot, self.libvirt.is_local()) {
+            for (what, file) in [("kernel", Some(kernel)), ("initrd", initrd.as_ref())] {
+                if let Some(file) = file {
+                    if !Path::new(file).is_file() {
+                        return Err(missing(format!(
+                            "{what} {file} does not exist (direct kernel boot needs it on the libvirt host)"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything after the checks: seed, overlay, domain, start, wait.
+    /// The caller removes what was made when this fails.
+    async fn build(
+        &self,
+        request: &CreateRequest<'_>,
+        spec: &VmSpec,
+        key: &HostKey,
+        port: Option<u16>,
+    ) -> Result<Observed, ProviderError> {
+        let name = spec.name.as_str();
+        let layout = self.layout(name);
+        let base = {
+            let _guard = self.bases.lock().await;
+            image::ensure(&self.libvirt, &spec.pool, &spec.base).await?
+        };
+        let host = match request.address.index {
+            Some(i) => format!("{}-{i}", request.address.name),
+            None => request.address.name.clone(),
+        };
+        let seed = seed::seed(
+            &format!("prov-{}", request.token),
+            &seed::hostname(&host),
+            key,
+            &spec.authorized_keys,
+        )
+        .image()?;
+        let length = seed.len() as u64;
+        self.libvirt
+            .create_volume(&spec.pool, xml::volume(&layout.seed, length, "raw", None))
+            .await?;
+        self.libvirt
+            .upload(
+                &spec.pool,
+                &layout.seed,
+                length,
+                Box::new(std::io::Cursor::new(seed)),
+            )
+            .await?;
+        self.libvirt
+            .create_volume(
+                &spec.pool,
+                xml::volume(
+                    &layout.overlay,
+                    base.capacity,
+                    "qcow2",
+                    Some((&base.path, &base.format)),
+                ),
+            )
+            .await?;
+        let mut meta = Meta {
+            token: request.token.to_owned(),
+            base: spec.base.clone(),
+            host_key: key.public.clone(),
+            authorized_keys: spec.authorized_keys.clone(),
+            ready: false,
+        };
+        self.libvirt
+            .define(xml::domain(spec, &layout, &meta, port, None))
+            .await?;
+        self.libvirt.set_autostart(name, spec.autostart).await?;
+        self.start_and_wait(name, spec, port).await?;
+        meta.ready = true;
+        self.libvirt.set_meta(name, meta.bare_element()).await?;
+        self.observe(name).await?.ok_or_else(|| {
+            ProviderError::api(
+                "create VM",
+                format!("domain {name} vanished after it started"),
+            )
+        })
+    }
+
+    fn current_port(current: &Attributes) -> Option<u16> {
+        current
+            .get(attrs::SSH_PORT)
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+}
+
+#[async_trait]
+impl Provider for LibvirtProvider {
+    fn name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    fn schema(&self, kind: &str) -> Result<&'static [AttributeSchema], ProviderError> {
+        Self::check_kind(kind)?;
+        Ok(attrs::SCHEMA)
+    }
+
+    fn diff(
+        &self,
+        kind: &str,
+        desired: &Desired,
+        current: &Attributes,
+    ) -> Result<Vec<AttributeChange>, ProviderError> {
+        Self::check_kind(kind)?;
+        let mut desired = desired.clone();
+        attrs::normalize_desired(&mut desired.attributes, current);
+        Ok(diff_attributes(attrs::SCHEMA, &desired, current))
+    }
+
+    fn update_effects(&self, _kind: &str, changes: &[AttributeChange]) -> Vec<String> {
+        if attrs::restarts(changes) {
+            vec![format!(
+                "the VM is shut down (ACPI, powered off after {} s), redefined and started again",
+                self.settings.shutdown_timeout.as_secs()
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn read(
+        &self,
+        kind: &str,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Observed>, ProviderError> {
+        Self::check_kind(kind)?;
+        let mut found = BTreeMap::new();
+        for id in ids {
+            if let Some(observed) = self.observe(id).await? {
+                found.insert(id.clone(), observed);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn find_by_token(
+        &self,
+        kind: &str,
+        tokens: &[String],
+    ) -> Result<BTreeMap<String, Observed>, ProviderError> {
+        Self::check_kind(kind)?;
+        let wanted: BTreeSet<&str> = tokens.iter().map(String::as_str).collect();
+        let mut found = BTreeMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        for name in self.libvirt.domain_names(&self.prefix()).await? {
+            let Some(state) = self.libvirt.domain(&name).await? else {
+                continue;
+            };
+            let Some(meta) = xml::parse_domain(&state.xml).ok().and_then(|i| i.meta) else {
+                continue;
+            };
+            // A domain whose create never finished is not adopted: the
+            // create that follows removes and remakes it.
+            if !meta.ready || !wanted.contains(meta.token.as_str()) {
+                continue;
+            }
+            if let Some(observed) = self.observe(&name).await? {
+                found.insert(meta.token, observed);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
+        Self::check_kind(request.kind)?;
+        let spec = attrs::parse_spec(request.address, request.attributes)?;
+        let name = spec.name.clone();
+        let started = Instant::now();
+        self.check_machine(&spec).await?;
+        if let Some(state) = self.libvirt.domain(&name).await? {
+            let meta = xml::parse_domain(&state.xml).ok().and_then(|i| i.meta);
+            match meta {
+                Some(meta) if meta.token == request.token => {
+                    if meta.ready {
+                        if let Some(observed) = self.observe(&name).await? {
+                            return Ok(observed);
+                        }
+                    }
+                    tracing::info!(%name, "removing the domain of an interrupted create");
+                }
+                _ => {
+                    return Err(ProviderError::api(
+                        "create VM",
+                        format!(
+                            "a domain named {name} already exists and was not made by this create; remove it (`virsh -c {uri} destroy {name}; virsh -c {uri} undefine {name} --nvram`) or import it",
+                            uri = self.libvirt.uri()
+                        ),
+                    ));
+                }
+            }
+        }
+        // Leftovers of an interrupted create (volumes without a domain).
+        self.remove(&name).await?;
+        let key = machine::generate_host_key().await?;
+        let port = match &spec.nic {
+            Nic::User { port, .. } => Some(self.allocate_port(*port).await?),
+            Nic::Network(_) => None,
+        };
+        match self.build(&request, &spec, &key, port).await {
+            Ok(observed) => {
+                tracing::debug!(%name, elapsed = ?started.elapsed(), "VM created");
+                Ok(observed)
+            }
+            Err(error) => {
+                if let Err(cleanup) = self.remove(&name).await {
+                    tracing::warn!(%name, %cleanup, "cannot remove the VM of a failed create");
+                }
+                if let Some(port) = port {
+                    self.ports.lock().await.remove(&port);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {
+        Self::check_kind(request.kind)?;
+        let name = request.id;
+        if let Some(change) = request
+            .changes
+            .iter()
+            .find(|c| c.name != attrs::AUTOSTART && !attrs::RESTARTING.contains(&c.name.as_str()))
+        {
+            return Err(ProviderError::api(
+                "update VM",
+                format!("`{}` of a VM cannot change in place", change.name),
+            ));
+        }
+        let not_found = || ProviderError::NotFound {
+            kind: KIND.to_owned(),
+            id: name.to_owned(),
+        };
+        let current = self.observe(name).await?.ok_or_else(not_found)?;
+        let mut desired = request.attributes.clone();
+        attrs::normalize_desired(&mut desired, &current.attributes);
+        let spec = attrs::parse_spec(request.address, &desired)?;
+        if attrs::restarts(request.changes) {
+            self.check_machine(&spec).await?;
+            let state = self.libvirt.domain(name).await?.ok_or_else(not_found)?;
+            let info = xml::parse_domain(&state.xml)
+                .map_err(|e| ProviderError::api("read domain XML", format!("{name}: {e}")))?;
+            let meta = info.meta.unwrap_or_default();
+            let port = match &spec.nic {
+                Nic::User { port, .. } => match port.or(Self::current_port(&current.attributes)) {
+                    Some(port) => Some(port),
+                    None => Some(self.allocate_port(None).await?),
+                },
+                Nic::Network(_) => None,
+            };
+            // The new definition first: libvirt checks it while the VM still
+            // runs, and it takes effect at the next start.
+            self.libvirt
+                .define(xml::domain(
+                    &spec,
+                    &self.layout(name),
+                    &meta,
+                    port,
+                    Some(&info.uuid),
+                ))
+                .await?;
+            self.libvirt.set_autostart(name, spec.autostart).await?;
+            self.shut_down(name).await?;
+            self.start_and_wait(name, &spec, port).await?;
+        } else {
+            self.libvirt.set_autostart(name, spec.autostart).await?;
+        }
+        self.observe(name).await?.ok_or_else(not_found)
+    }
+
+    async fn delete(&self, kind: &str, id: &str) -> Result<(), ProviderError> {
+        Self::check_kind(kind)?;
+        let started = Instant::now();
+        self.remove(id).await?;
+        tracing::debug!(id, elapsed = ?started.elapsed(), "VM deleted");
+        Ok(())
+    }
+}
