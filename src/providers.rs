@@ -68,6 +68,9 @@ impl Providers {
                         .context("setting up the virtualbox provider")?;
                     providers.map.insert(name.clone(), Arc::new(vbox));
                 }
+                "libvirt" => {
+                    providers.map.insert(name.clone(), libvirt(spec).await?);
+                }
                 other => anyhow::bail!("state refers to an unknown provider `{other}`"),
             }
         }
@@ -99,4 +102,29 @@ impl Providers {
             tracing::info!(calls = ec2.api_calls(), "ec2 API calls");
         }
     }
+}
+
+/// The libvirt provider with the spec's settings.
+#[cfg(feature = "libvirt")]
+async fn libvirt(spec: &Spec) -> Result<Arc<dyn Provider>> {
+    let mut settings = prov_provider_libvirt::LibvirtSettings::new(spec.deployment.clone());
+    if let Some(configured) = &spec.providers.libvirt {
+        settings.uri.clone_from(&configured.uri);
+        if let Some(t) = configured.boot_timeout {
+            settings.boot_timeout = t;
+        }
+        if let Some(t) = configured.shutdown_timeout {
+            settings.shutdown_timeout = t;
+        }
+    }
+    let provider = prov_provider_libvirt::LibvirtProvider::connect(settings)
+        .await
+        .context("setting up the libvirt provider")?;
+    Ok(Arc::new(provider))
+}
+
+/// Without the `libvirt` feature there is no libvirt provider.
+#[cfg(not(feature = "libvirt"))]
+async fn libvirt(_spec: &Spec) -> Result<Arc<dyn Provider>> {
+    anyhow::bail!("this prov was built without libvirt support: rebuild with the `libvirt` cargo feature (on by default; needs libvirt's development files)")
 }

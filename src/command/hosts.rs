@@ -8,6 +8,9 @@ use crate::cli::Cli;
 use crate::command::Context;
 use crate::deploy::{deployer_identity, DeployContext};
 
+/// Providers whose machines prov gives the deployer's key at creation.
+const MACHINES: &[&str] = &["local", "virtualbox", "libvirt"];
+
 impl Context {
     /// The deploy context of this run. Local hosts are given the deployer's
     /// public key to authorize (prov generates the key pair on first use).
@@ -19,11 +22,11 @@ impl Context {
             .spec
             .hosts
             .values()
-            .any(|h| h.deploy.is_some() || h.target == "local" || h.target == "virtualbox");
+            .any(|h| h.deploy.is_some() || MACHINES.contains(&h.target.as_str()));
         let identity = if needs_key {
             let (private, public) = deployer_identity(&self.spec)?;
             for resource in &mut self.spec.resources {
-                if resource.provider == "local" || resource.provider == "virtualbox" {
+                if MACHINES.contains(&resource.provider.as_str()) {
                     resource.attributes.insert(
                         "authorized_keys".into(),
                         Value::Array(vec![Value::from(public.clone())]),

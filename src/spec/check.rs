@@ -58,6 +58,7 @@ pub(crate) fn check(
     c.deployment(&raw.deployment);
     c.settings(raw);
     c.out.deploy = deploy_settings(raw, base_dir, &mut c.diags);
+    super::check_libvirt::check_settings(raw, &mut c.diags);
     c.out.secrets = super::check_secrets::check_secrets(raw, base_dir, &mut c.diags);
     for (name, kp) in &raw.key_pairs {
         c.name(name, "key pair");

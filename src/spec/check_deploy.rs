@@ -14,8 +14,8 @@ use super::host::{
 use super::raw::{RawHost, RawSpec, Str};
 
 /// Host targets: `ec2`, `local` (namespace containers here), `ssh`
-/// (existing machines), `virtualbox`.
-pub(crate) const TARGETS: &[&str] = &["ec2", "local", "ssh", "virtualbox"];
+/// (existing machines), `virtualbox`, `libvirt`.
+pub(crate) const TARGETS: &[&str] = &["ec2", "libvirt", "local", "ssh", "virtualbox"];
 
 /// Default seconds to wait for confirmation before a host rolls back.
 const DEFAULT_CONFIRM_TIMEOUT: i64 = 30;
@@ -103,6 +103,7 @@ pub(crate) fn host_parts(
     }
 
     super::check_virtualbox::check_host(name, host, diags);
+    super::check_libvirt::check_host(name, host, diags);
     parts.deploy = deploy_spec(host, base_dir, diags);
     parts.ssh = ssh_spec(host, base_dir, diags);
     if target == "ssh" && parts.ssh.address.is_none() {

@@ -29,6 +29,10 @@ pub(crate) struct RawVirtualBox {
 pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
     let target = host.target.get_ref().as_str();
     let host_name = name.get_ref();
+    if target == super::check_libvirt::LIBVIRT {
+        // Its own module checks `base`, `cpus` and `memory`.
+        return;
+    }
     if target != VIRTUALBOX {
         let only: [(&str, Option<std::ops::Range<usize>>); 3] = [
             ("base", host.base.as_ref().map(Spanned::span)),
@@ -39,7 +43,7 @@ pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>
             if let Some(span) = span {
                 diags.push(Diagnostic::new(
                     ErrorKind::InvalidValue,
-                    format!("`{field}` applies to target `virtualbox` only; host `{host_name}` has target `{target}`"),
+                    format!("`{field}` applies to targets `virtualbox` and `libvirt` only; host `{host_name}` has target `{target}`"),
                     span,
                 ));
             }

@@ -71,6 +71,14 @@ pub(crate) fn convert(
             match host.target.get_ref().as_str() {
                 "ec2" => resources.push(instance(raw, checked, &deployment, address.clone(), host)),
                 "local" => resources.push(local_host(raw, address.clone(), host)),
+                super::check_libvirt::LIBVIRT => resources.push(super::check_libvirt::vm(
+                    raw,
+                    &deployment,
+                    address.clone(),
+                    host,
+                    base_dir,
+                    host_dependencies(raw, host),
+                )),
                 super::check_virtualbox::VIRTUALBOX => resources.push(super::check_virtualbox::vm(
                     &deployment,
                     address.clone(),
@@ -107,6 +115,7 @@ pub(crate) fn convert(
                 root: l.root.as_ref().map(|r| base_dir.join(r.get_ref())),
             }),
             virtualbox: super::check_virtualbox::settings(raw, base_dir),
+            libvirt: super::check_libvirt::settings(raw),
         },
         state: StateSettings {
             path: base_dir.join(

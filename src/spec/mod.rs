@@ -3,6 +3,7 @@
 
 mod check;
 mod check_deploy;
+mod check_libvirt;
 mod check_secrets;
 mod check_virtualbox;
 mod convert;
@@ -29,8 +30,8 @@ pub use host::{
     SystemSource,
 };
 pub use model::{
-    Ec2Settings, HostInfo, LocalSettings, OutputSpec, ProviderSettings, Spec, StateSettings,
-    VirtualBoxSettings,
+    Ec2Settings, HostInfo, LibvirtSettings, LocalSettings, OutputSpec, ProviderSettings, Spec,
+    StateSettings, VirtualBoxSettings,
 };
 
 pub use check_secrets::allow_missing_secret_files;

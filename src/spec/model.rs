@@ -42,6 +42,19 @@ pub struct ProviderSettings {
     pub local: Option<LocalSettings>,
     /// `[providers.virtualbox]`, when present.
     pub virtualbox: Option<VirtualBoxSettings>,
+    /// `[providers.libvirt]`, when present.
+    pub libvirt: Option<LibvirtSettings>,
+}
+
+/// `[providers.libvirt]`, with environment variables expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtSettings {
+    /// Connection URI (default `qemu:///system`).
+    pub uri: String,
+    /// How long a VM may take from start to SSH.
+    pub boot_timeout: Option<std::time::Duration>,
+    /// How long an ACPI shutdown may take before power-off.
+    pub shutdown_timeout: Option<std::time::Duration>,
 }
 
 /// `[providers.virtualbox]`.

@@ -82,6 +82,8 @@ pub(crate) struct RawProviders {
     pub local: Option<RawLocal>,
     /// `[providers.virtualbox]`.
     pub virtualbox: Option<super::check_virtualbox::RawVirtualBox>,
+    /// `[providers.libvirt]`.
+    pub libvirt: Option<super::check_libvirt::RawLibvirt>,
 }
 
 /// `[providers.ec2]`.
@@ -168,12 +170,15 @@ pub(crate) struct RawHost {
     pub depends_on: Option<StrList>,
     /// Fixed loopback address of a `local` host.
     pub address: Option<Str>,
-    /// `virtualbox`: the appliance (`.ova`) to import or the VM to clone.
+    /// `virtualbox`: the appliance (`.ova`) to import or the VM to clone;
+    /// `libvirt`: the base image (a volume, or a file to upload).
     pub base: Option<Str>,
-    /// `virtualbox`: virtual CPUs.
+    /// `virtualbox`, `libvirt`: virtual CPUs.
     pub cpus: Option<Spanned<i64>>,
-    /// `virtualbox`: memory in MiB.
+    /// `virtualbox`, `libvirt`: memory in MiB.
     pub memory: Option<Spanned<i64>>,
+    /// `[hosts.NAME.libvirt]`: the rest of a libvirt VM.
+    pub libvirt: Option<Spanned<super::check_libvirt::RawHostLibvirt>>,
     /// The system as a store path.
     pub system: Option<Str>,
     /// The system built from a Nix file.

@@ -1,0 +1,502 @@
+//! `target = "libvirt"` hosts, `[hosts.NAME.libvirt]` and
+//! `[providers.libvirt]`: the raw tables, checks and conversion to a
+//! `libvirt` `vm` resource.
+//!
+//! The URI, the pool and the image and kernel paths may name environment
+//! variables, `${VAR}` or `${VAR:-default}`, so one spec serves machines
+//! that keep their images in different places (prov's own example and test
+//! use this).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use prov_provider::{Address, Attributes, ResourceConfig};
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+use super::error::{Diagnostic, ErrorKind};
+use super::model::LibvirtSettings;
+use super::raw::{RawHost, RawSpec, Str};
+
+/// The target name and the provider's name.
+pub(crate) const LIBVIRT: &str = "libvirt";
+
+/// The URI when the spec gives none.
+const DEFAULT_URI: &str = "qemu:///system";
+/// The pool when the spec gives none.
+const DEFAULT_POOL: &str = "default";
+
+/// `[providers.libvirt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLibvirt {
+    /// Connection URI (default `qemu:///system`).
+    pub uri: Option<Str>,
+    /// Storage pool of the hosts' volumes (default `default`).
+    pub pool: Option<Str>,
+    /// Seconds a VM may take from start to SSH (default 300).
+    pub boot_timeout: Option<Spanned<i64>>,
+    /// Seconds an ACPI shutdown may take before power-off (default 60).
+    pub shutdown_timeout: Option<Spanned<i64>>,
+}
+
+/// `[hosts.NAME.libvirt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHostLibvirt {
+    /// Storage pool (default: the provider's).
+    pub pool: Option<Str>,
+    /// `kvm` (default) or `qemu`.
+    pub domain_type: Option<Str>,
+    /// `virtio` (default), `sata` or `scsi`.
+    pub disk_bus: Option<Str>,
+    /// `bios` (default) or `efi`.
+    pub firmware: Option<Str>,
+    /// Direct kernel boot: kernel file on the libvirt host.
+    pub kernel: Option<Str>,
+    /// Direct kernel boot: initrd file.
+    pub initrd: Option<Str>,
+    /// Direct kernel boot: command line.
+    pub cmdline: Option<Str>,
+    /// A named libvirt network instead of the user-mode NIC.
+    pub network: Option<Str>,
+    /// The user-mode NIC's port on 127.0.0.1 (default: a free one).
+    pub ssh_port: Option<Spanned<i64>>,
+    /// User-mode NIC: no traffic from the guest (inbound SSH still works).
+    pub isolated: Option<bool>,
+    /// Start with libvirtd.
+    pub autostart: Option<bool>,
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` (the default may itself hold
+/// `${…}`) with `lookup`; `$$` is a literal `$`.
+///
+/// # Errors
+/// The reason: an unset variable without a default, or a malformed `${`.
+pub(crate) fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let Some(body) = rest.strip_prefix('{') else {
+            out.push('$');
+            continue;
+        };
+        // The matching `}`, counting nested `${`.
+        let mut depth = 1;
+        let mut end = None;
+        let bytes = body.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let end = end.ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
+        let inner = &body[..end];
+        rest = &body[end + 1..];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "`${{{inner}}}` does not name an environment variable"
+            ));
+        }
+        match (lookup(name).filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(&expand(default, lookup)?),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable `{name}` is not set (write `${{{name}:-DEFAULT}}` for a default)"
+                ))
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `value` expanded; on failure a diagnostic at its span and `None`.
+fn expanded(value: &Str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match expand(value.get_ref(), &env) {
+        Ok(text) if !text.trim().is_empty() => Some(text),
+        Ok(_) => {
+            diags.push(Diagnostic::new(
+                ErrorKind::InvalidValue,
+                "this value must not be empty",
+                value.span(),
+            ));
+            None
+        }
+        Err(why) => {
+            diags.push(Diagnostic::new(ErrorKind::InvalidValue, why, value.span()));
+            None
+        }
+    }
+}
+
+/// `value` expanded, without diagnostics (after the check passed).
+fn expanded_quiet(value: &Str) -> String {
+    expand(value.get_ref(), &env).unwrap_or_else(|_| value.get_ref().clone())
+}
+
+fn seconds(value: Option<&Spanned<i64>>, diags: &mut Vec<Diagnostic>) {
+    if let Some(value) = value {
+        if !(1..=86_400).contains(value.get_ref()) {
+            diags.push(Diagnostic::new(
+                ErrorKind::InvalidValue,
+                format!("must be from 1 to 86400 seconds (got {})", value.get_ref()),
+                value.span(),
+            ));
+        }
+    }
+}
+
+/// Checks `[providers.libvirt]`.
+pub(crate) fn check_settings(raw: &RawSpec, diags: &mut Vec<Diagnostic>) {
+    let Some(settings) = &raw.providers.libvirt else {
+        return;
+    };
+    for value in [&settings.uri, &settings.pool].into_iter().flatten() {
+        expanded(value, diags);
+    }
+    seconds(settings.boot_timeout.as_ref(), diags);
+    seconds(settings.shutdown_timeout.as_ref(), diags);
+}
+
+fn one_of(value: &Str, allowed: &[&str], diags: &mut Vec<Diagnostic>) {
+    if !allowed.contains(&value.get_ref().as_str()) {
+        diags.push(Diagnostic::new(
+            ErrorKind::InvalidValue,
+            format!(
+                "must be one of {}, not `{}`",
+                allowed.join(", "),
+                value.get_ref()
+            ),
+            value.span(),
+        ));
+    }
+}
+
+fn conflict(message: String, span: Range<usize>, diags: &mut Vec<Diagnostic>) {
+    diags.push(Diagnostic::new(ErrorKind::Conflict, message, span));
+}
+
+/// Checks the libvirt parts of host `name`.
+pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
+    let target = host.target.get_ref().as_str();
+    let host_name = name.get_ref();
+    if target != LIBVIRT {
+        if let Some(table) = &host.libvirt {
+            diags.push(Diagnostic::new(
+                ErrorKind::InvalidValue,
+                format!("[hosts.{host_name}.libvirt] applies to target `libvirt` only; host `{host_name}` has target `{target}`"),
+                table.span(),
+            ));
+        }
+        return;
+    }
+    match &host.base {
+        None => diags.push(
+            Diagnostic::new(
+                ErrorKind::MissingField,
+                format!("host `{host_name}` needs `base` (target libvirt)"),
+                name.span(),
+            )
+            .help("a volume of the pool (base = \"nixos.qcow2\") or an image file to upload (base = \"/var/lib/images/nixos.qcow2\")"),
+        ),
+        Some(base) => {
+            expanded(base, diags);
+        }
+    }
+    for (field, value, min, max) in [
+        ("cpus", &host.cpus, 1, 256),
+        ("memory", &host.memory, 16, 16_777_216),
+    ] {
+        if let Some(value) = value {
+            let n = *value.get_ref();
+            if !(min..=max).contains(&n) {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    format!("`{field}` must be from {min} to {max} (got {n})"),
+                    value.span(),
+                ));
+            }
+        }
+    }
+    let Some(table) = &host.libvirt else {
+        return;
+    };
+    let l = table.get_ref();
+    if let Some(v) = &l.domain_type {
+        one_of(v, &["kvm", "qemu"], diags);
+    }
+    if let Some(v) = &l.disk_bus {
+        one_of(v, &["virtio", "sata", "scsi"], diags);
+    }
+    if let Some(v) = &l.firmware {
+        one_of(v, &["bios", "efi"], diags);
+    }
+    for value in [&l.pool, &l.kernel, &l.initrd, &l.cmdline, &l.network]
+        .into_iter()
+        .flatten()
+    {
+        expanded(value, diags);
+    }
+    if l.kernel.is_none() {
+        for (field, value) in [("initrd", &l.initrd), ("cmdline", &l.cmdline)] {
+            if let Some(value) = value {
+                conflict(
+                    format!("`{field}` needs `kernel` (direct kernel boot)"),
+                    value.span(),
+                    diags,
+                );
+            }
+        }
+    } else if let Some(firmware) = &l.firmware {
+        conflict(
+            "`firmware` does not apply with `kernel` (direct kernel boot)".into(),
+            firmware.span(),
+            diags,
+        );
+    }
+    if let Some(port) = &l.ssh_port {
+        if !(1..=65_535).contains(port.get_ref()) {
+            diags.push(Diagnostic::new(
+                ErrorKind::InvalidValue,
+                format!(
+                    "`ssh_port` must be from 1 to 65535 (got {})",
+                    port.get_ref()
+                ),
+                port.span(),
+            ));
+        } else if host.count.as_ref().is_some_and(|c| *c.get_ref() > 1) {
+            conflict(
+                "a fixed `ssh_port` cannot be shared by several hosts (count > 1)".into(),
+                port.span(),
+                diags,
+            );
+        }
+        if l.network.is_some() {
+            conflict(
+                "`ssh_port` applies to the user-mode NIC only, not with `network`".into(),
+                port.span(),
+                diags,
+            );
+        }
+    }
+    if let (Some(network), Some(true)) = (&l.network, l.isolated) {
+        conflict(
+            "`isolated` applies to the user-mode NIC only, not with `network`".into(),
+            network.span(),
+            diags,
+        );
+    }
+}
+
+/// `[providers.libvirt]`, expanded.
+pub(crate) fn settings(raw: &RawSpec) -> Option<LibvirtSettings> {
+    raw.providers.libvirt.as_ref().map(|l| LibvirtSettings {
+        uri: l
+            .uri
+            .as_ref()
+            .map_or_else(|| DEFAULT_URI.to_owned(), expanded_quiet),
+        boot_timeout: l
+            .boot_timeout
+            .as_ref()
+            .and_then(|s| u64::try_from(*s.get_ref()).ok())
+            .map(Duration::from_secs),
+        shutdown_timeout: l
+            .shutdown_timeout
+            .as_ref()
+            .and_then(|s| u64::try_from(*s.get_ref()).ok())
+            .map(Duration::from_secs),
+    })
+}
+
+/// A path value: expanded, `~/` is the home directory, relative paths are
+/// relative to the spec's directory.
+fn path_value(value: &Str, base_dir: &Path) -> String {
+    let text = expanded_quiet(value);
+    let path = match text.strip_prefix("~/") {
+        Some(rest) => {
+            env("HOME").map_or_else(|| Path::new(&text).to_owned(), |h| Path::new(&h).join(rest))
+        }
+        None => base_dir.join(&text),
+    };
+    std::path::absolute(&path)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The VM of a `libvirt` host, named `prov-DEPLOYMENT-HOST`. A `base` with a
+/// `/` is a file (made absolute), else a volume name. The core fills
+/// `authorized_keys` with the deployer's public key.
+pub(crate) fn vm(
+    raw: &RawSpec,
+    deployment: &str,
+    address: Address,
+    host: &RawHost,
+    base_dir: &Path,
+    depends_on: BTreeSet<Address>,
+) -> ResourceConfig {
+    let mut attributes = Attributes::new();
+    let mut set = |name: &str, value: Value| {
+        attributes.insert(name.to_owned(), value);
+    };
+    let host_part = match address.index {
+        Some(i) => format!("{}-{i}", address.name),
+        None => address.name.clone(),
+    };
+    set("name", format!("prov-{deployment}-{host_part}").into());
+    if let Some(base) = &host.base {
+        let text = expanded_quiet(base);
+        let value = if text.contains('/') {
+            path_value(base, base_dir)
+        } else {
+            text
+        };
+        set("base", value.into());
+    }
+    set(
+        "cpus",
+        host.cpus.as_ref().map_or(1, |c| *c.get_ref()).into(),
+    );
+    set(
+        "memory",
+        host.memory.as_ref().map_or(1024, |m| *m.get_ref()).into(),
+    );
+    let table = host.libvirt.as_ref().map(Spanned::get_ref);
+    let provider_pool = raw.providers.libvirt.as_ref().and_then(|l| l.pool.as_ref());
+    let pool = table
+        .and_then(|l| l.pool.as_ref())
+        .or(provider_pool)
+        .map_or_else(|| DEFAULT_POOL.to_owned(), expanded_quiet);
+    set("pool", pool.into());
+    if let Some(l) = table {
+        for (name, value) in [
+            ("domain_type", &l.domain_type),
+            ("disk_bus", &l.disk_bus),
+            ("firmware", &l.firmware),
+            ("cmdline", &l.cmdline),
+            ("network", &l.network),
+        ] {
+            if let Some(value) = value {
+                set(name, expanded_quiet(value).into());
+            }
+        }
+        for (name, value) in [("kernel", &l.kernel), ("initrd", &l.initrd)] {
+            if let Some(value) = value {
+                set(name, path_value(value, base_dir).into());
+            }
+        }
+        if let Some(port) = &l.ssh_port {
+            set("ssh_port", (*port.get_ref()).into());
+        }
+        if let Some(isolated) = l.isolated {
+            set("isolated", isolated.into());
+        }
+        if let Some(autostart) = l.autostart {
+            set("autostart", autostart.into());
+        }
+    }
+    set("authorized_keys", Value::Array(Vec::new()));
+    ResourceConfig {
+        address,
+        provider: LIBVIRT.into(),
+        kind: "vm".into(),
+        attributes,
+        references: BTreeMap::new(),
+        depends_on,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(name: &str) -> Option<String> {
+        match name {
+            "HOME" => Some("/home/me".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_variables_with_defaults() {
+        assert_eq!(expand("a${HOME}b", &lookup).unwrap(), "a/home/meb");
+        assert_eq!(expand("${NOPE:-x}", &lookup).unwrap(), "x");
+        assert_eq!(expand("${EMPTY:-x}", &lookup).unwrap(), "x");
+        assert_eq!(
+            expand("${NOPE:-${HOME}/.cache/i.qcow2}", &lookup).unwrap(),
+            "/home/me/.cache/i.qcow2"
+        );
+        assert_eq!(expand("$$5 and $x", &lookup).unwrap(), "$5 and $x");
+        assert!(expand("${NOPE}", &lookup)
+            .unwrap_err()
+            .contains("`NOPE` is not set"));
+        assert!(expand("${HOME", &lookup).is_err());
+        assert!(expand("${a b}", &lookup).is_err());
+    }
+
+    #[test]
+    fn libvirt_hosts_become_vms() {
+        let spec = crate::spec::parse_toml(
+            "deployment = \"d\"\n[providers.libvirt]\nuri = \"${PROV_TEST_UNSET_URI:-qemu:///session}\"\npool = \"p\"\nboot_timeout = 90\n[hosts.web]\ntarget = \"libvirt\"\ncount = 2\nbase = \"img/base.qcow2\"\nmemory = 2048\n[hosts.web.libvirt]\ndomain_type = \"qemu\"\nkernel = \"img/vmlinuz\"\ncmdline = \"root=/dev/vda\"\nisolated = true\n[hosts.db]\ntarget = \"libvirt\"\nbase = \"nixos.qcow2\"\n[hosts.db.libvirt]\npool = \"fast\"\nnetwork = \"lab\"\n",
+            Path::new("/s/spec.toml"),
+        )
+        .unwrap();
+        let settings = spec.providers.libvirt.clone().unwrap();
+        assert_eq!(settings.uri, "qemu:///session");
+        assert_eq!(settings.boot_timeout, Some(Duration::from_secs(90)));
+        let web = spec
+            .resources
+            .iter()
+            .find(|r| r.address.to_string() == "web[1]")
+            .unwrap();
+        assert_eq!(web.provider, "libvirt");
+        assert_eq!(web.attributes["name"], "prov-d-web-1");
+        assert_eq!(web.attributes["base"], "/s/img/base.qcow2");
+        assert_eq!(web.attributes["kernel"], "/s/img/vmlinuz");
+        assert_eq!(web.attributes["pool"], "p");
+        assert_eq!(web.attributes["memory"], 2048);
+        assert_eq!(web.attributes["isolated"], true);
+        let db = spec
+            .resources
+            .iter()
+            .find(|r| r.address.to_string() == "db")
+            .unwrap();
+        assert_eq!(db.attributes["base"], "nixos.qcow2");
+        assert_eq!(db.attributes["pool"], "fast");
+        assert_eq!(db.attributes["network"], "lab");
+    }
+}
