@@ -183,7 +183,7 @@ mod tests {
         let err = parse("deployment = \"d\"\n[hosts.web]\ntarget = \"local\"\nmemory = 2048\n")
             .unwrap_err();
         assert!(
-            err.contains("`memory` applies to target `virtualbox` only"),
+            err.contains("`memory` applies to targets `virtualbox` and `libvirt` only"),
             "{err}"
         );
         let err = parse("deployment = \"d\"\n[hosts.web]\ntarget = \"virtualbox\"\ncpus = 0\n")

@@ -296,6 +296,46 @@ const FILE: &str = "specs/test.toml";
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
+    ("libvirt: unset variable without a default", r##"deployment = "demo"
+[hosts.web]
+target = "libvirt"
+base = "${PROV_TEST_SURELY_UNSET_VAR}/debian.qcow2"
+"##, (4, 8), ErrorKind::InvalidValue),
+    ("libvirt: initrd without kernel", r##"deployment = "demo"
+[hosts.web]
+target = "libvirt"
+base = "nixos.qcow2"
+[hosts.web.libvirt]
+initrd = "/boot/initrd"
+"##, (6, 10), ErrorKind::Conflict),
+    ("libvirt: unknown disk bus", r##"deployment = "demo"
+[hosts.web]
+target = "libvirt"
+base = "nixos.qcow2"
+[hosts.web.libvirt]
+disk_bus = "ide"
+"##, (6, 12), ErrorKind::InvalidValue),
+    ("libvirt: fixed port shared by two hosts", r##"deployment = "demo"
+[hosts.web]
+target = "libvirt"
+count = 2
+base = "nixos.qcow2"
+[hosts.web.libvirt]
+ssh_port = 2222
+"##, (7, 12), ErrorKind::Conflict),
+    ("libvirt: no base", r##"deployment = "demo"
+[hosts.web]
+target = "libvirt"
+"##, (2, 8), ErrorKind::MissingField),
+    ("libvirt table on an ec2 host", r##"deployment = "demo"
+[providers.ec2]
+[hosts.web]
+target = "ec2"
+ami = "a"
+instance_type = "t"
+[hosts.web.libvirt]
+domain_type = "qemu"
+"##, (7, 1), ErrorKind::InvalidValue),
     ("toml syntax: unterminated string", "deployment = \"demo\n", (1, 19), ErrorKind::Syntax),
     ("toml syntax: unclosed table header", "deployment = \"demo\"\n[providers.ec2]\nregion = \"us-east-1\"\n[hosts.web\n", (4, 11), ErrorKind::Syntax),
     ("unknown top-level key", r##"deployment = "demo"
