@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod ec2;
+mod libvirt;
 mod locking;
 mod plan_output;
 mod s3_state;

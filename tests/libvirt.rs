@@ -1,0 +1,372 @@
+//! The libvirt provider end to end on a real libvirtd with QEMU (TCG),
+//! booting the Debian test image scripts/libvirt-image.sh builds (sshd,
+//! nix-bin, cloud-init). scripts/test.sh starts the daemons and exports
+//! PROV_LIBVIRT_IMAGE, PROV_LIBVIRT_KERNEL, PROV_LIBVIRT_INITRD and
+//! PROV_LIBVIRT_POOL; without them these tests fail and say how to set up.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{Run, Workspace};
+
+const URI: &str = "qemu:///system";
+
+/// The machine's libvirt setup, from the environment test.sh exports.
+struct Setup {
+    pool: String,
+    env: Vec<(&'static str, String)>,
+}
+
+fn setup() -> Setup {
+    let mut env = Vec::new();
+    for name in [
+        "PROV_LIBVIRT_IMAGE",
+        "PROV_LIBVIRT_KERNEL",
+        "PROV_LIBVIRT_INITRD",
+    ] {
+        let value = std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run `scripts/libvirt-setup.sh` and `eval \"$(scripts/libvirt-image.sh)\"` first (scripts/test.sh does both)")
+        });
+        assert!(Path::new(&value).is_file(), "{name}={value} is not a file");
+        env.push((name, value));
+    }
+    let pool = std::env::var("PROV_LIBVIRT_POOL").unwrap_or_else(|_| "prov-test".into());
+    env.push(("PROV_LIBVIRT_POOL", pool.clone()));
+    env.push(("PROV_LIBVIRT_URI", URI.into()));
+    Setup { pool, env }
+}
+
+fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Domains whose name starts with `prefix`.
+fn domains(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = virsh(&["list", "--all", "--name"])
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Volumes of `pool` whose name starts with `prefix`.
+fn volumes(pool: &str, prefix: &str) -> Vec<String> {
+    let _ = virsh(&["pool-refresh", pool]);
+    let mut names: Vec<String> = virsh(&["vol-list", pool])
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A workspace for one deployment; whatever a failing test left behind in
+/// libvirt is removed when it is dropped.
+struct Lab {
+    ws: Workspace,
+    setup: Setup,
+    prefix: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+impl Lab {
+    /// Removes this deployment's domains and volumes (left by a test that
+    /// was killed before its own clean-up ran).
+    fn clean(&self) {
+        for domain in domains(&self.prefix) {
+            let _ = Command::new("virsh")
+                .args(["-c", URI, "destroy", &domain])
+                .output();
+            let _ = Command::new("virsh")
+                .args(["-c", URI, "undefine", &domain, "--nvram"])
+                .output();
+        }
+        for volume in volumes(&self.setup.pool, &self.prefix) {
+            let _ = Command::new("virsh")
+                .args(["-c", URI, "vol-delete", "--pool", &self.setup.pool, &volume])
+                .output();
+        }
+    }
+
+    /// examples/libvirt.toml with deployment `deployment`.
+    fn new(deployment: &str) -> Self {
+        let ws = Workspace::new();
+        ws.copy_example("systems.nix").copy_example("libvirt.toml");
+        let text = std::fs::read_to_string(ws.path().join("libvirt.toml")).unwrap();
+        ws.write(
+            "libvirt.toml",
+            &text.replace(
+                "deployment = \"lv\"",
+                &format!("deployment = \"{deployment}\""),
+            ),
+        );
+        let lab = Self {
+            ws,
+            setup: setup(),
+            prefix: format!("prov-{deployment}-"),
+        };
+        lab.clean();
+        lab
+    }
+
+    fn prov_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = vec!["-f", "libvirt.toml"];
+        all.extend_from_slice(args);
+        let mut command = self.ws.command(&all);
+        command.envs(self.setup.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command.envs(env.iter().copied());
+        crate::harness::run_from(command.output().unwrap(), &all)
+    }
+
+    fn ok(&self, args: &[&str]) -> Run {
+        let run = self.prov_env(args, &[]);
+        assert_eq!(run.code, 0, "prov {args:?} failed:\n{run}");
+        run
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", "pull"]).stdout).unwrap()
+    }
+
+    /// Runs `command` on VM `address` with plain OpenSSH, trusting only the
+    /// host key prov recorded (so this also proves the VM presents the key
+    /// prov handed it in the seed).
+    fn ssh(&self, state: &serde_json::Value, address: &str, command: &str) -> String {
+        let attributes = &state["resources"][address]["attributes"];
+        let port = attributes["ssh_port"].as_u64().unwrap().to_string();
+        let key = attributes["host_key"].as_str().unwrap();
+        let known = self.ws.path().join(format!("known_hosts-{address}"));
+        std::fs::write(&known, format!("[127.0.0.1]:{port} {key}\n")).unwrap();
+        let identity = self.ws.path().join(".prov/ssh/id_ed25519");
+        let out = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=20",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.display()))
+            .arg("-i")
+            .arg(&identity)
+            .args(["-p", &port, "root@127.0.0.1", command])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ssh to {address}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+fn built_web(dir: &Path) -> String {
+    let out = Command::new("nix-build")
+        .args(["systems.nix", "-A", "web", "--no-out-link"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// examples/libvirt.toml on qemu:///system: 2 VMs boot, prov reaches them
+/// with the host key it generated, copies and activates the stand-in system;
+/// the next plan is empty; a memory change is planned and applied in place;
+/// destroy leaves no domain and no volume but the base image.
+#[test]
+fn libvirt_example_apply_deploy_update_destroy() {
+    let lab = Lab::new("lv");
+    let started = std::time::Instant::now();
+    let apply = lab.ok(&["apply", "--auto-approve"]);
+    eprintln!("apply of 2 VMs: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(
+        domains(&lab.prefix),
+        ["prov-lv-web-0", "prov-lv-web-1"],
+        "{apply}"
+    );
+    let running = virsh(&["list", "--name"]);
+    assert!(
+        running.contains("prov-lv-web-0") && running.contains("prov-lv-web-1"),
+        "{running}"
+    );
+    assert_eq!(
+        volumes(&lab.setup.pool, &lab.prefix),
+        [
+            "prov-lv-web-0-seed.iso",
+            "prov-lv-web-0.qcow2",
+            "prov-lv-web-1-seed.iso",
+            "prov-lv-web-1.qcow2"
+        ]
+    );
+
+    let system = built_web(lab.ws.path());
+    let state = lab.state();
+    let mut uuids = Vec::new();
+    for (address, hostname) in [("web[0]", "web-0"), ("web[1]", "web-1")] {
+        let attributes = &state["resources"][address]["attributes"];
+        assert_eq!(attributes["ssh_host"], "127.0.0.1");
+        assert_eq!(attributes["state"], "running");
+        assert_eq!(
+            state["hosts"][address]["host_key"], attributes["host_key"],
+            "the key prov pinned is the one it generated"
+        );
+        uuids.push(attributes["uuid"].as_str().unwrap().to_owned());
+        let profile = lab.ssh(
+            &state,
+            address,
+            "readlink -f /nix/var/nix/profiles/system; hostname",
+        );
+        assert_eq!(profile, format!("{system}\n{hostname}"), "{apply}");
+    }
+
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(plan.code, 0, "the plan after apply is not empty:\n{plan}");
+
+    let text = std::fs::read_to_string(lab.ws.path().join("libvirt.toml")).unwrap();
+    lab.ws.write(
+        "libvirt.toml",
+        &text.replace("memory = 1024", "memory = 1536"),
+    );
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    insta::assert_snapshot!("libvirt_memory_change_plan", plan.stdout);
+    assert!(plan.stdout.contains("memory"), "{plan}");
+    assert!(
+        plan.stdout.contains("shut down"),
+        "the plan says the VM restarts:\n{plan}"
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to destroy."),
+        "{plan}"
+    );
+    let started = std::time::Instant::now();
+    let update = lab.ok(&["apply", "--auto-approve"]);
+    eprintln!(
+        "memory change on 2 VMs: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, name) in ["prov-lv-web-0", "prov-lv-web-1"].iter().enumerate() {
+        let info = virsh(&["dominfo", name]);
+        assert!(info.contains("1572864 KiB"), "{name}: {info}\n{update}");
+        assert!(info.contains(&uuids[i]), "{name} was replaced: {info}");
+    }
+    let state = lab.state();
+    assert!(lab
+        .ssh(&state, "web[1]", "readlink -f /nix/var/nix/profiles/system")
+        .contains(&system));
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(
+        plan.code, 0,
+        "the plan after the update is not empty:\n{plan}"
+    );
+
+    let base_volumes = volumes(&lab.setup.pool, "");
+    let started = std::time::Instant::now();
+    lab.ok(&["destroy", "--auto-approve"]);
+    eprintln!("destroy of 2 VMs: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(domains(&lab.prefix), Vec::<String>::new());
+    assert_eq!(volumes(&lab.setup.pool, &lab.prefix), Vec::<String>::new());
+    // The base image stays for the next deployment.
+    let left = volumes(&lab.setup.pool, "");
+    assert!(!left.is_empty());
+    assert!(left.iter().all(|v| base_volumes.contains(v)), "{left:?}");
+}
+
+/// An environment override and what prov must say about it.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
+/// What the machine lacks is named with a fix, and nothing is left behind:
+/// no libvirtd at the URI, a missing pool, a missing base image (file and
+/// volume).
+#[test]
+fn libvirt_missing_daemon_pool_or_image_is_a_clear_error() {
+    let lab = Lab::new("lverr");
+    let cases: [Case; 4] = [
+        (
+            &[(
+                "PROV_LIBVIRT_URI",
+                "qemu:///system?socket=/nonexistent/libvirt-sock",
+            )],
+            &[
+                "cannot connect to libvirt at qemu:///system",
+                "is libvirtd running?",
+                "libvirtd -d",
+            ],
+        ),
+        (
+            &[("PROV_LIBVIRT_POOL", "prov-no-such-pool")],
+            &[
+                "storage pool `prov-no-such-pool` does not exist",
+                "pool-define-as prov-no-such-pool dir",
+            ],
+        ),
+        (
+            &[("PROV_LIBVIRT_IMAGE", "/nonexistent/debian.qcow2")],
+            &[
+                "base image /nonexistent/debian.qcow2 cannot be read",
+                "scripts/libvirt-image.sh",
+            ],
+        ),
+        (
+            &[("PROV_LIBVIRT_IMAGE", "no-such-volume.qcow2")],
+            &[
+                "base image volume `no-such-volume.qcow2` is not in pool",
+                "vol-upload",
+            ],
+        ),
+    ];
+    for (env, expected) in cases {
+        let run = lab.prov_env(&["apply", "--auto-approve"], env);
+        assert_eq!(run.code, 1, "{env:?}:\n{run}");
+        for text in expected {
+            assert!(run.stderr.contains(text), "{env:?}: no `{text}` in\n{run}");
+        }
+        assert!(!run.stderr.contains("panicked"), "{run}");
+        assert_eq!(domains(&lab.prefix), Vec::<String>::new(), "{env:?}");
+        assert_eq!(
+            volumes(&lab.setup.pool, &lab.prefix),
+            Vec::<String>::new(),
+            "{env:?}"
+        );
+    }
+    // Nothing was recorded as created either.
+    let state = lab.state();
+    let resources = state["resources"]
+        .as_object()
+        .map_or(0, |r| r.values().filter(|r| r["id"].is_string()).count());
+    assert_eq!(resources, 0, "{state:#}");
+}
