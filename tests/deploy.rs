@@ -71,17 +71,7 @@ fn store_paths(dir: &Path) -> BTreeSet<String> {
 }
 
 fn built(ws: &Workspace, attr: &str) -> String {
-    let out = std::process::Command::new("nix-build")
-        .args(["v.nix", "-A", attr, "--no-out-link"])
-        .current_dir(ws.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    crate::harness::nix_build(ws.path(), "v.nix", attr)
 }
 
 #[test]
@@ -92,16 +82,7 @@ fn quickstart_deploys_three_local_hosts_and_reapply_does_nothing() {
     let run = ws.ok(&["apply", "--auto-approve"]);
     assert!(run.stdout.contains("3 created"), "{run}");
     assert!(run.stdout.contains("3 hosts deployed"), "{run}");
-    let system = std::process::Command::new("nix-build")
-        .args([
-            repo().join("examples/systems.nix").to_str().unwrap(),
-            "-A",
-            "web",
-            "--no-out-link",
-        ])
-        .output()
-        .unwrap();
-    let system = String::from_utf8(system.stdout).unwrap().trim().to_owned();
+    let system = crate::harness::nix_build(&repo().join("examples"), "systems.nix", "web");
     for i in 0..3 {
         let dir = ws.host_dir("quickstart", &format!("web-{i}"));
         assert_eq!(profile(&dir).as_deref(), Some(system.as_str()), "web[{i}]");

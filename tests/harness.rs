@@ -311,3 +311,19 @@ tags = {{ role = "web" }}
 "#
     )
 }
+
+/// Builds attribute `attr` of Nix file `file` in `dir` and returns its store
+/// path.
+pub fn nix_build(dir: &Path, file: &str, attr: &str) -> String {
+    let out = Command::new("nix-build")
+        .args([file, "-A", attr, "--no-out-link"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nix-build {file} -A {attr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

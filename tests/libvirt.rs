@@ -186,17 +186,7 @@ impl Lab {
 }
 
 fn built_web(dir: &Path) -> String {
-    let out = Command::new("nix-build")
-        .args(["systems.nix", "-A", "web", "--no-out-link"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::harness::nix_build(dir, "systems.nix", "web")
 }
 
 /// examples/libvirt.toml on qemu:///system: 2 VMs boot, prov reaches them

@@ -134,17 +134,7 @@ fn profile(nix: &Path) -> Option<String> {
 }
 
 fn built_web(dir: &Path) -> String {
-    let out = Command::new("nix-build")
-        .args(["systems.nix", "-A", "web", "--no-out-link"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    crate::harness::nix_build(dir, "systems.nix", "web")
 }
 
 /// examples/virtualbox.toml: 2 VMs created and deployed through their

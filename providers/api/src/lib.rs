@@ -33,6 +33,53 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// Trims the lines of a desired `authorized_keys` attribute and drops empty
+/// ones, as providers report them (so a stray space plans no change).
+pub fn normalize_authorized_keys(desired: &mut Attributes) {
+    if let Some(serde_json::Value::Array(items)) = desired.get("authorized_keys") {
+        if let Some(lines) = items
+            .iter()
+            .map(serde_json::Value::as_str)
+            .collect::<Option<Vec<_>>>()
+        {
+            let lines: Vec<serde_json::Value> = lines
+                .into_iter()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(serde_json::Value::from)
+                .collect();
+            desired.insert("authorized_keys".into(), serde_json::Value::Array(lines));
+        }
+    }
+}
+
+/// The integer attribute `name`, when set, checked against `range`. The
+/// error is the reason, for the provider to wrap in its own configuration
+/// error.
+///
+/// # Errors
+/// When the value is not an integer in `range`.
+pub fn bounded_integer(
+    attributes: &Attributes,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, String> {
+    match attributes.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "`{name}` must be an integer from {} to {}, not {v}",
+                    range.start(),
+                    range.end()
+                )
+            }),
+    }
+}
+
 /// The `authorized_keys` attribute of a machine-like resource (local hosts,
 /// VMs): OpenSSH public key lines, trimmed, empty ones dropped. The error is
 /// the reason, for the provider to wrap in its own configuration error.

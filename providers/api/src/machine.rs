@@ -87,6 +87,41 @@ pub async fn probe(target: SocketAddr, timeout: Duration) -> Option<String> {
     tokio::time::timeout(timeout, attempt).await.ok().flatten()
 }
 
+/// Ports on 127.0.0.1 handed out by one provider in this process, so two
+/// creates running at once never pick the same one.
+#[derive(Debug, Default)]
+pub struct Ports(tokio::sync::Mutex<std::collections::BTreeSet<u16>>);
+
+impl Ports {
+    /// `fixed` when given (and remembered), else a port free now that this
+    /// process has not handed out before.
+    ///
+    /// # Errors
+    /// When no free port is found.
+    pub async fn allocate(&self, fixed: Option<u16>) -> Result<u16, ProviderError> {
+        let mut ports = self.0.lock().await;
+        if let Some(port) = fixed {
+            ports.insert(port);
+            return Ok(port);
+        }
+        for _ in 0..20 {
+            let port = free_port()?;
+            if ports.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(ProviderError::api(
+            "allocate SSH port",
+            "no free port on 127.0.0.1",
+        ))
+    }
+
+    /// Gives `port` back (its create failed).
+    pub async fn release(&self, port: u16) {
+        self.0.lock().await.remove(&port);
+    }
+}
+
 /// A TCP port on 127.0.0.1 that is free now (the kernel picks it).
 pub fn free_port() -> Result<u16, ProviderError> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -37,7 +37,7 @@ pub struct LibvirtProvider {
     settings: LibvirtSettings,
     /// Ports handed out by this process (two creates at once must not pick
     /// the same one).
-    ports: Mutex<BTreeSet<u16>>,
+    ports: machine::Ports,
     /// Held while a base image is looked up or uploaded.
     bases: Mutex<()>,
 }
@@ -61,7 +61,7 @@ impl LibvirtProvider {
         Ok(Self {
             libvirt: Libvirt::open(&settings.uri).await?,
             settings,
-            ports: Mutex::new(BTreeSet::new()),
+            ports: machine::Ports::default(),
             bases: Mutex::new(()),
         })
     }
@@ -159,26 +159,6 @@ impl LibvirtProvider {
             id: info.name,
             attributes,
         }))
-    }
-
-    /// A port for a new VM: the fixed one, or one free now and not handed out
-    /// by this process before.
-    async fn allocate_port(&self, fixed: Option<u16>) -> Result<u16, ProviderError> {
-        let mut ports = self.ports.lock().await;
-        if let Some(port) = fixed {
-            ports.insert(port);
-            return Ok(port);
-        }
-        for _ in 0..20 {
-            let port = machine::free_port()?;
-            if ports.insert(port) {
-                return Ok(port);
-            }
-        }
-        Err(ProviderError::api(
-            "allocate SSH port",
-            "no free port on 127.0.0.1",
-        ))
     }
 
     /// The last lines of the console log, when it is readable here.
@@ -549,7 +529,7 @@ impl Provider for LibvirtProvider {
         self.remove(&name).await?;
         let key = machine::generate_host_key().await?;
         let port = match &spec.nic {
-            Nic::User { port, .. } => Some(self.allocate_port(*port).await?),
+            Nic::User { port, .. } => Some(self.ports.allocate(*port).await?),
             Nic::Network(_) => None,
         };
         match self.build(&request, &spec, &key, port).await {
@@ -562,7 +542,7 @@ impl Provider for LibvirtProvider {
                     tracing::warn!(%name, %cleanup, "cannot remove the VM of a failed create");
                 }
                 if let Some(port) = port {
-                    self.ports.lock().await.remove(&port);
+                    self.ports.release(port).await;
                 }
                 Err(error)
             }
@@ -599,7 +579,7 @@ impl Provider for LibvirtProvider {
             let port = match &spec.nic {
                 Nic::User { port, .. } => match port.or(Self::current_port(&current.attributes)) {
                     Some(port) => Some(port),
-                    None => Some(self.allocate_port(None).await?),
+                    None => Some(self.ports.allocate(None).await?),
                 },
                 Nic::Network(_) => None,
             };

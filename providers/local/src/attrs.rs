@@ -128,17 +128,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
             }
         }
     }
-    if let Some(Value::Array(items)) = desired.get(AUTHORIZED_KEYS) {
-        if let Some(lines) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
-            let lines: Vec<Value> = lines
-                .into_iter()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(Value::from)
-                .collect();
-            desired.insert(AUTHORIZED_KEYS.to_owned(), Value::Array(lines));
-        }
-    }
+    prov_provider::normalize_authorized_keys(desired);
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use prov_provider::ProviderError;
-use tokio::io::AsyncReadExt;
 
 use crate::error::io_error;
 use crate::host_dir::{self, HostDir};
@@ -171,23 +170,7 @@ pub(crate) async fn spawn(tools: &Tools, dir: &HostDir) -> Result<(), ProviderEr
 /// Connects to `address:22` and reads the SSH identification line; `Some`
 /// (the line) when it starts with `SSH-2.0`.
 pub(crate) async fn probe(address: Ipv4Addr, timeout: Duration) -> Option<String> {
-    let target = SocketAddr::from((address, SSH_PORT));
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
-        let mut buffer = Vec::with_capacity(256);
-        let mut chunk = [0_u8; 256];
-        while !buffer.contains(&b'\n') && buffer.len() < 1024 {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            buffer.extend_from_slice(chunk.get(..n)?);
-        }
-        let text = String::from_utf8_lossy(&buffer);
-        let line = text.lines().next()?.trim_end().to_owned();
-        line.starts_with("SSH-2.0").then_some(line)
-    };
-    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+    prov_provider::machine::probe(SocketAddr::from((address, SSH_PORT)), timeout).await
 }
 
 /// Waits until the host's sshd answers on `address` with an SSH banner,

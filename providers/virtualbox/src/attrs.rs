@@ -90,17 +90,8 @@ fn number(
     name: &str,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<Option<u64>, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64().filter(|n| range.contains(n)) {
-            Some(n) => Ok(Some(n)),
-            None => Err(config_error(format!(
-                "vm `{resource}`: `{name}` must be an integer from {} to {}, not {v}",
-                range.start(),
-                range.end()
-            ))),
-        },
-    }
+    prov_provider::bounded_integer(attributes, name, range)
+        .map_err(|why| config_error(format!("vm `{resource}`: {why}")))
 }
 
 /// Checks the attributes of a create or update.
@@ -151,17 +142,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     if unset(desired, MEMORY) {
         desired.insert(MEMORY.to_owned(), DEFAULT_MEMORY.into());
     }
-    if let Some(Value::Array(items)) = desired.get(AUTHORIZED_KEYS) {
-        if let Some(lines) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
-            let lines: Vec<Value> = lines
-                .into_iter()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(Value::from)
-                .collect();
-            desired.insert(AUTHORIZED_KEYS.to_owned(), Value::Array(lines));
-        }
-    }
+    prov_provider::normalize_authorized_keys(desired);
 }
 
 /// Whether applying `changes` restarts the VM.

@@ -9,7 +9,6 @@ use prov_provider::{
     Desired, Observed, Provider, ProviderError, UpdateRequest,
 };
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use crate::attrs::{self, VmSpec};
 use crate::error::config_error;
@@ -51,7 +50,7 @@ pub struct VirtualBoxProvider {
     deployment: String,
     /// Ports handed out by this process (two creates at once must not pick
     /// the same one).
-    ports: Mutex<BTreeSet<u16>>,
+    ports: keys::Ports,
     boot_timeout: Duration,
     shutdown_timeout: Duration,
 }
@@ -90,7 +89,7 @@ impl VirtualBoxProvider {
         Ok(Self {
             vbox,
             deployment: deployment.to_owned(),
-            ports: Mutex::new(BTreeSet::new()),
+            ports: keys::Ports::default(),
             boot_timeout: BOOT_TIMEOUT,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
         })
@@ -172,26 +171,6 @@ impl VirtualBoxProvider {
             id: uuid,
             attributes,
         }))
-    }
-
-    /// A port for a new VM: the fixed one, or one free now and not handed out
-    /// by this process before.
-    async fn allocate_port(&self, fixed: Option<u16>) -> Result<u16, ProviderError> {
-        let mut ports = self.ports.lock().await;
-        if let Some(port) = fixed {
-            ports.insert(port);
-            return Ok(port);
-        }
-        for _ in 0..20 {
-            let port = keys::free_port()?;
-            if ports.insert(port) {
-                return Ok(port);
-            }
-        }
-        Err(ProviderError::api(
-            "allocate SSH port",
-            "no free port on 127.0.0.1",
-        ))
     }
 
     /// The VM's `VMState`, `None` when it is not registered.
@@ -526,7 +505,7 @@ impl Provider for VirtualBoxProvider {
             self.remove(&uuid).await?;
         }
         let key = keys::generate_host_key().await?;
-        let port = self.allocate_port(spec.ssh_port).await?;
+        let port = self.ports.allocate(spec.ssh_port).await?;
         match self.build(&spec, request.token, &key, port).await {
             Ok(observed) => {
                 tracing::debug!(%name, elapsed = ?started.elapsed(), "VM created");
@@ -536,7 +515,7 @@ impl Provider for VirtualBoxProvider {
                 if let Err(cleanup) = self.remove(&name).await {
                     tracing::warn!(%name, %cleanup, "cannot remove the VM of a failed create");
                 }
-                self.ports.lock().await.remove(&port);
+                self.ports.release(port).await;
                 Err(error)
             }
         }
@@ -570,7 +549,7 @@ impl Provider for VirtualBoxProvider {
             .and_then(|p| u16::try_from(p).ok());
         let port = match spec.ssh_port.or(current_port) {
             Some(port) => port,
-            None => self.allocate_port(None).await?,
+            None => self.ports.allocate(None).await?,
         };
         self.shut_down(vm).await?;
         self.configure(vm, &spec, port, current_port.is_some())
