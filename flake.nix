@@ -23,7 +23,13 @@
         # Unit tests run in the build; the integration suite needs real peers
         # (moto, sshd, nix daemons) and runs through scripts/test.sh instead.
         cargoTestFlags = [ "--workspace" "--lib" ];
+        # The libvirt provider (cargo feature `libvirt`, on by default) links
+        # libvirt; its unit tests use libvirt's built-in test:///default
+        # driver and read the seeds prov writes with isoinfo, xorriso, blkid.
         nativeBuildInputs = [ pkgs.pkg-config ];
+        buildInputs = [ pkgs.libvirt ];
+        nativeCheckInputs = [ pkgs.cdrkit pkgs.xorriso pkgs.util-linux ];
+        PROV_REQUIRE_TEST_TOOLS = "1";
         meta = {
           description = cargoToml.package.description;
           license = pkgs.lib.licenses.asl20;
@@ -58,6 +64,8 @@
             python3Packages.moto
             openssh
             age
+            libvirt
+            qemu
           ];
           PROV_LOG = "info";
         };

@@ -3,8 +3,8 @@
 #   - Debian packages: libvirt (daemon, clients, QEMU driver, headers for the
 #     `virt` crate), pkg-config, QEMU 7.2 (qemu-utils pinned to Debian 12's 7.2:
 #     the 10.x from backports conflicts with qemu-system-x86 7.2), debootstrap
-#     (builds the guest image, see libvirt-image.sh) and genisoimage (NoCloud
-#     seed ISOs)
+#     (builds the guest image, see libvirt-image.sh), genisoimage and xorriso
+#     (two independent ISO readers that check the seeds prov writes)
 #   - the libvirt-qemu user and group exist (libvirtd's QEMU driver does not
 #     start without them), and QEMU guests run as root (/etc/libvirt/qemu.conf)
 #     unless qemu.conf already names a user
@@ -44,7 +44,7 @@ have_pkg() {
 
 missing=()
 for p in libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu libvirt-dev \
-  pkg-config debootstrap qemu-system-x86 genisoimage; do
+  pkg-config debootstrap qemu-system-x86 genisoimage xorriso; do
   have_pkg "$p" || missing+=("$p")
 done
 have_pkg qemu-utils '1:7.2*' || missing+=('qemu-utils=1:7.2*')
@@ -58,7 +58,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" >/dev/null
 else
-  log "libvirt, QEMU 7.2, debootstrap and genisoimage already installed"
+  log "libvirt, QEMU 7.2, debootstrap, genisoimage and xorriso already installed"
 fi
 
 # --- QEMU's user ------------------------------------------------------------

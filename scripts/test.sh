@@ -13,6 +13,8 @@ export MOTO_SERVER
 # once per machine, about 3 minutes, then cached).
 eval "$(scripts/libvirt-setup.sh)"
 eval "$(scripts/libvirt-image.sh)"
+# Tests that read prov's output with system tools fail, not skip, without them.
+export PROV_REQUIRE_TEST_TOOLS=1
 
 
 nix-instantiate --parse flake.nix >/dev/null

@@ -511,11 +511,15 @@ mod tests {
         path.to_str().unwrap().to_owned()
     }
 
-    /// Runs a tool and returns its stdout; `None`, with the reason printed, if it cannot start.
+    /// Runs a tool and returns its stdout; `None`, with the reason printed, if it cannot start
+    /// (a failure instead when PROV_REQUIRE_TEST_TOOLS is set, as scripts/test.sh does).
     fn run(cmd: &str, args: &[&str]) -> Option<Vec<u8>> {
         match Command::new(cmd).args(args).output() {
             Ok(out) if out.status.success() => Some(out.stdout),
             Ok(out) => panic!("{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) if std::env::var_os("PROV_REQUIRE_TEST_TOOLS").is_some() => {
+                panic!("cannot run {cmd}: {e} (scripts/libvirt-setup.sh installs it)")
+            }
             Err(e) => {
                 eprintln!("skipping: cannot run {cmd}: {e}");
                 None
