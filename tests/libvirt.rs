@@ -360,3 +360,62 @@ fn libvirt_missing_daemon_pool_or_image_is_a_clear_error() {
         .map_or(0, |r| r.values().filter(|r| r["id"].is_string()).count());
     assert_eq!(resources, 0, "{state:#}");
 }
+
+/// `prov apply` killed (SIGKILL) while its VM boots: the next apply finds
+/// the domain by its idempotency token, sees its create never finished,
+/// removes it and makes it again. One domain, two volumes, reachable with
+/// the recorded host key, and an empty plan afterwards.
+#[test]
+fn libvirt_apply_killed_while_the_vm_boots_is_finished_by_the_next_apply() {
+    let lab = Lab::new("lvcrash");
+    let text = std::fs::read_to_string(lab.ws.path().join("libvirt.toml")).unwrap();
+    let single = text
+        .replace("count = 2\n", "")
+        .replace("web[*].ssh_port", "web.ssh_port");
+    lab.ws.write("libvirt.toml", &single);
+    let log = lab.ws.path().join("killed-apply.log");
+    let mut command = lab
+        .ws
+        .command(&["-f", "libvirt.toml", "apply", "--auto-approve"]);
+    command
+        .envs(lab.setup.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().unwrap();
+    // Wait (bounded) for the domain to run, then kill prov mid-boot.
+    let started = std::time::Instant::now();
+    loop {
+        if virsh(&["list", "--name"]).contains("prov-lvcrash-web") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(180),
+            "the domain never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "prov exited before the VM started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(domains(&lab.prefix), ["prov-lvcrash-web"]);
+    let state = lab.state();
+    assert_eq!(state["resources"]["web"]["status"], "creating", "{state:#}");
+
+    let rerun = lab.ok(&["apply", "--auto-approve"]);
+    assert_eq!(domains(&lab.prefix), ["prov-lvcrash-web"], "{rerun}");
+    assert_eq!(
+        volumes(&lab.setup.pool, &lab.prefix),
+        ["prov-lvcrash-web-seed.iso", "prov-lvcrash-web.qcow2"]
+    );
+    let state = lab.state();
+    assert_eq!(state["resources"]["web"]["status"], "ready", "{state:#}");
+    assert_eq!(lab.ssh(&state, "web", "hostname"), "web");
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(plan.code, 0, "{plan}");
+    lab.ok(&["destroy", "--auto-approve"]);
+    assert_eq!(domains(&lab.prefix), Vec::<String>::new());
+}
