@@ -37,6 +37,9 @@ pub(crate) const SSH_PORT: &str = "ssh_port";
 pub(crate) const ISOLATED: &str = "isolated";
 /// Start the domain when libvirtd starts.
 pub(crate) const AUTOSTART: &str = "autostart";
+/// Whether the domain runs: always desired, so a VM stopped outside prov
+/// shows as drift and the next apply starts it.
+pub(crate) const RUNNING: &str = "running";
 /// OpenSSH public key lines that may log in as root (given in the seed).
 pub(crate) const AUTHORIZED_KEYS: &str = "authorized_keys";
 /// Where to connect: 127.0.0.1 for the user-mode NIC, else the leased address.
@@ -64,6 +67,22 @@ pub(crate) const RESTARTING: &[&str] = &[
     ISOLATED,
 ];
 
+/// Every attribute an update can change (the others force a new VM).
+pub(crate) const IN_PLACE: &[&str] = &[
+    CPUS,
+    MEMORY,
+    DOMAIN_TYPE,
+    FIRMWARE,
+    KERNEL,
+    INITRD,
+    CMDLINE,
+    NETWORK,
+    SSH_PORT,
+    ISOLATED,
+    AUTOSTART,
+    RUNNING,
+];
+
 /// The attributes of kind `vm`.
 pub(crate) const SCHEMA: &[AttributeSchema] = &[
     AttributeSchema::force_new(NAME),
@@ -82,6 +101,7 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
     AttributeSchema::in_place(SSH_PORT),
     AttributeSchema::in_place(ISOLATED),
     AttributeSchema::in_place(AUTOSTART),
+    AttributeSchema::in_place(RUNNING),
     AttributeSchema::computed(SSH_HOST),
     AttributeSchema::computed(HOST_KEY),
     AttributeSchema::computed(STATE),
@@ -306,6 +326,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     default(DOMAIN_TYPE, DEFAULT_DOMAIN_TYPE.into());
     default(DISK_BUS, DEFAULT_DISK_BUS.into());
     default(AUTOSTART, false.into());
+    desired.insert(RUNNING.to_owned(), true.into());
     let direct = !is_unset(desired, KERNEL);
     let user_nic = is_unset(desired, NETWORK);
     if direct {

@@ -127,6 +127,7 @@ impl LibvirtProvider {
         set(attrs::CMDLINE, string(&info.cmdline));
         set(attrs::NETWORK, string(&info.network));
         set(attrs::AUTOSTART, Some(state.autostart.into()));
+        set(attrs::RUNNING, Some(state.active.into()));
         set(
             attrs::AUTHORIZED_KEYS,
             Some(Value::from(meta.authorized_keys.clone())),
@@ -447,6 +448,8 @@ impl Provider for LibvirtProvider {
                 "the VM is shut down (ACPI, powered off after {} s), redefined and started again",
                 self.settings.shutdown_timeout.as_secs()
             )]
+        } else if changes.iter().any(|c| c.name == attrs::RUNNING) {
+            vec!["the VM is started".to_owned()]
         } else {
             Vec::new()
         }
@@ -555,7 +558,7 @@ impl Provider for LibvirtProvider {
         if let Some(change) = request
             .changes
             .iter()
-            .find(|c| c.name != attrs::AUTOSTART && !attrs::RESTARTING.contains(&c.name.as_str()))
+            .find(|c| !attrs::IN_PLACE.contains(&c.name.as_str()))
         {
             return Err(ProviderError::api(
                 "update VM",
@@ -599,6 +602,11 @@ impl Provider for LibvirtProvider {
             self.start_and_wait(name, &spec, port).await?;
         } else {
             self.libvirt.set_autostart(name, spec.autostart).await?;
+            let stopped = current.attributes.get(attrs::RUNNING) == Some(&Value::Bool(false));
+            if stopped {
+                let port = Self::current_port(&current.attributes);
+                self.start_and_wait(name, &spec, port).await?;
+            }
         }
         self.observe(name).await?.ok_or_else(not_found)
     }

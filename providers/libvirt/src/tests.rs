@@ -64,6 +64,7 @@ async fn define(p: &LibvirtProvider, name: &str, token: &str, ready: bool) {
         .define(xml::domain(&spec(name), &layout, &meta, Some(40022), None))
         .await
         .unwrap();
+    p.libvirt.start(name).await.unwrap();
 }
 
 async fn volumes(p: &LibvirtProvider, name: &str) -> Vec<String> {
@@ -99,7 +100,8 @@ async fn a_defined_vm_reads_back_and_is_found_by_its_token() {
     assert_eq!(vm["base"], json!("base.qcow2"));
     assert_eq!(vm["host_key"], json!("ssh-ed25519 AAAAhost"));
     assert_eq!(vm["authorized_keys"], json!(["ssh-ed25519 AAAAdeployer"]));
-    assert_eq!(vm["state"], json!("shut off"));
+    assert_eq!(vm["state"], json!("running"));
+    assert_eq!(vm["running"], json!(true));
     assert_eq!(vm["autostart"], json!(false));
     // The spec's view of this VM plans no change.
     let desired = prov_provider::Desired {
@@ -112,6 +114,15 @@ async fn a_defined_vm_reads_back_and_is_found_by_its_token() {
         unknown: Default::default(),
     };
     assert_eq!(p.diff(KIND, &desired, vm).unwrap(), []);
+    // A VM stopped outside prov is drift the next apply puts right.
+    p.libvirt.destroy("prov-a-web-0").await.unwrap();
+    let stopped = &p.read(KIND, &["prov-a-web-0".into()]).await.unwrap()["prov-a-web-0"];
+    assert_eq!(stopped.attributes["state"], json!("shut off"));
+    let changes = p.diff(KIND, &desired, &stopped.attributes).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].name, "running");
+    assert!(!changes[0].forces_replacement);
+    assert_eq!(p.update_effects(KIND, &changes), ["the VM is started"]);
     // Only the finished create is adopted by token.
     let found = p
         .find_by_token(KIND, &["tok-1".into(), "tok-2".into()])
