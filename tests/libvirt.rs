@@ -192,7 +192,8 @@ fn built_web(dir: &Path) -> String {
 /// examples/libvirt.toml on qemu:///system: 2 VMs boot, prov reaches them
 /// with the host key it generated, copies and activates the stand-in system;
 /// the next plan is empty; a memory change is planned and applied in place;
-/// destroy leaves no domain and no volume but the base image.
+/// a VM powered off outside prov is drift that apply puts right; destroy
+/// leaves no domain and no volume but the base image.
 #[test]
 fn libvirt_example_apply_deploy_update_destroy() {
     let lab = Lab::new("lv");
@@ -279,6 +280,24 @@ fn libvirt_example_apply_deploy_update_destroy() {
     assert_eq!(
         plan.code, 0,
         "the plan after the update is not empty:\n{plan}"
+    );
+
+    // A VM powered off behind prov's back is drift, and apply starts it.
+    virsh(&["destroy", "prov-lv-web-1"]);
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(plan.stdout.contains("changed outside prov"), "{plan}");
+    assert!(plan.stdout.contains("the VM is started"), "{plan}");
+    lab.ok(&["apply", "--auto-approve"]);
+    assert!(virsh(&["list", "--name"]).contains("prov-lv-web-1"));
+    let state = lab.state();
+    assert!(lab
+        .ssh(&state, "web[1]", "readlink -f /nix/var/nix/profiles/system")
+        .contains(&system));
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(
+        plan.code, 0,
+        "the plan after the restart is not empty:\n{plan}"
     );
 
     let base_volumes = volumes(&lab.setup.pool, "");

@@ -90,6 +90,12 @@ pub async fn plan(
             .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
             || (info.target != "ssh" && !doc.resources.contains_key(&address.to_string()));
         let reachable = refresh && !new_host;
+        // A machine about to be changed in place may be down now (stopped
+        // outside prov, to be started by this apply): asking it what it
+        // runs is then best effort.
+        let updating = plan
+            .change(address)
+            .is_some_and(|c| c.action == Change::Update);
         let endpoint = if reachable {
             Some(endpoint(
                 &ctx.spec,
@@ -113,7 +119,24 @@ pub async fn plan(
         tasks.spawn(async move {
             let (current, missing) = match &endpoint {
                 Some(endpoint) => {
-                    let connection = pool.get(endpoint).await?;
+                    let connection = match pool.get(endpoint).await {
+                        Ok(connection) => connection,
+                        Err(error) if updating => {
+                            tracing::info!(%address, error = %format!("{error:#}"), "host not reachable before its update; planning from state");
+                            return anyhow::Ok((
+                                address,
+                                goal,
+                                system,
+                                derivation,
+                                closure,
+                                recorded.system.clone(),
+                                None,
+                                recorded,
+                                new_host,
+                            ));
+                        }
+                        Err(error) => return Err(error),
+                    };
                     let current = if goal.sets_profile() {
                         current_system(&connection).await?
                     } else {
