@@ -43,6 +43,7 @@ mod conn;
 mod error;
 mod image;
 pub mod iso;
+mod power;
 mod provider;
 mod seed;
 mod settings;
