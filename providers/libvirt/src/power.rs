@@ -3,16 +3,23 @@
 //! power-off.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prov_provider::{machine, ProviderError};
 
 use crate::attrs::{Nic, VmSpec};
 use crate::conn::DomainState;
-use crate::provider::{
-    LibvirtProvider, CONSOLE_LINES, POLL_INTERVAL, POWEROFF_TIMEOUT, PROBE_TIMEOUT,
-};
+use crate::provider::LibvirtProvider;
 use crate::xml::Layout;
+
+/// Pause between two looks while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one SSH banner probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `virsh destroy` may take to show the domain stopped.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of the console log quoted in errors.
+const CONSOLE_LINES: usize = 8;
 
 impl LibvirtProvider {
     /// The last lines of the console log, when it is readable here.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use prov_provider::machine::{self, HostKey};
@@ -19,15 +19,6 @@ use crate::error::{config_error, missing};
 use crate::settings::LibvirtSettings;
 use crate::xml::{self, Layout, Meta};
 use crate::{image, seed, KIND, PROVIDER_NAME};
-
-/// Pause between two looks while waiting.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// How long one SSH banner probe may take.
-pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long `virsh destroy` may take to show the domain stopped.
-pub(crate) const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
-/// Lines of the console log quoted in errors.
-pub(crate) const CONSOLE_LINES: usize = 8;
 
 /// The libvirt provider.
 #[derive(Debug)]
