@@ -355,3 +355,101 @@ pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
         .iter()
         .any(|c| !c.forces_replacement && RESTARTING.contains(&c.name.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prov_provider::{diff_attributes, Desired};
+    use serde_json::json;
+
+    fn attrs(v: Value) -> Attributes {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// What `read` reports for a VM made from the spec below.
+    fn current() -> Attributes {
+        attrs(json!({
+            "name": "prov-d-web-0", "base": "/i/base.qcow2", "pool": "default", "cpus": 1,
+            "memory": 1024, "domain_type": "kvm", "disk_bus": "virtio", "firmware": "bios",
+            "ssh_port": 40001, "isolated": false, "autostart": false, "running": true,
+            "authorized_keys": ["k"], "ssh_host": "127.0.0.1", "host_key": "ssh-ed25519 AAAA",
+            "state": "running", "uuid": "u", "console_log": "/var/log/x",
+        }))
+    }
+
+    fn diff(spec: Value) -> Vec<AttributeChange> {
+        let current = current();
+        let mut desired = Desired {
+            attributes: attrs(spec),
+            unknown: Default::default(),
+        };
+        normalize_desired(&mut desired.attributes, &current);
+        diff_attributes(SCHEMA, &desired, &current)
+    }
+
+    #[test]
+    fn defaults_and_the_allocated_port_plan_nothing() {
+        let changes = diff(json!({
+            "name": "prov-d-web-0", "base": "/i/base.qcow2", "authorized_keys": [" k "],
+        }));
+        assert_eq!(changes, []);
+    }
+
+    #[test]
+    fn memory_and_cpus_restart_in_place_base_and_bus_replace() {
+        let base =
+            json!({"name": "prov-d-web-0", "base": "/i/base.qcow2", "authorized_keys": ["k"]});
+        let with = |key: &str, value: Value| {
+            let mut spec = base.clone();
+            spec[key] = value;
+            diff(spec)
+        };
+        for (key, value) in [("memory", json!(2048)), ("cpus", json!(2))] {
+            let changes = with(key, value);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert!(!changes[0].forces_replacement, "{key}");
+            assert!(restarts(&changes), "{key}");
+        }
+        for (key, value) in [
+            ("base", json!("/i/other.qcow2")),
+            ("disk_bus", json!("sata")),
+            ("pool", json!("fast")),
+        ] {
+            let changes = with(key, value);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert!(changes[0].forces_replacement, "{key}");
+        }
+        let autostart = with("autostart", json!(true));
+        assert!(!autostart[0].forces_replacement && !restarts(&autostart));
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_a_vm() {
+        let web = Address::host("web", Some(0));
+        for bad in [
+            json!({"name": "prov-d-web-0"}),
+            json!({"name": "a b", "base": "x"}),
+            json!({"name": "n", "base": "x", "cpus": 0}),
+            json!({"name": "n", "base": "x", "domain_type": "xen"}),
+            json!({"name": "n", "base": "x", "disk_bus": "ide"}),
+            json!({"name": "n", "base": "x", "initrd": "/i"}),
+            json!({"name": "n", "base": "x", "network": "lab", "ssh_port": 22}),
+            json!({"name": "n", "base": "x", "authorized_keys": "k"}),
+        ] {
+            assert!(parse_spec(&web, &attrs(bad.clone())).is_err(), "{bad}");
+        }
+        let spec = parse_spec(
+            &web,
+            &attrs(json!({"name": "n", "base": "x", "kernel": "/k", "cmdline": "ro"})),
+        )
+        .unwrap();
+        assert!(matches!(spec.boot, Boot::Kernel { .. }));
+        assert_eq!(
+            spec.nic,
+            Nic::User {
+                port: None,
+                isolated: false
+            }
+        );
+    }
+}
