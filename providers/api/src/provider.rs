@@ -66,7 +66,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// [`ProviderError::UnknownKind`] for a kind this provider does not manage.
     fn schema(&self, kind: &str) -> Result<&'static [AttributeSchema], ProviderError>;
 
-    /// The changes needed to bring `current` to `desired`. Pure.
+    /// Brings desired attributes into the form `read` reports them in
+    /// (defaults filled in, values chosen at create kept), so that they
+    /// compare equal when nothing is to change. Pure; the default does
+    /// nothing.
+    fn normalize_desired(&self, _kind: &str, _desired: &mut Attributes, _current: &Attributes) {}
+
+    /// The changes needed to bring `current` to `desired`, after
+    /// [`Provider::normalize_desired`]. Pure.
     ///
     /// # Errors
     /// [`ProviderError::UnknownKind`] for a kind this provider does not manage.
@@ -76,7 +83,10 @@ pub trait Provider: Send + Sync + fmt::Debug {
         desired: &Desired,
         current: &Attributes,
     ) -> Result<Vec<AttributeChange>, ProviderError> {
-        Ok(diff_attributes(self.schema(kind)?, desired, current))
+        let schema = self.schema(kind)?;
+        let mut desired = desired.clone();
+        self.normalize_desired(kind, &mut desired.attributes, current);
+        Ok(diff_attributes(schema, &desired, current))
     }
 
     /// Side effects of an in-place update a reviewer should know about, such as

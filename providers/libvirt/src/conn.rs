@@ -107,7 +107,7 @@ impl Libvirt {
             .map_err(|e| worker_failed(&e))?
     }
 
-    /// The active pool `name`, refreshed; errors say how to make one.
+    /// The active pool `name`; errors say how to make one.
     fn pool(conn: &Connect, uri: &str, name: &str) -> Result<StoragePool, ProviderError> {
         let pool = conn.lookup_storage_pool_by_name(name).map_err(|e| {
             if is(&e, ErrorNumber::NoStoragePool) {
@@ -126,19 +126,23 @@ impl Libvirt {
                 "storage pool `{name}` on {uri} is not active: `virsh -c {uri} pool-start {name}`"
             )));
         }
-        // Picks up volumes made outside libvirt; refused while another
-        // client uploads into the pool, which is harmless here.
-        if let Err(e) = pool.refresh(0) {
-            tracing::debug!(pool = name, error = %e.message(), "pool refresh skipped");
-        }
         Ok(pool)
     }
 
-    /// Checks that pool `name` exists and is active.
+    /// Checks that pool `name` exists and is active, and refreshes it once
+    /// (a create starts here) so volumes copied into it outside libvirt are
+    /// seen. A refresh is refused while another client uploads into the
+    /// pool, which is harmless.
     pub(crate) async fn check_pool(&self, name: &str) -> Result<(), ProviderError> {
         let (uri, name) = (self.uri.clone(), name.to_owned());
-        self.call(move |c| Self::pool(c, &uri, &name).map(drop))
-            .await
+        self.call(move |c| {
+            let pool = Self::pool(c, &uri, &name)?;
+            if let Err(e) = pool.refresh(0) {
+                tracing::debug!(pool = name, error = %e.message(), "pool refresh skipped");
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn lookup_volume(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>, ProviderError> {

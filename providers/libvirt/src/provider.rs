@@ -7,14 +7,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use prov_provider::machine::{self, HostKey};
 use prov_provider::{
-    diff_attributes, is_valid_name, AttributeChange, AttributeSchema, Attributes, CreateRequest,
-    Desired, Observed, Provider, ProviderError, UpdateRequest,
+    is_valid_name, AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed, Provider,
+    ProviderError, UpdateRequest,
 };
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::attrs::{self, Boot, Nic, VmSpec};
-use crate::conn::Libvirt;
+use crate::conn::{DomainState, Libvirt};
 use crate::error::{config_error, missing};
 use crate::settings::LibvirtSettings;
 use crate::xml::{self, Layout, Meta};
@@ -85,9 +85,14 @@ impl LibvirtProvider {
 
     /// Domain `name` as it is now; `None` when it is not defined.
     async fn observe(&self, name: &str) -> Result<Option<Observed>, ProviderError> {
-        let Some(state) = self.libvirt.domain(name).await? else {
-            return Ok(None);
-        };
+        match self.libvirt.domain(name).await? {
+            Some(state) => self.observed(name, &state).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Domain `name` in prov's terms, from what libvirt reported of it.
+    async fn observed(&self, name: &str, state: &DomainState) -> Result<Observed, ProviderError> {
         let info = xml::parse_domain(&state.xml)
             .map_err(|e| ProviderError::api("read domain XML", format!("{name}: {e}")))?;
         let meta = info.meta.clone().unwrap_or_default();
@@ -146,10 +151,10 @@ impl LibvirtProvider {
                 leased.first().map(|a| a.to_string().into()),
             );
         }
-        Ok(Some(Observed {
+        Ok(Observed {
             id: info.name,
             attributes,
-        }))
+        })
     }
 
     /// Removes domain `name` and its overlay and seed volumes, wherever they
@@ -281,16 +286,8 @@ impl Provider for LibvirtProvider {
         Ok(attrs::SCHEMA)
     }
 
-    fn diff(
-        &self,
-        kind: &str,
-        desired: &Desired,
-        current: &Attributes,
-    ) -> Result<Vec<AttributeChange>, ProviderError> {
-        Self::check_kind(kind)?;
-        let mut desired = desired.clone();
-        attrs::normalize_desired(&mut desired.attributes, current);
-        Ok(diff_attributes(attrs::SCHEMA, &desired, current))
+    fn normalize_desired(&self, _kind: &str, desired: &mut Attributes, current: &Attributes) {
+        attrs::normalize_desired(desired, current);
     }
 
     fn update_effects(&self, _kind: &str, changes: &[AttributeChange]) -> Vec<String> {
@@ -344,9 +341,7 @@ impl Provider for LibvirtProvider {
             if !meta.ready || !wanted.contains(meta.token.as_str()) {
                 continue;
             }
-            if let Some(observed) = self.observe(&name).await? {
-                found.insert(meta.token, observed);
-            }
+            found.insert(meta.token, self.observed(&name, &state).await?);
         }
         Ok(found)
     }
@@ -362,9 +357,7 @@ impl Provider for LibvirtProvider {
             match meta {
                 Some(meta) if meta.token == request.token => {
                     if meta.ready {
-                        if let Some(observed) = self.observe(&name).await? {
-                            return Ok(observed);
-                        }
+                        return self.observed(&name, &state).await;
                     }
                     tracing::info!(%name, "removing the domain of an interrupted create");
                 }

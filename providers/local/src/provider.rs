@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prov_provider::{
-    diff_attributes, is_valid_name, Address, AttributeChange, AttributeSchema, Attributes,
-    CreateRequest, Desired, Observed, Provider, ProviderError, UpdateRequest,
+    is_valid_name, Address, AttributeSchema, Attributes, CreateRequest, Observed, Provider,
+    ProviderError, UpdateRequest,
 };
 use serde_json::Value;
 
@@ -284,16 +284,8 @@ impl Provider for LocalProvider {
         Ok(attrs::SCHEMA)
     }
 
-    fn diff(
-        &self,
-        kind: &str,
-        desired: &Desired,
-        current: &Attributes,
-    ) -> Result<Vec<AttributeChange>, ProviderError> {
-        Self::check_kind(kind)?;
-        let mut desired = desired.clone();
-        attrs::normalize_desired(&mut desired.attributes, current);
-        Ok(diff_attributes(attrs::SCHEMA, &desired, current))
+    fn normalize_desired(&self, _kind: &str, desired: &mut Attributes, current: &Attributes) {
+        attrs::normalize_desired(desired, current);
     }
 
     async fn read(

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prov_provider::{
-    diff_attributes, is_valid_name, AttributeChange, AttributeSchema, Attributes, CreateRequest,
-    Desired, Observed, Provider, ProviderError, UpdateRequest,
+    is_valid_name, AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed, Provider,
+    ProviderError, UpdateRequest,
 };
 use serde_json::Value;
 
@@ -394,16 +394,8 @@ impl Provider for VirtualBoxProvider {
         Ok(attrs::SCHEMA)
     }
 
-    fn diff(
-        &self,
-        kind: &str,
-        desired: &Desired,
-        current: &Attributes,
-    ) -> Result<Vec<AttributeChange>, ProviderError> {
-        Self::check_kind(kind)?;
-        let mut desired = desired.clone();
-        attrs::normalize_desired(&mut desired.attributes, current);
-        Ok(diff_attributes(attrs::SCHEMA, &desired, current))
+    fn normalize_desired(&self, _kind: &str, desired: &mut Attributes, current: &Attributes) {
+        attrs::normalize_desired(desired, current);
     }
 
     fn update_effects(&self, _kind: &str, changes: &[AttributeChange]) -> Vec<String> {
