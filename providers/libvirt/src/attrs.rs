@@ -67,22 +67,6 @@ pub(crate) const RESTARTING: &[&str] = &[
     ISOLATED,
 ];
 
-/// Every attribute an update can change (the others force a new VM).
-pub(crate) const IN_PLACE: &[&str] = &[
-    CPUS,
-    MEMORY,
-    DOMAIN_TYPE,
-    FIRMWARE,
-    KERNEL,
-    INITRD,
-    CMDLINE,
-    NETWORK,
-    SSH_PORT,
-    ISOLATED,
-    AUTOSTART,
-    RUNNING,
-];
-
 /// The attributes of kind `vm`.
 pub(crate) const SCHEMA: &[AttributeSchema] = &[
     AttributeSchema::force_new(NAME),
@@ -347,6 +331,13 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     prov_provider::normalize_authorized_keys(desired);
     // Null means "not set": drop it, as `read` does not report unset ones.
     desired.retain(|_, v| !v.is_null());
+}
+
+/// Whether an update can change attribute `name` (else it forces a new VM).
+pub(crate) fn changes_in_place(name: &str) -> bool {
+    SCHEMA
+        .iter()
+        .any(|a| a.name == name && a.mode == prov_provider::UpdateMode::InPlace)
 }
 
 /// Whether applying `changes` restarts the VM.

@@ -402,7 +402,7 @@ impl Provider for LibvirtProvider {
         if let Some(change) = request
             .changes
             .iter()
-            .find(|c| !attrs::IN_PLACE.contains(&c.name.as_str()))
+            .find(|c| !attrs::changes_in_place(&c.name))
         {
             return Err(ProviderError::api(
                 "update VM",
