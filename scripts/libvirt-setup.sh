@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Prepares this Debian 12 machine for prov's libvirt tests, idempotently:
-#   - Debian packages: libvirt (daemon, clients, QEMU driver, headers for the
-#     `virt` crate), pkg-config, QEMU 7.2 (qemu-utils pinned to Debian 12's 7.2:
-#     the 10.x from backports conflicts with qemu-system-x86 7.2), debootstrap
-#     (builds the guest image, see libvirt-image.sh), genisoimage and xorriso
-#     (two independent ISO readers that check the seeds prov writes)
+#   - Debian packages PROV_PKGS_BUILD and PROV_PKGS_LIBVIRT of
+#     scripts/lib/requirements.sh: libvirt (daemon, clients, QEMU driver,
+#     headers for the `virt` crate), pkg-config, QEMU 7.2, debootstrap (builds
+#     the guest image, see libvirt-image.sh), genisoimage and xorriso
+#   - the directories Debian's libvirt-daemon-system would have made
+#     (PROV_LIBVIRT_DIRS: /var/log/libvirt/qemu and the rest)
 #   - the libvirt-qemu user and group exist (libvirtd's QEMU driver does not
 #     start without them), and QEMU guests run as root (/etc/libvirt/qemu.conf)
 #     unless qemu.conf already names a user
@@ -29,36 +30,21 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 # virsh against the system daemon, never hanging for long.
 vsh() { timeout 20 virsh -q -c "$uri" "$@"; }
 
-# --- packages ---------------------------------------------------------------
+# --- packages and directories ---------------------------------------------
 
-# Installed (and, when a version glob is given, at a matching version)?
-have_pkg() {
-  local status version
-  status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
-  [ "$status" = "install ok installed" ] || return 1
-  [ -z "${2:-}" ] && return 0
-  version="$(dpkg-query -W -f='${Version}' "$1")"
-  # shellcheck disable=SC2254 # $2 is a glob on purpose
-  case "$version" in $2) return 0 ;; *) return 1 ;; esac
-}
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib/requirements.sh
+. "$here/lib/requirements.sh"
+prov_install_pkgs "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_LIBVIRT[@]}"
 
-missing=()
-for p in libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu libvirt-dev \
-  pkg-config debootstrap qemu-system-x86 genisoimage xorriso; do
-  have_pkg "$p" || missing+=("$p")
-done
-have_pkg qemu-utils '1:7.2*' || missing+=('qemu-utils=1:7.2*')
-
-if [ "${#missing[@]}" -gt 0 ]; then
-  is_root || die "missing Debian packages: ${missing[*]} (run as root, or install them)"
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends --allow-downgrades \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    "${missing[@]}" >/dev/null
-else
-  log "libvirt, QEMU 7.2, debootstrap, genisoimage and xorriso already installed"
+# What libvirt-daemon-system would have made: without /var/log/libvirt/qemu
+# `virsh start` fails ("Unable to open file: …/qemu/NAME-console.log").
+missing_dirs=()
+for d in "${PROV_LIBVIRT_DIRS[@]}"; do [ -d "$d" ] || missing_dirs+=("$d"); done
+if [ "${#missing_dirs[@]}" -gt 0 ]; then
+  is_root || die "missing directories: ${missing_dirs[*]} (run as root)"
+  log "creating ${missing_dirs[*]}"
+  mkdir -p "${missing_dirs[@]}"
 fi
 
 # --- QEMU's user ------------------------------------------------------------
@@ -127,7 +113,6 @@ fi
 if ! pid_alive /run/virtlogd.pid; then
   is_root || die "virtlogd is not running (run as root)"
   log "starting virtlogd"
-  mkdir -p /var/log/libvirt
   virtlogd -d
 else
   log "virtlogd already running"
@@ -138,7 +123,6 @@ if daemon_ok; then
 else
   is_root || die "libvirtd does not answer on $uri (run as root)"
   log "starting libvirtd"
-  mkdir -p /var/log/libvirt
   libvirtd -d
   ok=0
   for _ in $(seq 1 "$daemon_wait"); do

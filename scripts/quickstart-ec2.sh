@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(scripts/setup.sh)"
+eval "$(scripts/setup.sh test)"
 endpoint="$(scripts/moto.sh)"
 
 export AWS_ENDPOINT_URL="$endpoint"

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(scripts/setup.sh)"
+scripts/setup.sh quickstart
 eval "$(scripts/libvirt-setup.sh)"
 eval "$(scripts/libvirt-image.sh)"
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The quickstart on a fresh Debian machine, as root, no cloud account needed:
-# installs what prov needs (nix-bin, openssh, util-linux), builds prov, and
-# applies examples/quickstart.toml: three local hosts (namespace containers on
-# 127.0.0.x, each with its own /nix and sshd), each given a NixOS system
-# (a stand-in built with Nix: there is no nixpkgs here) that prov copies over
+# The quickstart on a fresh Debian 12 (or newer) machine, as root, no cloud
+# account needed: installs what prov needs to build and deploy
+# (`scripts/setup.sh quickstart`: libvirt-dev + pkg-config for the default
+# features, nix-bin, openssh, age), builds prov, and applies
+# examples/quickstart.toml: three local hosts (namespace containers on
+# 127.0.0.x, each with its own /nix and sshd), each given a NixOS system (a
+# stand-in built with Nix: there is no nixpkgs here) that prov copies over
 # SSH and activates with `switch`. Then shows what each host runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(scripts/setup.sh)"
+scripts/setup.sh quickstart
 
-cargo build --quiet --bin prov
+cargo build --locked --quiet --bin prov
 prov="${CARGO_TARGET_DIR:-target}/debug/prov"
 
 "$prov" -f examples/quickstart.toml apply --auto-approve

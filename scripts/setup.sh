@@ -1,36 +1,36 @@
 #!/usr/bin/env bash
-# Installs what prov's quickstart and test suite need on a fresh Debian 12
-# machine, idempotently:
-#   - Debian packages: nix-bin (builds and copies NixOS closures), openssh
-#     (sshd inside local hosts, ssh-keygen), age (secrets interop),
-#     (util-linux, for unshare and setsid, is part of every Debian system)
-#   - /etc/nix/nix.conf for offline, single-user Nix (when there is none)
-#   - a Python virtualenv with moto[server] (local EC2 and S3) and the AWS CLI,
-#     under $PROV_TOOLS_DIR (default ~/.cache/prov-tools)
-# Prints the environment to export (PATH with the venv's bin directory).
+# Installs what prov needs on a fresh Debian 12 (or newer) machine, as root,
+# idempotently. The packages come from scripts/lib/requirements.sh, the one
+# list shared with scripts/fresh-check.sh:
+#   scripts/setup.sh quickstart   base tools (git, curl, gcc, python3-venv, …)
+#                                 when missing, the build dependencies of the
+#                                 default features (pkg-config, libvirt-dev),
+#                                 nix-bin, openssh, age; /etc/nix/nix.conf for
+#                                 offline single-user Nix
+#   scripts/setup.sh [test]       all of that, and a Python virtualenv with
+#                                 moto[server] (local EC2 and S3) and the AWS
+#                                 CLI under $PROV_TOOLS_DIR (~/.cache/prov-tools)
+# (libvirt and QEMU for the VM tests: scripts/libvirt-setup.sh.)
+# Prints the environment to export on stdout (PATH with the venv's bin).
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib/requirements.sh
+. "$here/lib/requirements.sh"
 
-tools_dir="${PROV_TOOLS_DIR:-$HOME/.cache/prov-tools}"
-venv="$tools_dir/venv"
-mkdir -p "$tools_dir"
+purpose="${1:-test}"
+case "$purpose" in
+  quickstart | test) ;;
+  *) echo "usage: scripts/setup.sh [quickstart|test]" >&2; exit 2 ;;
+esac
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-missing=()
-command -v nix-instantiate >/dev/null 2>&1 || missing+=(nix-bin)
-[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
-command -v age >/dev/null 2>&1 || missing+=(age)
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    log "missing Debian packages: ${missing[*]} (run as root, or install them)"
-    exit 1
-  fi
-  log "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo is missing: install the Rust toolchain first (https://rustup.rs), then run this again"
+  exit 1
 fi
+
+prov_install_pkgs "${PROV_PKGS_BASE[@]}" "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_HOSTS[@]}"
 
 # Nix without a daemon, build users or network (as on CI machines): build as
 # root, no sandbox, no binary cache. Only written when there is no config yet.
@@ -41,17 +41,15 @@ if [ ! -s /etc/nix/nix.conf ] && [ "$(id -u)" -eq 0 ]; then
     'experimental-features = nix-command' >/etc/nix/nix.conf
 fi
 
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
-  log "creating $venv with moto[server] and awscli"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'awscli>=1.33'
-else
-  log "moto and awscli already in $venv"
+if [ "$purpose" = test ]; then
+  venv="$(prov_tools_dir)/venv"
+  if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
+    log "creating $venv with ${PROV_PIP_TEST[*]}"
+    mkdir -p "$(prov_tools_dir)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PROV_PIP_TEST[@]}"
+  else
+    log "moto and awscli already in $venv"
+  fi
+  echo "export PATH=\"$venv/bin:\$PATH\""
 fi
-
-if ! command -v cargo >/dev/null 2>&1; then
-  log "cargo is missing: install the Rust toolchain (rustup) first"
-  exit 1
-fi
-
-echo "export PATH=\"$venv/bin:\$PATH\""

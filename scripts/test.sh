@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(scripts/setup.sh)"
+eval "$(scripts/setup.sh test)"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test: installing cargo-nextest" >&2
+  cargo install --locked --quiet cargo-nextest
+fi
 MOTO_SERVER="$(command -v moto_server)"
 export MOTO_SERVER
 # libvirtd, virtlogd and the pool `prov-test`; then the guest image (built
@@ -15,7 +19,6 @@ eval "$(scripts/libvirt-setup.sh)"
 eval "$(scripts/libvirt-image.sh)"
 # Tests that read prov's output with system tools fail, not skip, without them.
 export PROV_REQUIRE_TEST_TOOLS=1
-
 
 nix-instantiate --parse flake.nix >/dev/null
 cargo fmt --all --check
