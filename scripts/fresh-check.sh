@@ -139,7 +139,7 @@ step() {
   local name="$1" live="$2" start log rc
   shift 2
   step_no=$((step_no + 1))
-  log="$logs/$(printf '%02d' "$step_no")-${name// /-}.log"
+  log="$logs/$(printf '%02d' "$step_no")-$(printf '%s' "$name" | tr -c 'A-Za-z0-9.' '-').log"
   say "[$step_no] $name"
   start="$(date +%s.%N)"
   set +e

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{repo, Workspace};
 
 /// A workspace with examples/systems.nix and a `systems.nix`-based spec.
-fn workspace() -> Workspace {
+pub(crate) fn workspace() -> Workspace {
     let ws = Workspace::new();
     ws.copy_example("systems.nix");
     ws
@@ -20,7 +20,7 @@ fn workspace() -> Workspace {
 
 /// `nix = { file = "v.nix", attr = "NAME" }` systems: writes v.nix with one
 /// system per (name, version, options).
-fn write_systems(ws: &Workspace, systems: &[(&str, &str, &str)]) {
+pub(crate) fn write_systems(ws: &Workspace, systems: &[(&str, &str, &str)]) {
     let mut text = String::from("let s = import ./systems.nix; in {\n");
     for (attr, version, extra) in systems {
         text.push_str(&format!(
@@ -31,7 +31,7 @@ fn write_systems(ws: &Workspace, systems: &[(&str, &str, &str)]) {
     ws.write("v.nix", &text);
 }
 
-fn host_spec(deployment: &str, hosts: &[&str], confirm: u32, extra: &str) -> String {
+pub(crate) fn host_spec(deployment: &str, hosts: &[&str], confirm: u32, extra: &str) -> String {
     let mut spec = format!("deployment = \"{deployment}\"\n{extra}\n");
     for host in hosts {
         spec.push_str(&format!(
@@ -42,7 +42,7 @@ fn host_spec(deployment: &str, hosts: &[&str], confirm: u32, extra: &str) -> Str
 }
 
 /// What the host's system profile points at (read from the host directory).
-fn profile(dir: &Path) -> Option<String> {
+pub(crate) fn profile(dir: &Path) -> Option<String> {
     let profiles = dir.join("nix/var/nix/profiles");
     let link = std::fs::read_link(profiles.join("system")).ok()?;
     let target = std::fs::read_link(profiles.join(link)).ok()?;
@@ -50,7 +50,7 @@ fn profile(dir: &Path) -> Option<String> {
 }
 
 /// The stand-in's record of activations: `GOAL SYSTEM` lines.
-fn activations(dir: &Path) -> Vec<String> {
+pub(crate) fn activations(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("nix/var/prov-standin/activations"))
         .unwrap_or_default()
         .lines()
@@ -70,7 +70,7 @@ fn store_paths(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn built(ws: &Workspace, attr: &str) -> String {
+pub(crate) fn built(ws: &Workspace, attr: &str) -> String {
     crate::harness::nix_build(ws.path(), "v.nix", attr)
 }
 
@@ -354,7 +354,7 @@ fn a_host_presenting_another_key_is_refused_before_anything_is_sent() {
 
 /// Processes inside the local host at `dir` whose command line contains
 /// `needle` (matched by PID namespace, so other tests' hosts are never hit).
-fn host_processes(dir: &Path, needle: &str) -> Vec<u32> {
+pub(crate) fn host_processes(dir: &Path, needle: &str) -> Vec<u32> {
     let Ok(init) = std::fs::read_to_string(dir.join("init.pid")) else {
         return Vec::new();
     };
@@ -495,7 +495,7 @@ address = "{address}"
 }
 
 /// Runs `command` on a local host over SSH with the workspace's deployer key.
-fn ssh(ws: &Workspace, address: &str, command: &str) -> String {
+pub(crate) fn ssh(ws: &Workspace, address: &str, command: &str) -> String {
     let key = ws.path().join(".prov/ssh/id_ed25519");
     let out = std::process::Command::new("ssh")
         .args([
@@ -618,4 +618,36 @@ fn build_on_target_copies_derivations_and_builds_on_the_host() {
         .filter(|p| p.ends_with(".drv"))
         .count();
     assert!(drvs >= 2, "the derivations travelled ({drvs})");
+}
+
+#[test]
+fn a_host_left_by_another_state_names_the_commands_that_remove_it() {
+    // fresh-machine 4: the error used to end in "delete it first".
+    let ws = workspace();
+    write_systems(&ws, &[("twin", "1", "")]);
+    ws.write("prov.toml", &host_spec("shared", &["twin"], 30, ""));
+    // Another checkout of the same deployment: its own state directory.
+    ws.ok(&["--state-dir", "other-state", "apply", "--auto-approve"]);
+
+    let run = ws.prov(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{run}");
+    let remove = "prov -f prov.toml import twin local-shared-twin && \
+                  prov -f prov.toml destroy --on twin --auto-approve";
+    assert!(run.stderr.contains(remove), "{run}");
+    assert!(
+        run.stderr
+            .contains("to keep it and manage it from this state instead:\n    prov -f prov.toml import twin local-shared-twin"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("delete it first"), "{run}");
+
+    // The commands do what the message says.
+    ws.ok(&["import", "twin", "local-shared-twin"]);
+    ws.ok(&["destroy", "--on", "twin", "--auto-approve"]);
+    assert!(!ws.host_dir("shared", "twin").exists());
+    ws.ok(&["apply", "--auto-approve"]);
+    assert_eq!(
+        profile(&ws.host_dir("shared", "twin")).as_deref(),
+        Some(built(&ws, "twin").as_str())
+    );
 }

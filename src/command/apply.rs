@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use anyhow::{bail, Result};
-use prov_provider::Change;
+use prov_provider::{Address, Change, ProviderError};
 use prov_state::StateDocument;
 
 use crate::apply::{self, ApplyOptions, Event, StateSession};
@@ -15,6 +15,7 @@ use crate::command::plan::{prepare, Prepared};
 use crate::command::{Context, EXIT_OK};
 use crate::plan::file::PlanFile;
 use crate::plan::{self, Refreshed};
+use crate::ssh::shell_quote;
 use crate::ui::{self, Painter};
 
 /// Converges the deployment (or carries out a saved plan).
@@ -235,7 +236,10 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         let first = report
             .failed
             .first()
-            .map(|(_, e)| format!("{e:#}"))
+            .map(|(address, e)| match taken_hint(cli, address, e) {
+                Some(hint) => format!("{e:#}\n{hint}"),
+                None => format!("{e:#}"),
+            })
             .unwrap_or_default();
         bail!(
             "{} resource(s) failed: {}; {} not attempted\nfirst error: {first}",
@@ -245,6 +249,30 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         );
     }
     Ok(EXIT_OK)
+}
+
+/// When `error` is an object another state made (a local host directory
+/// left by another checkout, say), exactly what to run about it: adopt it
+/// into this state and destroy it, or only adopt it.
+fn taken_hint(cli: &Cli, address: &Address, error: &anyhow::Error) -> Option<String> {
+    let id = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(ProviderError::Taken { id, .. }) => Some(id.clone()),
+        _ => None,
+    })?;
+    let mut prov = format!("prov -f {}", shell_quote(&cli.file.to_string_lossy()));
+    if let Some(dir) = &cli.state_dir {
+        prov.push_str(&format!(
+            " --state-dir {}",
+            shell_quote(&dir.to_string_lossy())
+        ));
+    }
+    let address = shell_quote(&address.to_string());
+    let id = shell_quote(&id);
+    Some(format!(
+        "No resource in this state owns it. To remove it, run:\n    \
+         {prov} import {address} {id} && {prov} destroy --on {address} --auto-approve\n\
+         or, to keep it and manage it from this state instead:\n    {prov} import {address} {id}"
+    ))
 }
 
 async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()> {

@@ -19,12 +19,21 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         .with_context(|| format!("{address} is not in the spec; add it before importing"))?;
     let mut session = ctx.session(cli, "import").await?;
     let result = async {
-        if let Some(existing) = session.doc.resources.get(&address.to_string()) {
-            bail!(
-                "{address} is already managed (id {}); `prov state rm {address}` first to import another object",
-                existing.id.as_deref().unwrap_or("none")
-            );
+        let existing = session.doc.resources.get(&address.to_string());
+        match existing {
+            Some(ResourceRecord { id: Some(id), .. }) => bail!(
+                "{address} is already managed (id {id}); `prov state rm {address}` first to import another object"
+            ),
+            Some(ResourceRecord {
+                status: ResourceStatus::Creating,
+                ..
+            }) => bail!(
+                "{address} has an interrupted create pending; run `prov apply` to finish it (or `prov state rm {address}`) before importing"
+            ),
+            // A create that failed made no object: importing one is fine.
+            _ => {}
         }
+        let generation = existing.map_or(0, |r| r.generation);
         let providers = ctx.providers(&session.doc).await?;
         let provider = providers.get(&config.provider)?;
         let mut found = provider
@@ -41,7 +50,7 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
                 kind: config.kind.clone(),
                 id: Some(observed.id.clone()),
                 status: ResourceStatus::Ready,
-                generation: 0,
+                generation,
                 token: None,
                 attributes: observed.attributes,
                 dependencies: config.depends_on.iter().map(ToString::to_string).collect(),

@@ -29,9 +29,19 @@ impl ExecOutput {
     }
 }
 
-/// Quotes `word` for a POSIX shell: `it's` becomes `'it'\''s'`.
+/// Quotes `word` for a POSIX shell: `it's` becomes `'it'\''s'`; a word of
+/// only characters no shell treats specially stays as it is (`web-0`,
+/// `/run/keys/db.key`), so commands read as a person would type them.
 pub fn shell_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+,".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// `command` as root: unchanged for root, else `sudo -n -- sh -c '<command>'`.

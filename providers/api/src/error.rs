@@ -53,6 +53,20 @@ pub enum ProviderError {
         /// The message, with the API's own error code where there is one.
         message: String,
     },
+    /// The object a create would make already exists, made by another state
+    /// (another checkout of the same deployment, or a state that was lost).
+    /// Nothing was changed; the caller says how to remove or adopt it.
+    #[error("{place} already holds the {kind} `{id}`, created by another state for `{owner}`")]
+    Taken {
+        /// Resource kind.
+        kind: String,
+        /// The provider's id of the existing object (what `prov import` takes).
+        id: String,
+        /// Where it is (a directory, a name), for the message.
+        place: String,
+        /// The address it was created for, as recorded with it.
+        owner: String,
+    },
     /// Waiting for an object to reach a state took too long.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout {

@@ -353,14 +353,12 @@ impl Provider for LocalProvider {
                 if dir.read(host_dir::TOKEN).as_deref() == Some(request.token) {
                     return Ok(observed);
                 }
-                let owner = dir.read(host_dir::RESOURCE).unwrap_or_default();
-                return Err(ProviderError::api(
-                    "create host",
-                    format!(
-                        "{} already holds the running host {id} (created for `{owner}` with another token); delete it first",
-                        dir.path().display()
-                    ),
-                ));
+                return Err(ProviderError::Taken {
+                    kind: KIND.to_owned(),
+                    id,
+                    place: dir.path().display().to_string(),
+                    owner: dir.read(host_dir::RESOURCE).unwrap_or_default(),
+                });
             }
             tracing::info!(dir = %dir.path().display(), "removing the stale directory of a dead host");
             self.destroy(&dir).await?;

@@ -81,6 +81,10 @@ async fn shell_quote_round_trips_through_the_remote_shell() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output), word);
+    assert_eq!(shell_quote("web-0"), "web-0");
+    assert_eq!(shell_quote("web[0]"), "'web[0]'");
+    assert_eq!(shell_quote(""), "''");
+    assert_eq!(shell_quote("a=b"), "'a=b'");
     // As root, privileged() leaves the command alone.
     assert_eq!(connection.privileged("id -u"), "id -u");
 }
