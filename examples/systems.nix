@@ -21,6 +21,8 @@
 #               prov local host (authorized_keys moved aside), as a bad
 #               sshd configuration would; activating a good system again
 #               restores them.
+#   failActivation  a faulty system: switch-to-configuration exits 1
+#   activationSeconds  how long switch-to-configuration takes
 let
   mk = name: script: derivation {
     inherit name;
@@ -49,7 +51,8 @@ let
     hostdir=''${hostdir%/nix}
   '';
 
-  mkSystem = { name, version ? "1", sharedPaths ? 4, sharedKiB ? 16, payloadKiB ? 64, breakSsh ? false }:
+  mkSystem = { name, version ? "1", sharedPaths ? 4, sharedKiB ? 16, payloadKiB ? 64, breakSsh ? false
+             , failActivation ? false, activationSeconds ? 0 }:
     let
       base = shared sharedPaths sharedKiB;
       payload = filler "payload-${name}-${version}" payloadKiB;
@@ -71,7 +74,8 @@ let
         if [ -e "$hostdir/authorized_keys.broken-by-standin" ]; then mv "$hostdir/authorized_keys.broken-by-standin" "$hostdir/authorized_keys"; fi
         ''}
       fi
-      exit 0
+      ${if activationSeconds > 0 then "sleep ${toString activationSeconds}" else ""}
+      exit ${if failActivation then "1" else "0"}
       EOF
       sed -i "s|@out@|$out|" $out/bin/switch-to-configuration
       chmod +x $out/bin/switch-to-configuration

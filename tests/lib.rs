@@ -13,6 +13,7 @@ mod ec2;
 mod libvirt;
 mod locking;
 mod plan_output;
+mod rollback;
 mod s3_state;
 mod secrets;
 mod spec_errors;

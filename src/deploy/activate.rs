@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::target::{fresh, Endpoint};
 use crate::spec::Goal;
-use crate::ssh::{shell_quote, Connection, Options};
+use crate::ssh::{shell_quote, Connection, HostKeyCheck, Options};
 
 /// The helper script uploaded to every host.
 const SCRIPT: &str = include_str!("activate.sh");
@@ -113,165 +113,300 @@ async fn read(connection: &Connection, dir: &str, name: &str) -> Result<String> 
     Ok(out.trim().to_owned())
 }
 
+/// How long one `activate.sh wait` blocks on the host before prov asks again.
+const WAIT_STEP: Duration = Duration::from_secs(20);
+/// How long after the host's confirmation deadline prov keeps trying to read
+/// the host's result before it gives up saying it cannot tell.
+const RESULT_GRACE: Duration = Duration::from_secs(60);
+
+/// What the host reported when activation finished (`activate.sh wait`).
+#[derive(Debug, PartialEq, Eq)]
+enum Finished {
+    /// switch-to-configuration exited with this status; no result yet.
+    Activated(String),
+    /// The host's final result.
+    Result(String),
+}
+
 /// Waits for the activation to finish, confirms it over a new connection,
-/// and reports how it ended.
+/// and reports how it ended: always what the host itself recorded in its
+/// result file, never a guess.
 ///
 /// # Errors
-/// When the outcome cannot be determined at all.
+/// When the activation failed before anything was activated (the profile
+/// could not be set), or when the host's result cannot be read at all.
 pub async fn finish(
     connection: &Connection,
     endpoint: &Endpoint,
     activation: &Activation,
 ) -> Result<Outcome> {
-    let started = Instant::now();
-    let mut activated_at = None;
-    // Wait for switch-to-configuration to finish, over the open connection.
-    while started.elapsed() < ACTIVATION_LIMIT {
-        match read(connection, &activation.dir, "activated").await {
-            Ok(status) if !status.is_empty() => {
-                activated_at = Some(Instant::now());
-                if status != "0" {
-                    let result =
-                        wait_result(connection, &activation.dir, Duration::from_secs(60)).await;
-                    let previous = read(connection, &activation.dir, "previous").await.ok();
-                    let log = read(connection, &activation.dir, "log")
-                        .await
-                        .unwrap_or_default();
-                    return Ok(Outcome::RolledBack {
-                        reason: format!(
-                            "switch-to-configuration exited with status {status} ({}); its output:\n{}",
-                            result.unwrap_or_default(),
-                            tail(&log, 20)
-                        ),
-                        previous: previous.filter(|p| !p.is_empty()),
-                    });
-                }
-                break;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+    // Every connection after the first checks the key the first one
+    // presented, also when that one was accepted as new.
+    let endpoint = Endpoint {
+        check: HostKeyCheck::Pinned(connection.host_key().to_owned()),
+        ..endpoint.clone()
+    };
+    let finished = wait_finished(connection, &endpoint, activation).await?;
+    // The host's confirmation window opens now, when activation has ended.
+    let activated_at = Instant::now();
+    if matches!(&finished, Finished::Activated(status) if status == "0")
+        && !activation.confirm.is_zero()
+    {
+        match try_confirm(&endpoint, activation, activated_at).await {
+            Ok(()) => {}
             Err(error) => {
-                tracing::warn!(host = %endpoint.address, "the host stopped answering during activation: {error:#}");
-                break;
+                tracing::info!(host = %endpoint.address, "not confirmed: {error:#}");
+                let result = read_result(&endpoint, activation, activated_at).await?;
+                return Ok(outcome(
+                    connection,
+                    &endpoint,
+                    activation,
+                    &result,
+                    Some(format!(
+                        "prov could not confirm the new system over a new SSH connection within {}s ({error:#})",
+                        activation.confirm.as_secs()
+                    )),
+                )
+                .await);
             }
         }
     }
-
-    if activation.confirm.is_zero() {
-        let generation = read(connection, &activation.dir, "generation")
-            .await
-            .ok()
-            .and_then(|g| g.parse().ok());
-        return Ok(Outcome::Confirmed { generation });
+    let result = match finished {
+        Finished::Result(result) => result,
+        Finished::Activated(_) => read_result(&endpoint, activation, activated_at).await?,
+    };
+    if result == "failed-profile" {
+        let log = read_fresh(&endpoint, &activation.dir, "log").await;
+        bail!(
+            "setting the system profile on the host failed; nothing was activated:\n{}",
+            tail(&log, 20)
+        );
     }
+    Ok(outcome(connection, &endpoint, activation, &result, None).await)
+}
 
-    // Confirm over a NEW connection before the host's deadline.
-    let deadline =
-        activated_at.unwrap_or(started) + activation.confirm.saturating_sub(Duration::from_secs(1));
-    let mut last_error = String::from("the host did not answer");
-    while Instant::now() < deadline {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let options = Options {
-            connect_timeout: remaining
-                .min(Duration::from_secs(5))
-                .max(Duration::from_millis(500)),
-            keepalive: Duration::from_secs(5),
-            ..Options::default()
+/// Waits (bounded) until the host says activation has finished. A dropped
+/// connection is not an answer: prov connects again and keeps waiting.
+async fn wait_finished(
+    connection: &Connection,
+    endpoint: &Endpoint,
+    activation: &Activation,
+) -> Result<Finished> {
+    let started = Instant::now();
+    let command = format!(
+        "sh {HOME}/activate.sh wait {} {}",
+        shell_quote(&activation.dir),
+        WAIT_STEP.as_secs()
+    );
+    let mut own: Option<Connection> = None;
+    let mut last_error = String::new();
+    while started.elapsed() < ACTIVATION_LIMIT {
+        let answer = match &own {
+            Some(c) => exec(c, &command, WAIT_STEP + POLL).await,
+            None => exec(connection, &command, WAIT_STEP + POLL).await,
         };
-        match tokio::time::timeout(
-            remaining + Duration::from_millis(100),
-            confirm(endpoint, &activation.dir, options),
+        match answer {
+            Ok((_, out)) => {
+                let out = out.trim();
+                if let Some(status) = out.strip_prefix("activated ") {
+                    return Ok(Finished::Activated(status.trim().to_owned()));
+                }
+                if let Some(result) = out.strip_prefix("result ") {
+                    return Ok(Finished::Result(result.trim().to_owned()));
+                }
+            }
+            Err(error) => {
+                last_error = format!("{error:#}");
+                tracing::warn!(host = %endpoint.address, "lost the connection during activation, connecting again: {last_error}");
+                if let Some(c) = own.take() {
+                    c.close().await;
+                }
+                own = fresh(endpoint, short_options(Duration::from_secs(5)))
+                    .await
+                    .map_err(|e| {
+                        last_error = format!("{e:#}");
+                    })
+                    .ok();
+                if own.is_none() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    if let Some(c) = own {
+        c.close().await;
+    }
+    bail!(
+        "activation did not finish within {}s{}",
+        ACTIVATION_LIMIT.as_secs(),
+        if last_error.is_empty() {
+            String::new()
+        } else {
+            format!(" (last error: {last_error})")
+        }
+    )
+}
+
+fn short_options(connect_timeout: Duration) -> Options {
+    Options {
+        connect_timeout: connect_timeout.max(Duration::from_millis(500)),
+        keepalive: Duration::from_secs(5),
+        ..Options::default()
+    }
+}
+
+/// Confirms over new connections until it works, the host closes the window
+/// (the canary is gone), or the host's deadline has passed.
+async fn try_confirm(
+    endpoint: &Endpoint,
+    activation: &Activation,
+    activated_at: Instant,
+) -> Result<()> {
+    let deadline = activated_at + activation.confirm;
+    let mut last_error = anyhow::anyhow!("the host did not answer");
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(last_error);
+        }
+        match confirm(
+            endpoint,
+            &activation.dir,
+            short_options(remaining.min(Duration::from_secs(5))),
         )
         .await
         {
-            Ok(Ok(generation)) => return Ok(Outcome::Confirmed { generation }),
-            Ok(Err(error)) => last_error = format!("{error:#}"),
-            Err(_) => last_error = "confirmation timed out".to_owned(),
+            Ok(Confirm::Done) => return Ok(()),
+            Ok(Confirm::WindowClosed) => bail!("the confirmation window had already closed"),
+            Err(error) => last_error = error,
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
     }
+}
 
-    // Not confirmed: the host rolls back on its own. Check that it did.
-    let check_at = activated_at.unwrap_or(started) + activation.confirm;
-    let previous = verify_rollback(endpoint, &activation.dir, check_at).await;
-    Ok(Outcome::RolledBack {
-        reason: format!(
-            "prov could not confirm the new system over a new SSH connection within {}s ({last_error})",
-            activation.confirm.as_secs()
-        ),
-        previous,
+/// What one confirmation attempt achieved.
+enum Confirm {
+    /// The canary is gone by prov's hand: the host will confirm.
+    Done,
+    /// The host had already closed the window (it rolls back).
+    WindowClosed,
+}
+
+/// Deletes the canary over a new connection.
+async fn confirm(endpoint: &Endpoint, dir: &str, options: Options) -> Result<Confirm> {
+    let connection = fresh(endpoint, options).await?;
+    let removed = exec(
+        &connection,
+        &format!("rm {}/canary 2>/dev/null", shell_quote(dir)),
+        POLL,
+    )
+    .await;
+    connection.close().await;
+    Ok(if removed?.0 {
+        Confirm::Done
+    } else {
+        Confirm::WindowClosed
     })
 }
 
-/// Deletes the canary over a new connection and waits for `confirmed`.
-async fn confirm(endpoint: &Endpoint, dir: &str, options: Options) -> Result<Option<u64>> {
-    let connection = fresh(endpoint, options).await?;
-    let (removed, _) = exec(
-        &connection,
-        &format!("rm {}/canary", shell_quote(dir)),
-        POLL,
-    )
-    .await?;
-    if !removed {
-        bail!("the confirmation window had already closed");
-    }
-    let result = wait_result(&connection, dir, Duration::from_secs(10)).await?;
-    if result != "confirmed" {
-        bail!("the host reports `{result}` after confirmation");
-    }
-    let generation = read(&connection, dir, "generation").await?.parse().ok();
-    connection.close().await;
-    Ok(generation)
-}
-
-/// Polls DIR/result until it is written (bounded).
-async fn wait_result(connection: &Connection, dir: &str, limit: Duration) -> Result<String> {
-    let started = Instant::now();
-    loop {
-        let result = read(connection, dir, "result").await?;
-        if !result.is_empty() {
-            return Ok(result);
-        }
-        if started.elapsed() > limit {
-            bail!(
-                "the activation helper reported no result within {}s",
-                limit.as_secs()
-            );
+/// Reads the host's final result over new connections, waiting for the host
+/// to write it: until the host's deadline has passed and then
+/// [`RESULT_GRACE`] more.
+async fn read_result(
+    endpoint: &Endpoint,
+    activation: &Activation,
+    activated_at: Instant,
+) -> Result<String> {
+    let give_up = activated_at + activation.confirm + RESULT_GRACE;
+    let mut last_error = String::from("no result yet");
+    while Instant::now() < give_up {
+        let remaining = give_up.saturating_duration_since(Instant::now());
+        match fresh(
+            endpoint,
+            short_options(remaining.min(Duration::from_secs(5))),
+        )
+        .await
+        {
+            Ok(connection) => {
+                let command = format!(
+                    "sh {HOME}/activate.sh result {} {}",
+                    shell_quote(&activation.dir),
+                    remaining.as_secs().clamp(1, WAIT_STEP.as_secs())
+                );
+                let answer = exec(&connection, &command, WAIT_STEP + POLL).await;
+                connection.close().await;
+                match answer {
+                    Ok((_, result)) if !result.trim().is_empty() => {
+                        return Ok(result.trim().to_owned())
+                    }
+                    Ok(_) => {}
+                    Err(error) => last_error = format!("{error:#}"),
+                }
+            }
+            Err(error) => last_error = format!("{error:#}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    bail!(
+        "cannot tell how the activation ended: the host's result in {} could not be read ({last_error})",
+        activation.dir
+    )
 }
 
-/// After the host's deadline, connects again and reads what it rolled back
-/// to. Bounded: gives up a minute after `check_at`.
-async fn verify_rollback(endpoint: &Endpoint, dir: &str, check_at: Instant) -> Option<String> {
-    tokio::time::sleep(
-        check_at
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(3600)),
-    )
-    .await;
-    let give_up = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < give_up {
-        let options = Options {
-            connect_timeout: Duration::from_secs(5),
-            keepalive: Duration::from_secs(5),
-            ..Options::default()
-        };
-        if let Ok(connection) = fresh(endpoint, options).await {
-            let result = read(&connection, dir, "result").await.unwrap_or_default();
-            if result.contains("rolled-back") {
-                let previous = read(&connection, dir, "previous")
-                    .await
-                    .ok()
-                    .filter(|p| !p.is_empty());
-                connection.close().await;
-                return previous;
-            }
-            connection.close().await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+/// Reads `DIR/NAME` over `connection`, or over a new one when that one is
+/// gone (empty when both fail).
+async fn read_any(connection: &Connection, endpoint: &Endpoint, dir: &str, name: &str) -> String {
+    if let Ok(text) = read(connection, dir, name).await {
+        return text;
     }
-    None
+    read_fresh(endpoint, dir, name).await
+}
+
+/// Reads `DIR/NAME` over a new connection (empty when that fails).
+async fn read_fresh(endpoint: &Endpoint, dir: &str, name: &str) -> String {
+    let Ok(connection) = fresh(endpoint, short_options(Duration::from_secs(5))).await else {
+        return String::new();
+    };
+    let text = read(&connection, dir, name).await.unwrap_or_default();
+    connection.close().await;
+    text
+}
+
+/// The outcome the host's `result` stands for.
+async fn outcome(
+    connection: &Connection,
+    endpoint: &Endpoint,
+    activation: &Activation,
+    result: &str,
+    unconfirmed: Option<String>,
+) -> Outcome {
+    if result == "confirmed" {
+        let generation = read_any(connection, endpoint, &activation.dir, "generation")
+            .await
+            .parse()
+            .ok();
+        return Outcome::Confirmed { generation };
+    }
+    let previous = Some(read_any(connection, endpoint, &activation.dir, "previous").await)
+        .filter(|p| !p.is_empty());
+    let reason = match result {
+        "failed-rolled-back" => {
+            let status = read_any(connection, endpoint, &activation.dir, "activated").await;
+            let log = read_any(connection, endpoint, &activation.dir, "log").await;
+            format!(
+                "switch-to-configuration exited with status {status}; the host's log:\n{}",
+                tail(&log, 20)
+            )
+        }
+        "rolled-back" => unconfirmed.unwrap_or_else(|| {
+            format!(
+                "the host was not confirmed within {}s",
+                activation.confirm.as_secs()
+            )
+        }),
+        other => format!("the host reports `{other}`"),
+    };
+    Outcome::RolledBack { reason, previous }
 }
 
 /// Rolls back a confirmed activation (after a failed health check).

@@ -4,21 +4,28 @@
 #
 #   activate.sh run DIR SYSTEM GOAL CONFIRM_SECONDS
 #     Sets the system profile (switch, boot), runs SYSTEM/bin/switch-to-configuration GOAL,
-#     then waits for prov to confirm by deleting DIR/canary over a new SSH
-#     connection. Unconfirmed after CONFIRM_SECONDS (0: don't wait), or when
-#     activation fails, it rolls back to the previous generation.
+#     then waits CONFIRM_SECONDS, counted from the end of activation, for prov
+#     to confirm by deleting DIR/canary over a new SSH connection. Unconfirmed
+#     (0: don't wait), or when activation fails, it rolls back to the previous
+#     generation; with no previous generation it removes the new one.
+#   activate.sh wait DIR SECONDS
+#     Blocks until activation has finished (DIR/activated or DIR/result
+#     exists), at most SECONDS; prints `activated STATUS` or `result RESULT`.
+#   activate.sh result DIR SECONDS
+#     Blocks until DIR/result exists, at most SECONDS; prints it (or nothing).
 #   activate.sh rollback DIR
 #     Rolls back what `run` did in DIR (after a failed health check).
 #
-# Progress is left in DIR: previous, generation, activated (exit status of
-# switch-to-configuration), result (confirmed | rolled-back | failed-rolled-back),
-# log.
+# Progress is left in DIR: goal, previous (the system active before; empty
+# when there was none), generation, activated (exit status of
+# switch-to-configuration), result (confirmed | rolled-back |
+# failed-rolled-back | failed-profile), log. The host's deadline and prov's
+# confirmation race on one atomic step: prov removes DIR/canary, the host
+# renames it to DIR/expired; whichever succeeds decides the result.
 set -u
 profile=/nix/var/nix/profiles/system
 mode=$1
 dir=$2
-mkdir -p "$dir"
-exec >>"$dir/log" 2>&1
 
 generation_of() {
   # system-12-link -> 12
@@ -30,14 +37,23 @@ generation_of() {
 rollback() {
   goal=$(cat "$dir/goal")
   previous=$(cat "$dir/previous")
-  echo "rolling back to ${previous:-nothing}"
   case $goal in
     switch|boot)
       new=$(cat "$dir/generation" 2>/dev/null || true)
       if [ -n "$previous" ]; then
+        echo "rolling back to $previous"
         nix-env -p "$profile" --rollback
         [ -n "$new" ] && nix-env -p "$profile" --delete-generations "$new"
+      else
+        # A first deploy: nothing to go back to. The new generation goes, so
+        # that nothing on the host claims the failed system is its own.
+        echo "no previous system to return to; removing generation ${new:-?}"
+        rm -f "$profile"
+        [ -n "$new" ] && rm -f "$profile-$new-link"
       fi
+      ;;
+    *)
+      if [ -n "$previous" ]; then echo "returning to $previous"; else echo "no previous system to return to"; fi
       ;;
   esac
   if [ -n "$previous" ] && [ -x "$previous/bin/switch-to-configuration" ]; then
@@ -45,16 +61,31 @@ rollback() {
   fi
 }
 
+# Writes RESULT atomically (prov may read it at any moment).
+result() {
+  echo "$1" >"$dir/result.tmp" && mv "$dir/result.tmp" "$dir/result"
+}
+
 case $mode in
   run)
+    mkdir -p "$dir"
+    exec >>"$dir/log" 2>&1
     system=$3
     goal=$4
     confirm=$5
     echo "$goal" >"$dir/goal"
-    readlink -f "$profile" >"$dir/previous" 2>/dev/null || : >"$dir/previous"
+    if [ -e "$profile" ]; then
+      readlink -f "$profile" >"$dir/previous"
+    else
+      : >"$dir/previous"
+    fi
     case $goal in
       switch|boot)
-        nix-env -p "$profile" --set "$system" || { echo failed-profile >"$dir/result"; exit 1; }
+        if ! nix-env -p "$profile" --set "$system"; then
+          echo "setting $profile to $system failed"
+          result failed-profile
+          exit 1
+        fi
         generation_of >"$dir/generation"
         ;;
     esac
@@ -63,31 +94,59 @@ case $mode in
     status=$?
     echo "$status" >"$dir/activated"
     if [ "$status" -ne 0 ]; then
+      rm -f "$dir/canary"
       [ "$confirm" -gt 0 ] && rollback
-      echo failed-rolled-back >"$dir/result"
+      result failed-rolled-back
       exit 1
     fi
     if [ "$confirm" -gt 0 ]; then
       ticks=0
-      while [ -e "$dir/canary" ] && [ "$ticks" -lt $((confirm * 5)) ]; do
-        sleep 0.2
+      while [ -e "$dir/canary" ] && [ "$ticks" -lt $((confirm * 20)) ]; do
+        sleep 0.05
         ticks=$((ticks + 1))
       done
-      if [ -e "$dir/canary" ]; then
-        rm -f "$dir/canary"
+      if mv "$dir/canary" "$dir/expired" 2>/dev/null; then
+        echo "not confirmed within ${confirm}s"
         rollback
-        echo rolled-back >"$dir/result"
+        result rolled-back
         exit 1
       fi
     fi
-    echo confirmed >"$dir/result"
+    result confirmed
+    ;;
+  wait)
+    limit=$3
+    ticks=0
+    while [ "$ticks" -lt $((limit * 20)) ]; do
+      if [ -e "$dir/result" ]; then
+        echo "result $(cat "$dir/result")"
+        exit 0
+      fi
+      if [ -e "$dir/activated" ]; then
+        echo "activated $(cat "$dir/activated")"
+        exit 0
+      fi
+      sleep 0.05
+      ticks=$((ticks + 1))
+    done
+    echo waiting
+    ;;
+  result)
+    limit=$3
+    ticks=0
+    while [ ! -e "$dir/result" ] && [ "$ticks" -lt $((limit * 20)) ]; do
+      sleep 0.05
+      ticks=$((ticks + 1))
+    done
+    cat "$dir/result" 2>/dev/null || true
     ;;
   rollback)
+    exec >>"$dir/log" 2>&1
     rollback
-    echo rolled-back >"$dir/result"
+    result rolled-back
     ;;
   *)
-    echo "usage: activate.sh run DIR SYSTEM GOAL CONFIRM_SECONDS | rollback DIR" >&2
+    echo "usage: activate.sh run DIR SYSTEM GOAL CONFIRM_SECONDS | wait DIR SECONDS | result DIR SECONDS | rollback DIR" >&2
     exit 2
     ;;
 esac

@@ -292,10 +292,7 @@ async fn deploy_one(
         Outcome::Confirmed { generation } => generation,
         Outcome::RolledBack { reason, previous } => {
             ctx.pool.drop_connection(address).await;
-            bail!(
-                "{address} ROLLED BACK to {}: {reason}",
-                previous.as_deref().unwrap_or("its previous system")
-            );
+            bail!("{address} {}: {reason}", rolled_back(previous.as_deref()));
         }
     };
 
@@ -320,10 +317,7 @@ async fn deploy_one(
             }
             progress.phase(address, "unhealthy; rolling back");
             let previous = activate::rollback(&connection, &activation).await?;
-            bail!(
-                "{address} ROLLED BACK to {}: {error:#}",
-                previous.as_deref().unwrap_or("its previous system")
-            );
+            bail!("{address} {}: {error:#}", rolled_back(previous.as_deref()));
         }
     }
     record_deployed(session, address, change, goal, generation).await?;
@@ -332,6 +326,16 @@ async fn deploy_one(
         &format!("deployed {} ({})", change.desired, goal.as_str()),
     );
     Ok(uploaded)
+}
+
+/// How a rollback ended, for the error: the system the host went back to,
+/// or, after a failed first deploy, that there was none.
+fn rolled_back(previous: Option<&str>) -> String {
+    match previous {
+        Some(previous) => format!("ROLLED BACK to {previous}"),
+        None => "ROLLED BACK: no previous system to return to (the new generation was removed)"
+            .to_owned(),
+    }
 }
 
 /// Connects, retrying for a while if the host was only just created.

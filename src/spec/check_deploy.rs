@@ -19,6 +19,10 @@ pub(crate) const TARGETS: &[&str] = &["ec2", "libvirt", "local", "ssh", "virtual
 
 /// Default seconds to wait for confirmation before a host rolls back.
 const DEFAULT_CONFIRM_TIMEOUT: i64 = 30;
+/// The shortest confirmation window accepted: the window opens when
+/// activation has ended on the host, and prov needs one new SSH connection
+/// (handshake, authentication, one command) inside it.
+const MIN_CONFIRM_TIMEOUT: i64 = 3;
 
 /// The deploy-related parts of one host, checked.
 #[derive(Debug, Clone, Default)]
@@ -228,6 +232,20 @@ fn deploy_spec(host: &RawHost, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> 
                 ),
                 c.span(),
             ));
+        } else if (1..MIN_CONFIRM_TIMEOUT).contains(c.get_ref()) {
+            diags.push(
+                Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "confirm_timeout {} is too short to confirm in: prov opens a new SSH connection inside the window",
+                        c.get_ref()
+                    ),
+                    c.span(),
+                )
+                .help(format!(
+                    "use at least {MIN_CONFIRM_TIMEOUT} seconds, or 0 to activate without confirmation and rollback"
+                )),
+            );
         }
     }
     let Some((_, system)) = sources.into_iter().next() else {
