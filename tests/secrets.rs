@@ -660,3 +660,89 @@ recipients = ["age1notakey"]
         );
     }
 }
+
+/// `size` bytes of text unique to `label`, and their SHA-256 as sha256sum
+/// prints it.
+fn big_plaintext(label: &str, size: usize) -> (Vec<u8>, String) {
+    use sha2::Digest;
+    let line = format!("{label} {}\n", uuid::Uuid::new_v4().simple());
+    let mut data = line.repeat(size / line.len() + 1).into_bytes();
+    data.truncate(size);
+    let digest = sha2::Sha256::digest(&data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (data, hex)
+}
+
+#[test]
+fn a_secret_upload_cut_mid_stream_never_leaves_a_short_file() {
+    // deploy-correctness 4: `cat > tmp; mv` installed whatever arrived
+    // before the channel dropped.
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let spec = format!(
+        "deployment = \"cut\"\n[hosts.vault]\ntarget = \"local\"\nnix = {{ file = \"systems.nix\", attr = \"web\" }}\n{}",
+        secret_table("big", r#"["vault"]"#, "", &[&public])
+    );
+    ws.write("prov.toml", &spec);
+    let size = 16 << 20;
+    let (v1, v1_hash) = big_plaintext("one", size);
+    ok_with(&ws, &["secrets", "encrypt", "big"], &v1, &[]);
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    let stored = |ws: &Workspace| {
+        ssh(
+            ws,
+            "vault",
+            "sha256sum < /run/keys/big | cut -d' ' -f1; stat -c %s /run/keys/big",
+        )
+    };
+    assert_eq!(stored(&ws), format!("{v1_hash}\n{size}\n"));
+
+    let (v2, v2_hash) = big_plaintext("two", size);
+    ok_with(&ws, &["secrets", "encrypt", "big"], &v2, &[]);
+    let dir = ws.host_dir("cut", "vault");
+    let child = ws
+        .command(&["apply", "--auto-approve"])
+        .env("HOME", ws.path())
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the upload is running on the host, drop its SSH sessions.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut cut = false;
+    while std::time::Instant::now() < deadline && !cut {
+        if !crate::deploy::host_processes(&dir, "prov-tmp").is_empty() {
+            for pid in crate::deploy::host_processes(&dir, "sshd: root") {
+                cut |= Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status()
+                    .unwrap()
+                    .success();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(cut, "saw the upload running");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("uploading secret `big` to vault"),
+        "{stderr}"
+    );
+    // The old value, whole: never a short file.
+    assert_eq!(stored(&ws), format!("{v1_hash}\n{size}\n"), "{stderr}");
+
+    // The next apply delivers the new value and leaves no temp file.
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(stored(&ws), format!("{v2_hash}\n{size}\n"));
+    assert_eq!(
+        ssh(&ws, "vault", "ls -A /run/keys"),
+        "big\n",
+        "no temp file left"
+    );
+}

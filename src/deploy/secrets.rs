@@ -280,8 +280,12 @@ pub async fn sync_host(
 }
 
 /// Writes `plaintext` to `destination` on the host: into a temp file in the
-/// same directory created with the final owner, group and mode, then renamed
-/// into place. The plaintext travels only on the SSH channel's stdin.
+/// same directory created with the final owner, group and mode, checked
+/// (length and SHA-256: a dropped channel looks like end of input to the
+/// host) and flushed to disk, then renamed into place. A cut upload leaves
+/// the old file, or none, never a short one; the next upload removes any
+/// temp file a killed one left. The plaintext travels only on the SSH
+/// channel's stdin.
 async fn upload(
     connection: &Connection,
     destination: &str,
@@ -298,14 +302,20 @@ async fn upload(
     let tmp = format!("{destination}.prov-tmp.{}", uuid::Uuid::new_v4().simple());
     let script = format!(
         "set -e; umask 077; d={dir}; t={tmp}; [ -d \"$d\" ] || install -d -m 0755 \"$d\"; \
-         trap 'rm -f \"$t\"' EXIT; rm -f \"$t\"; : > \"$t\"; chown {owner}:{group} \"$t\"; \
-         chmod {mode} \"$t\"; cat > \"$t\"; mv -f \"$t\" {dest}",
+         trap 'rm -f \"$t\"' EXIT; trap 'exit 1' HUP INT PIPE TERM; \
+         rm -f {dest}.prov-tmp.*; : > \"$t\"; chown {owner}:{group} \"$t\"; \
+         chmod {mode} \"$t\"; cat > \"$t\"; \
+         n=$(wc -c < \"$t\"); [ \"$n\" -eq {len} ] || {{ echo \"received $n of {len} bytes\" >&2; exit 1; }}; \
+         h=$(sha256sum < \"$t\"); [ \"${{h%% *}}\" = {hash} ] || {{ echo 'received bytes differ from those sent' >&2; exit 1; }}; \
+         sync \"$t\" 2>/dev/null || sync; mv -f \"$t\" {dest}; sync \"$d\" 2>/dev/null || sync",
         dir = shell_quote(&dir),
         tmp = shell_quote(&tmp),
         owner = shell_quote(owner),
         group = shell_quote(group),
         mode = shell_quote(mode),
         dest = shell_quote(destination),
+        len = plaintext.len(),
+        hash = sha256_hex(plaintext),
     );
     let command = connection.privileged(&format!("sh -c {}", shell_quote(&script)));
     let output = connection
@@ -318,6 +328,11 @@ async fn upload(
         );
     }
     Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Removes `destination` on the host.
