@@ -14,11 +14,12 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (try 30s, 5m, 500ms)"))?;
+    let too_long = || format!("`{s}` is too long a duration");
     let duration = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
     };
     Ok(duration)
@@ -36,5 +37,12 @@ mod tests {
         assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
         assert!(parse("x").is_err());
         assert!(parse("5d").is_err());
+    }
+
+    #[test]
+    fn an_overflowing_duration_is_an_error_not_a_panic() {
+        let err = parse("18446744073709551615h").unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        assert!(parse("18446744073709551615m").is_err());
     }
 }

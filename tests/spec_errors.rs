@@ -77,6 +77,20 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "ec2",
         ),
         (
+            // deploy-correctness 9: a window prov cannot confirm in.
+            "confirm_timeout too short to confirm",
+            "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x\"\nconfirm_timeout = 1\n".to_owned(),
+            "5:19",
+            "confirm_timeout",
+        ),
+        (
+            // deploy-correctness 11: non-ASCII in a recipient panicked.
+            "non-ASCII recipient",
+            "deployment = \"x\"\n[secrets.s]\nrecipients = [\"ssh-ed25519 \u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}\u{20ac}a\"]\nfile = \"prov.toml\"\nhosts = []\n".to_owned(),
+            "3:15",
+            "ssh-ed25519",
+        ),
+        (
             "system is not a store path",
             "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/tmp/x\"\n".to_owned(),
             "4:10",

@@ -65,8 +65,11 @@ pub fn short(text: &str) -> String {
     let text = text.trim();
     let mut parts = text.split_whitespace();
     match (parts.next(), parts.next()) {
-        (Some(kind), Some(key)) if kind.starts_with("ssh-") && key.len() > 20 => {
-            format!("{kind} {}…{}", &key[..12], &key[key.len() - 8..])
+        (Some(kind), Some(key)) if kind.starts_with("ssh-") && key.chars().count() > 20 => {
+            // By characters, not bytes: a pasted key may hold anything.
+            let head: String = key.chars().take(12).collect();
+            let tail: String = key.chars().skip(key.chars().count() - 8).collect();
+            format!("{kind} {head}…{tail}")
         }
         _ => text.to_owned(),
     }
