@@ -260,7 +260,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("plain"), "plain");
+        assert_eq!(shell_quote("two words"), "'two words'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }

@@ -374,7 +374,13 @@ async fn host_outlives_its_provider_and_is_found_by_token() {
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("delete it first"), "{err}");
+    match err {
+        ProviderError::Taken { id, owner, .. } => {
+            assert_eq!(id, host.id);
+            assert_eq!(owner, "web[0]");
+        }
+        other => panic!("expected Taken, got {other}"),
+    }
 }
 
 #[tokio::test]
