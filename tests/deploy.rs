@@ -327,21 +327,7 @@ fn a_host_presenting_another_key_is_refused_before_anything_is_sent() {
     let dir = ws.host_dir("keys", "pinned");
 
     // Swap the host's key and make sshd reload it.
-    let key = dir.join("ssh_host_ed25519_key");
-    std::fs::remove_file(&key).unwrap();
-    std::fs::remove_file(dir.join("ssh_host_ed25519_key.pub")).unwrap();
-    let keygen = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
-    let init = std::fs::read_to_string(dir.join("init.pid")).unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", init.trim()])
-        .status()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    swap_host_key(&dir);
 
     let store_before = store_paths(&dir);
     write_systems(&ws, &[("pinned", "2", "")]);
@@ -650,4 +636,86 @@ fn a_host_left_by_another_state_names_the_commands_that_remove_it() {
         profile(&ws.host_dir("shared", "twin")).as_deref(),
         Some(built(&ws, "twin").as_str())
     );
+}
+
+/// Gives the local host at `dir` a new SSH host key and makes its sshd
+/// reload it.
+fn swap_host_key(dir: &Path) {
+    let key = dir.join("ssh_host_ed25519_key");
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let init = std::fs::read_to_string(dir.join("init.pid")).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", init.trim()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+#[test]
+fn a_jump_hosts_key_is_recorded_on_first_contact_and_checked_after() {
+    // deploy-correctness 8: a jump host's key was accepted on every run and
+    // never recorded, so a run without --accept-new-host-keys failed and
+    // one with it trusted any jump host.
+    let ws = workspace();
+    let spec = |inner: &str| {
+        write_systems(&ws, &[("bastion", "1", ""), ("inner", inner, "")]);
+        ws.write(
+            "prov.toml",
+            "deployment = \"jumps\"\n\
+             [hosts.bastion]\ntarget = \"local\"\naddress = \"127.0.0.241\"\n\
+             nix = { file = \"v.nix\", attr = \"bastion\" }\n\
+             [hosts.inner]\ntarget = \"local\"\nnix = { file = \"v.nix\", attr = \"inner\" }\n\
+             depends_on = [\"bastion\"]\n\
+             [hosts.inner.ssh.jump]\naddress = \"127.0.0.241\"\n",
+        );
+    };
+    spec("1");
+    let refused = ws.prov(&["apply", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("jump host 127.0.0.241"),
+        "{refused}"
+    );
+    ws.ok(&["--accept-new-host-keys", "apply", "--auto-approve"]);
+    let bastion_key = std::fs::read_to_string(
+        ws.host_dir("jumps", "bastion")
+            .join("ssh_host_ed25519_key.pub"),
+    )
+    .unwrap();
+    let recorded = ws.state()["hosts"]["inner"]["jump_host_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        bastion_key.starts_with(&recorded),
+        "{recorded} vs {bastion_key}"
+    );
+
+    // Without the flag, the recorded key is enough.
+    spec("2");
+    ws.ok(&["apply", "--auto-approve"]);
+    let inner = ws.host_dir("jumps", "inner");
+    assert_eq!(profile(&inner).unwrap(), built(&ws, "inner"));
+
+    // A jump host presenting another key is refused, even with the flag.
+    swap_host_key(&ws.host_dir("jumps", "bastion"));
+    spec("3");
+    let before = activations(&inner).len();
+    let run = ws.prov(&[
+        "--accept-new-host-keys",
+        "apply",
+        "--auto-approve",
+        "--on",
+        "inner",
+    ]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("host key"), "{run}");
+    assert_eq!(activations(&inner).len(), before, "nothing was activated");
 }

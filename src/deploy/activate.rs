@@ -142,10 +142,13 @@ pub async fn finish(
 ) -> Result<Outcome> {
     // Every connection after the first checks the key the first one
     // presented, also when that one was accepted as new.
-    let endpoint = Endpoint {
+    let mut endpoint = Endpoint {
         check: HostKeyCheck::Pinned(connection.host_key().to_owned()),
         ..endpoint.clone()
     };
+    if let (Some(jump), Some(key)) = (endpoint.target.jump.as_mut(), connection.jump_host_key()) {
+        jump.check = HostKeyCheck::Pinned(key.to_owned());
+    }
     let finished = wait_finished(connection, &endpoint, activation).await?;
     // The host's confirmation window opens now, when activation has ended.
     let activated_at = Instant::now();

@@ -160,10 +160,7 @@ async fn secrets_only(
     let (_, endpoint) = host_endpoint(ctx, session, address).await?;
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
-    record(session, address, |h| {
-        h.host_key = Some(connection.host_key().to_owned())
-    })
-    .await?;
+    record_keys(session, address, &connection).await?;
     host_secrets::sync_host(
         ctx,
         &connection,
@@ -194,10 +191,7 @@ async fn deploy_one(
 
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
-    record(session, address, |h| {
-        h.host_key = Some(connection.host_key().to_owned())
-    })
-    .await?;
+    record_keys(session, address, &connection).await?;
 
     // Copy what the host lacks (the derivations, when it builds itself).
     let to_copy = change
@@ -384,6 +378,22 @@ async fn record(
     let entry = s.doc.hosts.entry(address.to_string()).or_default();
     update(entry);
     s.save().await
+}
+
+/// Pins the keys this connection checked or accepted: the host's and its
+/// jump host's.
+async fn record_keys(
+    session: &Arc<Mutex<StateSession>>,
+    address: &Address,
+    connection: &Connection,
+) -> Result<()> {
+    record(session, address, |h| {
+        h.host_key = Some(connection.host_key().to_owned());
+        if let Some(jump) = connection.jump_host_key() {
+            h.jump_host_key = Some(jump.to_owned());
+        }
+    })
+    .await
 }
 
 async fn record_deployed(

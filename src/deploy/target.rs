@@ -100,8 +100,9 @@ pub fn endpoint(
     let jump = match &host.ssh.jump {
         None => None,
         Some(j) => {
-            let check = match (&j.host_key, accept_new_host_keys) {
-                (Some(key), _) => HostKeyCheck::Pinned(key.clone()),
+            let recorded = doc.hosts.get(&key).and_then(|h| h.jump_host_key.clone());
+            let check = match (j.host_key.clone().or(recorded), accept_new_host_keys) {
+                (Some(key), _) => HostKeyCheck::Pinned(key),
                 (None, true) => HostKeyCheck::AcceptNew,
                 (None, false) => bail!(
                     "no SSH host key is pinned for the jump host {} of {address}: set host_key in [hosts.{}.ssh.jump], or run with --accept-new-host-keys",

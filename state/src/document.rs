@@ -48,6 +48,10 @@ pub struct HostRecord {
     /// presenting another key is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// The host key of the jump host this host is reached through (when the
+    /// spec pins none), recorded on first contact and pinned like `host_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump_host_key: Option<String>,
     /// The system store path last activated by prov.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
