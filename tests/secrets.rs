@@ -687,7 +687,7 @@ fn a_secret_upload_cut_mid_stream_never_leaves_a_short_file() {
         secret_table("big", r#"["vault"]"#, "", &[&public])
     );
     ws.write("prov.toml", &spec);
-    let size = 16 << 20;
+    let size = 4 << 20;
     let (v1, v1_hash) = big_plaintext("one", size);
     ok_with(&ws, &["secrets", "encrypt", "big"], &v1, &[]);
     ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
@@ -745,4 +745,65 @@ fn a_secret_upload_cut_mid_stream_never_leaves_a_short_file() {
         "big\n",
         "no temp file left"
     );
+}
+
+#[test]
+fn renamed_and_moved_secrets_keep_their_file_and_leave_no_old_one() {
+    // deploy-correctness 5: a rename that kept the destination deleted the
+    // file right after uploading it; a new destination left the old file.
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let host = "deployment = \"moves\"\n[hosts.box]\ntarget = \"local\"\nnix = { file = \"systems.nix\", attr = \"web\" }\n";
+    let table = |name: &str, destination: &str| {
+        secret_table(
+            name,
+            r#"["box"]"#,
+            &format!("destination = \"{destination}\""),
+            &[&public],
+        )
+    };
+    let value = random_plaintext("token");
+    ws.write(
+        "prov.toml",
+        &format!("{host}{}", table("old", "/run/keys/app/token")),
+    );
+    ok_with(&ws, &["secrets", "encrypt", "old"], value.as_bytes(), &[]);
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(ssh(&ws, "box", "cat /run/keys/app/token"), value);
+
+    // Renamed, same destination: the file stays (the plan says so).
+    ws.write(
+        "prov.toml",
+        &format!("{host}{}", table("new", "/run/keys/app/token")),
+    );
+    ok_with(&ws, &["secrets", "encrypt", "new"], value.as_bytes(), &[]);
+    let plan = ok_with(&ws, &["plan"], b"", &env);
+    assert!(
+        plan.stdout.contains("the file stays, written by `new` now"),
+        "{plan}"
+    );
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(ssh(&ws, "box", "cat /run/keys/app/token"), value);
+    let state = ws.state();
+    let recorded = state["hosts"]["box"]["secrets"].as_object().unwrap();
+    assert_eq!(recorded.keys().collect::<Vec<_>>(), ["new"]);
+
+    // Moved: the new path is written and the old one removed.
+    ws.write(
+        "prov.toml",
+        &format!("{host}{}", table("new", "/run/keys/app/moved")),
+    );
+    let plan = ok_with(&ws, &["plan"], b"", &env);
+    assert!(
+        plan.stdout.contains("moved from /run/keys/app/token"),
+        "{plan}"
+    );
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(ssh(&ws, "box", "cat /run/keys/app/moved"), value);
+    assert_eq!(ssh(&ws, "box", "ls -A /run/keys/app"), "moved\n");
+    let plan = ok_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert!(plan.stdout.contains("No changes"), "{plan}");
 }

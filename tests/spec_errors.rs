@@ -91,6 +91,17 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "ssh-ed25519",
         ),
         (
+            // deploy-correctness 5: one would overwrite the other.
+            "two secrets share a destination on a host",
+            format!(
+                "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x\"\n{}{}",
+                "[secrets.a]\nfile = \"prov.toml\"\nhosts = [\"h\"]\ndestination = \"/run/keys/same\"\nrecipients = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBztx5z6E+BsKT1rOWLRrTKL3Iz0o+A3cm1fDwXnElVW\"]\n",
+                "[secrets.b]\nfile = \"prov.toml\"\nhosts = [\"h\"]\ndestination = \"/run/keys/same\"\nrecipients = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBztx5z6E+BsKT1rOWLRrTKL3Iz0o+A3cm1fDwXnElVW\"]\n",
+            ),
+            "13:15",
+            "both go to /run/keys/same on h",
+        ),
+        (
             "system is not a store path",
             "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/tmp/x\"\n".to_owned(),
             "4:10",

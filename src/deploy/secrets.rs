@@ -72,10 +72,14 @@ pub fn plan(
                 .get(&address.to_string())
                 .and_then(|h| h.secrets.get(name))
                 .filter(|_| !fresh(address));
-            let reason = match recorded {
+            let (reason, replaces) = match recorded {
                 Some(r) if r.hmac == hmac => continue,
-                Some(_) => "changed",
-                None => "new",
+                Some(r) if r.destination != secret.destination => (
+                    format!("moved from {}", r.destination),
+                    Some(r.destination.clone()),
+                ),
+                Some(_) => ("changed".to_owned(), None),
+                None => ("new".to_owned(), None),
             };
             changes.push(SecretChange {
                 address: address.clone(),
@@ -84,7 +88,8 @@ pub fn plan(
                 destination: secret.destination.clone(),
                 hmac: Some(hmac.clone()),
                 upload: Some(secret.upload.as_str().to_owned()),
-                reason: reason.to_owned(),
+                reason,
+                replaces,
             });
         }
     }
@@ -112,10 +117,28 @@ pub fn plan(
                 hmac: None,
                 upload: None,
                 reason: reason.to_owned(),
+                replaces: None,
             });
         }
     }
     changes.sort_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)));
+    // A deletion whose path an upload writes removes only the record.
+    let writers: BTreeMap<(Address, String), String> = changes
+        .iter()
+        .filter(|c| c.action == SecretAction::Upload)
+        .map(|c| ((c.address.clone(), c.destination.clone()), c.name.clone()))
+        .collect();
+    for change in changes
+        .iter_mut()
+        .filter(|c| c.action == SecretAction::Delete)
+    {
+        if let Some(writer) = writers.get(&(change.address.clone(), change.destination.clone())) {
+            change.reason = format!(
+                "{}; the file stays, written by `{writer}` now",
+                change.reason
+            );
+        }
+    }
     plan.secrets = changes;
     plan.recount();
     Ok(())
@@ -213,7 +236,16 @@ pub async fn sync_host(
 ) -> Result<usize> {
     let mut done = 0;
     let HostSecrets { changes, values } = *secrets;
-    for change in changes.iter().filter(|c| &c.address == address) {
+    let host_changes: Vec<&SecretChange> =
+        changes.iter().filter(|c| &c.address == address).collect();
+    // A path some upload of this run writes is never removed, whatever the
+    // order: a secret renamed (or swapped) but kept at its path stays.
+    let written: BTreeSet<&str> = host_changes
+        .iter()
+        .filter(|c| c.action == SecretAction::Upload)
+        .map(|c| c.destination.as_str())
+        .collect();
+    for change in host_changes {
         let after = change.upload.as_deref() == Some(UploadWhen::After.as_str());
         let now = match stage {
             Stage::All => true,
@@ -244,6 +276,18 @@ pub async fn sync_host(
                 )
                 .await
                 .with_context(|| format!("uploading secret `{}` to {address}", change.name))?;
+                if let Some(old) = change
+                    .replaces
+                    .as_deref()
+                    .filter(|old| !written.contains(old))
+                {
+                    remove(connection, old).await.with_context(|| {
+                        format!(
+                            "removing the old file of secret `{}` from {address}",
+                            change.name
+                        )
+                    })?;
+                }
                 let record = SecretRecord {
                     hmac: change.hmac.clone().unwrap_or_default(),
                     destination: secret.destination.clone(),
@@ -259,9 +303,13 @@ pub async fn sync_host(
                 );
             }
             SecretAction::Delete => {
-                remove(connection, &change.destination)
-                    .await
-                    .with_context(|| format!("deleting secret `{}` from {address}", change.name))?;
+                if !written.contains(change.destination.as_str()) {
+                    remove(connection, &change.destination)
+                        .await
+                        .with_context(|| {
+                            format!("deleting secret `{}` from {address}", change.name)
+                        })?;
+                }
                 let mut s = session.lock().await;
                 if let Some(host) = s.doc.hosts.get_mut(&address.to_string()) {
                     host.secrets.remove(&change.name);

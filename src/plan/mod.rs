@@ -103,6 +103,10 @@ pub struct SecretChange {
     pub upload: Option<String>,
     /// Why, in words (`new`, `changed`, `not in the spec`).
     pub reason: String,
+    /// For an upload whose destination changed: the old file, removed once
+    /// the new one is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// What happens to a secret on a host.

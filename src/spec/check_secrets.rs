@@ -33,6 +33,8 @@ pub(crate) fn check_secrets(
 ) -> BTreeMap<String, SecretSpec> {
     let mut out = BTreeMap::new();
     let hosts = host_addresses(raw);
+    // (destination, secret, hosts it goes to) of the secrets seen so far.
+    let mut destinations: Vec<(String, String, Vec<Address>)> = Vec::new();
     for (name, secret) in &raw.secrets {
         let before = diags.len();
         if !valid_name(name.get_ref()) {
@@ -46,12 +48,51 @@ pub(crate) fn check_secrets(
             );
         }
         if let Some(spec) = check_one(name, secret, base_dir, &hosts, diags) {
+            let targets = secret_hosts(&spec, &hosts);
+            let shared = destinations.iter().find(|(destination, _, other)| {
+                *destination == spec.destination && other.iter().any(|a| targets.contains(a))
+            });
+            if let Some((destination, other, other_hosts)) = shared {
+                let host = other_hosts.iter().find(|a| targets.contains(a));
+                let span = secret
+                    .destination
+                    .as_ref()
+                    .map_or(name.span(), |d| d.span());
+                diags.push(
+                    Diagnostic::new(
+                        ErrorKind::DuplicateEntry,
+                        format!(
+                            "secret `{}` and secret `{other}` both go to {destination} on {}",
+                            name.get_ref(),
+                            host.map(ToString::to_string).unwrap_or_default()
+                        ),
+                        span,
+                    )
+                    .help("give each secret its own destination (one would overwrite the other)"),
+                );
+            }
+            destinations.push((spec.destination.clone(), name.get_ref().clone(), targets));
             if diags.len() == before {
                 out.insert(name.get_ref().clone(), spec);
             }
         }
     }
     out
+}
+
+/// The hosts `secret` goes to.
+fn secret_hosts(
+    secret: &SecretSpec,
+    hosts: &[(Address, BTreeMap<String, String>)],
+) -> Vec<Address> {
+    let Ok(selection) = Selection::parse(&secret.hosts) else {
+        return Vec::new();
+    };
+    hosts
+        .iter()
+        .filter(|(a, tags)| !selection.is_all() && selection.matches(a, tags))
+        .map(|(a, _)| a.clone())
+        .collect()
 }
 
 /// Every host address with its user tags.
