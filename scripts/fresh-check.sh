@@ -18,7 +18,7 @@
 #     cache), and the users and groups they add.
 # It uninstalls things, so it refuses to run without --yes, and says what it
 # would remove. Each step prints its wall time; a failing step ends the run
-# with exit 1 and its last lines. --keep keeps the clone (in /tmp) afterwards.
+# with exit 1 and its last lines. --keep keeps the clone (in /var/tmp) afterwards.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -125,7 +125,10 @@ fi
 
 # --- steps ----------------------------------------------------------------------
 
-logs="$(mktemp -d /tmp/prov-fresh-check.XXXXXX)"
+# Not under /tmp: tests scan /tmp for leaked plaintext, and the clone's
+# build output would be gigabytes of it.
+mkdir -p /var/tmp
+logs="$(mktemp -d /var/tmp/prov-fresh-check.XXXXXX)"
 clone="$logs/prov"
 step_no=0
 total_start="$(date +%s.%N)"

@@ -135,9 +135,16 @@ fn ssh(ws: &Workspace, host: &str, command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every regular file under `dir` (not following symlinks) containing any
-/// of `needles`.
-fn files_containing(dir: &Path, needles: &[&str], hits: &mut Vec<PathBuf>) {
+/// Every regular file under `dir` (not following symlinks) written since
+/// `since` and containing any of `needles`. (Only recent files: a leak of
+/// this test's plaintext is newer than the test, and /tmp may hold
+/// gigabytes of other runs' build output.)
+fn files_containing(
+    dir: &Path,
+    since: std::time::SystemTime,
+    needles: &[&str],
+    hits: &mut Vec<PathBuf>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -147,10 +154,11 @@ fn files_containing(dir: &Path, needles: &[&str], hits: &mut Vec<PathBuf>) {
         };
         let path = entry.path();
         if kind.is_dir() {
-            files_containing(&path, needles, hits);
+            files_containing(&path, since, needles, hits);
         } else if kind.is_file() {
             let Ok(meta) = entry.metadata() else { continue };
-            if meta.len() > 64 * 1024 * 1024 {
+            let recent = meta.modified().is_ok_and(|m| m >= since);
+            if !recent || meta.len() > 64 * 1024 * 1024 {
                 continue;
             }
             let Ok(bytes) = std::fs::read(&path) else {
@@ -258,6 +266,7 @@ fn interop_with_the_age_cli_both_directions_for_x25519_and_ssh_ed25519() {
 
 #[test]
 fn apply_delivers_secrets_reuploads_only_changes_deletes_removed_and_leaks_nothing() {
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
     let ws = Workspace::new();
     ws.copy_example("systems.nix");
     let (id, public) = age_keygen(&ws, "id");
@@ -402,7 +411,7 @@ fn apply_delivers_secrets_reuploads_only_changes_deletes_removed_and_leaks_nothi
         dirs.push(PathBuf::from(runtime));
     }
     for dir in dirs {
-        files_containing(&dir, &needles, &mut hits);
+        files_containing(&dir, started, &needles, &mut hits);
     }
     assert!(hits.is_empty(), "plaintext found in {hits:?}");
 }
@@ -545,7 +554,7 @@ fn encrypted_state_holds_no_plaintext_and_plan_and_apply_still_work() {
         .flatten()
     {
         if entry.file_name() != "ssh" {
-            files_containing(&entry.path(), &needles, &mut hits);
+            files_containing(&entry.path(), std::time::UNIX_EPOCH, &needles, &mut hits);
         }
     }
     assert!(hits.is_empty(), "plaintext state values in {hits:?}");
