@@ -238,3 +238,76 @@ fn a_profile_that_cannot_be_set_fails_at_once_with_the_hosts_error() {
         "nothing activated"
     );
 }
+
+/// The latest activation directory on the host.
+fn last_activation(dir: &Path) -> std::path::PathBuf {
+    let activations = dir.join("nix/var/prov/activations");
+    let mut runs: Vec<_> = std::fs::read_dir(&activations)
+        .unwrap_or_else(|e| panic!("{}: {e}", activations.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    runs.sort();
+    runs.pop().expect("an activation directory")
+}
+
+/// Makes every `sleep` on the host take `seconds`, whatever it is asked
+/// for, as on a guest under software emulation where each fork and exec is
+/// slow: a bind mount over `/usr/bin/sleep` in the host's own mount
+/// namespace (the machine's `sleep` is untouched).
+fn slow_sleep(dir: &Path, seconds: &str) {
+    let real = dir.join("real-sleep");
+    std::fs::copy("/usr/bin/sleep", &real).unwrap();
+    let slow = dir.join("slow-sleep");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nexec {} {seconds}\n", real.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(&slow)
+        .status()
+        .unwrap();
+    let init = std::fs::read_to_string(dir.join("init.pid")).unwrap();
+    let status = std::process::Command::new("nsenter")
+        .args(["-t", init.trim(), "-m", "mount", "--bind"])
+        .arg(&slow)
+        .arg("/usr/bin/sleep")
+        .status()
+        .unwrap();
+    assert!(status.success(), "bind-mounting the slow sleep");
+}
+
+#[test]
+fn a_slow_hosts_confirmation_window_is_counted_in_seconds_not_steps() {
+    // Under TCG every `sleep 0.05` on the guest took far longer, and the
+    // host counted its window in steps: a 10 s window lasted minutes, prov
+    // gave up reading the result first and could not tell how it ended.
+    let ws = workspace();
+    write_systems(&ws, &[("slow", "good", "")]);
+    ws.write("prov.toml", &host_spec("slowhost", &["slow"], 10, ""));
+    ws.ok(&["apply", "--auto-approve"]);
+    let good = built(&ws, "slow");
+    let dir = ws.host_dir("slowhost", "slow");
+    slow_sleep(&dir, "0.5");
+    // A system that cannot be confirmed: it breaks new SSH logins.
+    write_systems(&ws, &[("slow", "bad", "breakSsh = true;")]);
+    let run = run_bounded(&ws, &["apply", "--auto-approve"], Duration::from_secs(300));
+    let activation = last_activation(&dir);
+    assert_eq!(host_result(&dir), "rolled-back", "{run}");
+    assert_eq!(verdict(&run, "slow"), "rolled-back", "{run}");
+    assert_eq!(profile(&dir).as_deref(), Some(good.as_str()), "{run}");
+    let mtime = |name: &str| {
+        std::fs::metadata(activation.join(name))
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    // From the end of activation to the result: the window, then a quick
+    // rollback (no sleeps in it).
+    let window = mtime("result").duration_since(mtime("activated")).unwrap();
+    assert!(
+        window >= Duration::from_secs(10) && window < Duration::from_secs(20),
+        "the host took {window:?} to close a 10 s confirmation window"
+    );
+}

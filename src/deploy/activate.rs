@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::target::{fresh, Endpoint};
+use super::target::{self, fresh, Endpoint};
 use crate::spec::Goal;
 use crate::ssh::{shell_quote, Connection, HostKeyCheck, Options};
 
@@ -113,7 +113,8 @@ async fn read(connection: &Connection, dir: &str, name: &str) -> Result<String> 
     Ok(out.trim().to_owned())
 }
 
-/// How long one `activate.sh wait` blocks on the host before prov asks again.
+/// How long one `activate.sh wait` blocks on the host before prov asks again
+/// (the command itself may take two [`POLL`]s longer on a slow host).
 const WAIT_STEP: Duration = Duration::from_secs(20);
 /// How long after the host's confirmation deadline prov keeps trying to read
 /// the host's result before it gives up saying it cannot tell.
@@ -126,6 +127,71 @@ enum Finished {
     Activated(String),
     /// The host's final result.
     Result(String),
+}
+
+/// Commands to one host over the pooled connection, or, once that one has
+/// failed, over connections of its own (opened again whenever one drops).
+/// A dropped connection is never an answer: the next command reconnects.
+struct Link<'a> {
+    pooled: &'a Connection,
+    endpoint: &'a Endpoint,
+    pooled_failed: bool,
+    own: Option<Connection>,
+}
+
+impl<'a> Link<'a> {
+    fn new(pooled: &'a Connection, endpoint: &'a Endpoint) -> Self {
+        Link {
+            pooled,
+            endpoint,
+            pooled_failed: false,
+            own: None,
+        }
+    }
+
+    /// Runs `command` (privileged) within `limit`. On failure the
+    /// connection used is given up; the next call uses a new one.
+    async fn run(&mut self, command: &str, limit: Duration) -> Result<(bool, String)> {
+        if !self.pooled_failed {
+            let answer = exec(self.pooled, command, limit).await;
+            if let Err(error) = &answer {
+                tracing::info!(host = %self.endpoint.address, "the deploy connection failed, connecting again: {error:#}");
+                self.pooled_failed = true;
+            }
+            return answer;
+        }
+        if self.own.is_none() {
+            self.own = Some(fresh(self.endpoint, target::options()).await?);
+        }
+        let Some(connection) = &self.own else {
+            bail!("no connection");
+        };
+        let answer = exec(connection, command, limit).await;
+        if let Err(error) = &answer {
+            tracing::info!(host = %self.endpoint.address, "lost the connection, connecting again: {error:#}");
+            if let Some(c) = self.own.take() {
+                c.close().await;
+            }
+        }
+        answer
+    }
+
+    /// Reads `DIR/NAME` on the host (empty when missing or unreadable).
+    async fn read(&mut self, dir: &str, name: &str) -> String {
+        let command = format!("cat {}/{name} 2>/dev/null || true", shell_quote(dir));
+        for _ in 0..2 {
+            if let Ok((_, out)) = self.run(&command, POLL).await {
+                return out.trim().to_owned();
+            }
+        }
+        String::new()
+    }
+
+    async fn close(self) {
+        if let Some(c) = self.own {
+            c.close().await;
+        }
+    }
 }
 
 /// Waits for the activation to finish, confirms it over a new connection,
@@ -149,66 +215,57 @@ pub async fn finish(
     if let (Some(jump), Some(key)) = (endpoint.target.jump.as_mut(), connection.jump_host_key()) {
         jump.check = HostKeyCheck::Pinned(key.to_owned());
     }
-    let finished = wait_finished(connection, &endpoint, activation).await?;
+    let mut link = Link::new(connection, &endpoint);
+    let outcome = finish_over(&mut link, &endpoint, activation).await;
+    link.close().await;
+    outcome
+}
+
+async fn finish_over(
+    link: &mut Link<'_>,
+    endpoint: &Endpoint,
+    activation: &Activation,
+) -> Result<Outcome> {
+    let finished = wait_finished(link, activation).await?;
     // The host's confirmation window opens now, when activation has ended.
     let activated_at = Instant::now();
+    let mut unconfirmed = None;
     if matches!(&finished, Finished::Activated(status) if status == "0")
         && !activation.confirm.is_zero()
     {
-        match try_confirm(&endpoint, activation, activated_at).await {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::info!(host = %endpoint.address, "not confirmed: {error:#}");
-                let result = read_result(&endpoint, activation, activated_at).await?;
-                return Ok(outcome(
-                    connection,
-                    &endpoint,
-                    activation,
-                    &result,
-                    Some(format!(
-                        "prov could not confirm the new system over a new SSH connection within {}s ({error:#})",
-                        activation.confirm.as_secs()
-                    )),
-                )
-                .await);
-            }
+        if let Err(error) = try_confirm(endpoint, activation, activated_at).await {
+            tracing::info!(host = %endpoint.address, "not confirmed: {error:#}");
+            unconfirmed = Some(format!(
+                "prov could not confirm the new system over a new SSH connection within {}s ({error:#})",
+                activation.confirm.as_secs()
+            ));
         }
     }
     let result = match finished {
         Finished::Result(result) => result,
-        Finished::Activated(_) => read_result(&endpoint, activation, activated_at).await?,
+        Finished::Activated(_) => read_result(link, activation, activated_at).await?,
     };
     if result == "failed-profile" {
-        let log = read_fresh(&endpoint, &activation.dir, "log").await;
+        let log = link.read(&activation.dir, "log").await;
         bail!(
             "setting the system profile on the host failed; nothing was activated:\n{}",
             tail(&log, 20)
         );
     }
-    Ok(outcome(connection, &endpoint, activation, &result, None).await)
+    Ok(outcome(link, activation, &result, unconfirmed).await)
 }
 
-/// Waits (bounded) until the host says activation has finished. A dropped
-/// connection is not an answer: prov connects again and keeps waiting.
-async fn wait_finished(
-    connection: &Connection,
-    endpoint: &Endpoint,
-    activation: &Activation,
-) -> Result<Finished> {
+/// Waits (bounded) until the host says activation has finished.
+async fn wait_finished(link: &mut Link<'_>, activation: &Activation) -> Result<Finished> {
     let started = Instant::now();
     let command = format!(
         "sh {HOME}/activate.sh wait {} {}",
         shell_quote(&activation.dir),
         WAIT_STEP.as_secs()
     );
-    let mut own: Option<Connection> = None;
     let mut last_error = String::new();
     while started.elapsed() < ACTIVATION_LIMIT {
-        let answer = match &own {
-            Some(c) => exec(c, &command, WAIT_STEP + POLL).await,
-            None => exec(connection, &command, WAIT_STEP + POLL).await,
-        };
-        match answer {
+        match link.run(&command, WAIT_STEP + 2 * POLL).await {
             Ok((_, out)) => {
                 let out = out.trim();
                 if let Some(status) = out.strip_prefix("activated ") {
@@ -220,24 +277,9 @@ async fn wait_finished(
             }
             Err(error) => {
                 last_error = format!("{error:#}");
-                tracing::warn!(host = %endpoint.address, "lost the connection during activation, connecting again: {last_error}");
-                if let Some(c) = own.take() {
-                    c.close().await;
-                }
-                own = fresh(endpoint, short_options(Duration::from_secs(5)))
-                    .await
-                    .map_err(|e| {
-                        last_error = format!("{e:#}");
-                    })
-                    .ok();
-                if own.is_none() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-    }
-    if let Some(c) = own {
-        c.close().await;
     }
     bail!(
         "activation did not finish within {}s{}",
@@ -250,11 +292,15 @@ async fn wait_finished(
     )
 }
 
-fn short_options(connect_timeout: Duration) -> Options {
+/// Connection settings for one confirmation attempt with `remaining` time
+/// left: the pool's connect timeout where time allows.
+fn confirm_options(remaining: Duration) -> Options {
+    let pool = target::options();
     Options {
-        connect_timeout: connect_timeout.max(Duration::from_millis(500)),
-        keepalive: Duration::from_secs(5),
-        ..Options::default()
+        connect_timeout: remaining
+            .min(pool.connect_timeout)
+            .max(Duration::from_millis(500)),
+        ..pool
     }
 }
 
@@ -272,13 +318,7 @@ async fn try_confirm(
         if remaining.is_zero() {
             return Err(last_error);
         }
-        match confirm(
-            endpoint,
-            &activation.dir,
-            short_options(remaining.min(Duration::from_secs(5))),
-        )
-        .await
-        {
+        match confirm(endpoint, &activation.dir, confirm_options(remaining)).await {
             Ok(Confirm::Done) => return Ok(()),
             Ok(Confirm::WindowClosed) => bail!("the confirmation window had already closed"),
             Err(error) => last_error = error,
@@ -312,11 +352,10 @@ async fn confirm(endpoint: &Endpoint, dir: &str, options: Options) -> Result<Con
     })
 }
 
-/// Reads the host's final result over new connections, waiting for the host
-/// to write it: until the host's deadline has passed and then
-/// [`RESULT_GRACE`] more.
+/// Reads the host's final result, waiting for the host to write it: until
+/// the host's deadline has passed and then [`RESULT_GRACE`] more.
 async fn read_result(
-    endpoint: &Endpoint,
+    link: &mut Link<'_>,
     activation: &Activation,
     activated_at: Instant,
 ) -> Result<String> {
@@ -324,31 +363,19 @@ async fn read_result(
     let mut last_error = String::from("no result yet");
     while Instant::now() < give_up {
         let remaining = give_up.saturating_duration_since(Instant::now());
-        match fresh(
-            endpoint,
-            short_options(remaining.min(Duration::from_secs(5))),
-        )
-        .await
-        {
-            Ok(connection) => {
-                let command = format!(
-                    "sh {HOME}/activate.sh result {} {}",
-                    shell_quote(&activation.dir),
-                    remaining.as_secs().clamp(1, WAIT_STEP.as_secs())
-                );
-                let answer = exec(&connection, &command, WAIT_STEP + POLL).await;
-                connection.close().await;
-                match answer {
-                    Ok((_, result)) if !result.trim().is_empty() => {
-                        return Ok(result.trim().to_owned())
-                    }
-                    Ok(_) => {}
-                    Err(error) => last_error = format!("{error:#}"),
-                }
+        let command = format!(
+            "sh {HOME}/activate.sh result {} {}",
+            shell_quote(&activation.dir),
+            remaining.as_secs().clamp(1, WAIT_STEP.as_secs())
+        );
+        match link.run(&command, WAIT_STEP + 2 * POLL).await {
+            Ok((_, result)) if !result.trim().is_empty() => return Ok(result.trim().to_owned()),
+            Ok(_) => {}
+            Err(error) => {
+                last_error = format!("{error:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => last_error = format!("{error:#}"),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!(
         "cannot tell how the activation ended: the host's result in {} could not be read ({last_error})",
@@ -356,46 +383,22 @@ async fn read_result(
     )
 }
 
-/// Reads `DIR/NAME` over `connection`, or over a new one when that one is
-/// gone (empty when both fail).
-async fn read_any(connection: &Connection, endpoint: &Endpoint, dir: &str, name: &str) -> String {
-    if let Ok(text) = read(connection, dir, name).await {
-        return text;
-    }
-    read_fresh(endpoint, dir, name).await
-}
-
-/// Reads `DIR/NAME` over a new connection (empty when that fails).
-async fn read_fresh(endpoint: &Endpoint, dir: &str, name: &str) -> String {
-    let Ok(connection) = fresh(endpoint, short_options(Duration::from_secs(5))).await else {
-        return String::new();
-    };
-    let text = read(&connection, dir, name).await.unwrap_or_default();
-    connection.close().await;
-    text
-}
-
 /// The outcome the host's `result` stands for.
 async fn outcome(
-    connection: &Connection,
-    endpoint: &Endpoint,
+    link: &mut Link<'_>,
     activation: &Activation,
     result: &str,
     unconfirmed: Option<String>,
 ) -> Outcome {
     if result == "confirmed" {
-        let generation = read_any(connection, endpoint, &activation.dir, "generation")
-            .await
-            .parse()
-            .ok();
+        let generation = link.read(&activation.dir, "generation").await.parse().ok();
         return Outcome::Confirmed { generation };
     }
-    let previous = Some(read_any(connection, endpoint, &activation.dir, "previous").await)
-        .filter(|p| !p.is_empty());
+    let previous = Some(link.read(&activation.dir, "previous").await).filter(|p| !p.is_empty());
     let reason = match result {
         "failed-rolled-back" => {
-            let status = read_any(connection, endpoint, &activation.dir, "activated").await;
-            let log = read_any(connection, endpoint, &activation.dir, "log").await;
+            let status = link.read(&activation.dir, "activated").await;
+            let log = link.read(&activation.dir, "log").await;
             format!(
                 "switch-to-configuration exited with status {status}; the host's log:\n{}",
                 tail(&log, 20)

@@ -4,7 +4,7 @@
 #
 #   activate.sh run DIR SYSTEM GOAL CONFIRM_SECONDS
 #     Sets the system profile (switch, boot), runs SYSTEM/bin/switch-to-configuration GOAL,
-#     then waits CONFIRM_SECONDS, counted from the end of activation, for prov
+#     then waits CONFIRM_SECONDS (wall clock), counted from the end of activation, for prov
 #     to confirm by deleting DIR/canary over a new SSH connection. Unconfirmed
 #     (0: don't wait), or when activation fails, it rolls back to the previous
 #     generation; with no previous generation it removes the new one.
@@ -61,6 +61,25 @@ rollback() {
   fi
 }
 
+# Sleeps in short steps while the command "$@" succeeds, for at most LIMIT
+# seconds by the wall clock (a slow host, under emulation say, sleeps longer
+# than asked, so counting steps would stretch every deadline). Waits at
+# least LIMIT seconds; the step count bounds it if the clock jumps back.
+wait_while() {
+  limit=$1
+  shift
+  deadline=$(($(date +%s) + limit))
+  ticks=0
+  while "$@" && [ "$(date +%s)" -le "$deadline" ] && [ "$ticks" -lt $((limit * 40 + 40)) ]; do
+    sleep 0.05
+    ticks=$((ticks + 1))
+  done
+}
+
+unfinished() {
+  [ ! -e "$dir/result" ] && [ ! -e "$dir/activated" ]
+}
+
 # Writes RESULT atomically (prov may read it at any moment).
 result() {
   echo "$1" >"$dir/result.tmp" && mv "$dir/result.tmp" "$dir/result"
@@ -100,11 +119,7 @@ case $mode in
       exit 1
     fi
     if [ "$confirm" -gt 0 ]; then
-      ticks=0
-      while [ -e "$dir/canary" ] && [ "$ticks" -lt $((confirm * 20)) ]; do
-        sleep 0.05
-        ticks=$((ticks + 1))
-      done
+      wait_while "$confirm" [ -e "$dir/canary" ]
       if mv "$dir/canary" "$dir/expired" 2>/dev/null; then
         echo "not confirmed within ${confirm}s"
         rollback
@@ -115,29 +130,17 @@ case $mode in
     result confirmed
     ;;
   wait)
-    limit=$3
-    ticks=0
-    while [ "$ticks" -lt $((limit * 20)) ]; do
-      if [ -e "$dir/result" ]; then
-        echo "result $(cat "$dir/result")"
-        exit 0
-      fi
-      if [ -e "$dir/activated" ]; then
-        echo "activated $(cat "$dir/activated")"
-        exit 0
-      fi
-      sleep 0.05
-      ticks=$((ticks + 1))
-    done
-    echo waiting
+    wait_while "$3" unfinished
+    if [ -e "$dir/result" ]; then
+      echo "result $(cat "$dir/result")"
+    elif [ -e "$dir/activated" ]; then
+      echo "activated $(cat "$dir/activated")"
+    else
+      echo waiting
+    fi
     ;;
   result)
-    limit=$3
-    ticks=0
-    while [ ! -e "$dir/result" ] && [ "$ticks" -lt $((limit * 20)) ]; do
-      sleep 0.05
-      ticks=$((ticks + 1))
-    done
+    wait_while "$3" [ ! -e "$dir/result" ]
     cat "$dir/result" 2>/dev/null || true
     ;;
   rollback)
