@@ -7,7 +7,12 @@ set -euo pipefail
 port="${PROV_MOTO_PORT:-5055}"
 endpoint="http://127.0.0.1:$port"
 tools_dir="${PROV_TOOLS_DIR:-$HOME/.cache/prov-tools}"
-moto="${MOTO_SERVER:-$tools_dir/venv/bin/moto_server}"
+# moto with S3's atomic conditional writes (see scripts/lib/moto-server).
+if [ -n "${MOTO_SERVER:-}" ]; then
+  moto=("$MOTO_SERVER")
+else
+  moto=("$tools_dir/venv/bin/python3" "$(cd "$(dirname "$0")" && pwd)/lib/moto-server")
+fi
 log_file="$tools_dir/moto-$port.log"
 
 answers() { python3 - "$port" <<'PY' 2>/dev/null
@@ -19,7 +24,7 @@ PY
 
 if ! answers; then
   mkdir -p "$tools_dir"
-  nohup "$moto" -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
+  nohup "${moto[@]}" -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
   echo $! >"$tools_dir/moto-$port.pid"
   for _ in $(seq 1 60); do
     answers && break

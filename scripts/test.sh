@@ -11,7 +11,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test: installing cargo-nextest" >&2
   cargo install --locked --quiet cargo-nextest
 fi
-MOTO_SERVER="$(command -v moto_server)"
+# moto with S3's atomic conditional writes (see the script for why).
+MOTO_SERVER="$PWD/scripts/lib/moto-server"
 export MOTO_SERVER
 # libvirtd, virtlogd and the pool `prov-test`; then the guest image (built
 # once per machine, about 3 minutes, then cached).

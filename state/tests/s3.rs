@@ -696,3 +696,46 @@ async fn unreachable_endpoint_is_explained() {
         "{err}"
     );
 }
+
+/// Real S3 creates an object with `If-None-Match: *` atomically, and the lock
+/// relies on it: of many lockers racing for a free lock, exactly one holds
+/// it. (moto 5.2's check-then-put is not atomic across its threads; the
+/// test peer `scripts/lib/moto-server` makes it so, as S3 is.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_lockers_at_once_exactly_one_holds_thirty_rounds() {
+    const LOCKERS: usize = 16;
+    const ROUNDS: usize = 30;
+    let (first, _) = rig().await;
+    let mut backends = vec![first];
+    for _ in 1..LOCKERS {
+        backends.push(backend(backends[0].settings().clone()).await);
+    }
+    let backends = std::sync::Arc::new(backends);
+    for round in 0..ROUNDS {
+        let tasks: Vec<_> = (0..LOCKERS)
+            .map(|i| {
+                let backends = std::sync::Arc::clone(&backends);
+                tokio::spawn(async move {
+                    let result = backends[i]
+                        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+                        .await;
+                    (i, result)
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for task in tasks {
+            let (i, result) = task.await.unwrap();
+            match result {
+                Ok(guard) => held.push((i, guard)),
+                Err(StateError::Locked { .. }) => {}
+                Err(other) => panic!("round {round}, locker {i}: {other}"),
+            }
+        }
+        let holders: Vec<usize> = held.iter().map(|(i, _)| *i).collect();
+        assert_eq!(holders.len(), 1, "round {round}: holders {holders:?}");
+        for (i, guard) in held {
+            backends[i].unlock(guard).await.unwrap();
+        }
+    }
+}
