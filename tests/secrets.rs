@@ -816,3 +816,45 @@ fn renamed_and_moved_secrets_keep_their_file_and_leave_no_old_one() {
     let plan = ok_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
     assert!(plan.stdout.contains("No changes"), "{plan}");
 }
+
+#[test]
+fn a_local_hosts_secret_outside_run_keys_stays_inside_the_host() {
+    // deploy-correctness 10: only /nix, /run/keys and /root were private to a
+    // local host; a secret for /etc/x landed in the deployer's own /etc.
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let name = format!("prov-test-{}", random_plaintext("f").trim());
+    let destination = format!("/etc/{name}");
+    ws.write(
+        "prov.toml",
+        &format!(
+            "deployment = \"private\"\n[hosts.box]\ntarget = \"local\"\nnix = {{ file = \"systems.nix\", attr = \"web\" }}\n{}",
+            secret_table(
+                "conf",
+                r#"["box"]"#,
+                &format!("destination = \"{destination}\""),
+                &[&public],
+            )
+        ),
+    );
+    let value = random_plaintext("conf");
+    ok_with(&ws, &["secrets", "encrypt", "conf"], value.as_bytes(), &[]);
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(ssh(&ws, "box", &format!("cat {destination}")), value);
+    assert!(
+        !Path::new(&destination).exists(),
+        "{destination} was written to the deployer's own /etc"
+    );
+    let inside = ws
+        .host_dir("private", "box")
+        .join("layers/etc/upper")
+        .join(&name);
+    assert!(inside.exists(), "{} is missing", inside.display());
+    // The host sees the machine's /etc below its own files.
+    assert_eq!(ssh(&ws, "box", "test -e /etc/passwd && echo yes"), "yes\n");
+    ok_with(&ws, &["destroy", "--auto-approve"], b"", &env);
+    assert!(!Path::new(&destination).exists());
+}

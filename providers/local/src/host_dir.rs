@@ -38,6 +38,9 @@ pub(crate) const INIT_PID: &str = "init.pid";
 pub(crate) const NIX: &str = "nix";
 /// The empty directory mounted over `/root` inside the host.
 pub(crate) const HOME: &str = "home";
+/// The host's own layers over the machine's top-level directories:
+/// `layers/DIR/upper` holds what the host wrote below `/DIR`.
+pub(crate) const LAYERS: &str = "layers";
 
 /// Makes a resource address usable as a directory name: every character other
 /// than ASCII letters, digits, `-` and `_` becomes `-`, and dashes at the ends

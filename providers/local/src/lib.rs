@@ -5,7 +5,10 @@
 //! `setsid --fork sh run.sh` → `unshare --mount --uts --pid --fork --kill-child
 //! --propagation private sh init.sh` → `exec sshd -D`. Inside its own mount
 //! namespace it has a private `/nix` (a bind mount of `HOSTDIR/nix`), a tmpfs
-//! on `/run/keys` (mode 0751) and an empty `/root`; inside its own UTS
+//! on `/run/keys` (mode 0751), an empty `/root`, and an overlay over every
+//! other top-level directory (`/etc`, `/var`, `/tmp`, …): the machine's files
+//! show through, what the host writes lands in `HOSTDIR/layers/DIR/upper`,
+//! so nothing prov writes to a host reaches the machine's own files; inside its own UTS
 //! namespace its own hostname; inside its own PID namespace sshd is PID 1.
 //! sshd listens on the host's own loopback address `127.0.0.N`, port 22, with
 //! a host key prov generated. Hosts outlive the prov process: a later run
@@ -17,7 +20,7 @@
 //! `hostname`, `address`, `authorized_keys`, the host key, `sshd_config`, the
 //! start scripts `run.sh` and `init.sh`, `pid` (the outer process), `init.pid`
 //! (the namespace's PID 1 as the machine sees it), `sshd.log`, `start.log`,
-//! `nix/` and `home/`. `nsenter --target $(cat HOSTDIR/init.pid) --mount --uts
+//! `nix/`, `home/` and `layers/`. `nsenter --target $(cat HOSTDIR/init.pid) --mount --uts
 //! --pid sh` enters a host by hand.
 //!
 //! Attribute vocabulary of the one kind, `host`: `hostname` and `address`

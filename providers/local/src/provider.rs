@@ -209,7 +209,7 @@ impl LocalProvider {
         sshd::generate_host_key(&self.tools, dir).await?;
         let run = sshd::run_script(&self.tools, dir);
         dir.write(host_dir::RUN_SCRIPT, &run, 0o644)?;
-        let init = sshd::init_script(&self.tools, dir, &spec.hostname);
+        let init = sshd::init_script(&self.tools, dir, &spec.hostname, &sshd::overlaid_tops());
         dir.write(host_dir::INIT_SCRIPT, &init, 0o644)?;
         // sshd's privilege separation directory, and the mount points of the
         // host's /nix and /run/keys (empty directories if the machine lacks them).

@@ -106,10 +106,62 @@ pub(crate) fn run_script(tools: &Tools, dir: &HostDir) -> String {
     )
 }
 
+/// Top-level directories of the machine that are not made private by an
+/// overlay: kernel filesystems, and the ones each host already has its own
+/// of (`/nix`, `/root`, `/run`, where `/run/keys` is a private tmpfs).
+const NOT_OVERLAID: &[&str] = &["proc", "sys", "dev", "run", "nix", "root", "lost+found"];
+
+/// The machine's top-level directories a host gets a private overlay of:
+/// every real directory of `/` (not symlinks such as Debian's `/bin`) but
+/// those of [`NOT_OVERLAID`], and only names a shell script can hold as
+/// they are. Sorted, so the init script is the same for the same machine.
+pub(crate) fn overlaid_tops() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return Vec::new();
+    };
+    let mut tops: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| {
+            !NOT_OVERLAID.contains(&name.as_str())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
+        .collect();
+    tops.sort();
+    tops
+}
+
 /// The script that runs as PID 1 of the host's namespaces: private `/nix`,
-/// `/run/keys` and `/root`, the hostname, then sshd in the foreground.
-pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str) -> String {
+/// `/run/keys` and `/root`, a private overlay of every other top-level
+/// directory in `tops` (the machine's files below, the host's writes in
+/// `layers/DIR/upper` of its own directory), the hostname, then sshd in the
+/// foreground.
+///
+/// The overlays are mounted from a bind of the host directory under the
+/// host's `/root`, and that bind is then moved back onto the host directory:
+/// so the upper layers never sit on an overlay themselves, and the host
+/// directory (sshd's config, log and pid file) stays the machine's real
+/// one, also when it lies inside an overlaid directory such as `/var`.
+pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[String]) -> String {
     let q = |path: &Path| sh_quote(&path_str(path));
+    let mount = q(&tools.mount);
+    let host = q(dir.path());
+    let staged = "/root/.prov-host";
+    let mut overlays = String::new();
+    for top in tops {
+        let layer = format!("{staged}/{}/{top}", host_dir::LAYERS);
+        overlays.push_str(&format!(
+            "mkdir -p {upper} {work}
+             {mount} -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {lower}
+",
+            upper = sh_quote(&format!("{layer}/upper")),
+            work = sh_quote(&format!("{layer}/work")),
+            lower = sh_quote(&format!("/{top}")),
+        ));
+    }
     format!(
         "# Written by prov (local provider): PID 1 of this host.\n\
          set -e\n\
@@ -118,10 +170,14 @@ pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str) -> Strin
          {mount} --bind {nix} /nix\n\
          {mount} -t tmpfs -o mode=0751 tmpfs /run/keys\n\
          {mount} --bind {home} /root\n\
+         mkdir -p {staged}\n\
+         {mount} --bind {host} {staged}\n\
+         {overlays}\
+         {mount} --move {staged} {host}\n\
+         rmdir {staged}\n\
          printf %s {hostname} > /proc/sys/kernel/hostname\n\
          exec {sshd} -D -f {config} -E {log}\n",
         init_pid = q(&dir.file(host_dir::INIT_PID)),
-        mount = q(&tools.mount),
         nix = q(&dir.file(host_dir::NIX)),
         home = q(&dir.file(host_dir::HOME)),
         hostname = sh_quote(hostname),
@@ -261,7 +317,16 @@ mod tests {
         assert!(!config.contains("SetEnv"));
         let run = run_script(&tools(), &dir);
         assert!(run.contains("echo $$ > '/r/d/web-0/pid'\nexec '/usr/bin/unshare' --mount --uts --pid --fork --kill-child"));
-        let init = init_script(&tools(), &dir, "it's");
+        let init = init_script(
+            &tools(),
+            &dir,
+            "it's",
+            &["etc".to_owned(), "var".to_owned()],
+        );
+        assert!(init.contains("'/usr/bin/mount' --bind '/r/d/web-0' /root/.prov-host\n"));
+        assert!(init.contains("'/usr/bin/mount' -t overlay overlay -o lowerdir='/etc',upperdir='/root/.prov-host/layers/etc/upper',workdir='/root/.prov-host/layers/etc/work' '/etc'\n"));
+        assert!(init.contains("'/usr/bin/mount' --move /root/.prov-host '/r/d/web-0'\n"));
+        assert!(init.find("lowerdir='/var'") < init.find("--move"));
         assert!(init.contains("printf %s 'it'\\''s' > /proc/sys/kernel/hostname"));
         assert!(init.contains("exec '/usr/sbin/sshd' -D -f '/r/d/web-0/sshd_config'"));
     }
