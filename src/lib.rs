@@ -10,6 +10,7 @@ pub mod command;
 pub mod crashpoint;
 pub mod deploy;
 pub mod duration;
+pub mod interrupt;
 pub mod outputs;
 pub mod plan;
 pub mod providers;

@@ -1,6 +1,6 @@
 //! The `prov` command: parse arguments, set up logging, run, map the outcome to
 //! an exit code (0 success, 1 error, 2 "changes present" with
-//! `--detailed-exitcode`).
+//! `--detailed-exitcode`, 130 interrupted by Ctrl-C or SIGTERM).
 
 use std::process::ExitCode;
 
@@ -13,7 +13,14 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             prov::ui::print_error(&error);
-            ExitCode::from(1)
+            let interrupted = error
+                .chain()
+                .any(|cause| cause.is::<prov::interrupt::Interrupted>());
+            ExitCode::from(if interrupted {
+                prov::interrupt::EXIT_INTERRUPTED
+            } else {
+                1
+            })
         }
     }
 }

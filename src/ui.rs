@@ -116,19 +116,32 @@ pub fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
-/// Asks `question`; true only when the answer is exactly `yes`.
+/// Asks `question`; true only when the answer is exactly `yes`. Ctrl-C
+/// while waiting for the answer ends the wait with
+/// [`crate::interrupt::Interrupted`].
 ///
 /// # Errors
-/// When stdin cannot be read.
-pub fn confirm(question: &str) -> std::io::Result<bool> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "\n{question}\n  Only 'yes' will be accepted to approve.\n"
-    )?;
-    write!(stdout, "  Enter a value: ")?;
-    stdout.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+/// When stdin cannot be read, or on Ctrl-C.
+pub async fn confirm(question: &str) -> anyhow::Result<bool> {
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "\n{question}\n  Only 'yes' will be accepted to approve.\n"
+        )?;
+        write!(stdout, "  Enter a value: ")?;
+        stdout.flush()?;
+    }
+    // A read of stdin cannot be cancelled, so it runs on a thread of its
+    // own that the process does not wait for.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = std::io::stdin().lock().read_line(&mut answer);
+        let _ = tx.send(read.map(|_| answer));
+    });
+    let answer = crate::interrupt::unless_stopping(rx)
+        .await?
+        .map_err(|_| anyhow::anyhow!("internal error: the stdin reader stopped"))??;
     Ok(answer.trim() == "yes")
 }

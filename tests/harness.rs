@@ -327,3 +327,76 @@ pub fn nix_build(dir: &Path, file: &str, attr: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Polls `probe` every 50 ms until it returns something or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to process `pid`.
+pub fn sigint(pid: u32) {
+    signal(pid, "INT");
+}
+
+/// Sends signal `name` (`INT`, `TERM`, `KILL`) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Waits for `child` to exit and collects its output; SIGKILLs it when it
+/// is still running after `limit` (its exit code is then -1). Output still
+/// held open by processes it left behind is read for at most two seconds.
+pub fn wait_exit(mut child: Child, limit: Duration) -> Output {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(mut pipe) = pipe {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let _ = tx.send(chunk[..n].to_vec());
+                }
+            });
+        }
+        rx
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_for(limit, || child.try_wait().unwrap()).unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap()
+    });
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::new();
+        while let Ok(chunk) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            out.extend(chunk);
+        }
+        out
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}

@@ -541,3 +541,93 @@ fn s3_state_settings_are_checked() {
         "{run}"
     );
 }
+
+/// Ctrl-C during an apply on S3 state, while a create call is in flight:
+/// prov stops starting work, saves what it knows, releases the S3 lock and
+/// exits 130 within 10 s; the next apply converges without duplicates.
+#[test]
+fn sigint_during_an_s3_apply_saves_state_releases_the_lock_and_exits_130() {
+    let moto = Moto::start();
+    create_bucket(&moto, "int-state");
+    let ws = Workspace::with_moto(&moto);
+    ws.write("prov.toml", &s3_spec("s3int", 6, "int-state"));
+
+    // The fifth create call (after the key pair, the security group and two
+    // instances) hangs: paused after the instance exists, before prov saves
+    // its id, the worst moment to be interrupted.
+    let mut child = ws
+        .command(&["apply", "--auto-approve", "--parallelism", "1"])
+        .env("PROV_TEST_PAUSE_AT", "after-create:5")
+        .env("PROV_TEST_PAUSE_SECS", "60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut paused = false;
+    for _ in 0..10_000 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("prov: paused at") {
+            paused = true;
+            break;
+        }
+    }
+    assert!(paused, "the apply never reached after-create:5:\n{seen}");
+    // Keep reading stderr so prov never blocks on a full pipe.
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    let interrupted_at = Instant::now();
+    crate::harness::sigint(child.id());
+    let output = crate::harness::wait_exit(child, Duration::from_secs(10));
+    let took = interrupted_at.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = format!("{seen}{}", rest.join().unwrap());
+    let code = output.status.code().unwrap_or(-1);
+    eprintln!("the interrupted apply exited {code} {took:?} after SIGINT:\n{stderr}");
+    assert_eq!(
+        code, 130,
+        "Ctrl-C exits 130 (after {took:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+
+    // No lock is left: the next command runs without force-unlock.
+    let lock_key = "s3int/state.json.lock";
+    assert!(
+        keys(&moto, "int-state", lock_key).is_empty(),
+        "the lock was released:\n{stderr}"
+    );
+    // What finished was saved: the two instances created before the
+    // interruption are recorded.
+    let state = ws.state();
+    let ready = state["resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["kind"] == "instance" && r["status"] == "ready")
+        .count();
+    assert_eq!(ready, 2, "{state:#}");
+
+    // The next apply converges: six instances, one per address, all recorded.
+    let run = ws.ok(&["apply", "--auto-approve"]);
+    let instances = moto.instances("s3int");
+    assert_eq!(
+        instances
+            .iter()
+            .map(|(_, a)| a.as_str())
+            .collect::<Vec<_>>(),
+        ["web[0]", "web[1]", "web[2]", "web[3]", "web[4]", "web[5]"],
+        "{run}"
+    );
+    let state = ws.state();
+    assert_eq!(recorded_instances(&state), instances);
+    let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan}");
+}

@@ -858,3 +858,82 @@ fn a_local_hosts_secret_outside_run_keys_stays_inside_the_host() {
     ok_with(&ws, &["destroy", "--auto-approve"], b"", &env);
     assert!(!Path::new(&destination).exists());
 }
+
+#[test]
+fn sigint_during_secrets_edit_kills_the_editor_and_removes_the_plaintext() {
+    let ws = Workspace::new();
+    let (a_id, a_pub) = age_keygen(&ws, "a");
+    ws.write(
+        "prov.toml",
+        &format!(
+            "deployment = \"edit-int\"\n[hosts.h]\ntarget = \"local\"\n{}",
+            secret_table("k", "[\"h\"]", "", &[&a_pub])
+        ),
+    );
+    let plaintext = random_plaintext("edit-int");
+    let since = std::time::SystemTime::now();
+    ok_with(&ws, &["secrets", "encrypt", "k"], plaintext.as_bytes(), &[]);
+    // The editor says where the scratch file is and its own pid, then waits.
+    let marker = ws.path().join("editor-started");
+    let editor = ws.path().join("slow-editor");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\necho \"$$ $1\" > {}.tmp && mv {0}.tmp {0}\nexec sleep 30 </dev/null >/dev/null 2>&1\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let runtime = ws.path().join("runtime");
+    let tmp = ws.path().join("tmp");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = ws
+        .command(&["secrets", "edit", "k", "-i", a_id.to_str().unwrap()])
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = crate::harness::wait_for(std::time::Duration::from_secs(20), || {
+        std::fs::read_to_string(&marker).ok()
+    });
+    let Some(started) = started else {
+        let _ = child.kill();
+        panic!("the editor never started: {:?}", child.wait_with_output());
+    };
+    let (editor_pid, scratch) = started.trim().split_once(' ').unwrap();
+    let scratch = PathBuf::from(scratch);
+    assert!(
+        scratch.exists(),
+        "the scratch file {scratch:?} exists while editing"
+    );
+    crate::harness::sigint(child.id());
+    let output = crate::harness::wait_exit(child, std::time::Duration::from_secs(10));
+    let run = crate::harness::run_from(output, &["secrets", "edit"]);
+    assert_eq!(run.code, 130, "Ctrl-C exits 130:\n{run}");
+    let editor_alive = Path::new(&format!("/proc/{editor_pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{editor_pid}/stat"))
+            .is_ok_and(|s| s.contains(") Z "));
+    if editor_alive {
+        crate::harness::signal(editor_pid.parse().unwrap(), "KILL");
+    }
+    let dir = scratch.parent().unwrap();
+    assert!(!dir.exists(), "the plaintext directory {dir:?} is gone");
+    assert!(!editor_alive, "the editor (pid {editor_pid}) was stopped");
+    for base in [Path::new("/dev/shm"), &runtime, &tmp] {
+        let mut left = Vec::new();
+        files_containing(base, since, &[&plaintext], &mut left);
+        assert!(left.is_empty(), "plaintext left in {base:?}: {left:?}");
+    }
+    assert_eq!(
+        age_decrypt(&a_id, &ws.path().join("secrets/k.age")).as_deref(),
+        Some(plaintext.as_str()),
+        "the secret was left alone"
+    );
+}

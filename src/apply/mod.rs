@@ -20,7 +20,7 @@ use prov_provider::{Address, Change};
 use crate::plan::file::PlanFile;
 use crate::providers::Providers;
 pub use schedule::Event;
-pub use session::StateSession;
+pub use session::{settle, StateSession};
 
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +36,12 @@ pub struct ApplyReport {
     pub done: BTreeMap<Change, usize>,
     /// Resources that failed, with the error.
     pub failed: Vec<(Address, anyhow::Error)>,
-    /// Resources not attempted because something they wait for failed.
+    /// Resources not attempted because something they wait for failed, or
+    /// because the run was interrupted.
     pub skipped: Vec<Address>,
+    /// Set when the run was interrupted: the resources whose calls were
+    /// abandoned in flight.
+    pub interrupted: Option<Vec<Address>>,
 }
 
 impl ApplyReport {

@@ -2,7 +2,9 @@
 //!
 //! Creates and updates wait for the resources they depend on; deletions run
 //! after every create and update, dependents first. When a change fails,
-//! nothing new starts; changes already running finish and are saved.
+//! nothing new starts; changes already running finish and are saved. After
+//! Ctrl-C the same holds, and calls still running when the grace period ends
+//! are abandoned (see [`crate::interrupt`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::node;
 use super::{ApplyOptions, ApplyReport, StateSession};
+use crate::interrupt;
 use crate::plan::file::PlanFile;
 use crate::providers::Providers;
 
@@ -67,11 +70,13 @@ pub(super) async fn run(
         .collect();
     let mut report = ApplyReport::default();
     let mut running = JoinSet::new();
+    let mut in_flight: BTreeMap<tokio::task::Id, (Address, Change)> = BTreeMap::new();
     let mut failed = false;
+    let mut abandoned = false;
     let parallelism = options.parallelism.max(1);
 
     loop {
-        if !failed {
+        if !failed && !interrupt::requested() {
             let ready: Vec<Address> = waiting
                 .iter()
                 .filter(|(_, deps)| deps.is_empty())
@@ -89,33 +94,63 @@ pub(super) async fn run(
                     .change(&address)
                     .map(|c| c.provider.clone())
                     .unwrap_or_default();
-                let provider = Arc::clone(providers.get(&provider_name)?);
+                let provider = match providers.get(&provider_name) {
+                    Ok(provider) => Arc::clone(provider),
+                    Err(error) => {
+                        report.failed.push((address, error));
+                        failed = true;
+                        continue;
+                    }
+                };
                 let session = Arc::clone(&session);
-                let on_event = Arc::clone(&on_event);
                 on_event(&Event::Started {
                     address: address.clone(),
                     action,
                 });
-                running.spawn(async move {
+                let task_address = address.clone();
+                let handle = running.spawn(async move {
                     let started = Instant::now();
                     let result = node::run(
                         provider.as_ref(),
                         &session,
-                        &address,
+                        &task_address,
                         action,
                         config.as_ref(),
                     )
                     .await;
-                    (address, action, result, started.elapsed())
+                    (result, started.elapsed())
                 });
+                in_flight.insert(handle.id(), (address, action));
             }
         }
-        let Some(joined) = running.join_next().await else {
+        let joined = tokio::select! {
+            joined = running.join_next_with_id() => joined,
+            // Stop starting work: loop round to wait for what runs.
+            () = interrupt::stopping(), if report.interrupted.is_none() => {
+                report.interrupted = Some(Vec::new());
+                continue;
+            }
+            () = interrupt::abandoning(), if !abandoned && !running.is_empty() => {
+                // Abandon calls in flight. Their records stay as they were
+                // saved before the call (a create stays `creating` with its
+                // token), which the next run settles.
+                abandoned = true;
+                running.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
-        let (address, action, result, elapsed) = joined?;
-        match result {
-            Ok(id) => {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, Ok(outcome)),
+            Err(error) => (error.id(), Err(error)),
+        };
+        let Some((address, action)) = in_flight.remove(&id) else {
+            continue;
+        };
+        match outcome {
+            Ok((Ok(id), elapsed)) => {
                 on_event(&Event::Finished {
                     address: address.clone(),
                     action,
@@ -127,7 +162,28 @@ pub(super) async fn run(
                     deps.remove(&address);
                 }
             }
-            Err(error) => {
+            Ok((Err(error), _)) => {
+                on_event(&Event::Failed {
+                    address: address.clone(),
+                    action,
+                    error: format!("{error:#}"),
+                });
+                report.failed.push((address, error));
+                failed = true;
+            }
+            Err(cancelled) if cancelled.is_cancelled() => {
+                on_event(&Event::Failed {
+                    address: address.clone(),
+                    action,
+                    error: "abandoned after the interruption; the next run settles it".to_owned(),
+                });
+                report
+                    .interrupted
+                    .get_or_insert_with(Vec::new)
+                    .push(address);
+            }
+            Err(panic) => {
+                let error = anyhow::anyhow!("internal error: the task panicked: {panic}");
                 on_event(&Event::Failed {
                     address: address.clone(),
                     action,

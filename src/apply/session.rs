@@ -1,19 +1,46 @@
 //! The state document being applied, and saving it.
+//!
+//! Writes go through one writer task per session, which owns the backend,
+//! the lock and the last saved version. That makes saving safe to cancel: a
+//! caller abandoned mid-save (Ctrl-C, a task aborted) does not abandon the
+//! write, and the next save still knows which version is stored. When the
+//! session goes away without [`StateSession::close`] (its command was
+//! dropped), the writer releases the lock itself; [`settle`] waits for that.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use prov_state::{LockGuard, StateBackend, StateDocument};
+use anyhow::{anyhow, Context, Result};
+use prov_state::{LockGuard, StateBackend, StateDocument, StateError};
+use tokio::sync::{mpsc, oneshot, Notify};
 
-/// The state of one run: the backend, the lock held on it, and the document as
-/// it is now. Saving writes a new serial only when the content changed.
+/// The state of one run: the lock held on it (by its writer) and the
+/// document as it is now. Saving writes a new serial only when the content
+/// changed.
 #[derive(Debug)]
 pub struct StateSession {
-    backend: Arc<dyn StateBackend>,
-    guard: LockGuard,
     /// The document as it is now (saved or not).
     pub doc: StateDocument,
-    saved: Option<StateDocument>,
+    writer: mpsc::Sender<Request>,
+    describe: String,
+}
+
+enum Request {
+    /// Write this document if it differs from the saved one; answers with
+    /// the serial it is stored under.
+    Save(Box<StateDocument>, oneshot::Sender<Result<u64, StateError>>),
+    /// Release the lock and stop.
+    Close(oneshot::Sender<Result<(), StateError>>),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Save(doc, _) => write!(f, "Save(serial {})", doc.serial),
+            Self::Close(_) => f.write_str("Close"),
+        }
+    }
 }
 
 impl StateSession {
@@ -26,11 +53,18 @@ impl StateSession {
         doc: StateDocument,
         stored: Option<StateDocument>,
     ) -> Self {
+        let describe = backend.describe();
+        let (tx, rx) = mpsc::channel(1);
+        WRITERS.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            writer(backend, guard, stored, rx).await;
+            WRITERS.fetch_sub(1, Ordering::SeqCst);
+            WRITERS_DONE.notify_waiters();
+        });
         Self {
-            backend,
-            guard,
             doc,
-            saved: stored,
+            writer: tx,
+            describe,
         }
     }
 
@@ -39,19 +73,16 @@ impl StateSession {
     /// # Errors
     /// When the backend refuses the write.
     pub async fn save(&mut self) -> Result<()> {
-        if let Some(saved) = &self.saved {
-            if saved.same_content(&self.doc) {
-                return Ok(());
-            }
-            self.doc.serial = saved.serial + 1;
-        } else {
-            self.doc.serial = self.doc.serial.max(1);
-        }
-        self.backend
-            .write(&self.guard, &self.doc)
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Save(Box::new(self.doc.clone()), tx))
             .await
-            .with_context(|| format!("saving state to {}", self.backend.describe()))?;
-        self.saved = Some(self.doc.clone());
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
+        let serial = rx
+            .await
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))?
+            .with_context(|| format!("saving state to {}", self.describe))?;
+        self.doc.serial = serial;
         Ok(())
     }
 
@@ -60,7 +91,70 @@ impl StateSession {
     /// # Errors
     /// When the backend cannot release it.
     pub async fn close(self) -> Result<()> {
-        self.backend.unlock(self.guard).await?;
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Close(tx))
+            .await
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))??;
         Ok(())
+    }
+}
+
+static WRITERS: AtomicUsize = AtomicUsize::new(0);
+static WRITERS_DONE: Notify = Notify::const_new();
+
+/// Waits (at most `limit`) until every session's writer has finished its
+/// last write and released its lock. For the exit path of a command that
+/// was dropped before it could close its session.
+pub async fn settle(limit: Duration) {
+    let wait = async {
+        loop {
+            let done = WRITERS_DONE.notified();
+            if WRITERS.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, wait).await;
+}
+
+async fn writer(
+    backend: Arc<dyn StateBackend>,
+    guard: LockGuard,
+    mut saved: Option<StateDocument>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    while let Some(request) = requests.recv().await {
+        match request {
+            Request::Save(mut doc, reply) => {
+                let result = match &saved {
+                    Some(saved) if saved.same_content(&doc) => Ok(saved.serial),
+                    _ => {
+                        doc.serial = saved.as_ref().map_or(doc.serial.max(1), |s| s.serial + 1);
+                        match backend.write(&guard, &doc).await {
+                            Ok(()) => {
+                                let serial = doc.serial;
+                                saved = Some(*doc);
+                                Ok(serial)
+                            }
+                            Err(error) => Err(error),
+                        }
+                    }
+                };
+                // The caller may be gone; the write counts all the same.
+                let _ = reply.send(result);
+            }
+            Request::Close(reply) => {
+                let _ = reply.send(backend.unlock(guard).await);
+                return;
+            }
+        }
+    }
+    // Every handle was dropped without closing: release the lock anyway.
+    if let Err(error) = backend.unlock(guard).await {
+        tracing::warn!("releasing the state lock of an abandoned session: {error}");
     }
 }

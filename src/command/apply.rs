@@ -158,7 +158,7 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         if !ui::interactive() {
             bail!("refusing to change anything without confirmation: stdin is not a terminal; pass --auto-approve");
         }
-        if !ui::confirm("Do you want to perform these actions?")? {
+        if !ui::confirm("Do you want to perform these actions?").await? {
             bail!("apply cancelled");
         }
     }
@@ -169,6 +169,9 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
     })
     .await?;
     finish_outputs(ctx, &mut *session.lock().await).await?;
+    if let Some(abandoned) = &report.interrupted {
+        return Err(interrupted(&report.summary(), abandoned, &report.skipped));
+    }
     let deployed = if report.failed.is_empty()
         && !(plan.plan.deploys.is_empty() && plan.plan.secrets.is_empty())
     {
@@ -209,6 +212,10 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         report.summary()
     );
     if let Some(deploys) = &deployed {
+        if let Some(abandoned) = &deploys.interrupted {
+            let done = format!("{} host(s) deployed", deploys.deployed.len());
+            return Err(interrupted(&done, abandoned, &deploys.skipped));
+        }
         if !deploys.failed.is_empty() {
             let lines: Vec<String> = deploys
                 .failed
@@ -249,6 +256,28 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The error of an interrupted apply: what was done, what was abandoned in
+/// flight, what never started.
+fn interrupted(done: &str, abandoned: &[Address], skipped: &[Address]) -> anyhow::Error {
+    let names = |list: &[Address]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut message = format!("apply interrupted: {done}; state is saved and the lock released");
+    if !abandoned.is_empty() {
+        message.push_str(&format!(
+            "\nabandoned in flight (the next apply settles them): {}",
+            names(abandoned)
+        ));
+    }
+    if !skipped.is_empty() {
+        message.push_str(&format!("\nnot started: {}", names(skipped)));
+    }
+    anyhow::Error::new(crate::interrupt::Interrupted).context(message)
 }
 
 /// When `error` is an object another state made (a local host directory

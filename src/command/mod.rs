@@ -26,26 +26,65 @@ pub const EXIT_CHANGES: u8 = 2;
 /// Runs the command line; returns the exit code.
 ///
 /// # Errors
-/// Any failure, with context; `main` prints it and exits 1.
+/// Any failure, with context; `main` prints it and exits 1, or 130 when the
+/// chain holds [`crate::interrupt::Interrupted`].
 pub fn run(cli: Cli) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(dispatch(cli))
+    let result = runtime.block_on(async {
+        crate::interrupt::install().context("installing the Ctrl-C handler")?;
+        let cutoff = cutoff(&cli.command);
+        tokio::select! {
+            result = dispatch(&cli) => result,
+            () = cutoff => {
+                // The command was dropped where it stood; sessions it held
+                // finish their last write and release their locks.
+                crate::apply::settle(std::time::Duration::from_secs(3)).await;
+                Err(anyhow::Error::new(crate::interrupt::Interrupted))
+            }
+        }
+    });
+    // Blocking work left behind (a read of stdin) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
-async fn dispatch(cli: Cli) -> Result<u8> {
+/// When a command still running after a signal is dropped. Commands that
+/// change state stop by themselves (they save and release the lock); they
+/// are dropped only if that takes past the grace period plus three seconds.
+/// The rest hold nothing worth finishing and are dropped at once.
+async fn cutoff(command: &Command) {
+    use crate::interrupt;
+    let cooperates = matches!(
+        command,
+        Command::Plan(_)
+            | Command::Apply(_)
+            | Command::Destroy(_)
+            | Command::Import(_)
+            | Command::Rollback(_)
+            | Command::State(_)
+    );
+    if cooperates {
+        interrupt::abandoning().await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    } else {
+        interrupt::stopping().await;
+    }
+}
+
+async fn dispatch(cli: &Cli) -> Result<u8> {
     match &cli.command {
-        Command::Validate => validate::run(&cli),
-        Command::Plan(args) => plan::run(&cli, args).await,
-        Command::Apply(args) => apply::run(&cli, args).await,
-        Command::Destroy(args) => apply::destroy(&cli, args).await,
-        Command::Import(args) => import::run(&cli, args).await,
-        Command::Output(args) => output::run(&cli, args).await,
-        Command::Graph => graph::run(&cli),
-        Command::Rollback(args) => rollback::run(&cli, args).await,
-        Command::State(command) => state::run(&cli, command).await,
-        Command::Secrets(command) => secrets::run(&cli, command).await,
+        Command::Validate => validate::run(cli),
+        Command::Plan(args) => plan::run(cli, args).await,
+        Command::Apply(args) => apply::run(cli, args).await,
+        Command::Destroy(args) => apply::destroy(cli, args).await,
+        Command::Import(args) => import::run(cli, args).await,
+        Command::Output(args) => output::run(cli, args).await,
+        Command::Graph => graph::run(cli),
+        Command::Rollback(args) => rollback::run(cli, args).await,
+        Command::State(command) => state::run(cli, command).await,
+        Command::Secrets(command) => secrets::run(cli, command).await,
     }
 }

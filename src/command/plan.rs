@@ -73,8 +73,13 @@ pub(super) async fn prepare(
         )?;
         providers.log_api_calls();
         anyhow::Ok((stored, refreshed, plan, providers))
-    }
-    .await;
+    };
+    // Planning only reads, so Ctrl-C may drop it anywhere; then the lock is
+    // released below like after any other failure.
+    let result = match crate::interrupt::unless_stopping(result).await {
+        Ok(result) => result,
+        Err(interrupted) => Err(interrupted.into()),
+    };
     match result {
         Ok((stored, refreshed, plan, providers)) => Ok(Prepared {
             guard,

@@ -43,7 +43,7 @@ pub async fn run(cli: &Cli, command: &SecretsCommand) -> Result<u8> {
             } else {
                 Zeroizing::new(Vec::new())
             };
-            let after = edit(name, &before)?;
+            let after = edit(name, &before).await?;
             if *after == *before && secret.file.exists() {
                 println!("Secret `{name}` is unchanged; the file was left alone.");
             } else {
@@ -240,6 +240,22 @@ fn private_dir() -> Result<PathBuf> {
     bail!("no writable directory for the temporary plaintext")
 }
 
+/// Stops the editor's shell and what it runs: SIGTERM to its process group
+/// member, then SIGKILL if it is still there after a second.
+async fn stop_editor(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(1), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
 /// Removes the edit directory, overwriting the file first.
 struct Scratch {
     dir: PathBuf,
@@ -260,7 +276,10 @@ impl Drop for Scratch {
 }
 
 /// Runs `$VISUAL`/`$EDITOR` (default `vi`) on a private copy of `before`.
-fn edit(name: &str, before: &[u8]) -> Result<Plaintext> {
+/// On Ctrl-C or SIGTERM the editor is stopped and the copy removed (also
+/// when this future is dropped: the editor is killed on drop, and the
+/// scratch directory removes itself).
+async fn edit(name: &str, before: &[u8]) -> Result<Plaintext> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = private_dir()?;
     let scratch = Scratch {
@@ -281,13 +300,28 @@ fn edit(name: &str, before: &[u8]) -> Result<Plaintext> {
         .or_else(|| std::env::var("EDITOR").ok())
         .filter(|e| !e.trim().is_empty())
         .unwrap_or_else(|| "vi".to_owned());
-    let status = std::process::Command::new("sh")
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("{editor} \"$1\""))
+        // `exec`: the shell becomes the editor, so stopping it stops the
+        // editor too.
+        .arg(format!("exec {editor} \"$1\""))
         .arg("sh")
         .arg(&scratch.file)
-        .status()
+        .kill_on_drop(true)
+        .spawn()
         .with_context(|| format!("running the editor `{editor}`"))?;
+    let waited = crate::interrupt::unless_stopping(child.wait())
+        .await
+        .and_then(|status| crate::interrupt::check().map(|()| status));
+    let status = match waited {
+        Ok(status) => status.with_context(|| format!("running the editor `{editor}`"))?,
+        Err(interrupted) => {
+            stop_editor(&mut child).await;
+            drop(scratch);
+            return Err(anyhow::Error::new(interrupted)
+                .context(format!("editing `{name}` interrupted; the secret was left alone and the plaintext copy removed")));
+        }
+    };
     if !status.success() {
         bail!("the editor `{editor}` failed ({status}); the secret was left alone");
     }

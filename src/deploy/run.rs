@@ -17,6 +17,7 @@ use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};
 use crate::apply::StateSession;
+use crate::interrupt;
 use crate::plan::{DeployChange, SecretChange};
 use crate::spec::{Goal, OnFailure};
 use crate::ssh::Connection;
@@ -35,6 +36,9 @@ pub struct DeployReport {
     pub skipped: Vec<Address>,
     /// Secrets uploaded or deleted.
     pub secrets: usize,
+    /// Set when the run was interrupted: the hosts abandoned mid-deploy
+    /// (an activation that prov no longer confirms rolls itself back).
+    pub interrupted: Option<Vec<Address>>,
 }
 
 /// One host's work: a system deploy (with its secrets), or secrets only.
@@ -90,9 +94,11 @@ pub async fn apply(
     };
     let secrets: Arc<[SecretChange]> = secrets.into();
     let mut running = JoinSet::new();
+    let mut in_flight = std::collections::BTreeMap::new();
     let mut stopped = false;
+    let mut abandoned = false;
     loop {
-        while !stopped && running.len() < parallelism.max(1) {
+        while !stopped && !interrupt::requested() && running.len() < parallelism.max(1) {
             let Some(job) = queue.pop_front() else {
                 break;
             };
@@ -101,13 +107,13 @@ pub async fn apply(
             let progress = Arc::clone(progress);
             let values = Arc::clone(&values);
             let secrets = Arc::clone(&secrets);
-            running.spawn(async move {
-                let address = job.address().clone();
+            let address = job.address().clone();
+            let handle = running.spawn(async move {
                 let host = HostSecrets {
                     changes: &secrets,
                     values: &values,
                 };
-                let result = match &job {
+                match &job {
                     Job::Deploy(change) => deploy_one(&ctx, change, &host, &session, &progress)
                         .await
                         .map(|n| (true, n)),
@@ -116,30 +122,55 @@ pub async fn apply(
                             .await
                             .map(|n| (false, n))
                     }
-                };
-                (address, result)
+                }
             });
+            in_flight.insert(handle.id(), address);
         }
-        let Some(joined) = running.join_next().await else {
+        let joined = tokio::select! {
+            joined = running.join_next_with_id() => joined,
+            () = interrupt::stopping(), if report.interrupted.is_none() => {
+                report.interrupted = Some(Vec::new());
+                continue;
+            }
+            () = interrupt::abandoning(), if !abandoned && !running.is_empty() => {
+                abandoned = true;
+                running.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
-        match joined {
-            Ok((address, Ok((deployed, secrets)))) => {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, Ok(outcome)),
+            Err(error) => (error.id(), Err(error)),
+        };
+        let Some(address) = in_flight.remove(&id) else {
+            continue;
+        };
+        match outcome {
+            Ok(Ok((deployed, secrets))) => {
                 report.secrets += secrets;
                 if deployed {
                     report.deployed.push(address);
                 }
             }
-            Ok((address, Err(error))) => {
+            Ok(Err(error)) => {
                 progress.phase(&address, &format!("FAILED: {error:#}"));
                 report.failed.push((address, error));
                 stopped = ctx.spec.deploy.on_failure == OnFailure::Stop;
             }
+            Err(cancelled) if cancelled.is_cancelled() => {
+                progress.phase(&address, "abandoned after the interruption");
+                report
+                    .interrupted
+                    .get_or_insert_with(Vec::new)
+                    .push(address);
+            }
             Err(panic) => {
-                report.failed.push((
-                    Address::host("unknown", None),
-                    anyhow!("a deploy task panicked: {panic}"),
-                ));
+                report
+                    .failed
+                    .push((address, anyhow!("a deploy task panicked: {panic}")));
                 stopped = true;
             }
         }
