@@ -212,10 +212,10 @@ EOF
 # long shell script probing DMI and block devices) at every boot.
 echo 'policy: enabled' >"$root/etc/cloud/ds-identify.cfg"
 
-# cloud-init's local stage (cloud-init-local.service) only matters for
-# datasources that configure the network; the network stage finds the NoCloud
-# seed by itself. One Python start-up less before SSH.
-systemctl --root="$root" mask cloud-init-local.service >/dev/null 2>&1
+# cloud-init's local stage (cloud-init-local.service) stays on, as on real
+# cloud images: it is the stage that compares the seed's instance-id with the
+# cached one. Without it the network stage trusts its cache forever, and a VM
+# never takes the new seed prov writes to give it new authorized keys.
 
 # No default user ("debian"): Debian's cloud.cfg asks for one with
 # `users: [default]`; without a users key there is none ("users: []" fails

@@ -192,7 +192,9 @@ fn built_web(dir: &Path) -> String {
 /// examples/libvirt.toml on qemu:///system: 2 VMs boot, prov reaches them
 /// with the host key it generated, copies and activates the stand-in system;
 /// the next plan is empty; a memory change is planned and applied in place;
-/// a VM powered off outside prov is drift that apply puts right; destroy
+/// another deployer key is given to the VMs in place (same domains, the
+/// pinned host keys hold); a VM powered off outside prov is drift that apply
+/// puts right; destroy
 /// leaves no domain and no volume but the base image.
 #[test]
 fn libvirt_example_apply_deploy_update_destroy() {
@@ -280,6 +282,45 @@ fn libvirt_example_apply_deploy_update_destroy() {
     assert_eq!(
         plan.code, 0,
         "the plan after the update is not empty:\n{plan}"
+    );
+
+    // Another deployer (a teammate's checkout, CI) comes with its own key.
+    // The VMs are kept: the key reaches them in place, at a restart.
+    let old_keys = lab.ws.path().join(".prov/ssh-first");
+    std::fs::rename(lab.ws.path().join(".prov/ssh"), &old_keys).unwrap();
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(plan.code, 2, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to destroy."),
+        "another deployer key must not replace the VMs:\n{plan}"
+    );
+    assert!(plan.stdout.contains("authorized_keys"), "{plan}");
+    assert!(plan.stdout.contains("new cloud-init seed"), "{plan}");
+    let started = std::time::Instant::now();
+    let rekeyed = lab.ok(&["apply", "--auto-approve"]);
+    eprintln!(
+        "new deployer key on 2 VMs: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, name) in ["prov-lv-web-0", "prov-lv-web-1"].iter().enumerate() {
+        let info = virsh(&["dominfo", name]);
+        assert!(
+            info.contains(&uuids[i]),
+            "{name} was replaced: {info}\n{rekeyed}"
+        );
+    }
+    let state = lab.state();
+    for address in ["web[0]", "web[1]"] {
+        // Logs in with the new key, and the host key pinned at create holds.
+        assert!(lab
+            .ssh(&state, address, "readlink -f /nix/var/nix/profiles/system")
+            .contains(&system));
+    }
+    let plan = lab.prov_env(&["plan", "--detailed-exitcode"], &[]);
+    assert_eq!(
+        plan.code, 0,
+        "the plan after the new key is not empty:\n{plan}"
     );
 
     // A VM powered off behind prov's back is drift, and apply starts it.

@@ -10,10 +10,12 @@
 //! opaquely, and the plan renders them without knowing any provider.
 
 mod address;
+pub mod cloud_init;
 mod config;
 mod diff;
 mod error;
 pub mod fake;
+pub mod iso;
 pub mod machine;
 mod provider;
 mod schema;

@@ -65,6 +65,8 @@ pub(crate) const RESTARTING: &[&str] = &[
     NETWORK,
     SSH_PORT,
     ISOLATED,
+    // A new seed; cloud-init adds the keys at the next boot.
+    AUTHORIZED_KEYS,
 ];
 
 /// The attributes of kind `vm`.
@@ -73,7 +75,7 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
     AttributeSchema::force_new(BASE),
     AttributeSchema::force_new(POOL),
     AttributeSchema::force_new(DISK_BUS),
-    AttributeSchema::force_new(AUTHORIZED_KEYS),
+    AttributeSchema::in_place(AUTHORIZED_KEYS),
     AttributeSchema::in_place(CPUS),
     AttributeSchema::in_place(MEMORY),
     AttributeSchema::in_place(DOMAIN_TYPE),
@@ -412,6 +414,19 @@ mod tests {
         }
         let autostart = with("autostart", json!(true));
         assert!(!autostart[0].forces_replacement && !restarts(&autostart));
+    }
+
+    /// A teammate or CI with another deployer key must not recreate VMs: the
+    /// new keys reach the VM in place, through a new seed at a restart.
+    #[test]
+    fn another_deployer_key_restarts_in_place_and_never_replaces() {
+        let changes = diff(json!({
+            "name": "prov-d-web-0", "base": "/i/base.qcow2", "authorized_keys": ["k2"],
+        }));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].name, AUTHORIZED_KEYS);
+        assert!(!changes[0].forces_replacement, "{changes:?}");
+        assert!(restarts(&changes));
     }
 
     #[test]

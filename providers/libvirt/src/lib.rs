@@ -42,10 +42,8 @@ mod attrs;
 mod conn;
 mod error;
 mod image;
-pub mod iso;
 mod power;
 mod provider;
-mod seed;
 mod settings;
 mod xml;
 

@@ -18,7 +18,9 @@ use crate::conn::{DomainState, Libvirt};
 use crate::error::{config_error, missing};
 use crate::settings::LibvirtSettings;
 use crate::xml::{self, Layout, Meta};
-use crate::{image, seed, KIND, PROVIDER_NAME};
+use prov_provider::cloud_init as seed;
+
+use crate::{image, KIND, PROVIDER_NAME};
 
 /// The libvirt provider.
 #[derive(Debug)]
@@ -178,6 +180,40 @@ impl LibvirtProvider {
         Ok(())
     }
 
+    /// Swaps the seed of the shut-down VM `name` for one that adds the
+    /// authorized keys of `spec` at the next boot (see [`seed::reseed`]).
+    async fn replace_seed(
+        &self,
+        address: &prov_provider::Address,
+        name: &str,
+        spec: &VmSpec,
+        meta: &Meta,
+    ) -> Result<(), ProviderError> {
+        let layout = self.layout(name);
+        let keys = spec.authorized_keys.join("\n");
+        let digest = prov_provider::sha256_hex(keys.as_bytes());
+        let instance_id = format!("prov-{}-keys-{}", meta.token, &digest[..12]);
+        let seed = seed::reseed(
+            &instance_id,
+            &seed::hostname(&host_name(address)),
+            &spec.authorized_keys,
+        )
+        .image()?;
+        let length = seed.len() as u64;
+        self.libvirt.delete_volume(&spec.pool, &layout.seed).await?;
+        self.libvirt
+            .create_volume(&spec.pool, xml::volume(&layout.seed, length, "raw", None))
+            .await?;
+        self.libvirt
+            .upload(
+                &spec.pool,
+                &layout.seed,
+                length,
+                Box::new(std::io::Cursor::new(seed)),
+            )
+            .await
+    }
+
     /// Checks what a VM needs from the machine: the pool, and the kernel
     /// and initrd files when libvirtd runs here.
     async fn check_machine(&self, spec: &VmSpec) -> Result<(), ProviderError> {
@@ -211,10 +247,7 @@ impl LibvirtProvider {
             let _guard = self.bases.lock().await;
             image::ensure(&self.libvirt, &spec.pool, &spec.base).await?
         };
-        let host = match request.address.index {
-            Some(i) => format!("{}-{i}", request.address.name),
-            None => request.address.name.clone(),
-        };
+        let host = host_name(request.address);
         let seed = seed::seed(
             &format!("prov-{}", request.token),
             &seed::hostname(&host),
@@ -292,10 +325,18 @@ impl Provider for LibvirtProvider {
 
     fn update_effects(&self, _kind: &str, changes: &[AttributeChange]) -> Vec<String> {
         if attrs::restarts(changes) {
-            vec![format!(
+            let mut effects = vec![format!(
                 "the VM is shut down (ACPI, powered off after {} s), redefined and started again",
                 self.settings.shutdown_timeout.as_secs()
-            )]
+            )];
+            if changes.iter().any(|c| c.name == attrs::AUTHORIZED_KEYS) {
+                effects.push(
+                    "the new authorized keys come from a new cloud-init seed at that boot; \
+                     the disk, host key and address stay (keys already authorized stay too)"
+                        .to_owned(),
+                );
+            }
+            effects
         } else if changes.iter().any(|c| c.name == attrs::RUNNING) {
             vec!["the VM is started".to_owned()]
         } else {
@@ -422,7 +463,12 @@ impl Provider for LibvirtProvider {
             let state = self.libvirt.domain(name).await?.ok_or_else(not_found)?;
             let info = xml::parse_domain(&state.xml)
                 .map_err(|e| ProviderError::api("read domain XML", format!("{name}: {e}")))?;
-            let meta = info.meta.unwrap_or_default();
+            let mut meta = info.meta.unwrap_or_default();
+            let rekey = request
+                .changes
+                .iter()
+                .any(|c| c.name == attrs::AUTHORIZED_KEYS);
+            meta.authorized_keys.clone_from(&spec.authorized_keys);
             let port = match &spec.nic {
                 Nic::User { port, .. } => match port.or(Self::current_port(&current.attributes)) {
                     Some(port) => Some(port),
@@ -443,6 +489,10 @@ impl Provider for LibvirtProvider {
                 .await?;
             self.libvirt.set_autostart(name, spec.autostart).await?;
             self.shut_down(name).await?;
+            if rekey {
+                self.replace_seed(request.address, name, &spec, &meta)
+                    .await?;
+            }
             self.start_and_wait(name, &spec, port).await?;
         } else {
             self.libvirt.set_autostart(name, spec.autostart).await?;
@@ -461,5 +511,13 @@ impl Provider for LibvirtProvider {
         self.remove(id).await?;
         tracing::debug!(id, elapsed = ?started.elapsed(), "VM deleted");
         Ok(())
+    }
+}
+
+/// The guest's host name before cleaning: `web-0` for `web[0]`.
+fn host_name(address: &prov_provider::Address) -> String {
+    match address.index {
+        Some(i) => format!("{}-{i}", address.name),
+        None => address.name.clone(),
     }
 }

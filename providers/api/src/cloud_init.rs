@@ -1,12 +1,13 @@
-//! The cloud-init NoCloud seed that hands a new VM its identity: the SSH
+//! The cloud-init NoCloud seed that hands a new VM its identity (used by
+//! the libvirt and VirtualBox providers): the SSH
 //! host key prov generated (so the key is pinned before the first
 //! connection), the keys that may log in as root, and its hostname.
 //!
 //! `user-data` and `meta-data` are written as JSON, which is YAML, so no
 //! value ever needs YAML quoting rules.
 
-use prov_provider::machine::HostKey;
-use prov_provider::ProviderError;
+use crate::machine::HostKey;
+use crate::ProviderError;
 use serde_json::json;
 
 use crate::iso::{self, IsoFile};
@@ -16,19 +17,14 @@ const LABEL: &str = "cidata";
 
 /// The seed's two files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Seed {
+pub struct Seed {
     pub user_data: String,
     pub meta_data: String,
 }
 
 /// The seed of a VM: `instance_id` changes with every create, so cloud-init
 /// runs its per-instance steps (host keys, authorized keys) exactly once.
-pub(crate) fn seed(
-    instance_id: &str,
-    hostname: &str,
-    key: &HostKey,
-    authorized_keys: &[String],
-) -> Seed {
+pub fn seed(instance_id: &str, hostname: &str, key: &HostKey, authorized_keys: &[String]) -> Seed {
     let user = json!({
         "disable_root": false,
         "ssh_pwauth": false,
@@ -52,9 +48,34 @@ pub(crate) fn seed(
     }
 }
 
+/// The seed that gives a running VM new authorized keys at its next boot:
+/// a new `instance_id` makes cloud-init run its per-instance steps again,
+/// which add the keys (keys already authorized stay). It carries no host
+/// key and tells cloud-init to keep the ones the VM has, so the host key
+/// prov pinned stays valid.
+pub fn reseed(instance_id: &str, hostname: &str, authorized_keys: &[String]) -> Seed {
+    let user = json!({
+        "disable_root": false,
+        "ssh_pwauth": false,
+        "ssh_deletekeys": false,
+        "ssh_genkeytypes": [],
+        "ssh_authorized_keys": authorized_keys,
+        "preserve_hostname": false,
+        "hostname": hostname,
+    });
+    let meta = json!({
+        "instance-id": instance_id,
+        "local-hostname": hostname,
+    });
+    Seed {
+        user_data: format!("#cloud-config\n{user:#}\n"),
+        meta_data: format!("{meta:#}\n"),
+    }
+}
+
 impl Seed {
     /// The ISO 9660 image (label `cidata`) holding both files.
-    pub(crate) fn image(&self) -> Result<Vec<u8>, ProviderError> {
+    pub fn image(&self) -> Result<Vec<u8>, ProviderError> {
         iso::build(
             LABEL,
             &[
@@ -73,7 +94,7 @@ impl Seed {
 }
 
 /// A hostname for `name` (`web[0]` → `web-0`): letters, digits and `-`.
-pub(crate) fn hostname(name: &str) -> String {
+pub fn hostname(name: &str) -> String {
     let mut out: String = name
         .chars()
         .map(|c| {
