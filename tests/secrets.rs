@@ -937,3 +937,66 @@ fn sigint_during_secrets_edit_kills_the_editor_and_removes_the_plaintext() {
         "the secret was left alone"
     );
 }
+
+#[test]
+fn secrets_of_a_removed_ssh_host_are_deleted_while_it_is_reachable() {
+    // deploy-correctness 5: a `target = "ssh"` host removed from the spec
+    // kept its secrets on the machine (and in state) forever.
+    let landing = Workspace::new();
+    landing.write(
+        "prov.toml",
+        "deployment = \"landing\"\n[hosts.box]\ntarget = \"local\"\n",
+    );
+    landing.ok(&["apply", "--auto-approve"]);
+    let landed = landing.state();
+    let attributes = &landed["resources"]["box"]["attributes"];
+    let address = attributes["ssh_host"].as_str().unwrap().to_owned();
+    let host_key = attributes["host_key"].as_str().unwrap().to_owned();
+    let identity = landing.path().join(".prov/ssh/id_ed25519");
+
+    let ws = Workspace::new();
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let head = format!(
+        "deployment = \"existing\"\n[deploy]\nidentity_file = \"{}\"\n",
+        identity.display()
+    );
+    let host = format!(
+        "[hosts.old]\ntarget = \"ssh\"\nhost_key = \"{host_key}\"\n[hosts.old.ssh]\naddress = \"{address}\"\n"
+    );
+    let secret = secret_table(
+        "token",
+        r#"["old"]"#,
+        "destination = \"/run/keys/token\"",
+        &[&public],
+    );
+    ws.write("prov.toml", &format!("{head}{host}{secret}"));
+    let value = random_plaintext("token");
+    ok_with(&ws, &["secrets", "encrypt", "token"], value.as_bytes(), &[]);
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(ssh(&landing, "box", "cat /run/keys/token"), value);
+
+    // The host leaves the spec (its secret table goes with it).
+    ws.write("prov.toml", &head);
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 2, "the plan cleans the removed host:\n{plan}");
+    assert!(plan.stdout.contains("token"), "{plan}");
+    assert!(
+        plan.stdout.contains("removed from the spec"),
+        "the plan says why:\n{plan}"
+    );
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    assert_eq!(
+        ssh(&landing, "box", "test -e /run/keys/token || echo gone"),
+        "gone\n",
+        "the secret was deleted from the host"
+    );
+    let state = ws.state();
+    assert!(
+        state["hosts"].get("old").is_none(),
+        "the removed host's record is gone: {state:#}"
+    );
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 0, "{plan}");
+}

@@ -22,7 +22,9 @@ impl Context {
             .spec
             .hosts
             .values()
-            .any(|h| h.deploy.is_some() || MACHINES.contains(&h.target.as_str()));
+            .any(|h| h.deploy.is_some() || MACHINES.contains(&h.target.as_str()))
+            // Secrets travel over SSH too, also to hosts with no system.
+            || !self.spec.secrets.is_empty();
         let identity = if needs_key {
             let (private, public) = deployer_identity(&self.spec)?;
             for resource in &mut self.spec.resources {

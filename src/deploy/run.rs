@@ -14,7 +14,7 @@ use super::activate::{self, Outcome};
 use super::nix;
 use super::plan::current_system;
 use super::secrets::{self as host_secrets, HostSecrets, Stage};
-use super::target::{host_endpoint, Endpoint};
+use super::target::{host_endpoint, recorded_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};
 use crate::apply::StateSession;
 use crate::interrupt;
@@ -188,11 +188,16 @@ async fn secrets_only(
     session: &Arc<Mutex<StateSession>>,
     progress: &Progress,
 ) -> Result<usize> {
-    let (_, endpoint) = host_endpoint(ctx, session, address).await?;
+    let in_spec = ctx.spec.hosts.contains_key(address);
+    let endpoint = if in_spec {
+        host_endpoint(ctx, session, address).await?.1
+    } else {
+        recorded_endpoint(ctx, session, address).await?
+    };
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
-    record_keys(session, address, &connection).await?;
-    host_secrets::sync_host(
+    record_keys(session, address, &endpoint, &connection).await?;
+    let done = host_secrets::sync_host(
         ctx,
         &connection,
         address,
@@ -201,7 +206,17 @@ async fn secrets_only(
         session,
         progress,
     )
-    .await
+    .await?;
+    if !in_spec {
+        // A host that left the spec, now cleaned: state forgets it.
+        let mut s = session.lock().await;
+        let key = address.to_string();
+        if s.doc.hosts.get(&key).is_some_and(|h| h.secrets.is_empty()) {
+            s.doc.hosts.remove(&key);
+            s.save().await?;
+        }
+    }
+    Ok(done)
 }
 
 /// Deploys one host; returns how many secrets it uploaded or deleted.
@@ -222,7 +237,7 @@ async fn deploy_one(
 
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
-    record_keys(session, address, &connection).await?;
+    record_keys(session, address, &endpoint, &connection).await?;
 
     // Copy what the host lacks (the derivations, when it builds itself).
     let to_copy = change
@@ -411,14 +426,16 @@ async fn record(
     s.save().await
 }
 
-/// Pins the keys this connection checked or accepted: the host's and its
-/// jump host's.
+/// Pins the keys this connection checked or accepted (the host's and its
+/// jump host's) and records where the host was reached.
 async fn record_keys(
     session: &Arc<Mutex<StateSession>>,
     address: &Address,
+    endpoint: &Endpoint,
     connection: &Connection,
 ) -> Result<()> {
     record(session, address, |h| {
+        h.reach = Some(super::target::reach_record(endpoint));
         h.host_key = Some(connection.host_key().to_owned());
         if let Some(jump) = connection.jump_host_key() {
             h.jump_host_key = Some(jump.to_owned());

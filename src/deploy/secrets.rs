@@ -121,6 +121,7 @@ pub fn plan(
             });
         }
     }
+    changes.extend(removed_hosts(ctx, doc, selection));
     changes.sort_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)));
     // A deletion whose path an upload writes removes only the record.
     let writers: BTreeMap<(Address, String), String> = changes
@@ -225,6 +226,49 @@ pub struct HostSecrets<'a> {
 ///
 /// # Errors
 /// When writing or removing a file on the host fails.
+/// Deletions of the secrets on hosts that left the spec but stay up: hosts
+/// prov reaches over SSH without managing the machine (`target = "ssh"`).
+/// A machine prov made is destroyed instead, its secrets with it. Hosts
+/// reached before prov recorded where are left alone (it cannot know).
+fn removed_hosts(
+    ctx: &DeployContext,
+    doc: &StateDocument,
+    selection: &Selection,
+) -> Vec<SecretChange> {
+    let no_tags = BTreeMap::new();
+    let mut changes = Vec::new();
+    for (host, record) in &doc.hosts {
+        let Ok(address) = host.parse::<Address>() else {
+            continue;
+        };
+        let gone = !ctx.spec.hosts.contains_key(&address) && !doc.resources.contains_key(host);
+        if !gone || !selection.matches(&address, &no_tags) {
+            continue;
+        }
+        let Some(reach) = &record.reach else {
+            if !record.secrets.is_empty() {
+                tracing::warn!(
+                    "{address} left the spec with secrets on it, but no address is recorded to reach it; remove them by hand"
+                );
+            }
+            continue;
+        };
+        for (name, recorded) in &record.secrets {
+            changes.push(SecretChange {
+                address: address.clone(),
+                name: name.clone(),
+                action: SecretAction::Delete,
+                destination: recorded.destination.clone(),
+                hmac: None,
+                upload: None,
+                reason: format!("the host was removed from the spec; still reachable at {reach}"),
+                replaces: None,
+            });
+        }
+    }
+    changes
+}
+
 pub async fn sync_host(
     ctx: &DeployContext,
     connection: &Connection,

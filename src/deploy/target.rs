@@ -171,6 +171,83 @@ pub async fn host_endpoint<'a>(
     Ok((info, endpoint))
 }
 
+/// How to reach `address`, a host that left the spec, from what state
+/// recorded when prov last reached it: the address, user and jump host, and
+/// the pinned keys. Never a blind accept.
+///
+/// # Errors
+/// When state holds no address or no pinned key for it.
+pub async fn recorded_endpoint(
+    ctx: &super::DeployContext,
+    session: &tokio::sync::Mutex<crate::apply::StateSession>,
+    address: &Address,
+) -> Result<Endpoint> {
+    let s = session.lock().await;
+    let record = s
+        .doc
+        .hosts
+        .get(&address.to_string())
+        .with_context(|| format!("state has no record of {address}"))?;
+    let reach = record
+        .reach
+        .as_ref()
+        .with_context(|| format!("state records no address for {address}"))?;
+    let key = record
+        .host_key
+        .clone()
+        .with_context(|| format!("state pins no host key for {address}"))?;
+    let jump =
+        match &reach.jump {
+            None => None,
+            Some(j) => Some(Box::new(JumpHost {
+                target: Target::new(j.host.clone(), j.port, j.user.clone()),
+                check: HostKeyCheck::Pinned(record.jump_host_key.clone().with_context(|| {
+                    format!("state pins no key for the jump host of {address}")
+                })?),
+            })),
+        };
+    Ok(Endpoint {
+        address: address.clone(),
+        target: Target {
+            host: reach.host.clone(),
+            port: reach.port,
+            user: reach.user.clone(),
+            jump,
+        },
+        check: HostKeyCheck::Pinned(key),
+        auth: Auth {
+            // The spec may no longer need a key of its own: use the
+            // deployer's all the same.
+            identity_files: vec![if ctx.identity.as_os_str().is_empty() {
+                super::deployer_identity(&ctx.spec)?.0
+            } else {
+                ctx.identity.clone()
+            }],
+            use_agent: ctx.spec.deploy.use_agent,
+            agent_socket: None,
+        },
+    })
+}
+
+/// What state keeps of `endpoint` to reach it again later.
+#[must_use]
+pub fn reach_record(endpoint: &Endpoint) -> prov_state::ReachRecord {
+    let hop = |t: &Target| prov_state::ReachRecord {
+        host: t.host.clone(),
+        port: t.port,
+        user: t.user.clone(),
+        jump: None,
+    };
+    prov_state::ReachRecord {
+        jump: endpoint
+            .target
+            .jump
+            .as_ref()
+            .map(|j| Box::new(hop(&j.target))),
+        ..hop(&endpoint.target)
+    }
+}
+
 /// One connection per host for the whole run (plan and apply share it).
 #[derive(Debug, Default, Clone)]
 pub struct Pool {

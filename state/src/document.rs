@@ -67,6 +67,36 @@ pub struct HostRecord {
     /// Secrets uploaded to the host, by secret name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretRecord>,
+    /// Where prov last reached the host over SSH. Kept so that a host that
+    /// leaves the spec (an existing `target = "ssh"` machine prov does not
+    /// destroy) can still be cleaned of the secrets prov put there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<ReachRecord>,
+}
+
+/// An SSH endpoint prov reached: `user@host:port`, maybe through a jump host
+/// (whose key is [`HostRecord::jump_host_key`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachRecord {
+    /// Host name or address.
+    pub host: String,
+    /// sshd's port.
+    pub port: u16,
+    /// The user prov logs in as.
+    pub user: String,
+    /// The jump host, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<Box<ReachRecord>>,
+}
+
+impl std::fmt::Display for ReachRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)?;
+        if let Some(jump) = &self.jump {
+            write!(f, " (through {jump})")?;
+        }
+        Ok(())
+    }
 }
 
 /// One secret on one host: only a keyed hash, never the value.

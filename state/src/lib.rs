@@ -21,8 +21,8 @@ mod s3;
 
 pub use backend::StateBackend;
 pub use document::{
-    HistoryEntry, HostRecord, ResourceRecord, ResourceStatus, SecretRecord, StateDocument,
-    FORMAT_VERSION,
+    HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
+    StateDocument, FORMAT_VERSION,
 };
 pub use embedded::EmbeddedBackend;
 pub use error::StateError;
