@@ -279,3 +279,85 @@ fn virtualbox_failing_call_quotes_stderr_and_records_nothing() {
     vb.ok(&["destroy", "--auto-approve"]);
     assert!(vb.vms().is_empty());
 }
+
+/// deploy-correctness 6: the VM's private host key went on `VBoxManage
+/// guestproperty set`'s command line (visible in `ps`), into debug logs and
+/// into a guest property that stayed forever. Now it travels in a seed file
+/// that is gone once the VM answers with that key.
+#[test]
+fn virtualbox_private_host_key_never_in_argv_logs_or_properties() {
+    let vb = VBox::new();
+    vb.ws.write("prov.toml", ONE_VM);
+    let apply = vb.prov_env(&["apply", "--auto-approve"], &[("PROV_LOG", "trace")]);
+    assert_eq!(apply.code, 0, "{apply}");
+    let state: serde_json::Value = serde_json::from_str(&vb.ok(&["state", "pull"]).stdout).unwrap();
+    let host_key = state["resources"]["box"]["attributes"]["host_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let marker = "PRIVATE KEY";
+    let argv = std::fs::read_to_string(vb.state.join("argv.log")).unwrap();
+    assert!(
+        argv.contains("startvm"),
+        "the stand-in records argv: {argv}"
+    );
+    assert!(!argv.contains(marker), "a private key was in argv:\n{argv}");
+    assert!(
+        !apply.stderr.contains(marker) && !apply.stdout.contains(marker),
+        "a private key was logged:\n{apply}"
+    );
+    let properties = vb.vboxmanage(&["guestproperty", "enumerate", "prov-vboxfail-box"]);
+    assert_eq!(properties.code, 0, "{properties}");
+    assert!(
+        !properties.stdout.contains(marker),
+        "a private key stays in a guest property:\n{properties}"
+    );
+
+    // The seed was attached for the boot, then ejected and deleted.
+    let media: Vec<String> = argv
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Vec<String>>(l).ok())
+        .filter(|a| a.first().map(String::as_str) == Some("storageattach"))
+        .filter_map(|a| a.last().cloned())
+        .collect();
+    let seed = media
+        .iter()
+        .find(|m| m.ends_with(".iso"))
+        .unwrap_or_else(|| panic!("no seed was attached: {media:?}"));
+    assert_eq!(
+        media.last().map(String::as_str),
+        Some("emptydrive"),
+        "{media:?}"
+    );
+    assert!(!Path::new(seed).exists(), "the seed {seed} is still there");
+
+    // The VM presents the key prov pinned, and SSH with it works.
+    let info = vb.info("prov-vboxfail-box");
+    let uuid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("UUID=\""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let guest_key = std::fs::read_to_string(
+        vb.state
+            .join("vms")
+            .join(&uuid)
+            .join("guest/ssh_host_ed25519_key.pub"),
+    )
+    .ok();
+    let presented = guest_key.unwrap_or_else(|| {
+        let port = state["resources"]["box"]["attributes"]["ssh_port"].to_string();
+        let scan = Command::new("ssh-keyscan")
+            .args(["-t", "ed25519", "-p", &port, "127.0.0.1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&scan.stdout).into_owned()
+    });
+    assert!(
+        presented.contains(host_key.split_whitespace().nth(1).unwrap()),
+        "the VM presents {presented}, prov pinned {host_key}"
+    );
+    vb.ok(&["destroy", "--auto-approve"]);
+}

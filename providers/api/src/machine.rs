@@ -87,6 +87,35 @@ pub async fn probe(target: SocketAddr, timeout: Duration) -> Option<String> {
     tokio::time::timeout(timeout, attempt).await.ok().flatten()
 }
 
+/// The ed25519 host key the sshd at `target` presents (`ssh-ed25519 AAAA…`),
+/// read with `ssh-keyscan` (OpenSSH, which prov needs anyway); `None` when
+/// nothing answers within `timeout` or ssh-keyscan is missing.
+pub async fn scan_host_key(target: SocketAddr, timeout: Duration) -> Option<String> {
+    let seconds = timeout.as_secs().max(1).to_string();
+    let run = tokio::process::Command::new("ssh-keyscan")
+        .args(["-T", &seconds, "-t", "ed25519", "-p"])
+        .arg(target.port().to_string())
+        .arg(target.ip().to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(timeout + Duration::from_secs(1), run)
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut words = l.split_whitespace().skip(1);
+            match (words.next(), words.next()) {
+                (Some(kind), Some(key)) => Some(format!("{kind} {key}")),
+                _ => None,
+            }
+        })
+}
+
 /// Ports on 127.0.0.1 handed out by one provider in this process, so two
 /// creates running at once never pick the same one.
 #[derive(Debug, Default)]

@@ -12,17 +12,22 @@
 //!    "ssh,tcp,127.0.0.1,PORT,,22"`: prov reaches the guest through this NAT
 //!    port forward and never needs the guest's own address (the "waiting for
 //!    IP address" hangs of other tools come from asking guest additions for it).
-//! 3. Guest properties hand the guest what it needs at boot:
-//!    `/prov/ssh_host_ed25519_key` (the private host key prov generated, so
-//!    the key can be pinned before the first connection),
-//!    `/prov/authorized_keys` (the deployer's key). The base image reads them
-//!    at boot (`VBoxControl guestproperty get …`, as NixOps' VirtualBox images
-//!    do). Guest properties were chosen over a cloud-init NoCloud ISO because
-//!    they need no ISO tool (`genisoimage`/`xorriso`) on the machine running
-//!    prov, leave no seed file behind, and can be changed while the VM exists.
-//!    prov's own bookkeeping lives in guest properties too: `/prov/token` (the
-//!    idempotency token, for [`prov_provider::Provider::find_by_token`]),
-//!    `/prov/base`, `/prov/host_key` (the public key).
+//! 3. The guest gets its identity from a cloud-init NoCloud seed (an ISO 9660
+//!    image labelled `cidata`, written by prov itself with the libvirt
+//!    provider's writer, now in [`prov_provider::iso`]): the private host key
+//!    prov generated (so the key can be pinned before the first connection),
+//!    the deployer's key, the hostname. The seed file lives in a private
+//!    temporary directory (0700, the file 0600) and reaches VirtualBox as a
+//!    DVD on a controller prov adds (`storagectl NAME --name prov-seed --add
+//!    sata`, `storageattach … --type dvddrive --medium FILE`), so the private
+//!    key is never on a command line (visible in `ps`), in a log or in a guest
+//!    property. Once the VM's sshd presents that key (`ssh-keyscan`), the DVD
+//!    is ejected (`--medium emptydrive`), `closemedium dvd FILE` forgets it
+//!    and the file is deleted. Guest properties carry only public data:
+//!    `/prov/authorized_keys` (the deployer's key, changeable while the VM
+//!    exists), and prov's bookkeeping, `/prov/token` (the idempotency token,
+//!    for [`prov_provider::Provider::find_by_token`]), `/prov/base`,
+//!    `/prov/host_key` (the public key).
 //! 4. `startvm NAME --type headless`, then wait (bounded) for an SSH banner on
 //!    `127.0.0.1:PORT`.
 //!

@@ -15,6 +15,7 @@ use crate::error::config_error;
 use crate::runner::{forwarding_rules, VBoxManage, INSTALL_HINT};
 use crate::settings::{VirtualBoxSettings, ENV_VBOXMANAGE};
 use crate::{KIND, PROVIDER_NAME};
+use prov_provider::cloud_init;
 use prov_provider::machine::{self as keys, HostKey};
 
 /// Guest property: the idempotency token of the create that made the VM.
@@ -25,8 +26,8 @@ const PROP_READY: &str = "/prov/ready";
 const PROP_BASE: &str = "/prov/base";
 /// Guest property: the public host key, for `read`.
 const PROP_HOST_KEY: &str = "/prov/host_key";
-/// Guest property read by the image at boot: the private host key.
-const PROP_PRIVATE_KEY: &str = "/prov/ssh_host_ed25519_key";
+/// The storage controller prov adds for the seed's DVD drive.
+const SEED_CONTROLLER: &str = "prov-seed";
 /// Guest property read by the image at boot: authorized key lines.
 const PROP_AUTHORIZED_KEYS: &str = "/prov/authorized_keys";
 /// The name of the NAT forwarding rule prov manages.
@@ -254,6 +255,38 @@ impl VirtualBoxProvider {
 
     /// `startvm VM --type headless`, then a bounded wait for an SSH banner on
     /// `127.0.0.1:port`; fails early when the VM stops running.
+    /// Waits until the VM's sshd presents `expected`, the host key of its
+    /// seed: then the guest has read the seed, and the seed can go.
+    async fn await_host_key(
+        &self,
+        vm: &str,
+        port: u16,
+        expected: &str,
+    ) -> Result<(), ProviderError> {
+        let start = Instant::now();
+        loop {
+            let presented = keys::scan_host_key(([127, 0, 0, 1], port).into(), PROBE_TIMEOUT).await;
+            match presented {
+                Some(key) if key == expected => return Ok(()),
+                Some(key) => {
+                    return Err(ProviderError::api(
+                        "startvm",
+                        format!(
+                            "VM {vm} presents the host key {key}, not the one prov gave it in its seed (does the base image read a cloud-init NoCloud seed?)"
+                        ),
+                    ))
+                }
+                None if start.elapsed() >= self.boot_timeout => {
+                    return Err(ProviderError::Timeout {
+                        what: format!("the host key of VM {vm} on 127.0.0.1:{port} (ssh-keyscan)"),
+                        seconds: self.boot_timeout.as_secs(),
+                    })
+                }
+                None => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+    }
+
     async fn start_and_wait(&self, vm: &str, port: u16) -> Result<(), ProviderError> {
         self.vbox
             .run(&["startvm", vm, "--type", "headless"])
@@ -319,6 +352,7 @@ impl VirtualBoxProvider {
     async fn build(
         &self,
         spec: &VmSpec,
+        hostname: &str,
         token: &str,
         key: &HostKey,
         port: u16,
@@ -366,16 +400,73 @@ impl VirtualBoxProvider {
         self.configure(name, spec, port, has_rule).await?;
         self.vbox.set_property(name, PROP_BASE, &spec.base).await?;
         self.vbox
-            .set_property(name, PROP_PRIVATE_KEY, &key.private)
-            .await?;
-        self.vbox
             .set_property(name, PROP_HOST_KEY, &key.public)
             .await?;
         let authorized = spec.authorized_keys.join("\n");
         self.vbox
             .set_property(name, PROP_AUTHORIZED_KEYS, &authorized)
             .await?;
+        // The private host key goes in a seed file, never on a command line
+        // or in a guest property; the file lives only until the VM answers.
+        let seed = SeedFile::write(
+            name,
+            &cloud_init::seed(
+                &format!("prov-{token}"),
+                &cloud_init::hostname(hostname),
+                key,
+                &spec.authorized_keys,
+            )
+            .image()?,
+        )?;
+        let medium = seed.path.to_string_lossy().into_owned();
+        self.vbox
+            .run(&[
+                "storagectl",
+                name,
+                "--name",
+                SEED_CONTROLLER,
+                "--add",
+                "sata",
+                "--portcount",
+                "1",
+            ])
+            .await?;
+        self.vbox
+            .run(&[
+                "storageattach",
+                name,
+                "--storagectl",
+                SEED_CONTROLLER,
+                "--port",
+                "0",
+                "--device",
+                "0",
+                "--type",
+                "dvddrive",
+                "--medium",
+                &medium,
+            ])
+            .await?;
         self.start_and_wait(name, port).await?;
+        self.await_host_key(name, port, &key.public).await?;
+        self.vbox
+            .run(&[
+                "storageattach",
+                name,
+                "--storagectl",
+                SEED_CONTROLLER,
+                "--port",
+                "0",
+                "--device",
+                "0",
+                "--type",
+                "dvddrive",
+                "--medium",
+                "emptydrive",
+            ])
+            .await?;
+        self.vbox.run(&["closemedium", "dvd", &medium]).await?;
+        drop(seed);
         self.vbox.set_property(name, PROP_READY, "1").await?;
         self.observe(name).await?.ok_or_else(|| {
             ProviderError::api("create", format!("VM {name} vanished after it started"))
@@ -498,7 +589,14 @@ impl Provider for VirtualBoxProvider {
         }
         let key = keys::generate_host_key().await?;
         let port = self.ports.allocate(spec.ssh_port).await?;
-        match self.build(&spec, request.token, &key, port).await {
+        let hostname = match request.address.index {
+            Some(i) => format!("{}-{i}", request.address.name),
+            None => request.address.name.clone(),
+        };
+        match self
+            .build(&spec, &hostname, request.token, &key, port)
+            .await
+        {
             Ok(observed) => {
                 tracing::debug!(%name, elapsed = ?started.elapsed(), "VM created");
                 Ok(observed)
@@ -559,5 +657,34 @@ impl Provider for VirtualBoxProvider {
         self.remove(id).await?;
         tracing::debug!(id, elapsed = ?started.elapsed(), "VM deleted");
         Ok(())
+    }
+}
+
+/// A seed image in a private directory (mode 0700, the file 0600), removed
+/// with it when dropped.
+struct SeedFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SeedFile {
+    fn write(vm: &str, image: &[u8]) -> Result<Self, ProviderError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |e: std::io::Error| ProviderError::api("write the seed", e.to_string());
+        let dir = tempfile::Builder::new()
+            .prefix("prov-vbox-seed-")
+            .tempdir()
+            .map_err(failed)?;
+        let path = dir.path().join(format!("{vm}-seed.iso"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(failed)?;
+        file.write_all(image).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        Ok(Self { _dir: dir, path })
     }
 }
