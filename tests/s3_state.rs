@@ -178,7 +178,8 @@ fn eight_applies_at_once_exactly_one_applies_ten_rounds() {
             ] {
                 assert!(
                     stderr.contains(part),
-                    "round {round}, pid {pid}: `{part}` missing:\n{stderr}"
+                    "round {round}, pid {pid}: `{part}` missing:\n{stderr}\nall runs:\n{}",
+                    show(&runs)
                 );
             }
             assert!(
