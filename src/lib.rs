@@ -5,6 +5,7 @@
 //! over [`run`].
 
 pub mod apply;
+pub mod atomic;
 pub mod cli;
 pub mod command;
 pub mod crashpoint;

@@ -21,7 +21,8 @@ enum Pattern {
 /// Which resources a command works on.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    patterns: Vec<Pattern>,
+    /// Each pattern with the text it was given as.
+    patterns: Vec<(String, Pattern)>,
 }
 
 impl Selection {
@@ -53,7 +54,7 @@ impl Selection {
                 })?;
                 Pattern::Glob(glob.compile_matcher())
             };
-            patterns.push(pattern);
+            patterns.push((value.to_owned(), pattern));
         }
         Ok(Self { patterns })
     }
@@ -70,8 +71,30 @@ impl Selection {
         if self.is_all() {
             return true;
         }
+        self.patterns
+            .iter()
+            .any(|(_, pattern)| pattern.matches(address, tags))
+    }
+
+    /// The patterns (as given) that match none of `candidates`: a typo in
+    /// `--on` is an error, not an empty plan.
+    #[must_use]
+    pub fn unmatched(
+        &self,
+        candidates: &[(&Address, BTreeMap<String, String>)],
+    ) -> Vec<String> {
+        self.patterns
+            .iter()
+            .filter(|(_, p)| !candidates.iter().any(|(a, tags)| p.matches(a, tags)))
+            .map(|(text, _)| text.clone())
+            .collect()
+    }
+}
+
+impl Pattern {
+    fn matches(&self, address: &Address, tags: &BTreeMap<String, String>) -> bool {
         let text = address.to_string();
-        self.patterns.iter().any(|pattern| match pattern {
+        match self {
             Pattern::Exact(exact) => {
                 exact == address
                     || (exact.index.is_none()
@@ -84,7 +107,7 @@ impl Selection {
                 (Some(found), Some(wanted)) => found == wanted,
                 (None, _) => false,
             },
-        })
+        }
     }
 }
 
@@ -114,5 +137,11 @@ mod tests {
         assert!(sel(&["key_pair.*"]).matches(&kp, &none));
         assert!(sel(&["db", "@role"]).matches(&db, &none));
         assert!(Selection::all().matches(&db, &none));
+        let candidates = [(&web1, tags.clone()), (&db, none.clone())];
+        assert_eq!(
+            sel(&["db", "wbe", "@role=db"]).unmatched(&candidates),
+            ["wbe", "@role=db"]
+        );
+        assert!(sel(&["web", "@role"]).unmatched(&candidates).is_empty());
     }
 }

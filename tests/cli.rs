@@ -114,3 +114,40 @@ fn state_history_show_and_push_check_lineage_and_serial() {
     assert!(ws.state()["resources"].get("web[0]").is_none());
     assert_eq!(moto.instances("hist").len(), 1);
 }
+
+/// state-hardening 11: `state push` of a serial at u64::MAX overflowed the
+/// next write (a panic in debug builds), and a document of another
+/// deployment or an encrypted envelope was pushed without a word.
+#[test]
+fn state_push_refuses_a_huge_serial_another_deployment_and_an_envelope() {
+    let ws = Workspace::new();
+    ws.write(
+        "prov.toml",
+        "deployment = \"pushcheck\"\n[hosts.box]\ntarget = \"local\"\n",
+    );
+    ws.ok(&["apply", "--auto-approve"]);
+    let latest = ws.state();
+    let variants = [
+        ("serial", serde_json::json!(u64::MAX), "too large"),
+        (
+            "deployment",
+            serde_json::json!("other"),
+            "deployment `other`",
+        ),
+        (
+            "encrypted",
+            serde_json::json!("-----BEGIN AGE ENCRYPTED FILE-----"),
+            "encrypted envelope",
+        ),
+    ];
+    for (field, value, message) in variants {
+        let mut doc = latest.clone();
+        doc[field] = value;
+        ws.write("pushed.json", &serde_json::to_string(&doc).unwrap());
+        let refused = ws.prov(&["state", "push", "pushed.json"]);
+        assert_eq!(refused.code, 1, "{field}: {refused}");
+        assert!(refused.stderr.contains(message), "{field}: {refused}");
+    }
+    assert_eq!(ws.state(), latest, "nothing was pushed");
+    ws.ok(&["destroy", "--auto-approve"]);
+}

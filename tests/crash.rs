@@ -104,3 +104,37 @@ fn sigkill_during_apply_never_duplicates_or_orphans() {
     let plan = ws.prov(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{plan}");
 }
+
+/// state-hardening 5: a record of an interrupted create has a token but no
+/// id, and `destroy --refresh=false` skipped the provider call for it,
+/// leaving the instance running with nothing recording it. Such records are
+/// looked up by token whatever --refresh says.
+#[test]
+fn destroy_without_refresh_still_finds_the_objects_of_interrupted_creates() {
+    let moto = Moto::start();
+    let ws = Workspace::with_moto(&moto);
+    ws.write(
+        "prov.toml",
+        &ec2_spec("orphan", 3, "t3.micro", "ami-12c6146b"),
+    );
+    // Killed when the third create call returned (after the key pair and
+    // the security group: an instance that exists, its record with no id).
+    assert!(kill_at(&ws, "after-create:3"));
+    let state = ws.state();
+    let pending = state["resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["status"] == "creating" && r.get("id").is_none_or(serde_json::Value::is_null))
+        .count();
+    assert!(pending >= 1, "no interrupted create in {state:#}");
+    assert!(!moto.instances("orphan").is_empty());
+
+    let run = ws.ok(&["destroy", "--auto-approve", "--refresh=false"]);
+    assert!(
+        moto.instances("orphan").is_empty(),
+        "destroy --refresh=false left an instance running:\n{run}"
+    );
+    let listed = ws.ok(&["state", "list"]);
+    assert!(!listed.stdout.contains("web["), "{listed}");
+}

@@ -718,3 +718,65 @@ fn a_jump_hosts_key_is_recorded_on_first_contact_and_checked_after() {
     assert!(run.stderr.contains("host key"), "{run}");
     assert_eq!(activations(&inner).len(), before, "nothing was activated");
 }
+
+/// state-hardening 11: `state rm` forgot the resource but kept its host
+/// record (pinned key, system, secrets), which a later machine at the same
+/// address would inherit.
+#[test]
+fn state_rm_forgets_the_host_record_too() {
+    let ws = workspace();
+    write_systems(&ws, &[("box", "1", "")]);
+    ws.write("prov.toml", &host_spec("rmhost", &["box"], 30, ""));
+    ws.ok(&["apply", "--auto-approve"]);
+    assert!(ws.state()["hosts"].get("box").is_some());
+    ws.ok(&["state", "rm", "box"]);
+    let state = ws.state();
+    assert!(state["resources"].get("box").is_none(), "{state:#}");
+    assert!(
+        state["hosts"].get("box").is_none(),
+        "the host record stays after state rm: {state:#}"
+    );
+}
+
+/// state-hardening 11: `--on` that matched nothing printed "No changes" and
+/// exited 0; a typo must be an error naming the selector.
+#[test]
+fn an_on_selector_that_matches_nothing_is_an_error() {
+    let ws = workspace();
+    write_systems(&ws, &[("web", "1", "")]);
+    ws.write("prov.toml", &host_spec("onmiss", &["web"], 30, ""));
+    for command in ["plan", "apply"] {
+        let mut args = vec![command, "--on", "web", "--on", "wbe"];
+        if command == "apply" {
+            args.push("--auto-approve");
+        }
+        let run = ws.prov(&args);
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stderr.contains("`--on wbe` matches nothing"), "{run}");
+        assert!(!run.stdout.contains("No changes"), "{run}");
+    }
+    let run = ws.prov(&["plan", "--on", "@role=none"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("@role=none"), "{run}");
+    // A selector that matches works as before.
+    let run = ws.prov(&["plan", "--on", "web"]);
+    assert_eq!(run.code, 0, "{run}");
+}
+
+/// state-hardening 11: the evaluated form of a Nix spec with a schema error
+/// was written with default permissions (0644 under the usual umask), though
+/// it may hold everything the spec holds.
+#[test]
+fn the_evaluated_form_of_a_failing_nix_spec_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = workspace();
+    ws.write(
+        "bad.nix",
+        "{\n  deployment = \"x\";\n  hosts.h = { target = \"local\"; no_such_field = 1; };\n}\n",
+    );
+    let run = ws.prov(&["-f", "bad.nix", "validate"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("bad.nix.evaluated.toml"), "{run}");
+    let meta = std::fs::metadata(ws.path().join("bad.nix.evaluated.toml")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{run}");
+}

@@ -283,3 +283,51 @@ fn import_adopts_an_existing_instance() {
     assert_plan_empty(&ws);
     assert_eq!(moto.instances("adopt"), vec![(id, "web[0]".to_owned())]);
 }
+
+/// state-hardening 3: the generation restarted at 1 when an address had no
+/// record, so the create after `destroy` (or `state rm`) sent the same
+/// ClientToken as the first one, and real EC2 would have answered with the
+/// old, terminated instance. moto ignores ClientToken, so this is checked in
+/// state: every create of the lineage has its own token.
+#[test]
+fn idempotency_tokens_never_repeat_after_destroy_or_state_rm() {
+    let moto = Moto::start();
+    let ws = applied(&moto, "tokens", 1);
+    let token = |ws: &Workspace| {
+        ws.state()["resources"]["web[0]"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = token(&ws);
+    ws.ok(&["destroy", "--auto-approve"]);
+    ws.ok(&["apply", "--auto-approve"]);
+    let after_destroy = token(&ws);
+    assert_ne!(first, after_destroy, "the token repeats after destroy");
+    ws.ok(&["state", "rm", "web[0]"]);
+    ws.ok(&["apply", "--auto-approve"]);
+    let after_rm = token(&ws);
+    assert_ne!(after_destroy, after_rm, "the token repeats after state rm");
+    assert_ne!(first, after_rm);
+}
+
+/// state-hardening 11: `import` took an object another address already
+/// manages, so two records (and two destroys) named one instance.
+#[test]
+fn import_refuses_an_object_another_address_manages() {
+    let moto = Moto::start();
+    let ws = applied(&moto, "dupimport", 2);
+    let state = ws.state();
+    let first = state["resources"]["web[0]"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.ok(&["state", "rm", "web[1]"]);
+    let refused = ws.prov(&["import", "web[1]", &first]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("already managed as web[0]"),
+        "{refused}"
+    );
+    assert!(ws.state()["resources"].get("web[1]").is_none());
+}

@@ -1000,3 +1000,46 @@ fn secrets_of_a_removed_ssh_host_are_deleted_while_it_is_reachable() {
     let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
     assert_eq!(plan.code, 0, "{plan}");
 }
+
+#[test]
+fn encrypted_state_read_without_encrypt_to_is_an_error_not_an_empty_state() {
+    // state-hardening 1: without `encrypt_to` the envelope read as a state
+    // with no resources: `state list` empty, plan creating everything again,
+    // destroy destroying nothing.
+    let ws = Workspace::new();
+    let (id, public) = age_keygen(&ws, "state");
+    let env = [("PROV_AGE_IDENTITY", id.to_str().unwrap())];
+    let host = "[hosts.db]\ntarget = \"local\"\n";
+    ws.write(
+        "prov.toml",
+        &format!("deployment = \"encgone\"\n[state]\nencrypt_to = [\"{public}\"]\n{host}"),
+    );
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    let listed = ok_with(&ws, &["state", "list"], b"", &env);
+    assert!(listed.stdout.contains("db"), "{listed}");
+
+    ws.write("prov.toml", &format!("deployment = \"encgone\"\n{host}"));
+    for args in [
+        &["state", "list"][..],
+        &["plan"],
+        &["destroy", "--auto-approve"],
+        &["apply", "--auto-approve"],
+    ] {
+        let run = prov_with(&ws, args, b"", &env);
+        assert_eq!(run.code, 1, "{run}");
+        assert!(
+            run.stderr.contains("encrypted state") && run.stderr.contains("encrypt_to"),
+            "the error says what to add:\n{run}"
+        );
+        assert!(!run.stdout.contains("to create"), "{run}");
+    }
+    // Nothing was destroyed or created: with the setting back, the host is
+    // still there and the plan is empty.
+    ws.write(
+        "prov.toml",
+        &format!("deployment = \"encgone\"\n[state]\nencrypt_to = [\"{public}\"]\n{host}"),
+    );
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 0, "{plan}");
+    ok_with(&ws, &["destroy", "--auto-approve"], b"", &env);
+}

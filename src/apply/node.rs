@@ -32,12 +32,15 @@ pub(super) async fn run(
     }
 }
 
-/// The idempotency token of a create: stable for one lineage, address and
-/// generation, so a retried create after a crash carries the same token.
+/// The idempotency token of a create: derived from the lineage, the address,
+/// its generation and the lineage's create counter, so it never repeats in a
+/// lineage (also after `destroy` or `state rm` forgot the address), while a
+/// create resumed after a crash reuses the token its record holds.
 #[must_use]
-pub fn idempotency_token(lineage: &str, address: &str, generation: u64) -> String {
-    let digest =
-        prov_provider::sha256_hex(format!("{lineage}\n{address}\n{generation}").as_bytes());
+pub fn idempotency_token(lineage: &str, address: &str, generation: u64, create: u64) -> String {
+    let digest = prov_provider::sha256_hex(
+        format!("{lineage}\n{address}\n{generation}\n{create}").as_bytes(),
+    );
     format!("prov-{}", &digest[..40])
 }
 
@@ -64,7 +67,8 @@ async fn create(
             (token, true)
         } else {
             let generation = s.doc.resources.get(&key).map_or(1, |r| r.generation + 1);
-            let token = idempotency_token(&lineage, &key, generation);
+            s.doc.creates = s.doc.creates.saturating_add(1);
+            let token = idempotency_token(&lineage, &key, generation, s.doc.creates);
             // A new object is a new machine: forget what was deployed on the
             // old one and the host key pinned for it.
             s.doc.hosts.remove(&key);

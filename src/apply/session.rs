@@ -132,17 +132,25 @@ async fn writer(
             Request::Save(mut doc, reply) => {
                 let result = match &saved {
                     Some(saved) if saved.same_content(&doc) => Ok(saved.serial),
-                    _ => {
-                        doc.serial = saved.as_ref().map_or(doc.serial.max(1), |s| s.serial + 1);
-                        match backend.write(&guard, &doc).await {
-                            Ok(()) => {
-                                let serial = doc.serial;
-                                saved = Some(*doc);
-                                Ok(serial)
+                    _ => match saved
+                        .as_ref()
+                        .map_or(Some(doc.serial.max(1)), |s| s.serial.checked_add(1))
+                    {
+                        None => Err(StateError::Corrupt(
+                            "the serial cannot grow past 18446744073709551615".to_owned(),
+                        )),
+                        Some(serial) => {
+                            doc.serial = serial;
+                            match backend.write(&guard, &doc).await {
+                                Ok(()) => {
+                                    let serial = doc.serial;
+                                    saved = Some(*doc);
+                                    Ok(serial)
+                                }
+                                Err(error) => Err(error),
                             }
-                            Err(error) => Err(error),
                         }
-                    }
+                    },
                 };
                 // The caller may be gone; the write counts all the same.
                 let _ = reply.send(result);

@@ -105,7 +105,9 @@ pub fn open_backend_encrypted(
 ) -> Result<Arc<dyn StateBackend>> {
     let backend = open_plain_backend(spec, state_dir)?;
     if spec.state.encrypt_to.is_empty() {
-        return Ok(backend);
+        return Ok(Arc::new(crate::secrets::state::PlaintextBackend::new(
+            backend,
+        )));
     }
     let deployer = spec.deploy.identity_file.clone().or_else(|| {
         spec.source

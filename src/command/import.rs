@@ -33,6 +33,21 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
             // A create that failed made no object: importing one is fine.
             _ => {}
         }
+        // One object, one address: importing what another address manages
+        // would have two records (and two destroys) for one machine.
+        if let Some((other, _)) = session.doc.resources.iter().find(|(key, r)| {
+            **key != address.to_string()
+                && r.provider == config.provider
+                && r.kind == config.kind
+                && r.id.as_deref() == Some(args.id.as_str())
+        }) {
+            bail!(
+                "{} {} `{}` is already managed as {other}; `prov state rm {other}` first to move it to {address}",
+                config.provider,
+                config.kind,
+                args.id
+            );
+        }
         let generation = existing.map_or(0, |r| r.generation);
         let providers = ctx.providers(&session.doc).await?;
         let provider = providers.get(&config.provider)?;

@@ -52,7 +52,17 @@ pub(super) async fn prepare(
                 .await
                 .context("refreshing state")?
         } else {
-            Refreshed::unrefreshed(doc)
+            // Whatever --refresh says, an interrupted or failed create (a
+            // record with a token and no id) is looked up by its token:
+            // else destroy would forget an object that exists.
+            let pending = |address: &str| {
+                doc.resources
+                    .get(address)
+                    .is_some_and(|r| r.id.is_none() && r.token.is_some())
+            };
+            plan::refresh(&doc, &providers, pending)
+                .await
+                .context("looking up interrupted creates")?
         };
         let options = BuildOptions { selection, destroy };
         let mut plan = plan::build(&ctx.spec, &refreshed, &providers, &options)?;

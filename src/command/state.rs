@@ -61,7 +61,11 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             let mut session = ctx.session(cli, "state rm").await?;
             let result = async {
                 for address in addresses {
-                    if session.doc.resources.remove(address).is_none() {
+                    // The host record (pinned key, system, secrets) goes too:
+                    // a later resource at this address is another machine.
+                    let resource = session.doc.resources.remove(address).is_some();
+                    let host = session.doc.hosts.remove(address).is_some();
+                    if !resource && !host {
                         bail!("{address} is not in state (nothing was removed)");
                     }
                 }
@@ -147,7 +151,28 @@ async fn push(session: &mut StateSession, file: &std::path::Path, force: bool) -
     };
     let pushed: StateDocument = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a state document", file.display()))?;
+    if pushed.serial >= u64::MAX - 1 {
+        bail!(
+            "{} has serial {}, too large to write another version after it; fix its `serial`",
+            file.display(),
+            pushed.serial
+        );
+    }
+    if pushed.encrypted.is_some() {
+        bail!(
+            "{} is an encrypted envelope, not a state document; push the output of `prov state pull` (which decrypts)",
+            file.display()
+        );
+    }
     let current = &session.doc;
+    if !pushed.deployment.is_empty() && pushed.deployment != current.deployment && !force {
+        bail!(
+            "{} is the state of deployment `{}`, but the spec is for `{}`; pass --force to push it anyway",
+            file.display(),
+            pushed.deployment,
+            current.deployment
+        );
+    }
     let has_state = current.serial > 0;
     if has_state && !force {
         if pushed.lineage != current.lineage {
@@ -175,9 +200,16 @@ async fn push(session: &mut StateSession, file: &std::path::Path, force: bool) -
     } else {
         pushed.serial
     };
+    // A pushed document never lowers the create counter: tokens stay unique.
+    let creates = if has_state {
+        pushed.creates.max(current.creates)
+    } else {
+        pushed.creates
+    };
     session.doc = StateDocument {
         lineage,
         serial,
+        creates,
         ..pushed
     };
     session.save().await?;

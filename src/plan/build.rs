@@ -35,6 +35,7 @@ pub fn build(
     options: &BuildOptions,
 ) -> Result<PlanFile> {
     let doc = &refreshed.doc;
+    check_selection(spec, doc, &options.selection)?;
     let desired: BTreeMap<&Address, &ResourceConfig> =
         spec.resources.iter().map(|c| (&c.address, c)).collect();
     let mut changes = ChangeMap::new();
@@ -274,6 +275,34 @@ fn deletions(spec: &Spec, doc: &StateDocument, options: &BuildOptions) -> Vec<Ad
         }
     }
     doomed.into_iter().collect()
+}
+
+/// Every `--on` pattern must match something in the spec or in state.
+fn check_selection(spec: &Spec, doc: &StateDocument, selection: &Selection) -> Result<()> {
+    if selection.is_all() {
+        return Ok(());
+    }
+    let recorded: Vec<Address> = doc
+        .resources
+        .keys()
+        .chain(doc.hosts.keys())
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    let candidates: Vec<(&Address, BTreeMap<String, String>)> = spec
+        .resources
+        .iter()
+        .map(|c| (&c.address, user_tags(spec, &c.address)))
+        .chain(spec.hosts.keys().map(|a| (a, user_tags(spec, a))))
+        .chain(recorded.iter().map(|a| (a, recorded_tags(doc, a))))
+        .collect();
+    let unmatched = selection.unmatched(&candidates);
+    if !unmatched.is_empty() {
+        bail!(
+            "`--on {}` matches nothing: no resource or host in the spec or in state has that name, address or tag",
+            unmatched.join(",")
+        );
+    }
+    Ok(())
 }
 
 /// Whether a recorded or desired resource is covered by the selection.

@@ -1,7 +1,6 @@
 //! Saved plans: `prov plan --out FILE`, then `prov apply FILE`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -105,36 +104,30 @@ impl PlanFile {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory,
-/// fsynced and renamed into place, mode 0600.
-///
-/// # Errors
-/// When any step fails (the message names the path).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(file);
-    fs_err::rename(&tmp, path)?;
-    Ok(())
+pub use crate::atomic::write_atomic;
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    /// state-hardening 11: the temp file had a predictable name and was
+    /// opened without O_EXCL, so a symlink planted under that name sent the
+    /// plan (state included) into any file the user may write.
+    #[test]
+    fn a_planted_symlink_at_the_temp_name_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = dir.path().join("plan.json");
+        for name in [
+            format!(".plan.json.tmp-{}", std::process::id()),
+            ".plan.json.tmp".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        write_atomic(&target, b"{\"plan\": 1}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{\"plan\": 1}");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().is_symlink());
+    }
 }

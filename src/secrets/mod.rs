@@ -318,38 +318,4 @@ pub fn keyed_hash(key_hex: &str, plaintext: &[u8], secret: &SecretSpec) -> Resul
     Ok(hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Writes `bytes` to `path` atomically (a temp file next to it, mode 0600,
-/// then renamed over it).
-///
-/// # Errors
-/// On I/O failure.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use fs_err::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs_err::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp.{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = fs_err::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if let Err(error) = written {
-        let _ = fs_err::remove_file(&tmp);
-        return Err(error.into());
-    }
-    fs_err::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
-}
+pub use crate::atomic::write_atomic;

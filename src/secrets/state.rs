@@ -145,3 +145,84 @@ impl StateBackend for EncryptedBackend {
         }
     }
 }
+
+/// The backend of a spec without `[state] encrypt_to`: refuses to read an
+/// encrypted document instead of taking its empty envelope for a state
+/// with no resources (which would plan to create everything again).
+#[derive(Debug)]
+pub struct PlaintextBackend {
+    inner: Arc<dyn StateBackend>,
+}
+
+impl PlaintextBackend {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn StateBackend>) -> Self {
+        Self { inner }
+    }
+
+    fn check(&self, doc: StateDocument) -> Result<StateDocument, StateError> {
+        if doc.encrypted.is_none() {
+            return Ok(doc);
+        }
+        Err(StateError::Encryption(format!(
+            "{} holds encrypted state (serial {}), but the spec has no `[state] encrypt_to`: prov refuses to read it as if it were empty.\n\
+             Add under [state]: encrypt_to = [\"age1…\"] (the recipients it is encrypted to), and have an identity that can decrypt it ({IDENTITY_ENV}=PATH or the deployer's key).\n\
+             To keep it in plaintext from now on: with encrypt_to still set, `prov state pull > state.json`; then remove encrypt_to and `prov state push --force state.json`.",
+            self.inner.describe(),
+            doc.serial
+        )))
+    }
+}
+
+#[async_trait]
+impl StateBackend for PlaintextBackend {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
+        self.inner.lock(info, timeout).await
+    }
+
+    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
+        self.inner.unlock(guard).await
+    }
+
+    async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
+        self.inner.lock_holder().await
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        self.inner.force_unlock(id).await
+    }
+
+    async fn read(&self) -> Result<Option<StateDocument>, StateError> {
+        self.inner.read().await?.map(|d| self.check(d)).transpose()
+    }
+
+    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
+        self.inner.write(guard, doc).await
+    }
+
+    async fn write_copy(
+        &self,
+        guard: &LockGuard,
+        doc: &StateDocument,
+        entry: &HistoryEntry,
+    ) -> Result<(), StateError> {
+        self.inner.write_copy(guard, doc, entry).await
+    }
+
+    async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
+        self.inner.history().await
+    }
+
+    async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
+        self.inner
+            .read_serial(serial)
+            .await?
+            .map(|d| self.check(d))
+            .transpose()
+    }
+}

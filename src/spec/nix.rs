@@ -78,8 +78,9 @@ pub(crate) fn load(path: &Path) -> Result<Spec, SpecError> {
             Ok(spec)
         }
         Err(error) => {
-            // Leave the evaluated form where the error's location points.
-            let _ = std::fs::write(&evaluated, &toml_text);
+            // Leave the evaluated form where the error's location points,
+            // private like the spec's other outputs (it may name secrets).
+            let _ = crate::atomic::write_atomic(&evaluated, toml_text.as_bytes());
             Err(error)
         }
     }

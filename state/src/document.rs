@@ -39,6 +39,16 @@ pub struct StateDocument {
     /// (ASCII armor); the other content fields are then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<String>,
+    /// How many creates this lineage has recorded an intent for. Part of
+    /// every idempotency token, so a token never repeats in a lineage, also
+    /// after `destroy` or `state rm` forgot an address's record.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creates: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Deployment facts about one host.
@@ -123,6 +133,7 @@ impl StateDocument {
             hosts: BTreeMap::new(),
             secret_hmac_key: None,
             encrypted: None,
+            creates: 0,
         }
     }
 
@@ -136,6 +147,7 @@ impl StateDocument {
             && self.hosts == other.hosts
             && self.secret_hmac_key == other.secret_hmac_key
             && self.encrypted == other.encrypted
+            && self.creates == other.creates
     }
 }
 
