@@ -79,10 +79,7 @@ impl Selection {
     /// The patterns (as given) that match none of `candidates`: a typo in
     /// `--on` is an error, not an empty plan.
     #[must_use]
-    pub fn unmatched(
-        &self,
-        candidates: &[(&Address, BTreeMap<String, String>)],
-    ) -> Vec<String> {
+    pub fn unmatched(&self, candidates: &[(&Address, BTreeMap<String, String>)]) -> Vec<String> {
         self.patterns
             .iter()
             .filter(|(_, p)| !candidates.iter().any(|(a, tags)| p.matches(a, tags)))

@@ -352,3 +352,46 @@ async fn force_unlock_after_holder_was_killed_clears_its_record() {
     assert_eq!(std::fs::read_to_string(dir.join("lock")).unwrap(), "");
     assert_eq!(b.read().await.unwrap().map(|d| d.serial), Some(1));
 }
+
+/// state-hardening 9: `[state] path = "."` chmodded the whole tree (the
+/// spec became 0600, `.git` 0700). prov touches only what it creates, and
+/// refuses a state directory that holds files it did not create.
+#[tokio::test]
+async fn a_state_path_shared_with_other_files_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs_err::write(dir.join("prov.toml"), "deployment = \"x\"\n").unwrap();
+    fs_err::create_dir(dir.join(".git")).unwrap();
+    fs_err::set_permissions(
+        dir.join("prov.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    fs_err::set_permissions(dir.join(".git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let backend = EmbeddedBackend::new(dir);
+    let error = backend
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .expect_err("a shared directory is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("prov.toml") && text.contains("of its own"),
+        "{text}"
+    );
+    let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("prov.toml")), 0o644);
+    assert_eq!(mode(&dir.join(".git")), 0o755);
+    assert_eq!(mode(dir), 0o755);
+    assert!(!dir.join("lock").exists() && !dir.join("state.db").exists());
+
+    // prov's own files next to each other are fine (the deployer key too).
+    let own = tmp.path().join(".prov");
+    fs_err::create_dir_all(own.join("ssh")).unwrap();
+    let backend = EmbeddedBackend::new(&own);
+    let guard = backend
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    backend.unlock(guard).await.unwrap();
+}

@@ -1,41 +1,93 @@
-//! Keeps the state directory private: directories `0700`, files `0600`.
+//! Keeps the state directory private: directories `0700`, files `0600`, but
+//! only what prov created. A state directory holding anything else (say
+//! `[state] path = "."`, next to the spec and `.git`) is refused, and nothing
+//! in it is touched.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Mode of every directory under the state directory (and itself).
+/// Mode of every directory prov keeps state in.
 const DIR_MODE: u32 = 0o700;
-/// Mode of every file under the state directory.
+/// Mode of every file prov writes there.
 const FILE_MODE: u32 = 0o600;
 
-/// Creates the state directory if needed and makes it `0700`.
+/// What prov creates in a state directory: the lock, the database, and the
+/// deployer's generated SSH key (`ssh/`, in the default `.prov`).
+fn is_own(name: &str) -> bool {
+    matches!(name, "lock" | "state.db" | "ssh")
+}
+
+/// Creates the state directory if needed and makes it `0700`; refuses a
+/// directory that holds files prov did not create.
 pub(super) fn ensure_dir(dir: &Path) -> io::Result<()> {
     if !dir.is_dir() {
         fs_err::create_dir_all(dir)?;
+    } else {
+        let mut foreign: Vec<String> = fs_err::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !is_own(name))
+            .collect();
+        if !foreign.is_empty() {
+            foreign.sort();
+            let shown: Vec<String> = foreign.iter().take(5).cloned().collect();
+            let more = if foreign.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
+            return Err(io::Error::other(format!(
+                "the state directory {} holds files prov did not create ({}{more}); give `[state] path` (or --state-dir) a directory of its own, such as .prov",
+                dir.display(),
+                shown.join(", ")
+            )));
+        }
     }
     set_mode(dir, DIR_MODE)
 }
 
-/// Sets `path`'s permission bits to `mode` unless they already are.
+/// Sets `path`'s permission bits to `mode` unless they already are. A path
+/// gone meanwhile (sled removes old blob files as it goes) is fine.
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    let meta = fs_err::metadata(path)?;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if meta.permissions().mode() & 0o7777 != mode {
-        fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
     }
     Ok(())
 }
 
-/// Makes `dir` and everything under it private (sled creates its files with
-/// the default umask). Symbolic links are left alone.
+/// Makes what prov keeps in `dir` private (sled creates its files with the
+/// default umask): `dir` itself, the lock and the database's tree. Anything
+/// else, and symbolic links, are left alone.
 pub(super) fn harden(dir: &Path) -> io::Result<()> {
     set_mode(dir, DIR_MODE)?;
-    for entry in fs_err::read_dir(dir)? {
-        let entry = entry?;
+    set_mode(&dir.join("lock"), FILE_MODE)?;
+    harden_tree(&dir.join("state.db"))
+}
+
+fn harden_tree(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    set_mode(dir, DIR_MODE)?;
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
         let path = entry.path();
-        let kind = entry.file_type()?;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
-            harden(&path)?;
+            harden_tree(&path)?;
         } else if kind.is_file() {
             set_mode(&path, FILE_MODE)?;
         }
@@ -50,20 +102,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn harden_makes_everything_private() {
+    fn harden_makes_prov_files_private_and_leaves_the_rest() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
         ensure_dir(&dir).unwrap();
-        fs_err::create_dir(dir.join("sub")).unwrap();
-        fs_err::write(dir.join("sub/f"), "x").unwrap();
-        fs_err::set_permissions(dir.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        fs_err::write(dir.join("g"), "y").unwrap();
-        fs_err::set_permissions(dir.join("g"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        fs_err::create_dir_all(dir.join("state.db/blobs")).unwrap();
+        fs_err::write(dir.join("state.db/blobs/1"), "x").unwrap();
+        fs_err::set_permissions(dir.join("state.db"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        fs_err::write(dir.join("lock"), "y").unwrap();
+        fs_err::set_permissions(dir.join("lock"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        fs_err::create_dir(dir.join("ssh")).unwrap();
+        fs_err::set_permissions(dir.join("ssh"), std::fs::Permissions::from_mode(0o750)).unwrap();
         harden(&dir).unwrap();
         let mode = |p: &str| fs_err::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(""), 0o700);
-        assert_eq!(mode("sub"), 0o700);
-        assert_eq!(mode("sub/f"), 0o600);
-        assert_eq!(mode("g"), 0o600);
+        assert_eq!(mode("state.db"), 0o700);
+        assert_eq!(mode("state.db/blobs/1"), 0o600);
+        assert_eq!(mode("lock"), 0o600);
+        assert_eq!(mode("ssh"), 0o750, "not the database's: left alone");
+    }
+
+    #[test]
+    fn a_path_that_vanishes_while_hardening_is_fine() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(set_mode(&tmp.path().join("gone"), FILE_MODE).is_ok());
+        assert!(harden_tree(&tmp.path().join("gone-dir")).is_ok());
     }
 }
