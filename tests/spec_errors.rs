@@ -50,6 +50,12 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "",
             "10.0.0.0/33",
         ),
+        (
+            "a host named like a counted host's machine",
+            "deployment = \"x\"\n[hosts.web]\ntarget = \"local\"\ncount = 2\n[hosts.web-1]\ntarget = \"local\"\n".to_owned(),
+            "5:8",
+            "machine name of `web[1]`",
+        ),
         ("missing deployment", "[providers.ec2]\nregion = \"x\"\n".to_owned(), "", "deployment"),
         (
             "missing provider settings",

@@ -73,6 +73,7 @@ pub(crate) fn check(
         c.host(raw, name, host);
     }
     c.duplicate_names(raw);
+    c.machine_names(raw);
     c.provider(raw);
     c.cycles(raw);
     for (name, value) in &raw.outputs {
@@ -535,6 +536,35 @@ impl Checker<'_> {
                 "key pair `{}` is defined at line {line}; hosts and key pairs need distinct names",
                 other.get_ref()
             ));
+        }
+    }
+
+    /// A counted host's machines are named `NAME-I` (VM names, local host
+    /// directories, hostnames), so `[hosts.web] count = 2` and a host named
+    /// `web-1` would be one machine. Each such host is an error at its name.
+    fn machine_names(&mut self, raw: &RawSpec) {
+        for (name, host) in &raw.hosts {
+            let count = host.count.as_ref().map_or(0, |c| *c.get_ref());
+            for i in 0..count.clamp(0, MAX_COUNT) {
+                let machine = format!("{}-{i}", name.get_ref());
+                let Some((other, _)) = raw.hosts.get_key_value(machine.as_str()) else {
+                    continue;
+                };
+                let line = self.line_of(name.span().start);
+                self.push(
+                    ErrorKind::DuplicateName,
+                    format!(
+                        "host `{machine}` has the machine name of `{}[{i}]`",
+                        name.get_ref()
+                    ),
+                    other.span(),
+                )
+                .help
+                .push(format!(
+                    "`[hosts.{}]` (line {line}) has count = {count}, so its machine {i} is named `{machine}` too (VM name, host directory, hostname); rename one of them",
+                    name.get_ref()
+                ));
+            }
         }
     }
 
