@@ -151,3 +151,39 @@ fn state_push_refuses_a_huge_serial_another_deployment_and_an_envelope() {
     assert_eq!(ws.state(), latest, "nothing was pushed");
     ws.ok(&["destroy", "--auto-approve"]);
 }
+
+/// state-hardening 11: `prov plan` (and validate) on a fresh checkout
+/// created `.prov/` with a state database, a lock and a deployer key. They
+/// write nothing; the key is made by apply, and the plan says it will be.
+#[test]
+fn plan_and_validate_on_a_fresh_checkout_write_nothing() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix")
+        .copy_example("quickstart.toml");
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(ws.path());
+    ws.ok(&["-f", "quickstart.toml", "validate"]);
+    let plan = ws.ok(&["-f", "quickstart.toml", "plan"]);
+    assert_eq!(
+        listing(ws.path()),
+        before,
+        "plan wrote into the checkout:\n{plan}"
+    );
+    assert!(
+        plan.stdout.contains("generated at apply"),
+        "the plan says the deployer key is made by apply:\n{plan}"
+    );
+    // apply makes the key, and the next plan shows the real one.
+    ws.ok(&["-f", "quickstart.toml", "apply", "--auto-approve"]);
+    assert!(ws.path().join(".prov/ssh/id_ed25519").exists());
+    let plan = ws.ok(&["-f", "quickstart.toml", "plan", "--detailed-exitcode"]);
+    assert!(!plan.stdout.contains("generated at apply"), "{plan}");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use prov_provider::{Address, Change, ProviderError};
 use prov_state::StateDocument;
 
@@ -23,7 +23,7 @@ pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
     let mut ctx = Context::load(cli)?;
     let prepared = match &args.plan_file {
         Some(path) => from_file(&mut ctx, cli, path).await?,
-        None => prepare(&mut ctx, cli, &args.select, false, "apply").await?,
+        None => prepare(&mut ctx, cli, &args.select, false, "apply", true).await?,
     };
     let confirm = args.plan_file.is_none() && !args.auto_approve;
     execute(&ctx, cli, prepared, confirm, args.parallelism.into()).await
@@ -36,7 +36,7 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
         on: args.select.on.clone(),
         refresh: args.select.refresh,
     };
-    let prepared = prepare(&mut ctx, cli, &select, true, "destroy").await?;
+    let prepared = prepare(&mut ctx, cli, &select, true, "destroy", true).await?;
     execute(
         &ctx,
         cli,
@@ -50,7 +50,7 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
 /// Loads a saved plan and checks it against the current state.
 async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
     let plan = PlanFile::load(path)?;
-    let deploy = ctx.deploy_context(cli)?;
+    let deploy = ctx.deploy_context(cli, true)?;
     let ctx = &*ctx;
     let guard = ctx.lock(cli, "apply").await?;
     let checked = async {
@@ -75,7 +75,7 @@ async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Resu
     .await;
     match checked {
         Ok((stored, doc, providers)) => Ok(Prepared {
-            guard,
+            guard: Some(guard),
             stored,
             refreshed: Refreshed::unrefreshed(doc),
             plan,
@@ -105,6 +105,7 @@ async fn execute(
         providers,
         deploy,
     } = prepared;
+    let guard = guard.context("internal error: apply holds no lock")?;
     let session = Arc::new(Mutex::new(StateSession::new(
         Arc::clone(&ctx.backend),
         guard,

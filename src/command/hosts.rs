@@ -6,18 +6,20 @@ use serde_json::Value;
 
 use crate::cli::Cli;
 use crate::command::Context;
-use crate::deploy::{deployer_identity, DeployContext};
+use crate::deploy::{deployer_identity, existing_deployer_identity, DeployContext};
 
 /// Providers whose machines prov gives the deployer's key at creation.
 const MACHINES: &[&str] = &["local", "virtualbox", "libvirt"];
 
 impl Context {
     /// The deploy context of this run. Local hosts are given the deployer's
-    /// public key to authorize (prov generates the key pair on first use).
+    /// public key to authorize (prov generates the key pair on first use,
+    /// when `create_key`; else a key not made yet shows as
+    /// [`crate::deploy::PENDING_KEY`]).
     ///
     /// # Errors
     /// When the deployer's key cannot be read or generated.
-    pub fn deploy_context(&mut self, cli: &Cli) -> Result<DeployContext> {
+    pub fn deploy_context(&mut self, cli: &Cli, create_key: bool) -> Result<DeployContext> {
         let needs_key = self
             .spec
             .hosts
@@ -26,7 +28,11 @@ impl Context {
             // Secrets travel over SSH too, also to hosts with no system.
             || !self.spec.secrets.is_empty();
         let identity = if needs_key {
-            let (private, public) = deployer_identity(&self.spec)?;
+            let (private, public) = if create_key {
+                deployer_identity(&self.spec)?
+            } else {
+                existing_deployer_identity(&self.spec)?
+            };
             for resource in &mut self.spec.resources {
                 if MACHINES.contains(&resource.provider.as_str()) {
                     resource.attributes.insert(

@@ -15,8 +15,9 @@ use crate::ui::Painter;
 /// A plan ready to show or apply, with the lock still held.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// The lock on state.
-    pub guard: LockGuard,
+    /// The lock on state (none for a plan that writes nothing over a state
+    /// that does not exist yet).
+    pub guard: Option<LockGuard>,
     /// State as stored before this run.
     pub stored: Option<StateDocument>,
     /// State after refresh.
@@ -29,18 +30,25 @@ pub(super) struct Prepared {
     pub deploy: DeployContext,
 }
 
-/// Locks state, refreshes it and plans.
+/// Locks state, refreshes it and plans. Unless `writes` (apply, destroy, a
+/// plan saved to a file), nothing is created: no deployer key (the plan says
+/// apply makes it) and, while no state exists, no state directory or lock.
 pub(super) async fn prepare(
     ctx: &mut Context,
     cli: &Cli,
     select: &SelectArgs,
     destroy: bool,
     operation: &str,
+    writes: bool,
 ) -> Result<Prepared> {
     let selection = Selection::parse(&select.on)?;
-    let deploy = ctx.deploy_context(cli)?;
+    let deploy = ctx.deploy_context(cli, writes)?;
     let ctx = &*ctx;
-    let guard = ctx.lock(cli, operation).await?;
+    let guard = if writes || ctx.read_state().await?.is_some() {
+        Some(ctx.lock(cli, operation).await?)
+    } else {
+        None
+    };
     let result = async {
         let stored = ctx.read_state().await?;
         let doc = stored
@@ -100,7 +108,9 @@ pub(super) async fn prepare(
             deploy,
         }),
         Err(error) => {
-            ctx.backend.unlock(guard).await?;
+            if let Some(guard) = guard {
+                ctx.backend.unlock(guard).await?;
+            }
             Err(error)
         }
     }
@@ -109,8 +119,18 @@ pub(super) async fn prepare(
 /// Shows what apply would do.
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     let mut ctx = Context::load(cli)?;
-    let prepared = prepare(&mut ctx, cli, &args.select, args.destroy, "plan").await?;
-    ctx.backend.unlock(prepared.guard).await?;
+    let prepared = prepare(
+        &mut ctx,
+        cli,
+        &args.select,
+        args.destroy,
+        "plan",
+        args.out.is_some(),
+    )
+    .await?;
+    if let Some(guard) = prepared.guard {
+        ctx.backend.unlock(guard).await?;
+    }
     let plan = &prepared.plan;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan.plan)?);

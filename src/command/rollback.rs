@@ -13,7 +13,7 @@ use crate::command::{Context, EXIT_OK};
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<u8> {
     let mut ctx = Context::load(cli)?;
     let address: Address = args.host.parse()?;
-    let deploy = ctx.deploy_context(cli)?;
+    let deploy = ctx.deploy_context(cli, true)?;
     let session = Arc::new(Mutex::new(ctx.session(cli, "rollback").await?));
     let result = crate::deploy::rollback_host(&deploy, &session, &address, args.generation).await;
     let session = Arc::try_unwrap(session)

@@ -17,19 +17,47 @@ pub fn deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
     let private = match &spec.deploy.identity_file {
         Some(path) => path.clone(),
         None => {
-            let dir = spec
-                .source
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join(".prov")
-                .join("ssh");
-            let key = dir.join("id_ed25519");
+            let key = generated_key_path(spec);
             if !key.exists() {
-                generate(&dir, &key)?;
+                if let Some(dir) = key.parent() {
+                    generate(dir, &key)?;
+                }
             }
             key
         }
     };
+    read_public(private)
+}
+
+/// What a plan shows for the deployer's key before apply generates it.
+pub const PENDING_KEY: &str = "(the deployer key, generated at apply)";
+
+/// [`deployer_identity`] without generating anything: a generated key that
+/// does not exist yet is [`PENDING_KEY`].
+///
+/// # Errors
+/// When the spec's `identity_file` cannot be read.
+pub fn existing_deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
+    if spec.deploy.identity_file.is_none() {
+        let key = generated_key_path(spec);
+        if !key.exists() {
+            return Ok((key, PENDING_KEY.to_owned()));
+        }
+    }
+    deployer_identity(spec)
+}
+
+/// `.prov/ssh/id_ed25519` next to the spec.
+fn generated_key_path(spec: &Spec) -> PathBuf {
+    spec.source
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(".prov")
+        .join("ssh")
+        .join("id_ed25519")
+}
+
+fn read_public(private: PathBuf) -> Result<(PathBuf, String)> {
     let public_path = PathBuf::from(format!("{}.pub", private.display()));
     let public = fs_err::read_to_string(&public_path).with_context(|| {
         format!(

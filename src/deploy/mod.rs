@@ -14,7 +14,7 @@ pub mod secrets;
 pub mod target;
 
 pub use copy::human_bytes;
-pub use identity::deployer_identity;
+pub use identity::{deployer_identity, existing_deployer_identity, PENDING_KEY};
 pub use plan::plan;
 pub use progress::Progress;
 pub use rollback::rollback_host;

@@ -45,7 +45,7 @@ impl LocalProvider {
 
     /// Builds a provider after checking the machine: Linux, root, and
     /// `unshare`, `setsid`, `mount`, `sshd` and `ssh-keygen` installed.
-    /// Creates the root directory if needed.
+    /// The root directory is created by the first create, not here.
     ///
     /// # Errors
     /// [`ProviderError::Config`] naming what is missing or invalid.
@@ -67,10 +67,15 @@ impl LocalProvider {
                 settings.deployment
             )));
         }
-        fs_err::create_dir_all(&settings.root)
-            .map_err(|e| io_error("create local root", &settings.root, &e))?;
-        let root = fs_err::canonicalize(&settings.root)
-            .map_err(|e| io_error("resolve local root", &settings.root, &e))?;
+        // Made absolute now, created by the first create: a plan writes
+        // nothing.
+        let root = if settings.root.exists() {
+            fs_err::canonicalize(&settings.root)
+                .map_err(|e| io_error("resolve local root", &settings.root, &e))?
+        } else {
+            std::path::absolute(&settings.root)
+                .map_err(|e| io_error("resolve local root", &settings.root, &e))?
+        };
         check_root(&root)?;
         Ok(Self {
             root,
