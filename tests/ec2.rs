@@ -331,3 +331,39 @@ fn import_refuses_an_object_another_address_manages() {
     );
     assert!(ws.state()["resources"].get("web[1]").is_none());
 }
+
+/// state-hardening 4: an instance stopped outside prov (or left stopped by
+/// an update interrupted between stop and start) was never drift, since
+/// `state` is computed. A machine that should run and does not is drift
+/// that apply puts right.
+#[test]
+fn a_stopped_instance_is_drift_and_apply_starts_it() {
+    let moto = Moto::start();
+    let ws = applied(&moto, "stopped", 1);
+    let id = ws.state()["resources"]["web[0]"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    moto.aws(&["ec2", "stop-instances", "--instance-ids", &id]);
+    let state_of = || {
+        moto.aws(&["ec2", "describe-instances", "--instance-ids", &id])["Reservations"][0]
+            ["Instances"][0]["State"]["Name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(state_of(), "stopped");
+
+    let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "a stopped instance is drift:\n{plan}");
+    assert!(
+        plan.stdout.contains("web[0] was changed outside prov"),
+        "{plan}"
+    );
+    assert!(plan.stdout.contains("running"), "{plan}");
+    assert!(plan.stdout.contains("the instance is started"), "{plan}");
+    ws.ok(&["apply", "--auto-approve"]);
+    assert_eq!(state_of(), "running");
+    assert_eq!(ws.state()["resources"]["web[0]"]["id"], id.as_str());
+    assert_plan_empty(&ws);
+}

@@ -31,6 +31,9 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
     AttributeSchema::in_place("user_data_sha256"),
     AttributeSchema::in_place("security_group_ids"),
     AttributeSchema::in_place("tags"),
+    // Desired always true: an instance stopped outside prov (or by an update
+    // interrupted between stop and start) is drift that apply starts.
+    AttributeSchema::in_place("running"),
     AttributeSchema::computed("state"),
     AttributeSchema::computed("private_ip"),
     AttributeSchema::computed("public_ip"),
@@ -40,6 +43,9 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
 
 /// What a reviewer is told about an in-place change that restarts the instance.
 pub(crate) const RESTART_EFFECT: &str = "the instance is stopped and started";
+
+/// What a reviewer is told when a stopped instance is to run again.
+pub(crate) const START_EFFECT: &str = "the instance is started";
 
 /// Attributes whose in-place change needs the instance stopped.
 const NEEDS_RESTART: &[&str] = &["instance_type", "user_data_sha256"];
@@ -80,6 +86,10 @@ fn observe(instance: &Instance) -> Option<Observed> {
         (
             "state".to_owned(),
             Value::String(state(instance).to_owned()),
+        ),
+        (
+            "running".to_owned(),
+            Value::Bool(matches!(state(instance), "pending" | "running")),
         ),
         (
             "private_ip".to_owned(),
@@ -403,6 +413,19 @@ pub(crate) async fn update(
         let observed = observe(&instance).ok_or_else(not_found)?;
         return Ok(with_digest(observed, digest));
     }
+    if changed(changes, "running") && !matches!(state(&current), "pending" | "running") {
+        if state(&current) == "stopping" {
+            wait_for(api, wait, id, "stopped").await?;
+        }
+        api.call(
+            "StartInstances",
+            api.client().start_instances().instance_ids(id).send(),
+        )
+        .await?;
+        let instance = wait_for(api, wait, id, "running").await?;
+        let observed = observe(&instance).ok_or_else(not_found)?;
+        return Ok(with_digest(observed, digest));
+    }
     let observed = describe_one(api, id)
         .await?
         .filter(|i| !is_gone(i))
@@ -410,6 +433,11 @@ pub(crate) async fn update(
         .and_then(observe)
         .ok_or_else(not_found)?;
     Ok(with_digest(observed, digest))
+}
+
+/// Whether `changes` start a stopped instance (and restart nothing).
+pub(crate) fn starts(changes: &[AttributeChange]) -> bool {
+    changed(changes, "running") && !restarts(changes)
 }
 
 /// Terminates the instance and waits until it is gone; an instance that is
@@ -446,6 +474,12 @@ pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
 /// `user_data_sha256` from `user_data`, so that an unchanged instance diffs
 /// empty.
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
+    // An instance should run. Only compared where prov has seen the state
+    // (a record written before `running` existed, read without refresh,
+    // plans nothing).
+    if current.contains_key("running") {
+        desired.insert("running".to_owned(), Value::Bool(true));
+    }
     let unset = |d: &Attributes, name: &str| d.get(name).is_none_or(Value::is_null);
     for name in ["subnet_id", "security_group_ids", "instance_type"] {
         if unset(desired, name) {

@@ -160,6 +160,8 @@ impl Provider for Ec2Provider {
     fn update_effects(&self, kind: &str, changes: &[AttributeChange]) -> Vec<String> {
         if kind == instance::KIND && instance::restarts(changes) {
             vec![instance::RESTART_EFFECT.to_owned()]
+        } else if kind == instance::KIND && instance::starts(changes) {
+            vec![instance::START_EFFECT.to_owned()]
         } else {
             Vec::new()
         }
@@ -286,6 +288,23 @@ mod tests {
             ["the instance is stopped and started"]
         );
         assert!(p.update_effects("instance", &changes[..0]).is_empty());
+
+        let mut stopped = current.clone();
+        stopped.insert("running".into(), json!(false));
+        desired
+            .attributes
+            .insert("instance_type".into(), json!("t3.micro"));
+        desired
+            .attributes
+            .insert("user_data".into(), json!("hello"));
+        let changes = p.diff("instance", &desired, &stopped).unwrap();
+        let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["running"]);
+        assert!(!changes[0].forces_replacement);
+        assert_eq!(
+            p.update_effects("instance", &changes),
+            ["the instance is started"]
+        );
     }
 
     #[tokio::test]
