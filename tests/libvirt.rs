@@ -479,3 +479,87 @@ fn libvirt_apply_killed_while_the_vm_boots_is_finished_by_the_next_apply() {
     lab.ok(&["destroy", "--auto-approve"]);
     assert_eq!(domains(&lab.prefix), Vec::<String>::new());
 }
+
+/// Two applies at once (parallel CI jobs) on a base image that is not in
+/// the pool yet: one found the other's upload half done, took it for an
+/// interrupted one and deleted it, and a VM on it then failed with
+/// "inaccessible backing store" (seen in fresh-machine run 7). Uploads of
+/// one base are now one at a time; both applies succeed, one upload.
+#[test]
+fn libvirt_two_applies_at_once_share_a_new_base_image() {
+    let a = Lab::new("lvpa");
+    let b = Lab::new("lvpb");
+    let image = a
+        .setup
+        .env
+        .iter()
+        .find(|(k, _)| *k == "PROV_LIBVIRT_IMAGE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    // A copy at a new path is a base neither the pool nor any run has seen.
+    let copy = a.ws.path().join("fresh-base.qcow2");
+    let status = Command::new("cp")
+        .args(["--reflink=auto"])
+        .arg(&image)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for lab in [&a, &b] {
+        let text = std::fs::read_to_string(lab.ws.path().join("libvirt.toml")).unwrap();
+        let text = text.replace("count = 2", "count = 1");
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("base = ") {
+                    format!("base = \"{}\"", copy.display())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        lab.ws.write("libvirt.toml", &text);
+    }
+    let spawn = |lab: &Lab| {
+        let mut command = lab
+            .ws
+            .command(&["-f", "libvirt.toml", "apply", "--auto-approve"]);
+        command.envs(lab.setup.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The second starts the moment the first's upload has begun (its
+    // volume is in the pool but not complete): the window of the race.
+    let first = spawn(&a);
+    let seen = crate::harness::wait_for(std::time::Duration::from_secs(120), || {
+        (!volumes(&a.setup.pool, "fresh-base-").is_empty()).then_some(())
+    });
+    assert!(seen.is_some(), "the first apply never started uploading");
+    let second = spawn(&b);
+    let limit = std::time::Duration::from_secs(600);
+    let runs = [
+        crate::harness::run_from(crate::harness::wait_exit(first, limit), &["apply (a)"]),
+        crate::harness::run_from(crate::harness::wait_exit(second, limit), &["apply (b)"]),
+    ];
+    let uploaded: Vec<String> = volumes(&a.setup.pool, "fresh-base-");
+    for lab in [&a, &b] {
+        let _ = lab.prov_env(&["destroy", "--auto-approve"], &[]);
+    }
+    for volume in &uploaded {
+        let _ = Command::new("virsh")
+            .args(["-c", URI, "vol-delete", "--pool", &a.setup.pool, volume])
+            .output();
+    }
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run}");
+    }
+    assert_eq!(
+        uploaded.len(),
+        1,
+        "one upload of the new base: {uploaded:?}"
+    );
+}

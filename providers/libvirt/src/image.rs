@@ -103,6 +103,10 @@ pub(crate) async fn ensure(
         capacity,
         format: format.to_owned(),
     };
+    // Another prov on this machine (a parallel CI job) may be uploading the
+    // same base: its half-written volume must not look "incomplete" to us
+    // (we would delete it under its VMs). One upload at a time per volume.
+    let _upload = UploadLock::acquire(libvirt.uri(), pool, &name).await?;
     if let Some(volume) = libvirt.volume(pool, &name).await? {
         if tail_matches(libvirt, pool, &name, path, size).await? {
             return Ok(as_uploaded(volume));
@@ -133,6 +137,46 @@ pub(crate) async fn ensure(
                 format!("volume {name} vanished after its upload"),
             )
         })
+}
+
+/// An exclusive lock, across processes on this machine, on uploading one
+/// base volume: a `flock`ed file in the temp directory named after the
+/// libvirt URI, pool and volume. The kernel releases it when the process
+/// ends, so a killed upload never leaves it held.
+struct UploadLock {
+    _file: std::fs::File,
+}
+
+impl UploadLock {
+    async fn acquire(uri: &str, pool: &str, volume: &str) -> Result<Self, ProviderError> {
+        let digest = prov_provider::sha256_hex(format!("{uri}\0{pool}\0{volume}").as_bytes());
+        let path = std::env::temp_dir().join(format!(
+            "prov-libvirt-base-{}.lock",
+            digest.get(..16).unwrap_or_default()
+        ));
+        let failed = |e: std::io::Error| {
+            ProviderError::api(
+                "lock the base image upload",
+                format!("{}: {e}", path.display()),
+            )
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        // Blocks until the other upload is done: it runs on a blocking thread.
+        let file = tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                .map(|()| file)
+                .map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(|e| ProviderError::api("lock the base image upload", e.to_string()))?
+        .map_err(failed)?;
+        Ok(Self { _file: file })
+    }
 }
 
 /// Whether the last bytes of volume `name` equal those of `path`.
