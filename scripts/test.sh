@@ -28,5 +28,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # own after everything else, so they cannot slow down tests with short
 # timeouts (activation confirmation, locking).
 cargo nextest run --workspace --locked --no-fail-fast --no-tests=pass -E 'not test(/^libvirt::/)' "$@"
-cargo nextest run --test integration --locked --no-fail-fast --no-tests=pass -E 'test(/^libvirt::/)' "$@"
+# Two at a time: four TCG guests at once on two cores miss SSH timeouts.
+cargo nextest run --test integration --locked --no-fail-fast --no-tests=pass --test-threads 2 -E 'test(/^libvirt::/)' "$@"
 cargo test --workspace --doc --locked

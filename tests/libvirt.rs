@@ -510,6 +510,10 @@ fn libvirt_two_applies_at_once_share_a_new_base_image() {
         let text = text.replace("count = 2", "count = 1");
         let text = text
             .lines()
+            // No system to deploy: the upload is what is tested, and two
+            // more activations under TCG beside the other tests only add
+            // confirmation timeouts.
+            .filter(|l| !l.starts_with("nix = "))
             .map(|l| {
                 if l.starts_with("base = ") {
                     format!("base = \"{}\"", copy.display())
