@@ -255,6 +255,28 @@ impl VirtualBoxProvider {
 
     /// `startvm VM --type headless`, then a bounded wait for an SSH banner on
     /// `127.0.0.1:port`; fails early when the VM stops running.
+    /// Puts `medium` (a seed file, or `emptydrive` to eject) into the DVD
+    /// drive on prov's seed controller.
+    async fn seed_drive(&self, name: &str, medium: &str) -> Result<(), ProviderError> {
+        self.vbox
+            .run(&[
+                "storageattach",
+                name,
+                "--storagectl",
+                SEED_CONTROLLER,
+                "--port",
+                "0",
+                "--device",
+                "0",
+                "--type",
+                "dvddrive",
+                "--medium",
+                medium,
+            ])
+            .await
+            .map(drop)
+    }
+
     /// Waits until the VM's sshd presents `expected`, the host key of its
     /// seed: then the guest has read the seed, and the seed can go.
     async fn await_host_key(
@@ -431,40 +453,10 @@ impl VirtualBoxProvider {
                 "1",
             ])
             .await?;
-        self.vbox
-            .run(&[
-                "storageattach",
-                name,
-                "--storagectl",
-                SEED_CONTROLLER,
-                "--port",
-                "0",
-                "--device",
-                "0",
-                "--type",
-                "dvddrive",
-                "--medium",
-                &medium,
-            ])
-            .await?;
+        self.seed_drive(name, &medium).await?;
         self.start_and_wait(name, port).await?;
         self.await_host_key(name, port, &key.public).await?;
-        self.vbox
-            .run(&[
-                "storageattach",
-                name,
-                "--storagectl",
-                SEED_CONTROLLER,
-                "--port",
-                "0",
-                "--device",
-                "0",
-                "--type",
-                "dvddrive",
-                "--medium",
-                "emptydrive",
-            ])
-            .await?;
+        self.seed_drive(name, "emptydrive").await?;
         self.vbox.run(&["closemedium", "dvd", &medium]).await?;
         drop(seed);
         self.vbox.set_property(name, PROP_READY, "1").await?;
