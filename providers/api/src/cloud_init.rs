@@ -25,27 +25,7 @@ pub struct Seed {
 /// The seed of a VM: `instance_id` changes with every create, so cloud-init
 /// runs its per-instance steps (host keys, authorized keys) exactly once.
 pub fn seed(instance_id: &str, hostname: &str, key: &HostKey, authorized_keys: &[String]) -> Seed {
-    let user = json!({
-        "disable_root": false,
-        "ssh_pwauth": false,
-        "ssh_deletekeys": true,
-        "ssh_genkeytypes": [],
-        "ssh_keys": {
-            "ed25519_private": key.private,
-            "ed25519_public": key.public,
-        },
-        "ssh_authorized_keys": authorized_keys,
-        "preserve_hostname": false,
-        "hostname": hostname,
-    });
-    let meta = json!({
-        "instance-id": instance_id,
-        "local-hostname": hostname,
-    });
-    Seed {
-        user_data: format!("#cloud-config\n{user:#}\n"),
-        meta_data: format!("{meta:#}\n"),
-    }
+    build(instance_id, hostname, Some(key), authorized_keys)
 }
 
 /// The seed that gives a running VM new authorized keys at its next boot:
@@ -54,15 +34,34 @@ pub fn seed(instance_id: &str, hostname: &str, key: &HostKey, authorized_keys: &
 /// key and tells cloud-init to keep the ones the VM has, so the host key
 /// prov pinned stays valid.
 pub fn reseed(instance_id: &str, hostname: &str, authorized_keys: &[String]) -> Seed {
-    let user = json!({
+    build(instance_id, hostname, None, authorized_keys)
+}
+
+/// With `key`, the VM's host keys are replaced by it; without, kept.
+fn build(
+    instance_id: &str,
+    hostname: &str,
+    key: Option<&HostKey>,
+    authorized_keys: &[String],
+) -> Seed {
+    let mut user = json!({
         "disable_root": false,
         "ssh_pwauth": false,
-        "ssh_deletekeys": false,
+        "ssh_deletekeys": key.is_some(),
         "ssh_genkeytypes": [],
         "ssh_authorized_keys": authorized_keys,
         "preserve_hostname": false,
         "hostname": hostname,
     });
+    if let (Some(key), Some(fields)) = (key, user.as_object_mut()) {
+        fields.insert(
+            "ssh_keys".to_owned(),
+            json!({
+                "ed25519_private": key.private,
+                "ed25519_public": key.public,
+            }),
+        );
+    }
     let meta = json!({
         "instance-id": instance_id,
         "local-hostname": hostname,
