@@ -108,6 +108,13 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "both go to /run/keys/same on h",
         ),
         (
+            // state-hardening 11: the output would always be null.
+            "output names an attribute its resource does not have",
+            host("[outputs]\nx = \"web.no_such_attr\"\n"),
+            "9:10",
+            "no_such_attr",
+        ),
+        (
             "system is not a store path",
             "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/tmp/x\"\n".to_owned(),
             "4:10",

@@ -3,6 +3,9 @@
 use std::ops::Range;
 
 use prov_provider::{Address, HOST_KIND};
+use prov_provider_ec2::Ec2Provider;
+use prov_provider_local::LocalProvider;
+use prov_provider_virtualbox::VirtualBoxProvider;
 
 use super::check::{key_names, valid_name, KEY_PAIR, SECURITY_GROUP};
 use super::error::{Diagnostic, ErrorKind};
@@ -37,9 +40,78 @@ pub(crate) fn check_output(raw: &RawSpec, source: &str, value: &Str) -> Option<D
         );
     };
     let address_span = narrow(source, &span, text, address.len());
-    resolve_output(raw, &parsed, star, address).map(|d| Diagnostic {
-        span: address_span,
+    if let Some(d) = resolve_output(raw, &parsed, star, address) {
+        return Some(Diagnostic {
+            span: address_span,
+            ..d
+        });
+    }
+    let attribute_span = narrow(source, &span, text, text.len());
+    let attribute_span = if attribute_span == span {
+        span
+    } else {
+        attribute_span.start + address.len() + 1..attribute_span.end
+    };
+    check_attribute(raw, &parsed, attribute).map(|d| Diagnostic {
+        span: attribute_span,
         ..d
+    })
+}
+
+/// The attributes the resource at `addr` has in state (`id` for every
+/// resource), from its provider's schema; `None` when prov cannot know them
+/// in this build (libvirt without the `libvirt` feature).
+fn attributes_of(raw: &RawSpec, addr: &Address) -> Option<Vec<&'static str>> {
+    let schema = match addr.kind.as_str() {
+        HOST_KIND => {
+            let host = raw.hosts.get(addr.name.as_str())?;
+            match host.target.get_ref().as_str() {
+                "ec2" => Ec2Provider::kind_schema("instance"),
+                "local" => LocalProvider::kind_schema(prov_provider_local::KIND),
+                "virtualbox" => VirtualBoxProvider::kind_schema(prov_provider_virtualbox::KIND),
+                #[cfg(feature = "libvirt")]
+                "libvirt" => {
+                    prov_provider_libvirt::LibvirtProvider::kind_schema(prov_provider_libvirt::KIND)
+                }
+                // An existing SSH host is no provider's resource: it has no
+                // attributes in state at all.
+                "ssh" => return Some(Vec::new()),
+                _ => None,
+            }
+        }
+        kind => Ec2Provider::kind_schema(kind),
+    }?;
+    Some(
+        std::iter::once("id")
+            .chain(schema.iter().map(|a| a.name))
+            .collect(),
+    )
+}
+
+/// Checks that the resource an output names has `attribute`.
+fn check_attribute(raw: &RawSpec, addr: &Address, attribute: &str) -> Option<Diagnostic> {
+    let names = attributes_of(raw, addr)?;
+    if names.contains(&attribute) {
+        return None;
+    }
+    let what = if addr.kind == HOST_KIND {
+        format!("host `{}`", addr.name)
+    } else {
+        format!("{} `{}`", addr.kind.replace('_', " "), addr.name)
+    };
+    let diagnostic = Diagnostic::new(
+        ErrorKind::UndefinedReference,
+        format!("output refers to attribute `{attribute}`, which {what} does not have"),
+        0..0,
+    );
+    Some(if names.is_empty() {
+        diagnostic.help(format!(
+            "{what} is an existing SSH host: prov records no attributes for it"
+        ))
+    } else {
+        let mut sorted = names;
+        sorted.sort_unstable();
+        diagnostic.help(format!("its attributes: {}", sorted.join(", ")))
     })
 }
 

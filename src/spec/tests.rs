@@ -637,6 +637,37 @@ instance_type = "t"
 [outputs]
 ip = "web[0].public_ip"
 "##, (8, 7), ErrorKind::InvalidValue),
+    ("output naming an attribute an instance lacks", r##"deployment = "demo"
+[providers.ec2]
+[hosts.web]
+target = "ec2"
+count = 2
+ami = "a"
+instance_type = "t"
+[outputs]
+ips = "web[*].public_ipv4"
+"##, (9, 15), ErrorKind::UndefinedReference),
+    ("output naming an attribute a key pair lacks", r##"deployment = "demo"
+[providers.ec2]
+[key_pairs.deploy]
+public_key = "ssh-ed25519 AAAA k"
+[outputs]
+fp = "key_pair.deploy.public_ip"
+"##, (6, 23), ErrorKind::UndefinedReference),
+    ("output naming an attribute a local host lacks", r##"deployment = "demo"
+[hosts.h]
+target = "local"
+[outputs]
+ip = "h.public_ip"
+"##, (5, 9), ErrorKind::UndefinedReference),
+    ("output naming an ssh host, which has no attributes", r##"deployment = "demo"
+[hosts.h]
+target = "ssh"
+[hosts.h.ssh]
+address = "127.0.0.1"
+[outputs]
+ip = "h.ssh_host"
+"##, (7, 9), ErrorKind::UndefinedReference),
 ];
 
 #[test]

@@ -54,6 +54,12 @@ impl Ec2Provider {
     pub const KINDS: &'static [&'static str] =
         &[key_pair::KIND, security_group::KIND, instance::KIND];
 
+    /// The attributes of `kind`, known without a provider (spec checks).
+    #[must_use]
+    pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
+        Kind::parse(kind).ok().map(Kind::schema)
+    }
+
     /// Builds a provider from `settings` and the standard AWS chain
     /// (environment, profile files, instance metadata; `AWS_ENDPOINT_URL`
     /// when no endpoint is given).

@@ -38,6 +38,12 @@ impl LibvirtProvider {
     /// The kinds this provider manages.
     pub const KINDS: &'static [&'static str] = &[KIND];
 
+    /// The attributes of `kind`, known without a provider (spec checks).
+    #[must_use]
+    pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
+        (kind == KIND).then_some(attrs::SCHEMA)
+    }
+
     /// Connects to the settings' URI.
     ///
     /// # Errors

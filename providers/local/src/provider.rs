@@ -43,6 +43,12 @@ impl LocalProvider {
     /// The kinds this provider manages.
     pub const KINDS: &'static [&'static str] = &[KIND];
 
+    /// The attributes of `kind`, known without a provider (spec checks).
+    #[must_use]
+    pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
+        (kind == KIND).then_some(attrs::SCHEMA)
+    }
+
     /// Builds a provider after checking the machine: Linux, root, and
     /// `unshare`, `setsid`, `mount`, `sshd` and `ssh-keygen` installed.
     /// The root directory is created by the first create, not here.

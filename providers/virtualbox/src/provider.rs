@@ -60,6 +60,12 @@ impl VirtualBoxProvider {
     /// The kinds this provider manages.
     pub const KINDS: &'static [&'static str] = &[KIND];
 
+    /// The attributes of `kind`, known without a provider (spec checks).
+    #[must_use]
+    pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
+        (kind == KIND).then_some(attrs::SCHEMA)
+    }
+
     /// Builds a provider: VBoxManage is `PROV_VBOXMANAGE`, else the spec's
     /// `vboxmanage`, else `VBoxManage` on `PATH`.
     ///
