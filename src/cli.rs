@@ -250,6 +250,9 @@ pub enum StateCommand {
         /// The lock id printed in the lock message.
         id: String,
     },
+    /// Rebuild a damaged embedded database from the copy of its latest
+    /// version kept beside it (`latest.json`); the damaged database is kept.
+    Recover,
     /// Encrypt plaintext state in place to `[state] encrypt_to` (writes the
     /// latest version again, encrypted, as a new serial).
     Encrypt,

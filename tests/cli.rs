@@ -187,3 +187,79 @@ fn plan_and_validate_on_a_fresh_checkout_write_nothing() {
     let plan = ws.ok(&["-f", "quickstart.toml", "plan", "--detailed-exitcode"]);
     assert!(!plan.stdout.contains("generated at apply"), "{plan}");
 }
+
+/// state-hardening 8: every version lived in `.prov/state.db/db`; damaged
+/// bytes there made sled recover to an empty database without an error
+/// (`state list` printed nothing and exited 0; plan would create everything
+/// again). Now a copy of the latest version is kept beside it, a database
+/// behind its copy is refused naming the copy, and `prov state recover`
+/// rebuilds it.
+#[test]
+fn a_damaged_database_is_refused_and_state_recover_rebuilds_it_from_its_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    for damage in ["flip", "truncate", "delete"] {
+        let ws = Workspace::new();
+        ws.write(
+            "prov.toml",
+            "deployment = \"recover\"\n[hosts.box]\ntarget = \"local\"\n",
+        );
+        ws.ok(&["apply", "--auto-approve"]);
+        let before = ws.state();
+        let copy = ws.path().join(".prov/latest.json");
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{damage}");
+        let copied: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+        assert_eq!(copied, before, "{damage}: the copy is the latest version");
+
+        let db = ws.path().join(".prov/state.db/db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        match damage {
+            "flip" => {
+                // Where sled keeps this small state (it grows the file
+                // to a whole segment as it goes, zeros after the data).
+                let end = bytes.len().min(2048);
+                for b in &mut bytes[64..end] {
+                    *b ^= 0xff;
+                }
+                std::fs::write(&db, &bytes).unwrap();
+            }
+            "truncate" => std::fs::write(&db, &bytes[..bytes.len().min(1000)]).unwrap(),
+            _ => std::fs::remove_dir_all(ws.path().join(".prov/state.db")).unwrap(),
+        }
+        for args in [
+            &["state", "list"][..],
+            &["plan"],
+            &["apply", "--auto-approve"],
+        ] {
+            let run = ws.prov(args);
+            assert_eq!(run.code, 1, "{damage} {args:?}: {run}");
+            assert!(
+                run.stderr.contains("latest.json") && run.stderr.contains("prov state recover"),
+                "{damage} {args:?}: the error names the copy and the way back:\n{run}"
+            );
+            assert!(!run.stdout.contains("to create"), "{damage}: {run}");
+        }
+        let recovered = ws.ok(&["state", "recover"]);
+        assert!(recovered.stdout.contains("serial"), "{recovered}");
+        assert_eq!(ws.state(), before, "{damage}: the same version is back");
+        let kept = std::fs::read_dir(ws.path().join(".prov"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("state.db.damaged-")
+            })
+            .count();
+        if damage != "delete" {
+            assert_eq!(kept, 1, "{damage}: the damaged database is kept aside");
+        }
+        let again = ws.prov(&["state", "recover"]);
+        assert_eq!(again.code, 1, "{again}");
+        assert!(again.stderr.contains("not damaged"), "{again}");
+        let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "{damage}: {plan}");
+        ws.ok(&["destroy", "--auto-approve"]);
+    }
+}

@@ -1017,6 +1017,11 @@ fn encrypted_state_read_without_encrypt_to_is_an_error_not_an_empty_state() {
     ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
     let listed = ok_with(&ws, &["state", "list"], b"", &env);
     assert!(listed.stdout.contains("db"), "{listed}");
+    // state-hardening 8: the copy beside the database is the encrypted
+    // envelope, never the plaintext document.
+    let copy = std::fs::read_to_string(ws.path().join(".prov/latest.json")).unwrap();
+    assert!(copy.contains("BEGIN AGE ENCRYPTED FILE"), "{copy}");
+    assert!(!copy.contains("local-encgone-db"), "{copy}");
 
     ws.write("prov.toml", &format!("deployment = \"encgone\"\n{host}"));
     for args in [

@@ -122,6 +122,18 @@ pub fn open_backend_encrypted(
     )))
 }
 
+/// The directory of the embedded state (`state_dir` when given, else
+/// `[state] path`); `None` when the state is in S3.
+#[must_use]
+pub fn embedded_dir(spec: &Spec, state_dir: Option<&Path>) -> Option<std::path::PathBuf> {
+    match &spec.state.backend {
+        StateBackendSettings::Embedded => {
+            Some(state_dir.map_or_else(|| spec.state.path.clone(), Path::to_path_buf))
+        }
+        StateBackendSettings::S3(_) => None,
+    }
+}
+
 fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn StateBackend>> {
     match &spec.state.backend {
         StateBackendSettings::Embedded => {

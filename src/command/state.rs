@@ -1,5 +1,5 @@
 //! `prov state list | show | rm | pull | push | history | force-unlock |
-//! migrate`.
+//! migrate | encrypt | recover`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -90,8 +90,28 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
         }
         StateCommand::Migrate { to } => migrate(&ctx, cli, to).await?,
         StateCommand::Encrypt => encrypt_state(cli, &ctx.spec).await?,
+        StateCommand::Recover => recover(cli, &ctx.spec).await?,
     }
     Ok(EXIT_OK)
+}
+
+/// `prov state recover`: rebuilds a damaged embedded database from its copy.
+async fn recover(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
+    let Some(dir) = super::context::embedded_dir(spec, cli.state_dir.as_deref()) else {
+        bail!("`prov state recover` rebuilds an embedded state database; this spec's state is in S3, which keeps every version as its own object");
+    };
+    let backend = EmbeddedBackend::new(&dir);
+    let recovered = backend
+        .recover(LockInfo::for_this_process("state recover"))
+        .await
+        .with_context(|| format!("recovering the state in {}", dir.display()))?;
+    println!(
+        "Rebuilt {} from its copy: the state is at serial {} again. The damaged database is kept at {} (older versions are only there; delete it when you no longer need them).",
+        dir.join("state.db").display(),
+        recovered.serial,
+        recovered.kept.display()
+    );
+    Ok(())
 }
 
 /// `prov state encrypt`: reads plaintext state and writes it back

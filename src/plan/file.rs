@@ -48,7 +48,7 @@ impl PlanFile {
     /// When the file cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).context("encoding the plan")?;
-        write_atomic(path, &json)
+        Ok(write_atomic(path, &json)?)
     }
 
     /// Reads a plan file.

@@ -6,9 +6,13 @@
 //!   `flock` when its process exits, so an embedded lock never goes stale.
 //! - `state.db/`: the sled database, opened only while the lock is held (sled
 //!   itself locks its files exclusively for as long as they are open).
+//! - `latest.json`: a copy of the latest version, written after each write,
+//!   from which `prov state recover` rebuilds a damaged database (the damaged
+//!   one is kept as `state.db.damaged-TIME`).
 //!
 //! The directory is `0700` and every file in it `0600`.
 
+mod copy;
 mod lockfile;
 mod perms;
 mod store;
@@ -121,7 +125,16 @@ fn with_db<T: Default>(
         }
     }
     if !db_path.exists() {
-        return Ok(T::default());
+        return match copy::header(&inner.dir) {
+            Some(copy) => Err(copy::damaged(
+                &inner.dir,
+                format!(
+                    "nothing: it is gone, but its copy holds serial {}",
+                    copy.serial
+                ),
+            )),
+            None => Ok(T::default()),
+        };
     }
     let mut held = lockfile::try_acquire(inner, &LockInfo::for_this_process("read"))?;
     let result = match inner.slot().as_ref() {
@@ -147,6 +160,15 @@ fn write_blocking(
         match slot.as_ref() {
             Some(open) if open.lock_id == lock_id => {
                 store::write(&open.db, &inner.db_path(), version)?;
+                // The write has landed: a failure here only leaves the copy
+                // one version behind (never a reason to report it failed).
+                if let Err(e) = copy::write(&inner.dir, version.json()) {
+                    tracing::warn!(
+                        serial = version.serial(),
+                        "the copy of the latest state version in {} was not updated: {e}",
+                        inner.dir.display()
+                    );
+                }
             }
             _ => {
                 return Err(StateError::Conflict(format!(
@@ -158,6 +180,74 @@ fn write_blocking(
     }
     perms::harden(&inner.dir)?;
     Ok(())
+}
+
+/// What [`EmbeddedBackend::recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The serial of the version the database was rebuilt with.
+    pub serial: u64,
+    /// Where the damaged database was moved.
+    pub kept: PathBuf,
+}
+
+impl EmbeddedBackend {
+    /// Rebuilds a damaged database from the copy of its latest version, under
+    /// the lock held for `info`: the damaged database is moved aside (kept,
+    /// never deleted) and a new one holds the copied version, with its serial.
+    /// Older versions stay only in the moved-aside database.
+    ///
+    /// # Errors
+    /// [`StateError::Conflict`] when the database is not damaged; the lock's
+    /// errors; [`StateError::Corrupt`] when there is no readable copy.
+    pub async fn recover(&self, info: LockInfo) -> Result<Recovered, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || recover_blocking(&inner, &info)).await
+    }
+}
+
+fn recover_blocking(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError> {
+    let mut held = lockfile::take_flock(inner, info)?;
+    let result = rebuild(inner, info);
+    let released = held.release();
+    let recovered = result?;
+    released?;
+    Ok(recovered)
+}
+
+fn rebuild(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError> {
+    let doc = copy::read(&inner.dir)?;
+    let db_path = inner.db_path();
+    if db_path.exists() {
+        match lockfile::open_checked(inner) {
+            Ok(db) => {
+                let latest = store::latest_header(&db, &db_path)?;
+                return Err(StateError::Conflict(format!(
+                    "the database {} is not damaged (its latest serial is {}, its copy's {}): nothing to recover",
+                    db_path.display(),
+                    latest.map_or_else(|| "none".to_owned(), |(_, s)| s.to_string()),
+                    doc.serial
+                )));
+            }
+            Err(StateError::Damaged { .. }) => {}
+            // Not damage (permissions, say): nothing is moved.
+            Err(e) => return Err(e),
+        }
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let kept = inner.dir.join(format!("{}{stamp}", perms::DAMAGED_PREFIX));
+    if db_path.exists() {
+        fs_err::rename(&db_path, &kept)?;
+        std::fs::File::open(&inner.dir).and_then(|d| d.sync_all())?;
+    }
+    let db = store::open(&db_path)?;
+    store::write(&db, &db_path, &store::NewVersion::recovered(&doc, info)?)?;
+    drop(db);
+    perms::harden(&inner.dir)?;
+    Ok(Recovered {
+        serial: doc.serial,
+        kept,
+    })
 }
 
 #[async_trait]

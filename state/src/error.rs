@@ -48,6 +48,17 @@ pub enum StateError {
     /// The stored data does not decode.
     #[error("state is corrupt: {0}")]
     Corrupt(String),
+    /// The embedded database lost versions or does not open, and a copy of
+    /// the latest version is kept beside it.
+    #[error("the state database {database} is damaged: it holds {found}.\nThe latest version is kept in {copy}; rebuild the database from it with: prov state recover\n(the damaged database is kept aside, not deleted)")]
+    Damaged {
+        /// The database directory.
+        database: String,
+        /// The copy of the latest version.
+        copy: String,
+        /// What the database holds (or how it fails to open).
+        found: String,
+    },
     /// The embedded database failed.
     #[error("embedded state database at {path}: {source}")]
     Database {

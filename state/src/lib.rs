@@ -12,6 +12,7 @@
 //! [`S3Backend`] (team-shared state in an S3 bucket, locked with a conditional
 //! put and written with compare-and-swap).
 
+pub mod atomic;
 mod backend;
 mod document;
 mod embedded;
@@ -19,12 +20,13 @@ mod error;
 mod lock;
 mod s3;
 
+pub use atomic::write_atomic;
 pub use backend::StateBackend;
 pub use document::{
     HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
     StateDocument, FORMAT_VERSION,
 };
-pub use embedded::EmbeddedBackend;
+pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
 pub use lock::{LockGuard, LockInfo};
 pub use s3::{S3Backend, S3Settings};

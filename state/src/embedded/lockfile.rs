@@ -8,7 +8,7 @@ use std::time::Duration;
 use fs4::fs_std::FileExt;
 use fs_err::os::unix::fs::OpenOptionsExt;
 
-use super::{perms, store, Inner, OpenDb};
+use super::{copy, perms, store, Inner, OpenDb};
 use crate::{LockInfo, StateError};
 
 /// How often to re-read an empty holder record (the holder may be writing it).
@@ -108,9 +108,9 @@ fn write_record(file: &mut fs_err::File, info: &LockInfo) -> Result<(), StateErr
     Ok(())
 }
 
-/// Takes the lock once (no waiting): the `flock`, then the holder record, then
-/// opens the database into the backend's slot.
-pub(super) fn try_acquire(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlock, StateError> {
+/// Takes the `flock` once (no waiting) and writes the holder record, without
+/// opening the database (`state recover` moves a damaged one aside first).
+pub(super) fn take_flock(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlock, StateError> {
     perms::ensure_dir(&inner.dir)?;
     let path = inner.lock_path();
     let mut file = open(&path, true)?;
@@ -118,20 +118,36 @@ pub(super) fn try_acquire(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlo
         return Err(locked(&path));
     }
     write_record(&mut file, info)?;
-    let held = HeldFlock {
+    Ok(HeldFlock {
         file,
         inner: Arc::clone(inner),
         lock_id: info.id.clone(),
         released: false,
-    };
+    })
+}
+
+/// Takes the lock once (no waiting): the `flock`, then the holder record, then
+/// opens the database into the backend's slot, after checking that it has
+/// not lost versions its copy holds.
+pub(super) fn try_acquire(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlock, StateError> {
+    let held = take_flock(inner, info)?;
     // From here on, dropping `held` undoes everything on error.
-    let db = store::open(&inner.db_path())?;
+    let db = open_checked(inner)?;
     perms::harden(&inner.dir)?;
     *inner.slot() = Some(OpenDb {
         lock_id: info.id.clone(),
         db,
     });
     Ok(held)
+}
+
+/// Opens the database and checks it against the copy of its latest version.
+pub(super) fn open_checked(inner: &Inner) -> Result<sled::Db, StateError> {
+    let db = store::open(&inner.db_path()).map_err(|e| copy::explain(&inner.dir, e))?;
+    let latest =
+        store::latest_header(&db, &inner.db_path()).map_err(|e| copy::explain(&inner.dir, e))?;
+    copy::check(&inner.dir, latest.as_ref().map(|(l, s)| (l.as_str(), *s)))?;
+    Ok(db)
 }
 
 impl HeldFlock {

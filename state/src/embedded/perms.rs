@@ -12,10 +12,17 @@ const DIR_MODE: u32 = 0o700;
 /// Mode of every file prov writes there.
 const FILE_MODE: u32 = 0o600;
 
-/// What prov creates in a state directory: the lock, the database, and the
-/// deployer's generated SSH key (`ssh/`, in the default `.prov`).
+/// The name prefix of a damaged database moved aside by `state recover`.
+pub(super) const DAMAGED_PREFIX: &str = "state.db.damaged-";
+
+/// What prov creates in a state directory: the lock, the database, the copy
+/// of the latest version (and its temporary file while it is written), a
+/// damaged database kept aside, and the deployer's generated SSH key (`ssh/`,
+/// in the default `.prov`).
 fn is_own(name: &str) -> bool {
-    matches!(name, "lock" | "state.db" | "ssh")
+    matches!(name, "lock" | "state.db" | "ssh" | super::copy::NAME)
+        || name.starts_with(DAMAGED_PREFIX)
+        || name.starts_with(&crate::atomic::temp_prefix(super::copy::NAME))
 }
 
 /// Creates the state directory if needed and makes it `0700`; refuses a
@@ -70,6 +77,7 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 pub(super) fn harden(dir: &Path) -> io::Result<()> {
     set_mode(dir, DIR_MODE)?;
     set_mode(&dir.join("lock"), FILE_MODE)?;
+    set_mode(&super::copy::path(dir), FILE_MODE)?;
     harden_tree(&dir.join("state.db"))
 }
 

@@ -74,6 +74,28 @@ impl NewVersion {
         Self::with_entry(doc, &entry)
     }
 
+    /// Encodes `doc` rebuilt from the copy beside a damaged database by the
+    /// holder of `lock`.
+    pub(super) fn recovered(doc: &StateDocument, lock: &LockInfo) -> Result<Self, StateError> {
+        let entry = HistoryEntry {
+            serial: doc.serial,
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            written_by: format!("{} (state recover)", lock.who),
+            resources: doc.resources.len(),
+        };
+        Self::with_entry(doc, &entry)
+    }
+
+    /// The stored document's JSON (what the copy beside the database holds).
+    pub(super) fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// Its serial.
+    pub(super) fn serial(&self) -> u64 {
+        self.serial
+    }
+
     /// Encodes `doc` with its history entry.
     fn with_entry(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
         Ok(Self {
@@ -150,6 +172,23 @@ fn latest_serial(db: &sled::Db, path: &Path) -> Result<Option<u64>, StateError> 
         .map_err(db_err(path))?
         .map(|v| decode_serial(&v))
         .transpose()
+}
+
+/// The lineage and serial of the latest version, if any.
+pub(super) fn latest_header(
+    db: &sled::Db,
+    path: &Path,
+) -> Result<Option<(String, u64)>, StateError> {
+    let Some(serial) = latest_serial(db, path)? else {
+        return Ok(None);
+    };
+    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    let Some(bytes) = versions.get(serial.to_be_bytes()).map_err(db_err(path))? else {
+        return Err(StateError::Corrupt(format!(
+            "the latest version {serial} is missing"
+        )));
+    };
+    Ok(Some((decode_header(serial, &bytes)?.lineage, serial)))
 }
 
 /// The latest document, if any.
