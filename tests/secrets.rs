@@ -1048,3 +1048,118 @@ fn encrypted_state_read_without_encrypt_to_is_an_error_not_an_empty_state() {
     assert_eq!(plan.code, 0, "{plan}");
     ok_with(&ws, &["destroy", "--auto-approve"], b"", &env);
 }
+
+/// state-hardening 2: a saved plan carried the state in plaintext with its
+/// `secret_hmac_key` beside the secrets' HMACs (an offline dictionary attack
+/// on the values), and `apply FILE` trusted the `prior` state in it, so an
+/// edited pinned host key was pinned. Now the file holds no key and no HMAC,
+/// is bound to the state it was made from by a MAC with the state's key, and
+/// is encrypted when the state is.
+#[test]
+fn a_saved_plan_holds_no_key_is_bound_to_its_state_and_is_encrypted_with_it() {
+    let ws = Workspace::new();
+    ws.copy_example("systems.nix");
+    let (id, public) = age_keygen(&ws, "id");
+    let id_s = id.to_str().unwrap().to_owned();
+    let env = [("PROV_AGE_IDENTITY", id_s.as_str())];
+    let host = "deployment = \"planfile\"\n[hosts.box]\ntarget = \"local\"\nnix = { file = \"systems.nix\", attr = \"web\" }\n";
+    ws.write(
+        "prov.toml",
+        &format!(
+            "{host}{}",
+            secret_table("token", r#"["box"]"#, "", &[&public])
+        ),
+    );
+    let first = random_plaintext("first");
+    ok_with(&ws, &["secrets", "encrypt", "token"], first.as_bytes(), &[]);
+    ok_with(&ws, &["apply", "--auto-approve"], b"", &env);
+    let state = ws.state();
+    let key = state["secret_hmac_key"].as_str().unwrap().to_owned();
+    let pinned = state["hosts"]["box"]["host_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let second = random_plaintext("second");
+    ok_with(
+        &ws,
+        &["secrets", "encrypt", "token"],
+        second.as_bytes(),
+        &[],
+    );
+    ok_with(&ws, &["plan", "--out", "p.plan"], b"", &env);
+    let text = std::fs::read_to_string(ws.path().join("p.plan")).unwrap();
+    assert!(!text.contains(&key), "the state's key is in the plan file");
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let uploads = saved["plan"]["secrets"].as_array().unwrap();
+    assert_eq!(uploads.len(), 1, "{text}");
+    assert!(
+        uploads[0].get("hmac").is_none(),
+        "an HMAC of the value: {text}"
+    );
+
+    // Edited: another host key in `prior`, or another resource id.
+    let mut edits = Vec::new();
+    let mut forged = saved.clone();
+    forged["prior"]["hosts"]["box"]["host_key"] = serde_json::json!(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBztx5z6E+BsKT1rOWLRrTKL3Iz0o+A3cm1fDwXnElVW"
+    );
+    edits.push(("host key", forged));
+    let mut forged = saved.clone();
+    forged["prior"]["resources"]["box"]["id"] = serde_json::json!("local-someone-else");
+    edits.push(("resource id", forged));
+    let mut forged = saved.clone();
+    forged["binding"] = serde_json::Value::Null;
+    edits.push(("binding removed", forged));
+    for (what, forged) in edits {
+        ws.write(
+            "edited.plan",
+            &serde_json::to_string_pretty(&forged).unwrap(),
+        );
+        let run = prov_with(&ws, &["apply", "edited.plan"], b"", &env);
+        assert_eq!(run.code, 1, "{what}: {run}");
+        assert!(
+            run.stderr.contains("edited") || run.stderr.contains("not bound"),
+            "{what}: {run}"
+        );
+    }
+    assert_eq!(
+        ws.state()["hosts"]["box"]["host_key"].as_str(),
+        Some(pinned.as_str()),
+        "nothing of an edited plan was applied"
+    );
+
+    // The file as made applies, once.
+    ok_with(&ws, &["apply", "p.plan"], b"", &env);
+    assert_eq!(ssh(&ws, "box", "cat /run/keys/token"), second);
+    let again = prov_with(&ws, &["apply", "p.plan"], b"", &env);
+    assert_eq!(again.code, 1, "{again}");
+    let plan = prov_with(&ws, &["plan", "--detailed-exitcode"], b"", &env);
+    assert_eq!(plan.code, 0, "the recorded HMAC is the value's: {plan}");
+    ok_with(&ws, &["destroy", "--auto-approve"], b"", &env);
+
+    // With the state encrypted, so is the plan file.
+    let enc = Workspace::new();
+    let (eid, epublic) = age_keygen(&enc, "state");
+    let eid_s = eid.to_str().unwrap().to_owned();
+    let eenv = [("PROV_AGE_IDENTITY", eid_s.as_str())];
+    let spec = |count: u32| {
+        format!("deployment = \"planenc\"\n[state]\nencrypt_to = [\"{epublic}\"]\n[hosts.h]\ntarget = \"local\"\ncount = {count}\n")
+    };
+    enc.write("prov.toml", &spec(1));
+    ok_with(&enc, &["apply", "--auto-approve"], b"", &eenv);
+    enc.write("prov.toml", &spec(2));
+    ok_with(&enc, &["plan", "--out", "e.plan"], b"", &eenv);
+    let sealed = std::fs::read_to_string(enc.path().join("e.plan")).unwrap();
+    assert!(
+        sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+        "{sealed}"
+    );
+    assert!(!sealed.contains("local-planenc-h"), "{sealed}");
+    let opened = age_decrypt(&eid, &enc.path().join("e.plan")).unwrap();
+    assert!(opened.contains("\"prov-plan\""), "{opened}");
+    ok_with(&enc, &["apply", "e.plan"], b"", &eenv);
+    let listed = ok_with(&enc, &["state", "list"], b"", &eenv);
+    assert!(listed.stdout.contains("h[1]"), "{listed}");
+    ok_with(&enc, &["destroy", "--auto-approve"], b"", &eenv);
+}

@@ -49,7 +49,14 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
 
 /// Loads a saved plan and checks it against the current state.
 async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
-    let plan = PlanFile::load(path)?;
+    let deployer = super::context::state_identity(&ctx.spec);
+    let plan = PlanFile::load(path, |sealed| {
+        let identities = crate::secrets::Identities::load(&[], deployer.as_deref())?;
+        identities
+            .decrypt(sealed)
+            .map(|plaintext| zeroize::Zeroizing::new(plaintext.to_vec()))
+            .map_err(|e| anyhow::anyhow!("{e}; identities tried: {}", identities.describe()))
+    })?;
     let deploy = ctx.deploy_context(cli, true)?;
     let ctx = &*ctx;
     let guard = ctx.lock(cli, "apply").await?;
@@ -63,12 +70,15 @@ async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Resu
         }
         let stored = ctx.read_state().await?;
         plan.check_against(stored.as_ref())?;
-        // Start from the state the plan saw (refreshed then), not the stored one.
-        let doc = plan
+        plan.verify(stored.as_ref())?;
+        // Start from the state the plan saw (refreshed then), not the stored
+        // one; the state's key is the stored one (a plan file holds none).
+        let mut doc = plan
             .prior
             .clone()
             .or_else(|| stored.clone())
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+        doc.secret_hmac_key = stored.as_ref().and_then(|s| s.secret_hmac_key.clone());
         let providers = ctx.providers(&doc).await?;
         anyhow::Ok((stored, doc, providers))
     }
@@ -106,6 +116,12 @@ async fn execute(
         deploy,
     } = prepared;
     let guard = guard.context("internal error: apply holds no lock")?;
+    let mut refreshed = refreshed;
+    // Every state applied to has a key: the secrets' keyed hashes and the
+    // MACs that bind saved plans to it use it.
+    if refreshed.doc.secret_hmac_key.is_none() {
+        refreshed.doc.secret_hmac_key = Some(crate::secrets::new_hmac_key()?);
+    }
     let session = Arc::new(Mutex::new(StateSession::new(
         Arc::clone(&ctx.backend),
         guard,

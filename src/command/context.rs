@@ -109,17 +109,23 @@ pub fn open_backend_encrypted(
             backend,
         )));
     }
-    let deployer = spec.deploy.identity_file.clone().or_else(|| {
-        spec.source
-            .parent()
-            .map(|dir| dir.join(".prov").join("ssh").join("id_ed25519"))
-    });
     Ok(Arc::new(crate::secrets::state::EncryptedBackend::new(
         backend,
         spec.state.encrypt_to.clone(),
-        deployer,
+        state_identity(spec),
         allow_plaintext,
     )))
+}
+
+/// The deployer's key, tried as an age identity for encrypted state and
+/// saved plans when `PROV_AGE_IDENTITY` is not set.
+#[must_use]
+pub fn state_identity(spec: &Spec) -> Option<std::path::PathBuf> {
+    spec.deploy.identity_file.clone().or_else(|| {
+        spec.source
+            .parent()
+            .map(|dir| dir.join(".prov").join("ssh").join("id_ed25519"))
+    })
 }
 
 /// The directory of the embedded state (`state_dir` when given, else

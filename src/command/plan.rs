@@ -142,8 +142,9 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     }
     if let Some(out) = &args.out {
         let mut saved = plan.clone();
-        saved.prior = Some(prepared.refreshed.doc.clone());
-        saved.save(out)?;
+        crate::deploy::secrets::record_sources(&ctx.spec, &mut saved.plan.secrets)?;
+        saved.seal(&prepared.refreshed.doc, prepared.stored.as_ref())?;
+        saved.save(out, &ctx.spec.state.encrypt_to)?;
         if !args.json {
             println!(
                 "\nSaved the plan to {}. To carry it out exactly: prov apply {}",

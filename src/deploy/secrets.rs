@@ -15,7 +15,7 @@ use crate::apply::StateSession;
 use crate::plan::{Plan, SecretAction, SecretChange};
 use crate::secrets::{self, Identities, Plaintext};
 use crate::select::Selection;
-use crate::spec::UploadWhen;
+use crate::spec::{SecretSpec, Spec, UploadWhen};
 use crate::ssh::{shell_quote, Connection};
 
 /// Plans secret uploads and deletions for the selected hosts, comparing the
@@ -87,6 +87,7 @@ pub fn plan(
                 action: SecretAction::Upload,
                 destination: secret.destination.clone(),
                 hmac: Some(hmac.clone()),
+                source_sha256: None,
                 upload: Some(secret.upload.as_str().to_owned()),
                 reason,
                 replaces,
@@ -115,6 +116,7 @@ pub fn plan(
                 action: SecretAction::Delete,
                 destination: recorded.destination.clone(),
                 hmac: None,
+                source_sha256: None,
                 upload: None,
                 reason: reason.to_owned(),
                 replaces: None,
@@ -150,6 +152,9 @@ pub fn plan(
 #[derive(Default)]
 pub struct Values {
     plaintext: BTreeMap<String, Plaintext>,
+    /// The keyed hash of each value (with the state's key), recorded in
+    /// state once it is uploaded.
+    hmacs: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Values {
@@ -158,6 +163,34 @@ impl std::fmt::Debug for Values {
             .field("secrets", &self.plaintext.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// SHA-256 (hex) of a secret's encrypted file: what a saved plan keeps
+/// instead of a keyed hash of the value.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn source_digest(secret: &SecretSpec) -> Result<String> {
+    use sha2::Digest as _;
+    let bytes = fs_err::read(&secret.file)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Records in each upload of a plan about to be saved the digest of the
+/// secret's encrypted file.
+///
+/// # Errors
+/// When a secret's file cannot be read.
+pub fn record_sources(spec: &Spec, changes: &mut [SecretChange]) -> Result<()> {
+    for change in changes
+        .iter_mut()
+        .filter(|c| c.action == SecretAction::Upload)
+    {
+        if let Some(secret) = spec.secrets.get(&change.name) {
+            change.source_sha256 = Some(source_digest(secret)?);
+        }
+    }
+    Ok(())
 }
 
 /// Decrypts what `changes` upload, before anything is sent anywhere.
@@ -185,18 +218,27 @@ pub async fn decrypt(
                 change.name
             )
         })?;
+        // A saved plan holds no HMAC: the encrypted file must be the one
+        // the plan was made from.
+        let unchanged = match (&change.hmac, &change.source_sha256) {
+            (Some(_), _) => true,
+            (None, Some(planned)) => source_digest(secret)? == *planned,
+            (None, None) => false,
+        };
         let plaintext = secrets::decrypt_secret(&change.name, secret, &identities)?;
         let key = key
             .as_deref()
             .context("the state has no secret_hmac_key; plan again")?;
         let hmac = secrets::keyed_hash(key, &plaintext, secret)?;
-        if change.hmac.as_deref() != Some(hmac.as_str()) {
+        let planned = change.hmac.as_deref().is_none_or(|h| h == hmac);
+        if !(unchanged && planned) {
             bail!(
                 "secret `{}` changed since the plan was made; plan again",
                 change.name
             );
         }
         values.plaintext.insert(change.name.clone(), plaintext);
+        values.hmacs.insert(change.name.clone(), hmac);
     }
     Ok(values)
 }
@@ -260,6 +302,7 @@ fn removed_hosts(
                 action: SecretAction::Delete,
                 destination: recorded.destination.clone(),
                 hmac: None,
+                source_sha256: None,
                 upload: None,
                 reason: format!("the host was removed from the spec; still reachable at {reach}"),
                 replaces: None,
@@ -333,7 +376,7 @@ pub async fn sync_host(
                     })?;
                 }
                 let record = SecretRecord {
-                    hmac: change.hmac.clone().unwrap_or_default(),
+                    hmac: values.hmacs.get(&change.name).cloned().unwrap_or_default(),
                     destination: secret.destination.clone(),
                 };
                 let mut s = session.lock().await;

@@ -98,6 +98,10 @@ pub struct SecretChange {
     /// the plaintext and its destination, owner, group and mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac: Option<String>,
+    /// For an upload in a saved plan (which holds no HMAC): SHA-256 of the
+    /// secret's encrypted file, checked again by apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
     /// For an upload: `before` or `after` activation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
