@@ -632,3 +632,67 @@ fn sigint_during_an_s3_apply_saves_state_releases_the_lock_and_exits_130() {
     let plan = ws.prov(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{plan}");
 }
+
+/// state-hardening 10: a holder whose S3 lock was force-unlocked kept
+/// creating instances and writing state. Two prov processes: the first is
+/// paused right after its first instance exists, the second force-unlocks
+/// its lock; the first stops at its next save, creates nothing more, and
+/// the next apply adopts what it made.
+#[test]
+fn a_force_unlocked_s3_apply_stops_at_its_next_save_and_creates_nothing_more() {
+    let moto = Moto::start();
+    create_bucket(&moto, "broken-lock");
+    let ws = Workspace::with_moto(&moto);
+    ws.write("prov.toml", &s3_spec("s3broken", 4, "broken-lock"));
+
+    // Creates: the key pair, the security group, then the instances.
+    let mut child = ws
+        .command(&["apply", "--auto-approve", "--parallelism", "1"])
+        .env("PROV_TEST_PAUSE_AT", "after-create:3")
+        .env("PROV_TEST_PAUSE_SECS", "6")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut paused = false;
+    for _ in 0..10_000 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("prov: paused at") {
+            paused = true;
+            break;
+        }
+    }
+    assert!(paused, "the apply never reached after-create:3:\n{seen}");
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+
+    let blocked = ws.prov(&["plan"]);
+    assert_eq!(blocked.code, 1, "{blocked}");
+    let id = lock_id_in(&blocked.stderr);
+    ws.ok(&["state", "force-unlock", &id]);
+
+    let output = crate::harness::wait_exit(child, Duration::from_secs(60));
+    let stderr = format!("{seen}{}", rest.join().unwrap());
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("force-unlocked"), "{stderr}");
+    assert_eq!(
+        moto.instances("s3broken").len(),
+        1,
+        "nothing was created after the lock was broken:\n{stderr}"
+    );
+
+    ws.ok(&["apply", "--auto-approve"]);
+    assert_eq!(moto.instances("s3broken").len(), 4, "the first was adopted");
+    let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    ws.ok(&["destroy", "--auto-approve"]);
+}

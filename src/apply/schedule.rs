@@ -83,6 +83,20 @@ pub(super) async fn run(
                 .map(|(a, _)| a.clone())
                 .take(parallelism.saturating_sub(running.len()))
                 .collect();
+            // A lock broken while held (S3 force-unlock) stops the run
+            // before another provider call.
+            if let Some(first) = ready.first() {
+                if let Err(error) = session.lock().await.check_lock().await {
+                    on_event(&Event::Failed {
+                        address: first.clone(),
+                        action: changes.get(first).copied().unwrap_or(Change::NoOp),
+                        error: format!("not started: {error:#}"),
+                    });
+                    report.failed.push((first.clone(), error));
+                    failed = true;
+                    continue;
+                }
+            }
             for address in ready {
                 waiting.remove(&address);
                 let Some(&action) = changes.get(&address) else {

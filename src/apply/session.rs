@@ -30,6 +30,8 @@ enum Request {
     /// Write this document if it differs from the saved one; answers with
     /// the serial it is stored under.
     Save(Box<StateDocument>, oneshot::Sender<Result<u64, StateError>>),
+    /// Check that the lock is still ours.
+    Check(oneshot::Sender<Result<(), StateError>>),
     /// Release the lock and stop.
     Close(oneshot::Sender<Result<(), StateError>>),
 }
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Save(doc, _) => write!(f, "Save(serial {})", doc.serial),
+            Self::Check(_) => f.write_str("Check"),
             Self::Close(_) => f.write_str("Close"),
         }
     }
@@ -84,6 +87,22 @@ impl StateSession {
             .with_context(|| format!("saving state to {}", self.describe))?;
         self.doc.serial = serial;
         Ok(())
+    }
+
+    /// Checks that the lock is still this run's (an S3 lock can be
+    /// force-unlocked while held): before starting more provider calls.
+    ///
+    /// # Errors
+    /// When the lock was taken away, or cannot be read.
+    pub async fn check_lock(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Check(tx))
+            .await
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("internal error: the state writer stopped"))?
+            .with_context(|| format!("checking the lock on {}", self.describe))
     }
 
     /// Releases the lock.
@@ -154,6 +173,9 @@ async fn writer(
                 };
                 // The caller may be gone; the write counts all the same.
                 let _ = reply.send(result);
+            }
+            Request::Check(reply) => {
+                let _ = reply.send(backend.check_lock(&guard).await);
             }
             Request::Close(reply) => {
                 let _ = reply.send(backend.unlock(guard).await);

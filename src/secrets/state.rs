@@ -108,6 +108,10 @@ impl StateBackend for EncryptedBackend {
         self.inner.lock_holder().await
     }
 
+    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
+        self.inner.check_lock(guard).await
+    }
+
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
         self.inner.force_unlock(id).await
     }
@@ -191,6 +195,10 @@ impl StateBackend for PlaintextBackend {
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
         self.inner.lock_holder().await
+    }
+
+    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
+        self.inner.check_lock(guard).await
     }
 
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {

@@ -27,6 +27,14 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// Who holds the lock now, if anyone.
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError>;
 
+    /// Checks that `guard` still holds the lock. A lock that can be broken
+    /// while held (S3's `force-unlock`) is checked against the store; the
+    /// default is for locks that cannot (the embedded `flock`).
+    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
+        let _ = guard;
+        Ok(())
+    }
+
     /// Removes a lock left by a run that is gone; `id` must match the holder's.
     async fn force_unlock(&self, id: &str) -> Result<(), StateError>;
 

@@ -77,6 +77,26 @@ pub enum StateError {
         /// The holder now.
         holder: Box<LockInfo>,
     },
+    /// Our lock was removed (`force-unlock`) while we held it and nobody
+    /// holds it now.
+    #[error("our lock {ours} on {target} is gone ({now}): it was force-unlocked while this run held it; stopping before changing anything more")]
+    LockGone {
+        /// Our lock id.
+        ours: String,
+        /// The lock object.
+        target: String,
+        /// Who holds it now, in words.
+        now: String,
+    },
+    /// The S3 endpoint does not honour conditional writes, which locking
+    /// and compare-and-swap rely on.
+    #[error("the S3 endpoint {endpoint} does not honour conditional writes: {what}. prov cannot lock state or write it safely there; use S3 or an S3-compatible store that supports If-None-Match and If-Match on PutObject")]
+    NoConditionalWrites {
+        /// The endpoint (or `AWS S3`).
+        endpoint: String,
+        /// What the probe saw.
+        what: String,
+    },
     /// An S3 request failed.
     #[error("S3 {operation} on {target}: {message}")]
     S3 {

@@ -70,6 +70,8 @@ struct Inner {
     store: tokio::sync::OnceCell<Store>,
     /// The state object as this backend last read or wrote it.
     seen: Mutex<Option<Seen>>,
+    /// Set once the endpoint was seen to honour conditional writes.
+    probed: tokio::sync::OnceCell<()>,
 }
 
 /// The state object as last seen: what the next write's condition is.
@@ -224,6 +226,66 @@ impl Inner {
             }),
             LockRead::Unreadable => Attempt::Busy(self.locked_unknown()),
         })
+    }
+
+    /// Checks, with the lock object we just created (holding `body`), that
+    /// the endpoint refuses conditional writes that must fail: a put with
+    /// `If-None-Match: *` and one with `If-Match` of another ETag. A store
+    /// that ignores them would let two runs hold the lock at once. Should it
+    /// accept them, the lock object is rewritten with the same bytes.
+    async fn probe_conditions(&self, body: &[u8]) -> Result<(), StateError> {
+        let store = self.store().await?;
+        let honoured = |r: &Result<String, Refusal>| {
+            matches!(r, Err(Refusal::Precondition | Refusal::Contention))
+        };
+        let absent = store
+            .put(&self.lock_key, body.to_vec(), &[], Cond::Absent)
+            .await?;
+        if !honoured(&absent) {
+            return Err(self.no_conditions(
+                "a PutObject with If-None-Match: * on an existing object was accepted",
+            ));
+        }
+        let stale = store
+            .put(
+                &self.lock_key,
+                body.to_vec(),
+                &[],
+                Cond::Matches("\"prov-probe-no-such-etag\""),
+            )
+            .await?;
+        if !honoured(&stale) {
+            return Err(self.no_conditions(
+                "a PutObject with If-Match of an ETag the object does not have was accepted",
+            ));
+        }
+        Ok(())
+    }
+
+    fn no_conditions(&self, what: &str) -> StateError {
+        StateError::NoConditionalWrites {
+            endpoint: self
+                .settings
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "of AWS S3".to_owned()),
+            what: what.to_owned(),
+        }
+    }
+
+    /// Checks that the lock object is still lock `id`.
+    async fn check_held(&self, id: &str) -> Result<(), StateError> {
+        let gone = |now: String| StateError::LockGone {
+            ours: id.to_owned(),
+            target: self.url(&self.lock_key),
+            now,
+        };
+        match self.read_lock().await? {
+            LockRead::Held { info, .. } if info.id == id => Ok(()),
+            LockRead::Held { info, .. } => Err(gone(format!("the state is now locked by {info}"))),
+            LockRead::Free => Err(gone("nobody holds it now".to_owned())),
+            LockRead::Unreadable => Err(self.locked_unknown()),
+        }
     }
 
     /// Deletes the lock `id` if it is still the lock object.
@@ -494,6 +556,7 @@ impl S3Backend {
                 settings,
                 store: tokio::sync::OnceCell::new(),
                 seen: Mutex::new(None),
+                probed: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -560,6 +623,7 @@ impl S3Backend {
         if !self.owns(guard) {
             return Err(self.not_ours("write"));
         }
+        self.inner.check_held(&guard.info.id).await?;
         let seen = match self.inner.seen() {
             Some(seen) => seen,
             None => self.inner.fetch_seen().await?,
@@ -693,6 +757,15 @@ impl StateBackend for S3Backend {
         loop {
             let busy = match self.inner.try_lock(&info, &body).await? {
                 Attempt::Held => {
+                    if self.inner.probed.get().is_none() {
+                        if let Err(error) = self.inner.probe_conditions(&body).await {
+                            if let Err(e) = self.inner.release(&info.id).await {
+                                tracing::warn!("releasing the lock after the probe: {e}");
+                            }
+                            return Err(error);
+                        }
+                        let _ = self.inner.probed.set(());
+                    }
                     return Ok(LockGuard {
                         handle: LockHandle::S3 {
                             held: HeldLock {
@@ -702,7 +775,7 @@ impl StateBackend for S3Backend {
                             },
                         },
                         info,
-                    })
+                    });
                 }
                 Attempt::Again if transient < TRANSIENT_RETRIES => {
                     transient += 1;
@@ -730,6 +803,13 @@ impl StateBackend for S3Backend {
         };
         held.released = true;
         self.inner.release(&held.id).await
+    }
+
+    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
+        if !self.owns(guard) {
+            return Err(self.not_ours("lock check"));
+        }
+        self.inner.check_held(&guard.info.id).await
     }
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {

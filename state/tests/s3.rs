@@ -32,42 +32,45 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// The shared moto endpoint, starting moto on first use (at most 30 s).
+/// Starts a moto server with `extra` arguments (at most 30 s); it stops
+/// when the returned value is dropped.
+fn spawn_moto(extra: &str) -> SharedMoto {
+    let port = free_port();
+    let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    // The shell runs moto in the background and kills it when its
+    // stdin (a pipe from this process) reaches end of file.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#""$0" -H 127.0.0.1 -p "$1" $2 >/dev/null 2>&1 & m=$!; cat >/dev/null; kill $m"#,
+            &program,
+            &port.to_string(),
+            extra,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program} (run scripts/setup.sh): {e}"));
+    let stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not start within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    SharedMoto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _child: child,
+        _stdin: stdin,
+    }
+}
+
+/// The shared moto endpoint, starting moto on first use.
 fn moto() -> &'static str {
     static MOTO: OnceLock<SharedMoto> = OnceLock::new();
-    &MOTO
-        .get_or_init(|| {
-            let port = free_port();
-            let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-            // The shell runs moto in the background and kills it when its
-            // stdin (a pipe from this process) reaches end of file.
-            let mut child = Command::new("sh")
-                .args([
-                    "-c",
-                    r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; cat >/dev/null; kill $m"#,
-                    &program,
-                    &port.to_string(),
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {program} (run scripts/setup.sh): {e}"));
-            let stdin = child.stdin.take().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "{program} did not start within 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            SharedMoto {
-                endpoint: format!("http://127.0.0.1:{port}"),
-                _child: child,
-                _stdin: stdin,
-            }
-        })
-        .endpoint
+    &MOTO.get_or_init(|| spawn_moto("")).endpoint
 }
 
 /// AWS configuration for moto: static credentials, us-east-1.
@@ -738,4 +741,82 @@ async fn sixteen_lockers_at_once_exactly_one_holds_thirty_rounds() {
             backends[i].unlock(guard).await.unwrap();
         }
     }
+}
+
+/// state-hardening 10: nothing checked that the endpoint honours
+/// conditional writes; on one that ignores them two runs both "hold" the
+/// lock. The first lock now probes, and refuses such an endpoint, naming
+/// it, leaving no lock behind.
+#[tokio::test]
+async fn an_endpoint_that_ignores_conditional_writes_is_refused_at_the_first_lock() {
+    let lax = spawn_moto("--ignore-conditions");
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .endpoint_url(&lax.endpoint)
+        .load()
+        .await;
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = new_bucket(&client).await;
+    let mut lax_settings = S3Settings::new(&bucket, "demo/state.json");
+    lax_settings.endpoint = Some(lax.endpoint.clone());
+    lax_settings.region = Some("us-east-1".to_owned());
+    let b = S3Backend::from_sdk_config(lax_settings, &config).unwrap();
+    let err = b
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StateError::NoConditionalWrites { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&lax.endpoint), "{err}");
+    assert!(
+        raw_get(&client, &bucket, "demo/state.json.lock")
+            .await
+            .is_none(),
+        "the lock was released"
+    );
+
+    // The same probe passes on an endpoint that keeps S3's promise.
+    let (good, _) = rig().await;
+    let guard = lock(&good, "apply").await;
+    good.unlock(guard).await.unwrap();
+}
+
+/// state-hardening 10: a holder whose lock was force-unlocked went on
+/// writing. Every write and lock check now looks at the lock object first.
+#[tokio::test]
+async fn a_holder_whose_lock_was_force_unlocked_stops_before_writing() {
+    let (a, _client) = rig().await;
+    let guard = lock(&a, "apply").await;
+    let mut doc = StateDocument::new("demo");
+    doc.serial = 1;
+    a.write(&guard, &doc).await.unwrap();
+    a.check_lock(&guard).await.unwrap();
+
+    let b = backend(a.settings().clone()).await;
+    b.force_unlock(&guard.info.id).await.unwrap();
+    doc.serial = 2;
+    let err = a.write(&guard, &doc).await.unwrap_err();
+    assert!(matches!(err, StateError::LockGone { .. }), "{err}");
+    assert!(err.to_string().contains("nobody holds it"), "{err}");
+    let err = a.check_lock(&guard).await.unwrap_err();
+    assert!(matches!(err, StateError::LockGone { .. }), "{err}");
+
+    let theirs = lock(&b, "apply").await;
+    let err = a.write(&guard, &doc).await.unwrap_err();
+    assert!(err.to_string().contains("now locked by"), "{err}");
+    assert_eq!(
+        b.read().await.unwrap().unwrap().serial,
+        1,
+        "nothing of A's landed"
+    );
+    b.unlock(theirs).await.unwrap();
 }
