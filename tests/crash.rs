@@ -138,3 +138,203 @@ fn destroy_without_refresh_still_finds_the_objects_of_interrupted_creates() {
     let listed = ws.ok(&["state", "list"]);
     assert!(!listed.stdout.contains("web["), "{listed}");
 }
+
+/// SIGKILLs an apply at `point`: a pause point (`NAME:N`, which the run
+/// must reach) or a delay (`300ms`).
+fn kill(ws: &Workspace, point: &str) {
+    match point.strip_suffix("ms") {
+        Some(ms) => kill_after(ws, Duration::from_millis(ms.parse().unwrap())),
+        None => assert!(kill_at(ws, point), "the apply never reached {point}"),
+    }
+}
+
+/// The instances of `deployment` that are not terminated, as
+/// `(address, state, instance type, image)`, sorted by address.
+fn described(moto: &Moto, deployment: &str) -> Vec<(String, String, String, String)> {
+    let filter = format!("Name=tag:prov:deployment,Values={deployment}");
+    let out = moto.aws(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        &filter,
+        "Name=instance-state-name,Values=pending,running,stopping,stopped",
+    ]);
+    let mut found = Vec::new();
+    for reservation in out["Reservations"].as_array().unwrap() {
+        for i in reservation["Instances"].as_array().unwrap() {
+            let tag = i["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["Key"] == "prov:address")
+                .and_then(|t| t["Value"].as_str())
+                .unwrap_or_default();
+            found.push((
+                tag.to_owned(),
+                i["State"]["Name"].as_str().unwrap_or_default().to_owned(),
+                i["InstanceType"].as_str().unwrap_or_default().to_owned(),
+                i["ImageId"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// state-hardening 4: SIGKILL at exact points of updates, replacements and
+/// deletes (and at arbitrary moments); after the next apply exactly the
+/// desired instances exist, all running, and the plan is empty.
+#[test]
+fn sigkill_during_update_replace_and_delete_converges() {
+    let moto = Moto::start();
+    let ws = Workspace::with_moto(&moto);
+    let (old_ami, new_ami) = ("ami-12c6146b", "ami-1e749f67");
+    ws.write("prov.toml", &ec2_spec("crashchg", 3, "t3.micro", old_ami));
+    ws.ok(&["apply", "--auto-approve"]);
+
+    let converged = |count: usize, itype: &str, ami: &str, what: &str| {
+        let run = ws.ok(&["apply", "--auto-approve"]);
+        let expected: Vec<(String, String, String, String)> = (0..count)
+            .map(|i| {
+                (
+                    format!("web[{i}]"),
+                    "running".to_owned(),
+                    itype.to_owned(),
+                    ami.to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(described(&moto, "crashchg"), expected, "{what}:\n{run}");
+        let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "{what}: {plan}");
+    };
+
+    // Each round asks for another change, so every kill meets one.
+    // Update in place (stop, modify, start): killed with the change made
+    // but not saved, before it, and at arbitrary moments mid-call (an
+    // instance left stopped is drift the next apply starts).
+    let rounds = [
+        ("t3.small", "after-update:1"),
+        ("t3.medium", "before-update:2"),
+        ("t3.2xlarge", "300ms"),
+        ("t3.xlarge", "700ms"),
+        // Changed and still stopped: nothing but the stop is left to undo.
+        ("t3.large", "ec2-stopped:2"),
+    ];
+    for (itype, point) in rounds {
+        ws.write("prov.toml", &ec2_spec("crashchg", 3, itype, old_ami));
+        kill(&ws, point);
+    }
+    converged(3, "t3.large", old_ami, "update");
+
+    // Replace (delete, then create): killed with the old one gone but not
+    // saved, and with the new one made but not saved.
+    for (ami, point) in [
+        (new_ami, "after-delete:1"),
+        (old_ami, "after-create:2"),
+        (new_ami, "500ms"),
+    ] {
+        ws.write("prov.toml", &ec2_spec("crashchg", 3, "t3.large", ami));
+        kill(&ws, point);
+    }
+    converged(3, "t3.large", new_ami, "replace");
+
+    // Delete: killed with an instance terminated but still recorded, and
+    // just before the call.
+    for (count, point) in [(2, "after-delete:1"), (1, "before-delete:1")] {
+        ws.write(
+            "prov.toml",
+            &ec2_spec("crashchg", count, "t3.large", new_ami),
+        );
+        kill(&ws, point);
+    }
+    converged(1, "t3.large", new_ami, "delete");
+    ws.ok(&["destroy", "--auto-approve"]);
+}
+
+/// state-hardening 4, local hosts: SIGKILL at exact points of in-place
+/// updates (a new deployer key), replacements (a new address) and deletes;
+/// after the next apply exactly the desired hosts exist (one directory and
+/// one live process each), all recorded and running, and the plan is empty.
+#[test]
+fn sigkill_during_local_update_replace_and_delete_converges() {
+    let ws = Workspace::new();
+    for key in ["k1", "k2", "k3"] {
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+            .arg(ws.path().join(key))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let spec = |hosts: &[(&str, &str)], key: &str| {
+        let mut text =
+            format!("deployment = \"crashlocal\"\n[deploy]\nidentity_file = \"{key}\"\n");
+        for (name, address) in hosts {
+            text.push_str(&format!(
+                "[hosts.{name}]\ntarget = \"local\"\naddress = \"{address}\"\n"
+            ));
+        }
+        text
+    };
+    let converged = |hosts: &[(&str, &str)], key: &str, what: &str| {
+        let run = ws.ok(&["apply", "--auto-approve"]);
+        let state = ws.state();
+        let resources = state["resources"].as_object().unwrap();
+        let mut recorded: Vec<&str> = resources.keys().map(String::as_str).collect();
+        recorded.sort_unstable();
+        let mut wanted: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
+        wanted.sort_unstable();
+        assert_eq!(recorded, wanted, "{what}: recorded hosts\n{run}");
+        let public = std::fs::read_to_string(ws.path().join(format!("{key}.pub"))).unwrap();
+        for (name, address) in hosts {
+            let r = &resources[*name];
+            assert_eq!(r["status"], "ready", "{what}: {name}");
+            assert_eq!(r["attributes"]["address"], *address, "{what}: {name}");
+            let pid = r["attributes"]["pid"].as_u64().unwrap();
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{what}: {name}'s process {pid} runs"
+            );
+            let keys = r["attributes"]["authorized_keys"].to_string();
+            assert!(
+                keys.contains(public.split_whitespace().nth(1).unwrap()),
+                "{what}: {name} lets the deployer in: {keys}"
+            );
+        }
+        let mut dirs: Vec<String> = std::fs::read_dir(ws.local_root().join("crashlocal"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs, wanted, "{what}: one directory per host, no leftovers");
+        let plan = ws.prov(&["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "{what}: {plan}");
+    };
+    let two = [("a", "127.0.0.41"), ("b", "127.0.0.42")];
+    ws.write("prov.toml", &spec(&two, "k1"));
+    ws.ok(&["apply", "--auto-approve"]);
+
+    // In place: another deployer key.
+    ws.write("prov.toml", &spec(&two, "k2"));
+    kill(&ws, "after-update:1");
+    ws.write("prov.toml", &spec(&two, "k3"));
+    kill(&ws, "before-update:2");
+    converged(&two, "k3", "update");
+
+    // Replace: another address.
+    let moved = [("a", "127.0.0.51"), ("b", "127.0.0.52")];
+    ws.write("prov.toml", &spec(&moved, "k3"));
+    kill(&ws, "after-delete:1");
+    kill(&ws, "after-create:1");
+    converged(&moved, "k3", "replace");
+
+    // Delete.
+    let one = [("a", "127.0.0.51")];
+    ws.write("prov.toml", &spec(&one, "k3"));
+    kill(&ws, "after-delete:1");
+    converged(&one, "k3", "delete");
+    ws.ok(&["destroy", "--auto-approve"]);
+}

@@ -183,6 +183,7 @@ async fn update(
     if changes.is_empty() {
         return Ok(id);
     }
+    crate::crashpoint::reached("before-update").await;
     let observed = provider
         .update(UpdateRequest {
             address: &config.address,
@@ -193,6 +194,7 @@ async fn update(
         })
         .await
         .with_context(|| format!("updating {key}"))?;
+    crate::crashpoint::reached("after-update").await;
     let mut s = session.lock().await;
     if let Some(record) = s.doc.resources.get_mut(&key) {
         record.attributes.extend(observed.attributes);
@@ -219,10 +221,12 @@ async fn delete(
             .and_then(|r| r.id.clone().map(|id| (r.kind.clone(), id)))
     };
     if let Some((kind, id)) = target {
+        crate::crashpoint::reached("before-delete").await;
         provider
             .delete(&kind, &id)
             .await
             .with_context(|| format!("destroying {key} ({id})"))?;
+        crate::crashpoint::reached("after-delete").await;
     }
     let mut s = session.lock().await;
     if forget {

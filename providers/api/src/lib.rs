@@ -12,6 +12,7 @@
 mod address;
 pub mod cloud_init;
 mod config;
+pub mod crashpoint;
 mod diff;
 mod error;
 pub mod fake;

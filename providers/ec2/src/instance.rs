@@ -404,6 +404,7 @@ pub(crate) async fn update(
             }
             set_user_data(api, id, user_data.unwrap_or("")).await?;
         }
+        prov_provider::crashpoint::reached("ec2-stopped").await;
         api.call(
             "StartInstances",
             api.client().start_instances().instance_ids(id).send(),
