@@ -151,32 +151,19 @@ fn kill(ws: &Workspace, point: &str) {
 /// The instances of `deployment` that are not terminated, as
 /// `(address, state, instance type, image)`, sorted by address.
 fn described(moto: &Moto, deployment: &str) -> Vec<(String, String, String, String)> {
-    let filter = format!("Name=tag:prov:deployment,Values={deployment}");
-    let out = moto.aws(&[
-        "ec2",
-        "describe-instances",
-        "--filters",
-        &filter,
-        "Name=instance-state-name,Values=pending,running,stopping,stopped",
-    ]);
-    let mut found = Vec::new();
-    for reservation in out["Reservations"].as_array().unwrap() {
-        for i in reservation["Instances"].as_array().unwrap() {
-            let tag = i["Tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|t| t["Key"] == "prov:address")
-                .and_then(|t| t["Value"].as_str())
-                .unwrap_or_default();
-            found.push((
-                tag.to_owned(),
-                i["State"]["Name"].as_str().unwrap_or_default().to_owned(),
-                i["InstanceType"].as_str().unwrap_or_default().to_owned(),
-                i["ImageId"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut found: Vec<_> = moto
+        .live_instances(deployment)
+        .into_iter()
+        .map(|(address, i)| {
+            (
+                address,
+                text(&i["State"]["Name"]),
+                text(&i["InstanceType"]),
+                text(&i["ImageId"]),
+            )
+        })
+        .collect();
     found.sort();
     found
 }

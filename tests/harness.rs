@@ -77,6 +77,23 @@ impl Moto {
     /// Running (or pending) instances tagged with `deployment`, as
     /// `(instance id, prov:address tag)`, sorted by address.
     pub fn instances(&self, deployment: &str) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = self
+            .live_instances(deployment)
+            .iter()
+            .map(|(address, i)| {
+                (
+                    i["InstanceId"].as_str().unwrap().to_owned(),
+                    address.clone(),
+                )
+            })
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        found
+    }
+
+    /// The not terminated instances tagged with `deployment`, as
+    /// `(prov:address tag, DescribeInstances record)`.
+    pub fn live_instances(&self, deployment: &str) -> Vec<(String, serde_json::Value)> {
         let filter = format!("Name=tag:prov:deployment,Values={deployment}");
         let out = self.aws(&[
             "ec2",
@@ -88,7 +105,6 @@ impl Moto {
         let mut found = Vec::new();
         for reservation in out["Reservations"].as_array().unwrap() {
             for instance in reservation["Instances"].as_array().unwrap() {
-                let id = instance["InstanceId"].as_str().unwrap().to_owned();
                 let address = instance["Tags"]
                     .as_array()
                     .into_iter()
@@ -97,10 +113,9 @@ impl Moto {
                     .and_then(|t| t["Value"].as_str())
                     .unwrap_or_default()
                     .to_owned();
-                found.push((id, address));
+                found.push((address, instance.clone()));
             }
         }
-        found.sort_by(|a, b| a.1.cmp(&b.1));
         found
     }
 }

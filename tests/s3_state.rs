@@ -88,6 +88,46 @@ fn lock_id_in(stderr: &str) -> String {
     rest.split_whitespace().next().unwrap().to_owned()
 }
 
+/// Starts `prov ARGS` paused at `point` (NAME:N) for `secs`, and waits until
+/// it says so. Returns the child, what stderr said so far, and a thread that
+/// keeps reading the rest (so prov never blocks on a full pipe).
+fn spawn_paused(
+    ws: &Workspace,
+    args: &[&str],
+    point: &str,
+    secs: u32,
+) -> (Child, String, std::thread::JoinHandle<String>) {
+    let mut child = ws
+        .command(args)
+        .env("PROV_TEST_PAUSE_AT", point)
+        .env("PROV_TEST_PAUSE_SECS", secs.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut paused = false;
+    for _ in 0..10_000 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("prov: paused at") {
+            paused = true;
+            break;
+        }
+    }
+    assert!(paused, "the run never reached {point}:\n{seen}");
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    (child, seen, rest)
+}
+
 /// Waits (at most 10 s) for a killed child to be gone.
 fn sigkill(child: &mut Child) {
     let _ = child.kill();
@@ -556,35 +596,12 @@ fn sigint_during_an_s3_apply_saves_state_releases_the_lock_and_exits_130() {
     // The fifth create call (after the key pair, the security group and two
     // instances) hangs: paused after the instance exists, before prov saves
     // its id, the worst moment to be interrupted.
-    let mut child = ws
-        .command(&["apply", "--auto-approve", "--parallelism", "1"])
-        .env("PROV_TEST_PAUSE_AT", "after-create:5")
-        .env("PROV_TEST_PAUSE_SECS", "60")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut paused = false;
-    for _ in 0..10_000 {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if line.contains("prov: paused at") {
-            paused = true;
-            break;
-        }
-    }
-    assert!(paused, "the apply never reached after-create:5:\n{seen}");
-    // Keep reading stderr so prov never blocks on a full pipe.
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        rest
-    });
+    let (child, seen, rest) = spawn_paused(
+        &ws,
+        &["apply", "--auto-approve", "--parallelism", "1"],
+        "after-create:5",
+        60,
+    );
     let interrupted_at = Instant::now();
     crate::harness::sigint(child.id());
     let output = crate::harness::wait_exit(child, Duration::from_secs(10));
@@ -646,34 +663,12 @@ fn a_force_unlocked_s3_apply_stops_at_its_next_save_and_creates_nothing_more() {
     ws.write("prov.toml", &s3_spec("s3broken", 4, "broken-lock"));
 
     // Creates: the key pair, the security group, then the instances.
-    let mut child = ws
-        .command(&["apply", "--auto-approve", "--parallelism", "1"])
-        .env("PROV_TEST_PAUSE_AT", "after-create:3")
-        .env("PROV_TEST_PAUSE_SECS", "6")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut paused = false;
-    for _ in 0..10_000 {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if line.contains("prov: paused at") {
-            paused = true;
-            break;
-        }
-    }
-    assert!(paused, "the apply never reached after-create:3:\n{seen}");
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        rest
-    });
+    let (child, seen, rest) = spawn_paused(
+        &ws,
+        &["apply", "--auto-approve", "--parallelism", "1"],
+        "after-create:3",
+        6,
+    );
 
     let blocked = ws.prov(&["plan"]);
     assert_eq!(blocked.code, 1, "{blocked}");
