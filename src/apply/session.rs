@@ -76,14 +76,9 @@ impl StateSession {
     /// # Errors
     /// When the backend refuses the write.
     pub async fn save(&mut self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Request::Save(Box::new(self.doc.clone()), tx))
-            .await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
-        let serial = rx
-            .await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))?
+        let doc = Box::new(self.doc.clone());
+        let serial = ask(&self.writer, |tx| Request::Save(doc, tx))
+            .await?
             .with_context(|| format!("saving state to {}", self.describe))?;
         self.doc.serial = serial;
         Ok(())
@@ -95,13 +90,8 @@ impl StateSession {
     /// # Errors
     /// When the lock was taken away, or cannot be read.
     pub async fn check_lock(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Request::Check(tx))
-            .await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
-        rx.await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))?
+        ask(&self.writer, Request::Check)
+            .await?
             .with_context(|| format!("checking the lock on {}", self.describe))
     }
 
@@ -110,15 +100,21 @@ impl StateSession {
     /// # Errors
     /// When the backend cannot release it.
     pub async fn close(self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Request::Close(tx))
-            .await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))?;
-        rx.await
-            .map_err(|_| anyhow!("internal error: the state writer stopped"))??;
+        ask(&self.writer, Request::Close).await??;
         Ok(())
     }
+}
+
+/// Sends the writer the request `make` builds around a reply channel, and
+/// waits for the reply.
+async fn ask<T>(
+    writer: &mpsc::Sender<Request>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T> {
+    let stopped = || anyhow!("internal error: the state writer stopped");
+    let (tx, rx) = oneshot::channel();
+    writer.send(make(tx)).await.map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())
 }
 
 static WRITERS: AtomicUsize = AtomicUsize::new(0);

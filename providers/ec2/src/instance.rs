@@ -63,6 +63,27 @@ fn state(instance: &Instance) -> &str {
         .map_or("unknown", |n| n.as_str())
 }
 
+/// Starts a stopped instance and observes it once it runs (`digest` is the
+/// user data's, which EC2 does not report).
+async fn start(
+    api: &Ec2Api,
+    wait: &WaitPolicy,
+    id: &str,
+    digest: Value,
+) -> Result<Observed, ProviderError> {
+    api.call(
+        "StartInstances",
+        api.client().start_instances().instance_ids(id).send(),
+    )
+    .await?;
+    let instance = wait_for(api, wait, id, "running").await?;
+    let observed = observe(&instance).ok_or_else(|| ProviderError::NotFound {
+        kind: KIND.to_owned(),
+        id: id.to_owned(),
+    })?;
+    Ok(with_digest(observed, digest))
+}
+
 fn is_gone(instance: &Instance) -> bool {
     GONE.contains(&state(instance))
 }
@@ -405,27 +426,13 @@ pub(crate) async fn update(
             set_user_data(api, id, user_data.unwrap_or("")).await?;
         }
         prov_provider::crashpoint::reached("ec2-stopped").await;
-        api.call(
-            "StartInstances",
-            api.client().start_instances().instance_ids(id).send(),
-        )
-        .await?;
-        let instance = wait_for(api, wait, id, "running").await?;
-        let observed = observe(&instance).ok_or_else(not_found)?;
-        return Ok(with_digest(observed, digest));
+        return start(api, wait, id, digest).await;
     }
     if changed(changes, "running") && !matches!(state(&current), "pending" | "running") {
         if state(&current) == "stopping" {
             wait_for(api, wait, id, "stopped").await?;
         }
-        api.call(
-            "StartInstances",
-            api.client().start_instances().instance_ids(id).send(),
-        )
-        .await?;
-        let instance = wait_for(api, wait, id, "running").await?;
-        let observed = observe(&instance).ok_or_else(not_found)?;
-        return Ok(with_digest(observed, digest));
+        return start(api, wait, id, digest).await;
     }
     let observed = describe_one(api, id)
         .await?
