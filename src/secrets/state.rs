@@ -142,6 +142,10 @@ impl StateBackend for EncryptedBackend {
         self.inner.history().await
     }
 
+    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
+        self.inner.prune(guard, keep).await
+    }
+
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         match self.inner.read_serial(serial).await? {
             Some(doc) => self.open(doc).map(Some),
@@ -224,6 +228,10 @@ impl StateBackend for PlaintextBackend {
 
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         self.inner.history().await
+    }
+
+    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
+        self.inner.prune(guard, keep).await
     }
 
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {

@@ -65,4 +65,10 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
 
     /// The document as it was at `serial`.
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError>;
+
+    /// Removes every version older than the newest `keep` (at least the
+    /// latest is kept); every kept one still reads with
+    /// [`StateBackend::read_serial`]. Returns how many were removed. The
+    /// caller must hold `guard`.
+    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError>;
 }

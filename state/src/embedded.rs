@@ -52,6 +52,8 @@ struct OpenDb {
     lock_id: String,
     /// The database.
     db: sled::Db,
+    /// The latest version as this handle last saw it.
+    cache: store::Cache,
 }
 
 impl Inner {
@@ -149,37 +151,49 @@ fn with_db<T: Default>(
     Ok(value)
 }
 
+/// Runs `f` on the database opened under the lock `lock_id`, then hardens
+/// the modes of what it wrote.
+fn with_held_db<T>(
+    inner: &Arc<Inner>,
+    lock_id: &str,
+    what: &str,
+    f: impl FnOnce(&mut OpenDb, &Path) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let value = {
+        let mut slot = inner.slot();
+        match slot.as_mut() {
+            Some(open) if open.lock_id == lock_id => f(open, &inner.db_path())?,
+            _ => {
+                return Err(StateError::Conflict(format!(
+                    "{what} without holding the lock on {}",
+                    inner.dir.display()
+                )))
+            }
+        }
+    };
+    perms::harden(&inner.dir)?;
+    Ok(value)
+}
+
 /// Stores `doc` as a new version, checking the guard and the serial.
 fn write_blocking(
     inner: &Arc<Inner>,
     lock_id: &str,
     version: &store::NewVersion,
 ) -> Result<(), StateError> {
-    {
-        let slot = inner.slot();
-        match slot.as_ref() {
-            Some(open) if open.lock_id == lock_id => {
-                store::write(&open.db, &inner.db_path(), version)?;
-                // The write has landed: a failure here only leaves the copy
-                // one version behind (never a reason to report it failed).
-                if let Err(e) = copy::write(&inner.dir, version.json()) {
-                    tracing::warn!(
-                        serial = version.serial(),
-                        "the copy of the latest state version in {} was not updated: {e}",
-                        inner.dir.display()
-                    );
-                }
-            }
-            _ => {
-                return Err(StateError::Conflict(format!(
-                    "write without holding the lock on {}",
-                    inner.dir.display()
-                )))
-            }
+    with_held_db(inner, lock_id, "write", |open, path| {
+        store::write(&open.db, path, version, &mut open.cache)?;
+        // The write has landed: a failure here only leaves the copy one
+        // version behind (never a reason to report it failed).
+        if let Err(e) = copy::write(&inner.dir, version.json()) {
+            tracing::warn!(
+                serial = version.serial(),
+                "the copy of the latest state version in {} was not updated: {e}",
+                inner.dir.display()
+            );
         }
-    }
-    perms::harden(&inner.dir)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// What [`EmbeddedBackend::recover`] did.
@@ -241,7 +255,12 @@ fn rebuild(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError>
         std::fs::File::open(&inner.dir).and_then(|d| d.sync_all())?;
     }
     let db = store::open(&db_path)?;
-    store::write(&db, &db_path, &store::NewVersion::recovered(&doc, info)?)?;
+    store::write(
+        &db,
+        &db_path,
+        &store::NewVersion::recovered(&doc, info)?,
+        &mut store::Cache::default(),
+    )?;
     drop(db);
     perms::harden(&inner.dir)?;
     Ok(Recovered {
@@ -346,5 +365,16 @@ impl StateBackend for EmbeddedBackend {
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || with_db(&inner, |db, path| store::read_serial(db, path, serial))).await
+    }
+
+    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
+        let inner = Arc::clone(&self.inner);
+        let lock_id = guard.info.id.clone();
+        blocking(move || {
+            with_held_db(&inner, &lock_id, "prune", |open, path| {
+                store::prune(&open.db, path, keep)
+            })
+        })
+        .await
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod atomic;
 mod backend;
+mod delta;
 mod document;
 mod embedded;
 mod error;

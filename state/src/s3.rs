@@ -36,8 +36,11 @@ use crate::lock::LockHandle;
 use crate::{
     HistoryEntry, LockGuard, LockInfo, StateBackend, StateDocument, StateError, FORMAT_VERSION,
 };
+use meta::Chain;
 pub use settings::S3Settings;
 use store::{Cond, Object, Refusal, Store};
+
+use crate::delta::{self, Step};
 
 /// How long to sleep between attempts while waiting for a held lock.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -87,7 +90,26 @@ enum Seen {
         serial: u64,
         /// The lineage of the document in it.
         lineage: String,
+        /// The document (what the next version is a patch from).
+        doc: Arc<serde_json::Value>,
+        /// Its place in the chain of patches.
+        chain: Chain,
     },
+}
+
+impl Seen {
+    /// What `object`, a stored document with `header`, is.
+    fn of(object: Object, header: &Header) -> Self {
+        Self::Present {
+            chain: meta::chain(header.serial, &object.metadata),
+            etag: object.etag,
+            serial: header.serial,
+            lineage: header.lineage.clone(),
+            // Unreadable bytes fail the header first; a `null` would only
+            // make the next version whole.
+            doc: Arc::new(serde_json::from_slice(&object.bytes).unwrap_or_default()),
+        }
+    }
 }
 
 /// The fields checked before (and whatever the rest of) a stored document.
@@ -338,11 +360,7 @@ impl Inner {
     async fn fetch_seen(&self) -> Result<Seen, StateError> {
         Ok(match self.current().await? {
             None => Seen::Absent,
-            Some((object, header)) => Seen::Present {
-                etag: object.etag,
-                serial: header.serial,
-                lineage: header.lineage,
-            },
+            Some((object, header)) => Seen::of(object, &header),
         })
     }
 
@@ -441,6 +459,14 @@ impl Inner {
         if let Err(e) = result {
             tracing::warn!("cleaning up {}: {e}", self.url(&key));
         }
+    }
+}
+
+/// The chain of a version stored whole.
+fn whole(serial: u64) -> Chain {
+    Chain {
+        base: serial,
+        bytes: 0,
     }
 }
 
@@ -650,24 +676,48 @@ impl S3Backend {
                 )));
             }
         }
+        let value = serde_json::to_value(doc).map_err(encode_err)?;
         let json = serde_json::to_vec(doc).map_err(encode_err)?;
+        // Stored in history whole, or as a patch from the version before.
+        let (stored, chain) = match &seen {
+            Seen::Present {
+                doc: prev, chain, ..
+            } => match delta::step((**prev).clone(), &value, json.len(), chain.bytes) {
+                Step::Patch { ops, chain: bytes } => (
+                    ops,
+                    Chain {
+                        base: chain.base,
+                        bytes,
+                    },
+                ),
+                Step::Whole => (json.clone(), whole(doc.serial)),
+            },
+            Seen::Absent => (json.clone(), whole(doc.serial)),
+        };
+        let metadata = meta::with_chain(metadata, chain);
         let ours = self
             .inner
-            .put_history(doc.serial, &json, &metadata, &seen)
+            .put_history(doc.serial, &stored, &metadata, &seen)
             .await?;
         let store = self.inner.store().await?;
         let cond = match &seen {
             Seen::Absent => Cond::Absent,
             Seen::Present { etag, .. } => Cond::Matches(etag),
         };
-        let json_copy = json.clone();
-        match store.put(&self.inner.key, json, &metadata, cond).await? {
+        let value = Arc::new(value);
+        let now = |etag| Seen::Present {
+            etag,
+            serial: doc.serial,
+            lineage: doc.lineage.clone(),
+            doc: Arc::clone(&value),
+            chain,
+        };
+        match store
+            .put(&self.inner.key, json.clone(), &metadata, cond)
+            .await?
+        {
             Ok(etag) => {
-                self.inner.remember(Some(Seen::Present {
-                    etag,
-                    serial: doc.serial,
-                    lineage: doc.lineage.clone(),
-                }));
+                self.inner.remember(Some(now(etag)));
                 Ok(())
             }
             Err(refusal) => {
@@ -675,12 +725,8 @@ impl S3Backend {
                 // own write: the object holds exactly our bytes.
                 if refusal == Refusal::Precondition {
                     if let Some(current) = store.get(&self.inner.key).await? {
-                        if current.bytes == json_copy {
-                            self.inner.remember(Some(Seen::Present {
-                                etag: current.etag,
-                                serial: doc.serial,
-                                lineage: doc.lineage.clone(),
-                            }));
+                        if current.bytes == json {
+                            self.inner.remember(Some(now(current.etag)));
                             return Ok(());
                         }
                     }
@@ -690,6 +736,86 @@ impl S3Backend {
                 Err(StateError::Conflict(self.inner.changed(&seen)))
             }
         }
+    }
+
+    /// The JSON of version `serial` from history: stored whole, or rebuilt
+    /// from the whole version its chain starts at and the patches after it.
+    async fn history_bytes(&self, serial: u64) -> Result<Option<Vec<u8>>, StateError> {
+        let store = self.inner.store().await?;
+        let Some(object) = store.get(&self.inner.history_key(serial)).await? else {
+            return Ok(None);
+        };
+        if !delta::is_patch(&object.bytes) {
+            return Ok(Some(object.bytes));
+        }
+        // A prune keeps the oldest version it keeps whole: a chain that
+        // started before it starts there now.
+        let mut base = meta::chain(serial, &object.metadata).base;
+        if base == serial || store.head(&self.inner.history_key(base)).await?.is_none() {
+            let oldest = store
+                .list(&self.inner.history_prefix)
+                .await?
+                .iter()
+                .filter_map(|key| self.inner.serial_of(key))
+                .filter(|s| *s < serial)
+                .min();
+            base = oldest.ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "version {serial} is a patch with no version before it"
+                ))
+            })?;
+        }
+        let mut objects = Vec::new();
+        let serials: Vec<u64> = (base..serial).collect();
+        for chunk in serials.chunks(HISTORY_CONCURRENCY) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for &s in chunk {
+                let store = store.clone();
+                let key = self.inner.history_key(s);
+                tasks.spawn(async move { (s, store.get(&key).await) });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((s, got)) => objects.push((s, got?)),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => {
+                        return Err(std::io::Error::other(format!(
+                            "reading history was cancelled: {e}"
+                        ))
+                        .into())
+                    }
+                }
+            }
+        }
+        objects.sort_by_key(|(s, _)| *s);
+        objects.push((serial, Some(object)));
+        let mut doc: Option<serde_json::Value> = None;
+        for (s, object) in objects {
+            let object = object.ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "version {s} is missing from history, and version {serial} is rebuilt through it"
+                ))
+            })?;
+            if delta::is_patch(&object.bytes) {
+                let doc = doc.as_mut().ok_or_else(|| {
+                    StateError::Corrupt(format!(
+                        "version {s} is a patch with no whole version before it"
+                    ))
+                })?;
+                delta::apply(doc, s, &object.bytes)?;
+            } else {
+                doc = Some(delta::parse(s, &object.bytes)?);
+            }
+        }
+        let bytes = doc.as_ref().map(delta::encode).transpose()?;
+        if let Some(bytes) = &bytes {
+            if decode_header(&format!("version {serial}"), bytes)?.serial != serial {
+                return Err(StateError::Corrupt(format!(
+                    "version {serial} rebuilt from version {base} and its patches says another serial"
+                )));
+            }
+        }
+        Ok(bytes)
     }
 
     /// Whether `guard` is a lock on this backend's state object.
@@ -863,11 +989,12 @@ impl StateBackend for S3Backend {
             return Ok(None);
         };
         let doc = decode_doc("the current version", &object.bytes)?;
-        self.inner.remember(Some(Seen::Present {
-            etag: object.etag,
-            serial: doc.serial,
+        let header = Header {
+            format_version: doc.format_version,
             lineage: doc.lineage.clone(),
-        }));
+            serial: doc.serial,
+        };
+        self.inner.remember(Some(Seen::of(object, &header)));
         Ok(Some(doc))
     }
 
@@ -926,14 +1053,89 @@ impl StateBackend for S3Backend {
 
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         match self.inner.current().await? {
-            Some((_, current)) if serial <= current.serial => {}
+            Some((object, current)) if serial == current.serial => {
+                return decode_doc("the current version", &object.bytes).map(Some);
+            }
+            Some((_, current)) if serial < current.serial => {}
             _ => return Ok(None),
         }
-        let store = self.inner.store().await?;
-        let Some(object) = store.get(&self.inner.history_key(serial)).await? else {
-            return Ok(None);
+        self.history_bytes(serial)
+            .await?
+            .map(|bytes| decode_doc(&format!("version {serial}"), &bytes))
+            .transpose()
+    }
+
+    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
+        if !self.owns(guard) {
+            return Err(self.not_ours("prune"));
+        }
+        self.inner.check_held(&guard.info.id).await?;
+        let Some((_, current)) = self.inner.current().await? else {
+            return Ok(0);
         };
-        decode_doc(&format!("version {serial}"), &object.bytes).map(Some)
+        let Some(first) = current.serial.checked_sub(keep.max(1) - 1) else {
+            return Ok(0);
+        };
+        let store = self.inner.store().await?;
+        let old: Vec<u64> = store
+            .list(&self.inner.history_prefix)
+            .await?
+            .iter()
+            .filter_map(|key| self.inner.serial_of(key))
+            .filter(|s| *s < first)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        // The oldest version kept is stored whole before anything goes.
+        let key = self.inner.history_key(first);
+        let object = store.get(&key).await?.ok_or_else(|| {
+            StateError::Corrupt(format!(
+                "version {first} is missing from history; nothing was pruned"
+            ))
+        })?;
+        if delta::is_patch(&object.bytes) {
+            let whole = self.history_bytes(first).await?.ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "version {first} cannot be rebuilt; nothing was pruned"
+                ))
+            })?;
+            let metadata = meta::with_chain(meta::carried(&object.metadata), self::whole(first));
+            if store
+                .put(&key, whole, &metadata, Cond::Matches(&object.etag))
+                .await?
+                .is_err()
+            {
+                return Err(StateError::Conflict(format!(
+                    "{} changed while pruning; nothing was pruned",
+                    self.inner.url(&key)
+                )));
+            }
+        }
+        for chunk in old.chunks(HISTORY_CONCURRENCY) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for &s in chunk {
+                let store = store.clone();
+                let key = self.inner.history_key(s);
+                tasks.spawn(async move { store.delete(&key, None).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(done) => {
+                        if done?.is_err() {
+                            tracing::warn!("a pruned history version could not be deleted; the next prune tries again");
+                        }
+                    }
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => {
+                        return Err(
+                            std::io::Error::other(format!("pruning was cancelled: {e}")).into()
+                        )
+                    }
+                }
+            }
+        }
+        Ok(u64::try_from(old.len()).unwrap_or(u64::MAX))
     }
 }
 

@@ -135,6 +135,7 @@ pub(super) fn try_acquire(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlo
     let db = open_checked(inner)?;
     perms::harden(&inner.dir)?;
     *inner.slot() = Some(OpenDb {
+        cache: super::store::Cache::default(),
         lock_id: info.id.clone(),
         db,
     });

@@ -1,10 +1,20 @@
 //! The layout of state in sled.
 //!
-//! - tree `versions`: serial (u64 big-endian) → document JSON;
-//! - tree `history`: serial (u64 big-endian) → [`HistoryEntry`] JSON;
-//! - tree `meta`: `latest` → the latest serial (u64 big-endian).
+//! - tree `versions`: serial (u64 big-endian) → document JSON, for the
+//!   versions stored whole;
+//! - tree `patches`: serial → RFC 6902 patch JSON from the version before,
+//!   for the others (see [`crate::delta`] for which is which);
+//! - tree `history`: serial → [`HistoryEntry`] JSON;
+//! - tree `meta`: `latest` → the latest serial (u64 big-endian), `chain` →
+//!   bytes of patches since the last whole version (u64 big-endian).
 //!
-//! A write inserts into all three in one transaction, then flushes.
+//! Each serial is in exactly one of `versions` and `patches` (databases
+//! written before patches have every version in `versions`). The latest
+//! version is rebuilt like any other: it is not stored whole a second time,
+//! because sled rewrites a large value on every change and reclaims the old
+//! copies only lazily (a whole head per write kept tens of copies on disk).
+//!
+//! A write inserts into all four in one transaction, then flushes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +23,7 @@ use serde::Deserialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use crate::delta::{self, Step};
 use crate::{HistoryEntry, LockInfo, StateDocument, StateError, FORMAT_VERSION};
 
 /// Tree of document versions.
@@ -21,8 +32,12 @@ const VERSIONS: &str = "versions";
 const HISTORY: &str = "history";
 /// Tree of bookkeeping keys.
 const META: &str = "meta";
+/// Tree of versions stored as patches.
+const PATCHES: &str = "patches";
 /// Key in [`META`] holding the latest serial.
 const LATEST: &[u8] = b"latest";
+/// Key in [`META`] holding the bytes of patches since the last whole version.
+const CHAIN: &[u8] = b"chain";
 
 /// How long to retry opening a database whose files another handle in this
 /// process is still closing.
@@ -35,6 +50,8 @@ struct Header {
     format_version: u32,
     /// Deployment identity.
     lineage: String,
+    /// Version number.
+    serial: u64,
 }
 
 /// A document ready to be stored.
@@ -44,6 +61,8 @@ pub(super) struct NewVersion {
     serial: u64,
     /// Its lineage.
     lineage: String,
+    /// The document.
+    value: serde_json::Value,
     /// The document JSON.
     json: Vec<u8>,
     /// The history entry JSON.
@@ -98,10 +117,13 @@ impl NewVersion {
 
     /// Encodes `doc` with its history entry.
     fn with_entry(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
+        let value = serde_json::to_value(doc).map_err(encode_err)?;
         Ok(Self {
             serial: doc.serial,
             lineage: doc.lineage.clone(),
+            // In the document's own field order (the Value's is sorted).
             json: serde_json::to_vec(doc).map_err(encode_err)?,
+            value,
             entry: serde_json::to_vec(entry).map_err(encode_err)?,
         })
     }
@@ -145,9 +167,17 @@ fn decode_serial(bytes: &[u8]) -> Result<u64, StateError> {
         .map_err(|_| StateError::Corrupt(format!("invalid serial bytes {bytes:?}")))
 }
 
+/// The latest version as last written or read through this handle, so a
+/// write need not rebuild it to patch from it.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    /// Its serial and document.
+    latest: Option<(u64, serde_json::Value)>,
+}
+
 /// Decodes the header of the document stored at `serial`.
-fn decode_header(serial: u64, bytes: &[u8]) -> Result<Header, StateError> {
-    let header: Header = serde_json::from_slice(bytes)
+fn decode_header(serial: u64, value: &serde_json::Value) -> Result<Header, StateError> {
+    let header = Header::deserialize(value)
         .map_err(|e| StateError::Corrupt(format!("version {serial} does not decode: {e}")))?;
     if header.format_version > FORMAT_VERSION {
         return Err(StateError::Format {
@@ -155,13 +185,19 @@ fn decode_header(serial: u64, bytes: &[u8]) -> Result<Header, StateError> {
             supported: FORMAT_VERSION,
         });
     }
+    if header.serial != serial {
+        return Err(StateError::Corrupt(format!(
+            "version {serial} says it is version {} (a patch is missing?)",
+            header.serial
+        )));
+    }
     Ok(header)
 }
 
 /// Decodes the document stored at `serial`.
-fn decode_doc(serial: u64, bytes: &[u8]) -> Result<StateDocument, StateError> {
-    decode_header(serial, bytes)?;
-    serde_json::from_slice(bytes)
+fn decode_doc(serial: u64, value: &serde_json::Value) -> Result<StateDocument, StateError> {
+    decode_header(serial, value)?;
+    StateDocument::deserialize(value)
         .map_err(|e| StateError::Corrupt(format!("version {serial} does not decode: {e}")))
 }
 
@@ -174,34 +210,64 @@ fn latest_serial(db: &sled::Db, path: &Path) -> Result<Option<u64>, StateError> 
         .transpose()
 }
 
+/// The latest serial and document, if any.
+fn latest_value(
+    db: &sled::Db,
+    path: &Path,
+) -> Result<Option<(u64, serde_json::Value)>, StateError> {
+    let Some(serial) = latest_serial(db, path)? else {
+        return Ok(None);
+    };
+    match rebuild(db, path, serial)? {
+        Some(value) => Ok(Some((serial, value))),
+        None => Err(StateError::Corrupt(format!(
+            "the latest version {serial} is missing"
+        ))),
+    }
+}
+
 /// The lineage and serial of the latest version, if any.
 pub(super) fn latest_header(
     db: &sled::Db,
     path: &Path,
 ) -> Result<Option<(String, u64)>, StateError> {
-    let Some(serial) = latest_serial(db, path)? else {
+    let Some((serial, value)) = latest_value(db, path)? else {
         return Ok(None);
     };
-    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
-    let Some(bytes) = versions.get(serial.to_be_bytes()).map_err(db_err(path))? else {
-        return Err(StateError::Corrupt(format!(
-            "the latest version {serial} is missing"
-        )));
-    };
-    Ok(Some((decode_header(serial, &bytes)?.lineage, serial)))
+    Ok(Some((decode_header(serial, &value)?.lineage, serial)))
 }
 
 /// The latest document, if any.
 pub(super) fn read_latest(db: &sled::Db, path: &Path) -> Result<Option<StateDocument>, StateError> {
-    let Some(serial) = latest_serial(db, path)? else {
+    latest_value(db, path)?
+        .map(|(serial, value)| decode_doc(serial, &value))
+        .transpose()
+}
+
+/// The document at `serial`: the whole version at or before it, with the
+/// patches after that applied (`None` when there is none).
+fn rebuild(
+    db: &sled::Db,
+    path: &Path,
+    serial: u64,
+) -> Result<Option<serde_json::Value>, StateError> {
+    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    let Some((key, whole)) = versions
+        .range(..=serial.to_be_bytes())
+        .next_back()
+        .transpose()
+        .map_err(db_err(path))?
+    else {
         return Ok(None);
     };
-    match read_serial(db, path, serial)? {
-        Some(doc) => Ok(Some(doc)),
-        None => Err(StateError::Corrupt(format!(
-            "the latest version {serial} is missing"
-        ))),
+    let base = decode_serial(&key)?;
+    let mut doc = delta::parse(base, &whole)?;
+    let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
+    for item in patches.range((base + 1).to_be_bytes()..=serial.to_be_bytes()) {
+        let (key, ops) = item.map_err(db_err(path))?;
+        delta::apply(&mut doc, decode_serial(&key)?, &ops)?;
     }
+    Ok(Some(doc))
 }
 
 /// The document stored at `serial`, if any.
@@ -210,12 +276,12 @@ pub(super) fn read_serial(
     path: &Path,
     serial: u64,
 ) -> Result<Option<StateDocument>, StateError> {
-    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
-    versions
-        .get(serial.to_be_bytes())
-        .map_err(db_err(path))?
-        .map(|bytes| decode_doc(serial, &bytes))
-        .transpose()
+    match latest_serial(db, path)? {
+        Some(latest) if serial <= latest => rebuild(db, path, serial)?
+            .map(|value| decode_doc(serial, &value))
+            .transpose(),
+        _ => Ok(None),
+    }
 }
 
 /// Every history entry, oldest first.
@@ -233,7 +299,11 @@ pub(super) fn history(db: &sled::Db, path: &Path) -> Result<Vec<HistoryEntry>, S
 }
 
 /// Checks `new` against the stored latest version (`latest`, with `stored` bytes).
-fn check_successor(latest: u64, stored: &[u8], new: &NewVersion) -> Result<(), StateError> {
+fn check_successor(
+    latest: u64,
+    stored: &serde_json::Value,
+    new: &NewVersion,
+) -> Result<(), StateError> {
     let header = decode_header(latest, stored)?;
     if header.lineage != new.lineage {
         return Err(StateError::Conflict(format!(
@@ -253,24 +323,64 @@ fn check_successor(latest: u64, stored: &[u8], new: &NewVersion) -> Result<(), S
     Ok(())
 }
 
-/// Stores `new` as the latest version (one transaction), then flushes.
-pub(super) fn write(db: &sled::Db, path: &Path, new: &NewVersion) -> Result<(), StateError> {
+/// Stores `new` as the latest version (one transaction), then flushes: whole
+/// or as a patch from the latest, as [`delta::step`] decides.
+pub(super) fn write(
+    db: &sled::Db,
+    path: &Path,
+    new: &NewVersion,
+    cache: &mut Cache,
+) -> Result<(), StateError> {
     let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
     let history = db.open_tree(HISTORY).map_err(db_err(path))?;
     let meta = db.open_tree(META).map_err(db_err(path))?;
-    let key = new.serial.to_be_bytes();
-    let result = (&versions, &history, &meta).transaction(|(v, h, m)| {
-        if let Some(latest) = m.get(LATEST)? {
-            let latest = decode_serial(&latest).map_err(ConflictableTransactionError::Abort)?;
-            let stored = v.get(latest.to_be_bytes())?.ok_or_else(|| {
-                ConflictableTransactionError::Abort(StateError::Corrupt(format!(
-                    "the latest version {latest} is missing"
-                )))
-            })?;
-            check_successor(latest, &stored, new).map_err(ConflictableTransactionError::Abort)?;
+    let latest = latest_serial(db, path)?;
+    let prev = match (cache.latest.take(), latest) {
+        (Some((serial, value)), Some(latest)) if serial == latest => Some((serial, value)),
+        (_, None) => None,
+        (_, Some(_)) => latest_value(db, path)?,
+    };
+    let chain = meta
+        .get(CHAIN)
+        .map_err(db_err(path))?
+        .map(|v| decode_serial(&v))
+        .transpose()?
+        .unwrap_or(0);
+    let step = match prev {
+        Some((latest, value)) => {
+            check_successor(latest, &value, new)?;
+            delta::step(value, &new.value, new.json.len(), chain)
         }
-        v.insert(&key, new.json.as_slice())?;
+        None => Step::Whole,
+    };
+    let key = new.serial.to_be_bytes();
+    let result = (&versions, &patches, &history, &meta).transaction(|(v, p, h, m)| {
+        let now = m
+            .get(LATEST)?
+            .map(|l| decode_serial(&l))
+            .transpose()
+            .map_err(ConflictableTransactionError::Abort)?;
+        if now != latest {
+            return Err(ConflictableTransactionError::Abort(StateError::Conflict(
+                format!(
+                    "the stored state changed while writing version {} (another writer?)",
+                    new.serial
+                ),
+            )));
+        }
+        let chain = match &step {
+            Step::Whole => {
+                v.insert(&key, new.json.as_slice())?;
+                0
+            }
+            Step::Patch { ops, chain } => {
+                p.insert(&key, ops.as_slice())?;
+                *chain
+            }
+        };
         h.insert(&key, new.entry.as_slice())?;
+        m.insert(CHAIN, &chain.to_be_bytes())?;
         m.insert(LATEST, &key)?;
         Ok(())
     });
@@ -280,7 +390,70 @@ pub(super) fn write(db: &sled::Db, path: &Path, new: &NewVersion) -> Result<(), 
         Err(TransactionError::Storage(e)) => return Err(db_err(path)(e)),
     }
     db.flush().map_err(db_err(path))?;
+    cache.latest = Some((new.serial, new.value.clone()));
     Ok(())
+}
+
+/// Removes every version older than the newest `keep` (at least one is
+/// kept), making the oldest one kept whole first. Returns how many versions
+/// were removed.
+pub(super) fn prune(db: &sled::Db, path: &Path, keep: u64) -> Result<u64, StateError> {
+    let keep = keep.max(1);
+    let Some(latest) = latest_serial(db, path)? else {
+        return Ok(0);
+    };
+    let Some(first) = latest.checked_sub(keep - 1) else {
+        return Ok(0);
+    };
+    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
+    let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
+    let history = db.open_tree(HISTORY).map_err(db_err(path))?;
+    let below = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StateError> {
+        tree.range(..first.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(db_err(path))
+    };
+    let (old_versions, old_patches, old_history) =
+        (below(&versions)?, below(&patches)?, below(&history)?);
+    if old_history.is_empty() && old_versions.is_empty() && old_patches.is_empty() {
+        return Ok(0);
+    }
+    let whole = match versions.get(first.to_be_bytes()).map_err(db_err(path))? {
+        Some(_) => None,
+        None => {
+            let value = rebuild(db, path, first)?.ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "version {first} cannot be rebuilt to prune before it"
+                ))
+            })?;
+            Some(delta::encode(&value)?)
+        }
+    };
+    let key = first.to_be_bytes();
+    let result = (&versions, &patches, &history).transaction(|(v, p, h)| {
+        if let Some(whole) = &whole {
+            v.insert(&key, whole.as_slice())?;
+            p.remove(&key)?;
+        }
+        for k in &old_versions {
+            v.remove(k)?;
+        }
+        for k in &old_patches {
+            p.remove(k)?;
+        }
+        for k in &old_history {
+            h.remove(k)?;
+        }
+        Ok::<(), ConflictableTransactionError<StateError>>(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TransactionError::Abort(e)) => return Err(e),
+        Err(TransactionError::Storage(e)) => return Err(db_err(path)(e)),
+    }
+    db.flush().map_err(db_err(path))?;
+    Ok(u64::try_from(old_history.len()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -352,7 +525,8 @@ mod tests {
         let mut doc = StateDocument::new("d");
         for serial in [255u64, 256, 257] {
             doc.serial = serial;
-            write(&db, Path::new("t"), &NewVersion::new(&doc, &lock).unwrap()).unwrap();
+            let new = NewVersion::new(&doc, &lock).unwrap();
+            write(&db, Path::new("t"), &new, &mut Cache::default()).unwrap();
         }
         let serials: Vec<u64> = history(&db, Path::new("t"))
             .unwrap()

@@ -15,6 +15,44 @@ const WRITTEN_AT: &str = "prov-written-at";
 const WRITTEN_BY: &str = "prov-written-by";
 /// `x-amz-meta-prov-resources`.
 const RESOURCES: &str = "prov-resources";
+/// `x-amz-meta-prov-chain-base`: the serial of the last version stored whole.
+const CHAIN_BASE: &str = "prov-chain-base";
+/// `x-amz-meta-prov-chain-bytes`: bytes of patches stored since then.
+const CHAIN_BYTES: &str = "prov-chain-bytes";
+
+/// Where a version stands in its chain of patches (see [`crate::delta`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Chain {
+    /// The serial of the last version stored whole, at or before it.
+    pub(super) base: u64,
+    /// Bytes of patches stored after `base`, up to and including it.
+    pub(super) bytes: u64,
+}
+
+/// The chain of version `serial` from its metadata. A version written
+/// before patches (every version whole) is its own base.
+pub(super) fn chain(serial: u64, metadata: &HashMap<String, String>) -> Chain {
+    let base = metadata.get(CHAIN_BASE).and_then(|v| v.parse().ok());
+    let bytes = metadata.get(CHAIN_BYTES).and_then(|v| v.parse().ok());
+    match (base, bytes) {
+        (Some(base), Some(bytes)) if base <= serial => Chain { base, bytes },
+        _ => Chain {
+            base: serial,
+            bytes: 0,
+        },
+    }
+}
+
+/// `metadata` with `chain` recorded.
+pub(super) fn with_chain(
+    mut metadata: Vec<(&'static str, String)>,
+    chain: Chain,
+) -> Vec<(&'static str, String)> {
+    metadata.retain(|(k, _)| *k != CHAIN_BASE && *k != CHAIN_BYTES);
+    metadata.push((CHAIN_BASE, chain.base.to_string()));
+    metadata.push((CHAIN_BYTES, chain.bytes.to_string()));
+    metadata
+}
 
 /// The metadata of `doc` written now by the holder of `lock`.
 pub(super) fn for_version(doc: &StateDocument, lock: &LockInfo) -> Vec<(&'static str, String)> {
@@ -47,10 +85,18 @@ pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Vec<(&'static
 
 /// Metadata as read back, to write it again unchanged.
 pub(super) fn carried(metadata: &HashMap<String, String>) -> Vec<(&'static str, String)> {
-    [SERIAL, LINEAGE, WRITTEN_AT, WRITTEN_BY, RESOURCES]
-        .into_iter()
-        .filter_map(|k| metadata.get(k).map(|v| (k, v.clone())))
-        .collect()
+    [
+        SERIAL,
+        LINEAGE,
+        WRITTEN_AT,
+        WRITTEN_BY,
+        RESOURCES,
+        CHAIN_BASE,
+        CHAIN_BYTES,
+    ]
+    .into_iter()
+    .filter_map(|k| metadata.get(k).map(|v| (k, v.clone())))
+    .collect()
 }
 
 /// The history entry of version `serial` from its metadata, when complete.

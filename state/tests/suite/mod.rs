@@ -36,6 +36,7 @@ macro_rules! state_backend_suite {
         $crate::state_backend_suite!(@one $fresh, unlock_then_lock_again);
         $crate::state_backend_suite!(@one $fresh, force_unlock_wrong_id_mismatches);
         $crate::state_backend_suite!(@one $fresh, write_rejects_other_format);
+        $crate::state_backend_suite!(@one $fresh, every_version_reads_back_as_written_and_prune_keeps_the_newest);
         $crate::state_backend_suite!(@two $fresh, write_without_lock_fails);
     };
     (@one $fresh:path, $name:ident) => {
@@ -71,6 +72,7 @@ where
     unlock_then_lock_again(&*fresh().await.backend).await;
     force_unlock_wrong_id_mismatches(&*fresh().await.backend).await;
     write_rejects_other_format(&*fresh().await.backend).await;
+    every_version_reads_back_as_written_and_prune_keeps_the_newest(&*fresh().await.backend).await;
     let (a, b) = (fresh().await, fresh().await);
     write_without_lock_fails(&*a.backend, &*b.backend).await;
 }
@@ -100,6 +102,66 @@ pub fn doc(lineage: &str, serial: u64, resources: usize) -> StateDocument {
     }
     doc.outputs.insert("serial".to_owned(), serial.into());
     doc
+}
+
+/// The versions an apply of `count` resources writes, one save per resource,
+/// each resource with a few hundred bytes of attributes; on the way, every
+/// tenth save also changes an earlier resource and every seventeenth removes
+/// one (so patches add, replace and remove). Serials start at 1.
+pub fn applied_one_by_one(lineage: &str, count: usize) -> Vec<StateDocument> {
+    let mut doc = StateDocument::new("suite");
+    doc.lineage = lineage.to_owned();
+    let mut versions = Vec::with_capacity(count);
+    for i in 0..count {
+        doc.serial = i as u64 + 1;
+        let mut attributes = BTreeMap::new();
+        attributes.insert("image".to_owned(), format!("ami-{i:017x}").into());
+        attributes.insert("instance_type".to_owned(), "t3.micro".into());
+        attributes.insert(
+            "private_ip".to_owned(),
+            format!("10.0.{}.{}", i / 250, i % 250).into(),
+        );
+        attributes.insert("public_ip".to_owned(), serde_json::Value::Null);
+        attributes.insert(
+            "tags".to_owned(),
+            serde_json::json!({"Name": format!("web-{i}"), "prov:deployment": "suite", "prov:address": format!("web[{i}]"), "role": "web"}),
+        );
+        attributes.insert(
+            "security_groups".to_owned(),
+            serde_json::json!(["sg-0123456789abcdef0", "sg-0fedcba9876543210"]),
+        );
+        attributes.insert(
+            "user_data_sha256".to_owned(),
+            format!("{:064x}", i * 7919).into(),
+        );
+        doc.resources.insert(
+            format!("web[{i}]"),
+            ResourceRecord {
+                provider: "ec2".to_owned(),
+                kind: "instance".to_owned(),
+                id: Some(format!("i-{i:017x}")),
+                status: ResourceStatus::Ready,
+                generation: 1,
+                token: Some(format!("{lineage}-web[{i}]-1")),
+                attributes,
+                dependencies: vec!["key".to_owned()],
+            },
+        );
+        if i % 10 == 9 {
+            if let Some(r) = doc.resources.get_mut(&format!("web[{}]", i / 2)) {
+                r.attributes
+                    .insert("instance_type".to_owned(), "t3.small".into());
+                r.generation += 1;
+            }
+        }
+        if i % 17 == 16 {
+            doc.resources.remove(&format!("web[{}]", i - 3));
+        }
+        doc.outputs
+            .insert("count".to_owned(), doc.resources.len().into());
+        versions.push(doc.clone());
+    }
+    versions
 }
 
 /// A fresh lineage.
@@ -279,4 +341,61 @@ pub async fn write_rejects_other_format(b: &dyn StateBackend) {
     assert!(matches!(err, StateError::Format { .. }), "{err}");
     b.unlock(guard).await.unwrap();
     assert_eq!(b.read().await.unwrap(), None);
+}
+
+/// Every version written one save at a time reads back exactly as written
+/// (whole or rebuilt from patches); pruning to the newest 25 removes the
+/// rest from history and reads, and what is kept still reads back, also
+/// after more writes.
+pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &dyn StateBackend) {
+    let l = lineage();
+    let docs = applied_one_by_one(&l, 80);
+    let guard = lock(b, "apply").await;
+    for d in &docs[..70] {
+        b.write(&guard, d).await.unwrap();
+    }
+    for d in &docs[..70] {
+        assert_eq!(
+            b.read_serial(d.serial).await.unwrap().as_ref(),
+            Some(d),
+            "serial {}",
+            d.serial
+        );
+    }
+    assert_eq!(b.prune(&guard, 25).await.unwrap(), 45);
+    assert_eq!(
+        b.prune(&guard, 25).await.unwrap(),
+        0,
+        "nothing more to prune"
+    );
+    let serials: Vec<u64> = b
+        .history()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.serial)
+        .collect();
+    assert_eq!(serials, (46..=70).collect::<Vec<_>>());
+    assert_eq!(b.read_serial(45).await.unwrap(), None);
+    assert_eq!(b.read_serial(1).await.unwrap(), None);
+    for d in &docs[70..] {
+        b.write(&guard, d).await.unwrap();
+    }
+    for d in &docs[45..] {
+        assert_eq!(
+            b.read_serial(d.serial).await.unwrap().as_ref(),
+            Some(d),
+            "serial {}",
+            d.serial
+        );
+    }
+    assert_eq!(b.read().await.unwrap().as_ref(), docs.last());
+    assert_eq!(
+        b.prune(&guard, 0).await.unwrap(),
+        34,
+        "at least the latest is kept"
+    );
+    assert_eq!(b.read_serial(80).await.unwrap().as_ref(), docs.last());
+    assert_eq!(b.read_serial(79).await.unwrap(), None);
+    b.unlock(guard).await.unwrap();
 }
