@@ -243,8 +243,17 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
-    /// List every stored version.
-    History,
+    /// List every stored version; with `--prune`, first remove all but the
+    /// newest (`--keep N`, or `[state] keep_versions`).
+    History {
+        /// Remove older versions first.
+        #[arg(long)]
+        prune: bool,
+        /// How many of the newest versions `--prune` keeps (default:
+        /// `[state] keep_versions`).
+        #[arg(long, value_name = "N", requires = "prune", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+    },
     /// Remove a lock left by a run that is gone.
     ForceUnlock {
         /// The lock id printed in the lock message.

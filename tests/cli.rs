@@ -115,6 +115,64 @@ fn state_history_show_and_push_check_lineage_and_serial() {
     assert_eq!(moto.instances("hist").len(), 1);
 }
 
+/// Serials listed by `prov state history`.
+fn history_serials(ws: &Workspace) -> Vec<u64> {
+    ws.ok(&["state", "history"])
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next()?.parse().ok())
+        .collect()
+}
+
+/// state-hardening 7: `state history --prune --keep N` keeps the newest N
+/// versions, each still readable; `[state] keep_versions` prunes after each
+/// apply.
+#[test]
+fn state_history_prune_keeps_the_newest_versions_and_keep_versions_prunes_after_apply() {
+    let moto = crate::harness::Moto::start();
+    let ws = Workspace::with_moto(&moto);
+    let spec = |count| crate::harness::ec2_spec("prune", count, "t3.micro", "ami-12c6146b");
+    ws.write("prov.toml", &spec(2));
+    ws.ok(&["apply", "--auto-approve"]);
+    let all = history_serials(&ws);
+    assert!(all.len() > 3, "{all:?}");
+    let middle = all[all.len() - 2];
+    let before: serde_json::Value = serde_json::from_str(
+        &ws.ok(&["state", "show", "--serial", &middle.to_string()]).stdout,
+    )
+    .unwrap();
+
+    let refused = ws.prov(&["state", "history", "--prune"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("--keep N"), "{refused}");
+    let pruned = ws.ok(&["state", "history", "--prune", "--keep", "2"]);
+    assert!(
+        pruned.stderr.contains(&format!("Pruned {} version(s)", all.len() - 2)),
+        "{pruned}"
+    );
+    assert_eq!(history_serials(&ws), all[all.len() - 2..]);
+    let after: serde_json::Value = serde_json::from_str(
+        &ws.ok(&["state", "show", "--serial", &middle.to_string()]).stdout,
+    )
+    .unwrap();
+    assert_eq!(after, before, "a kept version reads back unchanged");
+    let gone = ws.prov(&["state", "show", "--serial", &all[0].to_string()]);
+    assert_eq!(gone.code, 1, "{gone}");
+    assert!(gone.stderr.contains("no state version with serial"), "{gone}");
+
+    ws.write(
+        "prov.toml",
+        &spec(3).replacen("\n", "\n\n[state]\nkeep_versions = 3\n", 1),
+    );
+    ws.ok(&["apply", "--auto-approve"]);
+    let kept = history_serials(&ws);
+    let latest = ws.state()["serial"].as_u64().unwrap();
+    assert_eq!(kept, (latest - 2..=latest).collect::<Vec<_>>());
+    assert_eq!(ws.state()["resources"].as_object().unwrap().len(), 5);
+    ws.ok(&["state", "pull", "--serial", &kept[0].to_string()]);
+}
+
 /// state-hardening 11: `state push` of a serial at u64::MAX overflowed the
 /// next write (a panic in debug builds), and a document of another
 /// deployment or an encrypted envelope was pushed without a word.

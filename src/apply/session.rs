@@ -24,6 +24,8 @@ pub struct StateSession {
     pub doc: StateDocument,
     writer: mpsc::Sender<Request>,
     describe: String,
+    /// `[state] keep_versions`, applied when the session closes.
+    keep_versions: Option<u64>,
 }
 
 enum Request {
@@ -32,8 +34,9 @@ enum Request {
     Save(Box<StateDocument>, oneshot::Sender<Result<u64, StateError>>),
     /// Check that the lock is still ours.
     Check(oneshot::Sender<Result<(), StateError>>),
-    /// Release the lock and stop.
-    Close(oneshot::Sender<Result<(), StateError>>),
+    /// Prune history to the newest N versions (when given and this
+    /// session wrote any), release the lock and stop.
+    Close(Option<u64>, oneshot::Sender<Result<(), StateError>>),
 }
 
 impl std::fmt::Debug for Request {
@@ -41,7 +44,7 @@ impl std::fmt::Debug for Request {
         match self {
             Self::Save(doc, _) => write!(f, "Save(serial {})", doc.serial),
             Self::Check(_) => f.write_str("Check"),
-            Self::Close(_) => f.write_str("Close"),
+            Self::Close(..) => f.write_str("Close"),
         }
     }
 }
@@ -68,7 +71,16 @@ impl StateSession {
             doc,
             writer: tx,
             describe,
+            keep_versions: None,
         }
+    }
+
+    /// Prunes history to the newest `keep` versions when the session closes
+    /// after writing (`[state] keep_versions`).
+    #[must_use]
+    pub fn keeping(mut self, keep: Option<u64>) -> Self {
+        self.keep_versions = keep;
+        self
     }
 
     /// Writes the document as a new version if its content changed.
@@ -100,7 +112,8 @@ impl StateSession {
     /// # Errors
     /// When the backend cannot release it.
     pub async fn close(self) -> Result<()> {
-        ask(&self.writer, Request::Close).await??;
+        let keep = self.keep_versions;
+        ask(&self.writer, |reply| Request::Close(keep, reply)).await??;
         Ok(())
     }
 }
@@ -142,6 +155,7 @@ async fn writer(
     mut saved: Option<StateDocument>,
     mut requests: mpsc::Receiver<Request>,
 ) {
+    let mut wrote = false;
     while let Some(request) = requests.recv().await {
         match request {
             Request::Save(mut doc, reply) => {
@@ -158,6 +172,7 @@ async fn writer(
                             doc.serial = serial;
                             match backend.write(&guard, &doc).await {
                                 Ok(()) => {
+                                    wrote = true;
                                     let serial = doc.serial;
                                     saved = Some(*doc);
                                     Ok(serial)
@@ -173,7 +188,18 @@ async fn writer(
             Request::Check(reply) => {
                 let _ = reply.send(backend.check_lock(&guard).await);
             }
-            Request::Close(reply) => {
+            Request::Close(keep, reply) => {
+                if let Some(keep) = keep.filter(|_| wrote) {
+                    // What was written stands; an old version left behind
+                    // is pruned next time.
+                    match backend.prune(&guard, keep).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("pruned {n} old state version(s), keeping {keep}"),
+                        Err(error) => {
+                            tracing::warn!("pruning state history to {keep} versions: {error}")
+                        }
+                    }
+                }
                 let _ = reply.send(backend.unlock(guard).await);
                 return;
             }

@@ -122,12 +122,10 @@ async fn execute(
     if refreshed.doc.secret_hmac_key.is_none() {
         refreshed.doc.secret_hmac_key = Some(crate::secrets::new_hmac_key()?);
     }
-    let session = Arc::new(Mutex::new(StateSession::new(
-        Arc::clone(&ctx.backend),
-        guard,
-        refreshed.doc,
-        stored,
-    )));
+    let session = Arc::new(Mutex::new(
+        StateSession::new(Arc::clone(&ctx.backend), guard, refreshed.doc, stored)
+            .keeping(ctx.spec.state.keep_versions),
+    ));
     let run = Run {
         plan: &plan,
         providers: &providers,

@@ -28,11 +28,9 @@ impl Context {
         let doc = stored
             .clone()
             .unwrap_or_else(|| StateDocument::new(&self.spec.deployment));
-        Ok(StateSession::new(
-            Arc::clone(&self.backend),
-            guard,
-            doc,
-            stored,
-        ))
+        Ok(
+            StateSession::new(Arc::clone(&self.backend), guard, doc, stored)
+                .keeping(self.spec.state.keep_versions),
+        )
     }
 }

@@ -48,7 +48,18 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             };
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        StateCommand::History => {
+        StateCommand::History { prune, keep } => {
+            if *prune {
+                let keep = keep.or(ctx.spec.state.keep_versions).context(
+                    "--prune needs --keep N, or `keep_versions = N` under [state] in the spec",
+                )?;
+                let guard = ctx.lock(cli, "state history --prune").await?;
+                let pruned = ctx.backend.prune(&guard, keep).await;
+                ctx.backend.unlock(guard).await?;
+                let pruned =
+                    pruned.with_context(|| format!("pruning {}", ctx.backend.describe()))?;
+                eprintln!("Pruned {pruned} version(s); history keeps the newest {keep}.");
+            }
             println!("SERIAL\tWRITTEN\tBY\tRESOURCES");
             for entry in ctx.backend.history().await? {
                 println!(

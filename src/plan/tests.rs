@@ -57,6 +57,7 @@ fn spec(resources: Vec<ResourceConfig>) -> Spec {
             path: PathBuf::from(".prov"),
             backend: Default::default(),
             encrypt_to: Vec::new(),
+            keep_versions: None,
         },
         resources,
         hosts: BTreeMap::new(),

@@ -662,6 +662,20 @@ impl Checker<'_> {
     fn state(&mut self, state: &super::raw::RawState) {
         self.non_empty(state.path.as_ref(), "path");
         super::check_secrets::check_encrypt_to(state.encrypt_to.as_ref(), &mut self.diags);
+        if let Some(keep) = &state.keep_versions {
+            if *keep.get_ref() < 1 {
+                self.push(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "keep_versions must be at least 1 (got {}): it is how many of the newest state versions history keeps",
+                        keep.get_ref()
+                    ),
+                    keep.span(),
+                )
+                .help
+                .push("remove `keep_versions` to keep every version".into());
+            }
+        }
         let s3_keys = [
             ("bucket", &state.bucket),
             ("key", &state.key),

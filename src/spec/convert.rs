@@ -126,6 +126,11 @@ pub(crate) fn convert(
             ),
             backend: state_backend(raw),
             encrypt_to: super::check_secrets::encrypt_to(raw),
+            keep_versions: raw
+                .state
+                .as_ref()
+                .and_then(|s| s.keep_versions.as_ref())
+                .and_then(|k| u64::try_from(*k.get_ref()).ok()),
         },
         resources,
         hosts,

@@ -95,6 +95,10 @@ pub struct StateSettings {
     /// `encrypt_to`: age recipients the whole state document is encrypted
     /// to (empty: state is stored as plain JSON).
     pub encrypt_to: Vec<String>,
+    /// `keep_versions`: history keeps the newest this many versions, older
+    /// ones are pruned after each command that writes state (`None`: every
+    /// version is kept).
+    pub keep_versions: Option<u64>,
 }
 
 pub use prov_state::S3Settings;

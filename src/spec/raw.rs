@@ -70,6 +70,8 @@ pub(crate) struct RawState {
     pub workspace: Option<Str>,
     /// Encrypt the whole state document to these age recipients.
     pub encrypt_to: Option<StrList>,
+    /// Keep only the newest this many versions in history.
+    pub keep_versions: Option<Spanned<i64>>,
 }
 
 /// `[providers]`.
