@@ -139,7 +139,8 @@ fn state_history_prune_keeps_the_newest_versions_and_keep_versions_prunes_after_
     assert!(all.len() > 3, "{all:?}");
     let middle = all[all.len() - 2];
     let before: serde_json::Value = serde_json::from_str(
-        &ws.ok(&["state", "show", "--serial", &middle.to_string()]).stdout,
+        &ws.ok(&["state", "show", "--serial", &middle.to_string()])
+            .stdout,
     )
     .unwrap();
 
@@ -148,18 +149,24 @@ fn state_history_prune_keeps_the_newest_versions_and_keep_versions_prunes_after_
     assert!(refused.stderr.contains("--keep N"), "{refused}");
     let pruned = ws.ok(&["state", "history", "--prune", "--keep", "2"]);
     assert!(
-        pruned.stderr.contains(&format!("Pruned {} version(s)", all.len() - 2)),
+        pruned
+            .stderr
+            .contains(&format!("Pruned {} version(s)", all.len() - 2)),
         "{pruned}"
     );
     assert_eq!(history_serials(&ws), all[all.len() - 2..]);
     let after: serde_json::Value = serde_json::from_str(
-        &ws.ok(&["state", "show", "--serial", &middle.to_string()]).stdout,
+        &ws.ok(&["state", "show", "--serial", &middle.to_string()])
+            .stdout,
     )
     .unwrap();
     assert_eq!(after, before, "a kept version reads back unchanged");
     let gone = ws.prov(&["state", "show", "--serial", &all[0].to_string()]);
     assert_eq!(gone.code, 1, "{gone}");
-    assert!(gone.stderr.contains("no state version with serial"), "{gone}");
+    assert!(
+        gone.stderr.contains("no state version with serial"),
+        "{gone}"
+    );
 
     ws.write(
         "prov.toml",
