@@ -137,4 +137,50 @@ mod tests {
         assert!(set_mode(&tmp.path().join("gone"), FILE_MODE).is_ok());
         assert!(harden_tree(&tmp.path().join("gone-dir")).is_ok());
     }
+
+    /// state-hardening 6, at a small size: sled removes old blob files
+    /// while a write hardens the database's modes. Hardening reported the
+    /// vanished file as an error, so a write that had landed was reported
+    /// as failed (and every later save conflicted). Bounded: 3,000 files
+    /// churned, at most 3,000 hardenings.
+    #[test]
+    fn hardening_while_files_vanish_under_it_never_fails() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let blobs = dir.join("state.db/blobs");
+        fs_err::create_dir_all(&blobs).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (blobs, done) = (blobs.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                for i in 0..3000u32 {
+                    let path = blobs.join(i.to_string());
+                    fs_err::write(&path, "blob").unwrap();
+                    if i >= 8 {
+                        let _ = std::fs::remove_file(blobs.join((i - 8).to_string()));
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut failures = Vec::new();
+        for _ in 0..3000 {
+            if done.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(e) = harden(&dir) {
+                failures.push(e.to_string());
+            }
+        }
+        churn.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed hardenings, first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
 }
