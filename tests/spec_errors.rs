@@ -115,6 +115,12 @@ fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "no_such_attr",
         ),
         (
+            "keep_versions below one",
+            "deployment = \"x\"\n[state]\nkeep_versions = 0\n".to_owned(),
+            "3:17",
+            "keep_versions must be at least 1",
+        ),
+        (
             "system is not a store path",
             "deployment = \"x\"\n[hosts.h]\ntarget = \"local\"\nsystem = \"/tmp/x\"\n".to_owned(),
             "4:10",
