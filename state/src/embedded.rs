@@ -14,6 +14,7 @@
 
 mod copy;
 mod lockfile;
+mod packed;
 mod perms;
 mod store;
 

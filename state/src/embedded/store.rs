@@ -4,6 +4,7 @@
 //!   versions stored whole;
 //! - tree `patches`: serial → RFC 6902 patch JSON from the version before,
 //!   for the others (see [`crate::delta`] for which is which);
+//! - both deflated ([`super::packed`]; plain JSON from older databases reads);
 //! - tree `history`: serial → [`HistoryEntry`] JSON;
 //! - tree `meta`: `latest` → the latest serial (u64 big-endian), `chain` →
 //!   bytes of patches since the last whole version (u64 big-endian).
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::packed;
 use crate::delta::{self, Step};
 use crate::{HistoryEntry, LockInfo, StateDocument, StateError, FORMAT_VERSION};
 
@@ -261,11 +263,14 @@ fn rebuild(
         return Ok(None);
     };
     let base = decode_serial(&key)?;
+    let whole = packed::unpack(&|| format!("version {base}"), &whole)?;
     let mut doc = delta::parse(base, &whole)?;
     let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
     for item in patches.range((base + 1).to_be_bytes()..=serial.to_be_bytes()) {
         let (key, ops) = item.map_err(db_err(path))?;
-        delta::apply(&mut doc, decode_serial(&key)?, &ops)?;
+        let serial = decode_serial(&key)?;
+        let ops = packed::unpack(&|| format!("the patch of version {serial}"), &ops)?;
+        delta::apply(&mut doc, serial, &ops)?;
     }
     Ok(Some(doc))
 }
@@ -354,6 +359,10 @@ pub(super) fn write(
         }
         None => Step::Whole,
     };
+    let stored = match &step {
+        Step::Whole => packed::pack(&new.json)?,
+        Step::Patch { ops, .. } => packed::pack(ops)?,
+    };
     let key = new.serial.to_be_bytes();
     let result = (&versions, &patches, &history, &meta).transaction(|(v, p, h, m)| {
         let now = m
@@ -371,11 +380,11 @@ pub(super) fn write(
         }
         let chain = match &step {
             Step::Whole => {
-                v.insert(&key, new.json.as_slice())?;
+                v.insert(&key, stored.as_slice())?;
                 0
             }
-            Step::Patch { ops, chain } => {
-                p.insert(&key, ops.as_slice())?;
+            Step::Patch { chain, .. } => {
+                p.insert(&key, stored.as_slice())?;
                 *chain
             }
         };
@@ -427,7 +436,7 @@ pub(super) fn prune(db: &sled::Db, path: &Path, keep: u64) -> Result<u64, StateE
                     "version {first} cannot be rebuilt to prune before it"
                 ))
             })?;
-            Some(delta::encode(&value)?)
+            Some(packed::pack(&delta::encode(&value)?)?)
         }
     };
     let key = first.to_be_bytes();
