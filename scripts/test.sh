@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: installs the tools the tests need
 # (moto, the AWS CLI, libvirt + QEMU and a cached Debian guest image), checks
 # formatting and lints, runs every test with cargo-nextest (integration tests
-# start real moto servers, sshd hosts and libvirt VMs on 127.0.0.1).
+# start real moto servers, sshd hosts and libvirt VMs on 127.0.0.1), then
+# every fuzz target briefly (nightly and cargo-fuzz, installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,5 @@ cargo nextest run --workspace --locked --no-fail-fast --no-tests=pass -E 'not te
 # Two at a time: four TCG guests at once on two cores miss SSH timeouts.
 cargo nextest run --test integration --locked --no-fail-fast --no-tests=pass --test-threads 2 -E 'test(/^libvirt::/)' "$@"
 cargo test --workspace --doc --locked
+# Every fuzz target for 30 s (scripts/fuzz.sh; 600 s each before a release).
+scripts/fuzz.sh "${PROV_FUZZ_SECONDS:-30}"

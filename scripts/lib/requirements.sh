@@ -56,6 +56,8 @@ prov_created_paths() {
     /var/lib/prov-test \
     "$(prov_tools_dir)" \
     "$HOME/.cache/prov-target" \
+    "$HOME/.cache/prov-fuzz-target" \
+    "$HOME/.cargo/bin/cargo-fuzz" \
     "$HOME/.cache/nix" \
     "$HOME/.nix-defexpr" \
     "$HOME/.nix-profile" \

@@ -198,20 +198,31 @@ impl PlanFile {
         path: &Path,
         decrypt: impl FnOnce(&[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>,
     ) -> Result<Self> {
-        let mut bytes = zeroize::Zeroizing::new(fs_err::read(path)?);
+        let bytes = zeroize::Zeroizing::new(fs_err::read(path)?);
+        Self::decode(bytes, &path.display().to_string(), decrypt)
+    }
+
+    /// Decodes the bytes of a plan file (`what` names it in errors); an
+    /// encrypted one is opened with `decrypt`.
+    ///
+    /// # Errors
+    /// When they are not a prov plan of this format.
+    pub fn decode(
+        mut bytes: zeroize::Zeroizing<Vec<u8>>,
+        what: &str,
+        decrypt: impl FnOnce(&[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> Result<Self> {
         if bytes.starts_with(AGE_ARMOR) {
-            bytes = decrypt(&bytes)
-                .with_context(|| format!("decrypting the saved plan {}", path.display()))?;
+            bytes = decrypt(&bytes).with_context(|| format!("decrypting the saved plan {what}"))?;
         }
         let file: Self = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a prov plan file", path.display()))?;
+            .with_context(|| format!("{what} is not a prov plan file"))?;
         if file.kind != KIND {
-            bail!("{} is not a prov plan file", path.display());
+            bail!("{what} is not a prov plan file");
         }
         if file.plan.format_version != super::PLAN_FORMAT_VERSION {
             bail!(
-                "{} has plan format {}, this prov reads format {}",
-                path.display(),
+                "{what} has plan format {}, this prov reads format {}",
                 file.plan.format_version,
                 super::PLAN_FORMAT_VERSION
             );

@@ -70,24 +70,39 @@ impl EncryptedBackend {
         };
         let identities = Identities::load(&[], self.deployer.as_deref())
             .map_err(|e| StateError::Encryption(format!("{e:#}")))?;
-        let json = identities.decrypt(sealed.as_bytes()).map_err(|e| {
-            StateError::Encryption(format!(
-                "cannot decrypt the state (serial {}): {e}; it is encrypted to: {}; identities tried: {}. Set {IDENTITY_ENV}=PATH",
-                doc.serial,
-                self.recipients.iter().map(|r| short(r)).collect::<Vec<_>>().join(", "),
-                identities.describe()
-            ))
-        })?;
-        let inner: StateDocument = serde_json::from_slice(&json)
-            .map_err(|e| StateError::Corrupt(format!("decrypted state is not a document: {e}")))?;
-        if inner.lineage != doc.lineage || inner.serial != doc.serial {
-            return Err(StateError::Corrupt(format!(
-                "the encrypted state says lineage {} serial {}, but its envelope says lineage {} serial {}",
-                inner.lineage, inner.serial, doc.lineage, doc.serial
-            )));
-        }
-        Ok(inner)
+        open_envelope(&doc, sealed, &identities, &self.recipients)
     }
+}
+
+/// The document sealed (`sealed`, armored age) in `envelope`, opened with
+/// `identities`; `recipients` are named when none of them fits.
+///
+/// # Errors
+/// [`StateError::Encryption`] when it cannot be decrypted,
+/// [`StateError::Corrupt`] when what it holds is not the envelope's document.
+pub fn open_envelope(
+    envelope: &StateDocument,
+    sealed: &str,
+    identities: &Identities,
+    recipients: &[String],
+) -> Result<StateDocument, StateError> {
+    let json = identities.decrypt(sealed.as_bytes()).map_err(|e| {
+        StateError::Encryption(format!(
+            "cannot decrypt the state (serial {}): {e}; it is encrypted to: {}; identities tried: {}. Set {IDENTITY_ENV}=PATH",
+            envelope.serial,
+            recipients.iter().map(|r| short(r)).collect::<Vec<_>>().join(", "),
+            identities.describe()
+        ))
+    })?;
+    let inner: StateDocument = serde_json::from_slice(&json)
+        .map_err(|e| StateError::Corrupt(format!("decrypted state is not a document: {e}")))?;
+    if inner.lineage != envelope.lineage || inner.serial != envelope.serial {
+        return Err(StateError::Corrupt(format!(
+            "the encrypted state says lineage {} serial {}, but its envelope says lineage {} serial {}",
+            inner.lineage, inner.serial, envelope.lineage, envelope.serial
+        )));
+    }
+    Ok(inner)
 }
 
 #[async_trait]

@@ -18,6 +18,8 @@ mod delta;
 mod document;
 mod embedded;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod lock;
 mod s3;
 

@@ -484,7 +484,7 @@ fn decode_header(what: &str, bytes: &[u8]) -> Result<Header, StateError> {
 }
 
 /// Decodes a stored document (`what` names it in errors).
-fn decode_doc(what: &str, bytes: &[u8]) -> Result<StateDocument, StateError> {
+pub(crate) fn decode_doc(what: &str, bytes: &[u8]) -> Result<StateDocument, StateError> {
     decode_header(what, bytes)?;
     serde_json::from_slice(bytes)
         .map_err(|e| StateError::Corrupt(format!("{what} does not decode: {e}")))
