@@ -12,7 +12,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use prov::apply::{self, ApplyOptions, StateSession};
 use prov::plan::{self, BuildOptions};
 use prov::providers::Providers;
 use prov::select::Selection;
-use prov::spec::{ProviderSettings, Spec, StateSettings};
+use prov::spec::Spec;
 use prov_provider::fake::FakeProvider;
 use prov_provider::ResourceConfig;
 use prov_state::{EmbeddedBackend, LockInfo, StateBackend, StateDocument};
@@ -56,25 +56,7 @@ fn thing(i: usize) -> ResourceConfig {
 }
 
 fn spec(count: usize) -> Spec {
-    let mut resources: Vec<ResourceConfig> = (0..count).map(thing).collect();
-    resources.sort_by(|a, b| a.address.cmp(&b.address));
-    Spec {
-        source: PathBuf::from("prov.toml"),
-        deployment: "bench".into(),
-        source_hash: "0".repeat(64),
-        providers: ProviderSettings::default(),
-        state: StateSettings {
-            path: PathBuf::from(".prov"),
-            backend: prov::spec::model::StateBackendSettings::default(),
-            encrypt_to: Vec::new(),
-            keep_versions: None,
-        },
-        resources,
-        hosts: BTreeMap::new(),
-        outputs: BTreeMap::new(),
-        deploy: Default::default(),
-        secrets: BTreeMap::new(),
-    }
+    Spec::of_resources("bench", (0..count).map(thing).collect())
 }
 
 /// Bytes of every file under `dir`.

@@ -2,7 +2,6 @@
 //! embedded state backend.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use prov_provider::fake::FakeProvider;
@@ -15,7 +14,7 @@ use crate::apply::{self, ApplyOptions, StateSession};
 use crate::plan::{self, BuildOptions, Refreshed};
 use crate::providers::Providers;
 use crate::select::Selection;
-use crate::spec::{ProviderSettings, Spec, StateSettings};
+use crate::spec::Spec;
 
 fn thing(address: &str, image: &str, size: u32, deps: &[&str]) -> ResourceConfig {
     let mut attributes: BTreeMap<String, serde_json::Value> = [
@@ -46,25 +45,7 @@ fn thing(address: &str, image: &str, size: u32, deps: &[&str]) -> ResourceConfig
 }
 
 fn spec(resources: Vec<ResourceConfig>) -> Spec {
-    let mut resources = resources;
-    resources.sort_by(|a, b| a.address.cmp(&b.address));
-    Spec {
-        source: PathBuf::from("prov.toml"),
-        deployment: "test".into(),
-        source_hash: "0".repeat(64),
-        providers: ProviderSettings::default(),
-        state: StateSettings {
-            path: PathBuf::from(".prov"),
-            backend: Default::default(),
-            encrypt_to: Vec::new(),
-            keep_versions: None,
-        },
-        resources,
-        hosts: BTreeMap::new(),
-        outputs: BTreeMap::new(),
-        deploy: Default::default(),
-        secrets: BTreeMap::new(),
-    }
+    Spec::of_resources("test", resources)
 }
 
 struct Rig {

@@ -33,6 +33,33 @@ pub struct Spec {
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
 }
 
+impl Spec {
+    /// A spec made in code rather than read from a file: `resources` (sorted
+    /// here) of `deployment`, state in `.prov`, every other setting at its
+    /// default, no hosts, outputs or secrets.
+    #[must_use]
+    pub fn of_resources(deployment: &str, mut resources: Vec<ResourceConfig>) -> Self {
+        resources.sort_by(|a, b| a.address.cmp(&b.address));
+        Self {
+            source: PathBuf::from("prov.toml"),
+            deployment: deployment.to_owned(),
+            source_hash: "0".repeat(64),
+            providers: ProviderSettings::default(),
+            state: StateSettings {
+                path: PathBuf::from(".prov"),
+                backend: StateBackendSettings::default(),
+                encrypt_to: Vec::new(),
+                keep_versions: None,
+            },
+            resources,
+            hosts: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            deploy: DeploySettings::default(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
 /// Settings of each provider the spec configures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderSettings {

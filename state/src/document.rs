@@ -202,3 +202,27 @@ pub struct HistoryEntry {
     /// How many resources it holds.
     pub resources: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Found by the `state_document` fuzz target: serde_json's default
+    /// number parser is not correctly rounded, so a large number read from
+    /// stored state wrote back as a different number (every save and read
+    /// could change an attribute). Numbers now read back exactly.
+    #[test]
+    fn a_document_reads_back_exactly_as_it_was_written() {
+        let big = "5555555555555555555555555555555555555555555555555555555555555555555555555555100555555555555555552";
+        let json = format!(
+            r#"{{"format_version":1,"lineage":"l","serial":7,"deployment":"d","resources":{{"web[0]":{{"provider":"ec2","kind":"instance","status":"ready","generation":0,"attributes":{{"n":{big},"f":0.30000000000000004}}}}}}}}"#
+        );
+        let doc: StateDocument = serde_json::from_str(&json).unwrap();
+        let again = serde_json::to_vec(&doc).unwrap();
+        let back: StateDocument = serde_json::from_slice(&again).unwrap();
+        assert_eq!(back, doc);
+        assert_eq!(serde_json::to_vec(&back).unwrap(), again);
+    }
+}
