@@ -47,6 +47,9 @@ for target in ${*:-$known}; do
   seeds="fuzz/seeds/$target"
   mkdir -p "$corpus" "$artifacts" "$seeds"
   out="$(mktemp)"
+  # What the run leaves in artifacts/ is newer than this (the log is not:
+  # it is written to until the end).
+  stamp="$(mktemp)"
   set +e
   fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$target" "$corpus" "$seeds" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
@@ -56,15 +59,15 @@ for target in ${*:-$known}; do
   stat() { sed -n "s/^stat::$1: *//p" "$out" | tail -n 1; }
   execs="$(stat number_of_executed_units)"
   rate="$(stat average_exec_per_sec)"
-  crashes="$(find "$artifacts" -type f -name 'crash-*' -newer "$out" | wc -l)"
-  timeouts="$(find "$artifacts" -type f \( -name 'timeout-*' -o -name 'oom-*' \) -newer "$out" | wc -l)"
+  crashes="$(find "$artifacts" -type f -name 'crash-*' -newer "$stamp" | wc -l)"
+  timeouts="$(find "$artifacts" -type f \( -name 'timeout-*' -o -name 'oom-*' \) -newer "$stamp" | wc -l)"
   size="$(find "$corpus" -type f | wc -l)"
   printf '%-22s %12s %10s %8s %8s %9s\n' "$target" "${execs:-?}" "${rate:-?}" "$size" "$crashes" "$timeouts"
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ] || [ "$timeouts" -ne 0 ]; then
     failed=1
-    log "$target failed (exit $rc); the end of its output:"
-    tail -n 40 "$out" >&2
+    log "$target failed (exit $rc); what it reported:"
+    grep -E -A6 'panicked at|ERROR: |^SUMMARY|^Failing input|^Reproduce' "$out" | cut -c1-400 | head -n 60 >&2
   fi
-  rm -f "$out"
+  rm -f "$out" "$stamp"
 done
 exit "$failed"
