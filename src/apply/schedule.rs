@@ -197,7 +197,11 @@ pub(super) async fn run(
                     .push(address);
             }
             Err(panic) => {
-                let error = anyhow::anyhow!("internal error: the task panicked: {panic}");
+                let error = anyhow::anyhow!(
+                    "internal error: the {} of {address} panicked: {}",
+                    verb(action),
+                    panic_message(panic)
+                );
                 on_event(&Event::Failed {
                     address: address.clone(),
                     action,
@@ -210,6 +214,29 @@ pub(super) async fn run(
     }
     report.skipped = waiting.into_keys().collect();
     Ok(report)
+}
+
+/// The provider call behind `action`, in words.
+fn verb(action: Change) -> &'static str {
+    match action {
+        Change::Create => "create",
+        Change::Update => "update",
+        Change::Replace => "replacement",
+        Change::Delete => "delete",
+        Change::NoOp => "no-op",
+    }
+}
+
+/// What a panicked task said, when it said it in words.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned()),
+        Err(error) => error.to_string(),
+    }
 }
 
 /// For every change, the changes that must finish before it starts.

@@ -13,6 +13,7 @@ use crate::apply::{self, ApplyOptions, Event, StateSession};
 use crate::cli::{ApplyArgs, Cli, DestroyArgs, SelectArgs};
 use crate::command::plan::{prepare, Prepared};
 use crate::command::{Context, EXIT_OK};
+use crate::deploy::DeployContext;
 use crate::plan::file::PlanFile;
 use crate::plan::{self, Refreshed};
 use crate::ssh::shell_quote;
@@ -20,10 +21,10 @@ use crate::ui::{self, Painter};
 
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
-    let mut ctx = Context::load(cli)?;
+    let ctx = Context::load(cli)?;
     let prepared = match &args.plan_file {
-        Some(path) => from_file(&mut ctx, cli, path).await?,
-        None => prepare(&mut ctx, cli, &args.select, false, "apply", true).await?,
+        Some(path) => from_file(&ctx, cli, path).await?,
+        None => prepare(&ctx, cli, &args.select, false, "apply", true).await?,
     };
     let confirm = args.plan_file.is_none() && !args.auto_approve;
     execute(&ctx, cli, prepared, confirm, args.parallelism.into()).await
@@ -31,12 +32,12 @@ pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
 
 /// Destroys the deployment (or the selected resources).
 pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
-    let mut ctx = Context::load(cli)?;
+    let ctx = Context::load(cli)?;
     let select = SelectArgs {
         on: args.select.on.clone(),
         refresh: args.select.refresh,
     };
-    let prepared = prepare(&mut ctx, cli, &select, true, "destroy", true).await?;
+    let prepared = prepare(&ctx, cli, &select, true, "destroy", true).await?;
     execute(
         &ctx,
         cli,
@@ -48,7 +49,7 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
 }
 
 /// Loads a saved plan and checks it against the current state.
-async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
+async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
     let deployer = super::context::state_identity(&ctx.spec);
     let plan = PlanFile::load(path, |sealed| {
         let identities = crate::secrets::Identities::load(&[], deployer.as_deref())?;
@@ -57,8 +58,7 @@ async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Resu
             .map(|plaintext| zeroize::Zeroizing::new(plaintext.to_vec()))
             .map_err(|e| anyhow::anyhow!("{e}; identities tried: {}", identities.describe()))
     })?;
-    let deploy = ctx.deploy_context(cli, true)?;
-    let ctx = &*ctx;
+    let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
     let guard = ctx.lock(cli, "apply").await?;
     let checked = async {
         if plan.plan.spec_hash != ctx.spec.source_hash {
@@ -79,18 +79,23 @@ async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Resu
             .or_else(|| stored.clone())
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
         doc.secret_hmac_key = stored.as_ref().and_then(|s| s.secret_hmac_key.clone());
+        let secret_key = match &doc.secret_hmac_key {
+            Some(key) => key.clone(),
+            None => crate::secrets::new_hmac_key()?,
+        };
         let providers = ctx.providers(&doc).await?;
-        anyhow::Ok((stored, doc, providers))
+        anyhow::Ok((stored, doc, providers, secret_key))
     }
     .await;
     match checked {
-        Ok((stored, doc, providers)) => Ok(Prepared {
+        Ok((stored, doc, providers, secret_key)) => Ok(Prepared {
             guard: Some(guard),
             stored,
             refreshed: Refreshed::unrefreshed(doc),
             plan,
             providers,
             deploy,
+            secret_key,
         }),
         Err(error) => {
             ctx.backend.unlock(guard).await?;
@@ -114,13 +119,14 @@ async fn execute(
         plan,
         providers,
         deploy,
+        secret_key,
     } = prepared;
     let guard = guard.context("internal error: apply holds no lock")?;
     let mut refreshed = refreshed;
     // Every state applied to has a key: the secrets' keyed hashes and the
-    // MACs that bind saved plans to it use it.
+    // MACs that bind saved plans to it use it (the plan hashed with it).
     if refreshed.doc.secret_hmac_key.is_none() {
-        refreshed.doc.secret_hmac_key = Some(crate::secrets::new_hmac_key()?);
+        refreshed.doc.secret_hmac_key = Some(secret_key);
     }
     let session = Arc::new(Mutex::new(
         StateSession::new(Arc::clone(&ctx.backend), guard, refreshed.doc, stored)

@@ -3,7 +3,6 @@
 mod apply;
 mod context;
 mod graph;
-mod hosts;
 mod import;
 mod output;
 mod plan;

@@ -1,6 +1,6 @@
 //! `prov plan`, and the planning steps apply and destroy share.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use prov_state::{LockGuard, StateDocument};
 
 use crate::cli::{Cli, PlanArgs, SelectArgs};
@@ -28,22 +28,27 @@ pub(super) struct Prepared {
     pub providers: Providers,
     /// What deploys share (connections, keys).
     pub deploy: DeployContext,
+    /// The state's key for the secrets' keyed hashes: the stored one, or a
+    /// new one apply stores with its first save.
+    pub secret_key: String,
 }
 
 /// Locks state, refreshes it and plans. Unless `writes` (apply, destroy, a
 /// plan saved to a file), nothing is created: no deployer key (the plan says
 /// apply makes it) and, while no state exists, no state directory or lock.
 pub(super) async fn prepare(
-    ctx: &mut Context,
+    ctx: &Context,
     cli: &Cli,
     select: &SelectArgs,
     destroy: bool,
     operation: &str,
     writes: bool,
 ) -> Result<Prepared> {
-    let selection = Selection::parse(&select.on)?;
-    let deploy = ctx.deploy_context(cli, writes)?;
-    let ctx = &*ctx;
+    let options = BuildOptions {
+        selection: Selection::parse(&select.on)?,
+        destroy,
+    };
+    let deploy = DeployContext::new(&ctx.spec, writes, cli.accept_new_host_keys)?;
     let guard = if writes || ctx.read_state().await?.is_some() {
         Some(ctx.lock(cli, operation).await?)
     } else {
@@ -54,43 +59,21 @@ pub(super) async fn prepare(
         let doc = stored
             .clone()
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
-        let providers = ctx.providers(&doc).await?;
-        let mut refreshed = if select.refresh {
-            plan::refresh(&doc, &providers, |_| true)
-                .await
-                .context("refreshing state")?
-        } else {
-            // Whatever --refresh says, an interrupted or failed create (a
-            // record with a token and no id) is looked up by its token:
-            // else destroy would forget an object that exists.
-            let pending = |address: &str| {
-                doc.resources
-                    .get(address)
-                    .is_some_and(|r| r.id.is_none() && r.token.is_some())
-            };
-            plan::refresh(&doc, &providers, pending)
-                .await
-                .context("looking up interrupted creates")?
+        let secret_key = match &doc.secret_hmac_key {
+            Some(key) => key.clone(),
+            None => crate::secrets::new_hmac_key()?,
         };
-        let options = BuildOptions { selection, destroy };
-        let mut plan = plan::build(&ctx.spec, &refreshed, &providers, &options)?;
-        crate::deploy::plan(
-            &deploy,
-            &refreshed.doc,
-            &mut plan.plan,
-            &options.selection,
-            select.refresh,
-        )
-        .await
-        .context("planning system deploys")?;
-        crate::deploy::plan_secrets(
-            &deploy,
-            &mut refreshed.doc,
-            &mut plan.plan,
-            &options.selection,
-        )?;
-        providers.log_api_calls();
-        anyhow::Ok((stored, refreshed, plan, providers))
+        let providers = ctx.providers(&doc).await?;
+        let planned = plan::plan(plan::Inputs {
+            doc: &doc,
+            providers: &providers,
+            deploy: &deploy,
+            options: &options,
+            refresh: select.refresh,
+            secret_key: &secret_key,
+        })
+        .await?;
+        anyhow::Ok((stored, planned, providers, secret_key))
     };
     // Planning only reads, so Ctrl-C may drop it anywhere; then the lock is
     // released below like after any other failure.
@@ -99,13 +82,14 @@ pub(super) async fn prepare(
         Err(interrupted) => Err(interrupted.into()),
     };
     match result {
-        Ok((stored, refreshed, plan, providers)) => Ok(Prepared {
+        Ok((stored, planned, providers, secret_key)) => Ok(Prepared {
             guard,
             stored,
-            refreshed,
-            plan,
+            refreshed: planned.refreshed,
+            plan: planned.plan,
             providers,
             deploy,
+            secret_key,
         }),
         Err(error) => {
             if let Some(guard) = guard {
@@ -118,9 +102,9 @@ pub(super) async fn prepare(
 
 /// Shows what apply would do.
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
-    let mut ctx = Context::load(cli)?;
+    let ctx = Context::load(cli)?;
     let prepared = prepare(
-        &mut ctx,
+        &ctx,
         cli,
         &args.select,
         args.destroy,

@@ -11,9 +11,9 @@ use crate::command::{Context, EXIT_OK};
 
 /// Switches a host back to an earlier generation and records it.
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<u8> {
-    let mut ctx = Context::load(cli)?;
+    let ctx = Context::load(cli)?;
     let address: Address = args.host.parse()?;
-    let deploy = ctx.deploy_context(cli, true)?;
+    let deploy = crate::deploy::DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
     let session = Arc::new(Mutex::new(ctx.session(cli, "rollback").await?));
     let result = crate::deploy::rollback_host(&deploy, &session, &address, args.generation).await;
     let session = Arc::try_unwrap(session)

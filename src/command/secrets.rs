@@ -17,7 +17,9 @@ pub async fn run(cli: &Cli, command: &SecretsCommand) -> Result<u8> {
     crate::spec::allow_missing_secret_files();
     let ctx = Context::load(cli)?;
     let spec = &ctx.spec;
-    let deployer = crate::deploy::deployer_identity(spec).ok().map(|(p, _)| p);
+    let deployer = crate::deploy::Deployer::ensure(spec)
+        .ok()
+        .map(|d| d.private);
     let identities = |explicit: &[PathBuf]| Identities::load(explicit, deployer.as_deref());
     match command {
         SecretsCommand::Encrypt { name } => {

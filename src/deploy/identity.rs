@@ -8,12 +8,40 @@ use anyhow::{bail, Context, Result};
 
 use crate::spec::Spec;
 
+/// The deployer's key: what prov logs in to hosts with, and what the
+/// machines it creates authorize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployer {
+    /// The private key file.
+    pub private: PathBuf,
+    /// The public key line (`ssh-ed25519 AAAA…`), or [`PENDING_KEY`] for a
+    /// key prov has not generated yet.
+    pub public: String,
+}
+
+impl Deployer {
+    /// The deployer's key, generated when the spec names none and none
+    /// exists yet (apply, before it plans).
+    ///
+    /// # Errors
+    /// When the key cannot be read or generated.
+    pub fn ensure(spec: &Spec) -> Result<Self> {
+        deployer_identity(spec).map(|(private, public)| Self { private, public })
+    }
+
+    /// The deployer's key without generating anything: a generated key that
+    /// does not exist yet is [`PENDING_KEY`] (plan writes nothing).
+    ///
+    /// # Errors
+    /// When the spec's `identity_file` cannot be read.
+    pub fn existing(spec: &Spec) -> Result<Self> {
+        existing_deployer_identity(spec).map(|(private, public)| Self { private, public })
+    }
+}
+
 /// The deployer's private key file and its public key line, generating the
 /// key when the spec names none and none exists yet.
-///
-/// # Errors
-/// When the key cannot be read or generated.
-pub fn deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
+fn deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
     let private = match &spec.deploy.identity_file {
         Some(path) => path.clone(),
         None => {
@@ -34,10 +62,7 @@ pub const PENDING_KEY: &str = "(the deployer key, generated at apply)";
 
 /// [`deployer_identity`] without generating anything: a generated key that
 /// does not exist yet is [`PENDING_KEY`].
-///
-/// # Errors
-/// When the spec's `identity_file` cannot be read.
-pub fn existing_deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
+fn existing_deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
     if spec.deploy.identity_file.is_none() {
         let key = generated_key_path(spec);
         if !key.exists() {

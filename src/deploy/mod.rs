@@ -2,11 +2,11 @@
 //! the host lacks over SSH, activate with rollback, check health, record.
 
 mod activate;
-mod copy;
+pub(crate) mod copy;
 mod health;
 mod identity;
 pub mod nix;
-mod plan;
+mod profile;
 mod progress;
 mod rollback;
 mod run;
@@ -14,17 +14,23 @@ pub mod secrets;
 pub mod target;
 
 pub use copy::human_bytes;
-pub use identity::{deployer_identity, existing_deployer_identity, PENDING_KEY};
-pub use plan::plan;
+pub use identity::{Deployer, PENDING_KEY};
+pub use profile::{current_system, PROFILE};
 pub use progress::Progress;
 pub use rollback::rollback_host;
 pub use run::{apply, DeployReport};
-pub use secrets::plan as plan_secrets;
-
-use std::path::PathBuf;
 
 use crate::spec::Spec;
 use target::Pool;
+
+/// Providers whose machines prov gives the deployer's key at creation.
+const MACHINES: &[&str] = &["local", "virtualbox", "libvirt"];
+
+/// Whether machines of `provider` are made to authorize the deployer's key.
+#[must_use]
+pub fn gets_deployer_key(provider: &str) -> bool {
+    MACHINES.contains(&provider)
+}
 
 /// What every deploy step of one run shares.
 #[derive(Debug, Clone)]
@@ -33,8 +39,59 @@ pub struct DeployContext {
     pub spec: Spec,
     /// One SSH connection per host for the run.
     pub pool: Pool,
-    /// The deployer's private key.
-    pub identity: PathBuf,
+    /// The deployer's key, when the run needs one (a host with a system or
+    /// a machine prov creates, or a secret).
+    pub deployer: Option<Deployer>,
     /// Record host keys seen for the first time (`--accept-new-host-keys`).
     pub accept_new_host_keys: bool,
+}
+
+/// Whether deploying `spec` needs the deployer's key: a host with a system,
+/// a machine prov creates (it authorizes the key), or a secret (secrets
+/// travel over SSH, also to hosts with no system).
+fn needs_deployer_key(spec: &Spec) -> bool {
+    spec.hosts
+        .values()
+        .any(|h| h.deploy.is_some() || gets_deployer_key(&h.target))
+        || !spec.secrets.is_empty()
+}
+
+impl DeployContext {
+    /// The context of a run that deploys `spec`. With `make_key`, a deployer
+    /// key the spec leaves to prov is generated when it does not exist yet
+    /// (apply); without, it shows as [`PENDING_KEY`] (plan writes nothing).
+    ///
+    /// # Errors
+    /// When the deployer's key cannot be read or generated.
+    pub fn new(spec: &Spec, make_key: bool, accept_new_host_keys: bool) -> anyhow::Result<Self> {
+        let deployer = if needs_deployer_key(spec) {
+            Some(if make_key {
+                Deployer::ensure(spec)?
+            } else {
+                Deployer::existing(spec)?
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            pool: Pool::default(),
+            deployer,
+            accept_new_host_keys,
+        })
+    }
+
+    /// The deployer's private key file (empty when the run needs none).
+    #[must_use]
+    pub fn identity(&self) -> &std::path::Path {
+        self.deployer
+            .as_ref()
+            .map_or(std::path::Path::new(""), |d| d.private.as_path())
+    }
+
+    /// The deployer's public key line, when the run has one.
+    #[must_use]
+    pub fn deployer_key(&self) -> Option<&str> {
+        self.deployer.as_ref().map(|d| d.public.as_str())
+    }
 }

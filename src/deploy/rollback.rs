@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use prov_provider::Address;
 use tokio::sync::Mutex;
 
-use super::plan::{current_system, PROFILE};
+use super::profile::{current_system, PROFILE};
 use super::target::host_endpoint;
 use super::DeployContext;
 use crate::apply::StateSession;

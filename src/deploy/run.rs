@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::activate::{self, Outcome};
 use super::nix;
-use super::plan::current_system;
+use super::profile::current_system;
 use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, recorded_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};

@@ -1,151 +1,22 @@
-//! Secrets on hosts: planning uploads and deletions from keyed hashes, and
-//! carrying them out over the host's SSH connection. Plaintext exists only in
-//! memory on the deployer and in the destination file on the host.
+//! Secrets on hosts: carrying out the planned uploads and deletions over the
+//! host's SSH connection (planning them is `crate::plan::secrets`). Plaintext
+//! exists only in memory on the deployer and in the destination file on the
+//! host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use prov_provider::{Address, Change};
-use prov_state::{SecretRecord, StateDocument};
+use prov_provider::Address;
+use prov_state::SecretRecord;
 use tokio::sync::Mutex;
 
 use super::{DeployContext, Progress};
 use crate::apply::StateSession;
-use crate::plan::{Plan, SecretAction, SecretChange};
+use crate::plan::{SecretAction, SecretChange};
 use crate::secrets::{self, Identities, Plaintext};
-use crate::select::Selection;
 use crate::spec::{SecretSpec, Spec, UploadWhen};
 use crate::ssh::{shell_quote, Connection};
-
-/// Plans secret uploads and deletions for the selected hosts, comparing the
-/// keyed hash of each secret with the one state recorded for the host.
-/// Generates the state's HMAC key on first use (stored with the next save).
-///
-/// # Errors
-/// When a secret cannot be decrypted (the message names it and its
-/// recipients).
-pub fn plan(
-    ctx: &DeployContext,
-    doc: &mut StateDocument,
-    plan: &mut Plan,
-    selection: &Selection,
-) -> Result<()> {
-    if plan.destroy {
-        return Ok(());
-    }
-    let spec = &ctx.spec;
-    let selected = |address: &Address| {
-        spec.hosts
-            .get(address)
-            .is_some_and(|info| selection.matches(address, &info.tags))
-    };
-    let fresh = |address: &Address| {
-        plan.change(address)
-            .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
-    };
-    if !spec.secrets.is_empty() && doc.secret_hmac_key.is_none() {
-        doc.secret_hmac_key = Some(secrets::new_hmac_key()?);
-    }
-    let key = doc.secret_hmac_key.clone().unwrap_or_default();
-    let identities = Identities::load(&[], Some(&ctx.identity))?;
-
-    let mut wanted: BTreeSet<(Address, String)> = BTreeSet::new();
-    let mut changes = Vec::new();
-    for (name, secret) in &spec.secrets {
-        let targets: Vec<&Address> = secret
-            .targets(&spec.hosts)
-            .into_iter()
-            .filter(|a| selected(a))
-            .collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let hmac = {
-            let plaintext = secrets::decrypt_secret(name, secret, &identities)?;
-            secrets::keyed_hash(&key, &plaintext, secret)?
-        };
-        for address in targets {
-            wanted.insert((address.clone(), name.clone()));
-            let recorded = doc
-                .hosts
-                .get(&address.to_string())
-                .and_then(|h| h.secrets.get(name))
-                .filter(|_| !fresh(address));
-            let (reason, replaces) = match recorded {
-                Some(r) if r.hmac == hmac => continue,
-                Some(r) if r.destination != secret.destination => (
-                    format!("moved from {}", r.destination),
-                    Some(r.destination.clone()),
-                ),
-                Some(_) => ("changed".to_owned(), None),
-                None => ("new".to_owned(), None),
-            };
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Upload,
-                destination: secret.destination.clone(),
-                hmac: Some(hmac.clone()),
-                source_sha256: None,
-                upload: Some(secret.upload.as_str().to_owned()),
-                reason,
-                replaces,
-            });
-        }
-    }
-    for (host, record) in &doc.hosts {
-        let Ok(address) = host.parse::<Address>() else {
-            continue;
-        };
-        if !selected(&address) || fresh(&address) {
-            continue;
-        }
-        for (name, recorded) in &record.secrets {
-            if wanted.contains(&(address.clone(), name.clone())) {
-                continue;
-            }
-            let reason = if spec.secrets.contains_key(name) {
-                "no longer for this host"
-            } else {
-                "not in the spec"
-            };
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Delete,
-                destination: recorded.destination.clone(),
-                hmac: None,
-                source_sha256: None,
-                upload: None,
-                reason: reason.to_owned(),
-                replaces: None,
-            });
-        }
-    }
-    changes.extend(removed_hosts(ctx, doc, selection));
-    changes.sort_by(|a, b| (&a.address, &a.name).cmp(&(&b.address, &b.name)));
-    // A deletion whose path an upload writes removes only the record.
-    let writers: BTreeMap<(Address, String), String> = changes
-        .iter()
-        .filter(|c| c.action == SecretAction::Upload)
-        .map(|c| ((c.address.clone(), c.destination.clone()), c.name.clone()))
-        .collect();
-    for change in changes
-        .iter_mut()
-        .filter(|c| c.action == SecretAction::Delete)
-    {
-        if let Some(writer) = writers.get(&(change.address.clone(), change.destination.clone())) {
-            change.reason = format!(
-                "{}; the file stays, written by `{writer}` now",
-                change.reason
-            );
-        }
-    }
-    plan.secrets = changes;
-    plan.recount();
-    Ok(())
-}
 
 /// The plaintext of every secret the changes upload, decrypted once and
 /// checked against the keyed hashes the plan recorded.
@@ -207,7 +78,7 @@ pub async fn decrypt(
     if changes.is_empty() {
         return Ok(values);
     }
-    let identities = Identities::load(&[], Some(&ctx.identity))?;
+    let identities = Identities::load(&[], Some(ctx.identity()))?;
     for change in changes.iter().filter(|c| c.action == SecretAction::Upload) {
         if values.plaintext.contains_key(&change.name) {
             continue;
@@ -268,50 +139,6 @@ pub struct HostSecrets<'a> {
 ///
 /// # Errors
 /// When writing or removing a file on the host fails.
-/// Deletions of the secrets on hosts that left the spec but stay up: hosts
-/// prov reaches over SSH without managing the machine (`target = "ssh"`).
-/// A machine prov made is destroyed instead, its secrets with it. Hosts
-/// reached before prov recorded where are left alone (it cannot know).
-fn removed_hosts(
-    ctx: &DeployContext,
-    doc: &StateDocument,
-    selection: &Selection,
-) -> Vec<SecretChange> {
-    let no_tags = BTreeMap::new();
-    let mut changes = Vec::new();
-    for (host, record) in &doc.hosts {
-        let Ok(address) = host.parse::<Address>() else {
-            continue;
-        };
-        let gone = !ctx.spec.hosts.contains_key(&address) && !doc.resources.contains_key(host);
-        if !gone || !selection.matches(&address, &no_tags) {
-            continue;
-        }
-        let Some(reach) = &record.reach else {
-            if !record.secrets.is_empty() {
-                tracing::warn!(
-                    "{address} left the spec with secrets on it, but no address is recorded to reach it; remove them by hand"
-                );
-            }
-            continue;
-        };
-        for (name, recorded) in &record.secrets {
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Delete,
-                destination: recorded.destination.clone(),
-                hmac: None,
-                source_sha256: None,
-                upload: None,
-                reason: format!("the host was removed from the spec; still reachable at {reach}"),
-                replaces: None,
-            });
-        }
-    }
-    changes
-}
-
 pub async fn sync_host(
     ctx: &DeployContext,
     connection: &Connection,
@@ -450,7 +277,7 @@ async fn upload(
         mode = shell_quote(mode),
         dest = shell_quote(destination),
         len = plaintext.len(),
-        hash = sha256_hex(plaintext),
+        hash = prov_provider::sha256_hex(plaintext),
     );
     let command = connection.privileged(&format!("sh -c {}", shell_quote(&script)));
     let output = connection
@@ -463,11 +290,6 @@ async fn upload(
         );
     }
     Ok(())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Removes `destination` on the host.

@@ -165,7 +165,7 @@ pub async fn host_endpoint<'a>(
         info,
         address,
         &s.doc,
-        &ctx.identity,
+        ctx.identity(),
         ctx.accept_new_host_keys,
     )?;
     Ok((info, endpoint))
@@ -218,10 +218,9 @@ pub async fn recorded_endpoint(
         auth: Auth {
             // The spec may no longer need a key of its own: use the
             // deployer's all the same.
-            identity_files: vec![if ctx.identity.as_os_str().is_empty() {
-                super::deployer_identity(&ctx.spec)?.0
-            } else {
-                ctx.identity.clone()
+            identity_files: vec![match &ctx.deployer {
+                Some(deployer) => deployer.private.clone(),
+                None => super::Deployer::ensure(&ctx.spec)?.private,
             }],
             use_agent: ctx.spec.deploy.use_agent,
             agent_socket: None,

@@ -91,6 +91,16 @@ impl Rig {
     }
 
     async fn apply(&self, spec: &Spec, options: &BuildOptions) -> apply::ApplyReport {
+        self.apply_watching(spec, options, Arc::default()).await
+    }
+
+    /// [`Rig::apply`], keeping every event the scheduler reports.
+    async fn apply_watching(
+        &self,
+        spec: &Spec,
+        options: &BuildOptions,
+        events: Arc<std::sync::Mutex<Vec<apply::Event>>>,
+    ) -> apply::ApplyReport {
         let (plan, refreshed, stored) = self.plan(spec, options).await;
         let guard = self
             .backend
@@ -109,7 +119,7 @@ impl Rig {
             &self.providers,
             &session,
             ApplyOptions { parallelism: 4 },
-            |_| {},
+            move |event| events.lock().unwrap().push(event.clone()),
         )
         .await
         .unwrap();
@@ -329,4 +339,73 @@ async fn drift_is_reported_and_deleted_objects_recreated() {
         plan.plan.changes[0].reason.as_deref(),
         Some("deleted outside prov")
     );
+}
+
+/// architecture 5: a failure does not abandon the calls in flight. While
+/// `b` and `c` are being created, `a` fails; `b` and `c` finish and are
+/// recorded, and only what waits for `a` is skipped.
+#[tokio::test]
+async fn a_failure_lets_the_calls_in_flight_finish_and_records_them() {
+    let rig = Rig::new();
+    rig.fake.fail_creates_of("broken");
+    rig.fake
+        .slow_creates_of("slow", std::time::Duration::from_millis(300));
+    let spec = spec(vec![
+        thing("a", "broken", 1, &[]),
+        thing("b", "slow", 1, &[]),
+        thing("c", "slow", 1, &[]),
+        thing("d", "img", 1, &["a"]),
+    ]);
+    let report = rig.apply(&spec, &BuildOptions::default()).await;
+    let failed: Vec<String> = report.failed.iter().map(|(a, _)| a.to_string()).collect();
+    assert_eq!(failed, ["a"]);
+    assert_eq!(report.done.get(&Change::Create), Some(&2));
+    assert_eq!(report.skipped, vec![Address::host("d", None)]);
+    let state = rig.state().await;
+    for address in ["b", "c"] {
+        let record = &state.resources[address];
+        assert_eq!(record.status, ResourceStatus::Ready, "{address}");
+        assert!(record.id.is_some(), "{address} has no id in state");
+    }
+    assert_eq!(state.resources["a"].status, ResourceStatus::Tainted);
+    assert_eq!(rig.fake.len(), 2);
+}
+
+/// architecture 5: a provider call that panics is a failure of its
+/// resource, reported with its address; the rest of the run goes on and is
+/// recorded (on 9855646 the panic ended the whole apply with an error).
+#[tokio::test]
+async fn a_panicking_provider_call_is_reported_with_its_address() {
+    let rig = Rig::new();
+    rig.fake.panic_on_creates_of("buggy");
+    rig.fake
+        .slow_creates_of("slow", std::time::Duration::from_millis(200));
+    let spec = spec(vec![
+        thing("p", "buggy", 1, &[]),
+        thing("q", "slow", 1, &[]),
+    ]);
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let report = rig
+        .apply_watching(&spec, &BuildOptions::default(), Arc::clone(&events))
+        .await;
+    assert_eq!(report.failed.len(), 1);
+    let (address, error) = &report.failed[0];
+    assert_eq!(address, &Address::host("p", None));
+    let message = format!("{error:#}");
+    assert!(message.contains("panicked"), "{message}");
+    assert!(message.contains('p'), "{message}");
+    let failed_events: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            apply::Event::Failed { address, .. } => Some(address.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed_events, ["p"]);
+    let state = rig.state().await;
+    assert_eq!(state.resources["q"].status, ResourceStatus::Ready);
+    // The intent recorded before the call stays, for the next run to settle.
+    assert_eq!(state.resources["p"].status, ResourceStatus::Creating);
 }

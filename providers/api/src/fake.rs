@@ -22,13 +22,24 @@ const SCHEMA: &[AttributeSchema] = &[
 /// Objects by id, each with the token it was created with.
 type Objects = BTreeMap<String, (String, Observed)>;
 
+/// What a create of a thing with a given `image` does instead of the usual.
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    /// Fails at once.
+    Fail,
+    /// Succeeds after this long.
+    Slow(std::time::Duration),
+    /// Panics (a provider bug, as the scheduler must survive it).
+    Panic,
+}
+
 /// The fake provider. Its only kind is `thing`.
 #[derive(Debug, Default)]
 pub struct FakeProvider {
     objects: Mutex<Objects>,
     next_id: AtomicU64,
     calls: AtomicU64,
-    fail_create: Mutex<Option<String>>,
+    misbehaviours: Mutex<BTreeMap<String, Misbehaviour>>,
 }
 
 impl FakeProvider {
@@ -58,9 +69,28 @@ impl FakeProvider {
 
     /// Makes every create whose `image` equals `image` fail.
     pub fn fail_creates_of(&self, image: &str) {
-        if let Ok(mut f) = self.fail_create.lock() {
-            *f = Some(image.to_owned());
+        self.misbehave(image, Misbehaviour::Fail);
+    }
+
+    /// Makes every create whose `image` equals `image` take `delay`.
+    pub fn slow_creates_of(&self, image: &str, delay: std::time::Duration) {
+        self.misbehave(image, Misbehaviour::Slow(delay));
+    }
+
+    /// Makes every create whose `image` equals `image` panic.
+    pub fn panic_on_creates_of(&self, image: &str) {
+        self.misbehave(image, Misbehaviour::Panic);
+    }
+
+    fn misbehave(&self, image: &str, how: Misbehaviour) {
+        if let Ok(mut m) = self.misbehaviours.lock() {
+            m.insert(image.to_owned(), how);
         }
+    }
+
+    fn misbehaviour(&self, attributes: &crate::Attributes) -> Option<Misbehaviour> {
+        let image = attributes.get("image")?.as_str()?;
+        self.misbehaviours.lock().ok()?.get(image).copied()
     }
 
     fn check_kind(kind: &str) -> Result<(), ProviderError> {
@@ -119,10 +149,13 @@ impl Provider for FakeProvider {
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
         Self::check_kind(request.kind)?;
-        let failing = self.fail_create.lock().ok().and_then(|f| f.clone());
-        if failing.is_some() && request.attributes.get("image") == failing.map(Value::from).as_ref()
-        {
-            return Err(ProviderError::api("CreateThing", "injected failure"));
+        match self.misbehaviour(request.attributes) {
+            None => {}
+            Some(Misbehaviour::Fail) => {
+                return Err(ProviderError::api("CreateThing", "injected failure"));
+            }
+            Some(Misbehaviour::Slow(delay)) => tokio::time::sleep(delay).await,
+            Some(Misbehaviour::Panic) => panic!("injected panic in CreateThing"),
         }
         let mut objects = self.lock()?;
         if let Some((_, existing)) = objects.values().find(|(t, _)| t == request.token) {

@@ -1,56 +1,53 @@
-//! Planning deploys: which hosts get a new system, and how much must travel.
+//! Phase 3 of planning, the system deploy plan: which hosts get a new NixOS
+//! system, and how much must travel. Builds the systems and asks the hosts;
+//! changes neither.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use prov_provider::{Address, AttributeChange, Change};
+use prov_provider::{Address, AttributeChange};
 use prov_state::StateDocument;
 use serde_json::Value;
 
-use super::nix::{self, Closure};
-use super::target::endpoint;
-use super::{copy, DeployContext};
-use crate::plan::{DeployChange, Drift, DriftKind, Plan};
-use crate::select::Selection;
+use super::resources::{BuildOptions, ResourceDiff};
+use super::{DeployChange, Drift, DriftKind};
+use crate::deploy::nix::{self, Closure};
+use crate::deploy::target::endpoint;
+use crate::deploy::{copy, current_system, DeployContext};
 use crate::spec::{BuildOn, DeploySpec, HostInfo};
-use crate::ssh::{shell_quote, Connection};
 
-/// The profile NixOS boots from.
-pub(super) const PROFILE: &str = "/nix/var/nix/profiles/system";
-
-/// What a host runs now, as read over SSH.
-pub(super) async fn current_system(connection: &Connection) -> Result<Option<String>> {
-    let command = connection.privileged(&format!(
-        "readlink -f {} 2>/dev/null || true",
-        shell_quote(PROFILE)
-    ));
-    let output = connection.exec(&command).await?;
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    Ok(path.starts_with("/nix/store/").then_some(path))
+/// What phase 3 found.
+#[derive(Debug, Clone, Default)]
+pub struct Systems {
+    /// One entry per host that gets a new system, by address.
+    pub deploys: Vec<DeployChange>,
+    /// Hosts whose system profile was changed outside prov.
+    pub drift: Vec<Drift>,
 }
 
 /// Plans the deploy of every selected host that has a system: builds the
-/// systems (once per distinct system), asks reachable hosts what they run and
-/// what they lack, and adds the changes and any drift to `plan`.
+/// systems (once per distinct system), asks reachable hosts (`refresh`) what
+/// they run and what they lack.
 ///
 /// # Errors
 /// When a build fails, or a host that should exist cannot be asked.
 pub async fn plan(
     ctx: &DeployContext,
     doc: &StateDocument,
-    plan: &mut Plan,
-    selection: &Selection,
+    resources: &ResourceDiff,
+    options: &BuildOptions,
     refresh: bool,
-) -> Result<()> {
+) -> Result<Systems> {
+    let mut systems = Systems::default();
     let hosts: Vec<(&Address, &HostInfo, &DeploySpec)> = ctx
         .spec
         .hosts
         .iter()
-        .filter(|(address, info)| selection.matches(address, &info.tags))
+        .filter(|(address, info)| options.selection.matches(address, &info.tags))
         .filter_map(|(address, info)| info.deploy.as_ref().map(|d| (address, info, d)))
         .collect();
-    if hosts.is_empty() || plan.destroy {
-        return Ok(());
+    if hosts.is_empty() || options.destroy {
+        return Ok(systems);
     }
 
     // Build each distinct system once.
@@ -85,24 +82,20 @@ pub async fn plan(
         let Some((system, derivation, closure)) = built.get(&key).cloned() else {
             continue;
         };
-        let new_host = plan
-            .change(address)
-            .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
+        let new_host = resources.is_new(address)
             || (info.target != "ssh" && !doc.resources.contains_key(&address.to_string()));
         let reachable = refresh && !new_host;
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it
         // runs is then best effort.
-        let updating = plan
-            .change(address)
-            .is_some_and(|c| c.action == Change::Update);
+        let updating = resources.is_updated(address);
         let endpoint = if reachable {
             Some(endpoint(
                 &ctx.spec,
                 info,
                 address,
                 doc,
-                &ctx.identity,
+                ctx.identity(),
                 ctx.accept_new_host_keys,
             )?)
         } else {
@@ -161,7 +154,7 @@ pub async fn plan(
         let mut reason = new_host.then(|| "new host".to_owned());
         if let (Some(recorded_system), Some(current)) = (&recorded.system, &current) {
             if goal.sets_profile() && missing.is_some() && recorded_system != current {
-                plan.drift.push(Drift {
+                systems.drift.push(Drift {
                     address: address.clone(),
                     kind: DriftKind::Changed,
                     attributes: vec![AttributeChange {
@@ -185,7 +178,7 @@ pub async fn plan(
         }
         let exact = missing.is_some();
         let to_copy = missing.unwrap_or_else(|| closure.paths.clone());
-        plan.deploys.push(DeployChange {
+        systems.deploys.push(DeployChange {
             address,
             goal: goal.as_str().to_owned(),
             current,
@@ -197,8 +190,6 @@ pub async fn plan(
             reason,
         });
     }
-    plan.deploys.sort_by(|a, b| a.address.cmp(&b.address));
-    plan.drift.sort_by(|a, b| a.address.cmp(&b.address));
-    plan.recount();
-    Ok(())
+    systems.deploys.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(systems)
 }

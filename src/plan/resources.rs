@@ -1,5 +1,5 @@
-//! Building a plan: a pure function of the spec, the refreshed state and the
-//! providers' schemas.
+//! Phase 2 of planning, the resource diff: a pure function of the spec, the
+//! refreshed state and the providers' schemas.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,9 +8,10 @@ use prov_provider::{Address, Change, Desired, Provider, ResourceConfig};
 use prov_state::{ResourceRecord, ResourceStatus, StateDocument};
 use serde_json::Value;
 
+use super::deploys::Systems;
 use super::file::PlanFile;
 use super::graph::topological;
-use super::{ChangeMap, Plan, Refreshed, ResourceChange, PLAN_FORMAT_VERSION};
+use super::{Plan, Refreshed, ResourceChange, SecretChange, Summary, PLAN_FORMAT_VERSION};
 use crate::providers::Providers;
 use crate::select::Selection;
 use crate::spec::Spec;
@@ -24,26 +25,102 @@ pub struct BuildOptions {
     pub destroy: bool,
 }
 
-/// Plans the changes that bring `refreshed` to `spec`.
+/// The resource changes of a plan, and the desired configuration of every
+/// resource created, updated or replaced (what apply calls the providers
+/// with).
+#[derive(Debug, Clone, Default)]
+pub struct ResourceDiff {
+    /// One change per resource that changes, by address.
+    pub changes: BTreeMap<Address, ResourceChange>,
+    /// Desired configuration by address, for creates, updates and
+    /// replacements.
+    pub configs: BTreeMap<Address, ResourceConfig>,
+}
+
+impl ResourceDiff {
+    /// Whether `address` gets a new object (created or replaced): a new
+    /// machine, with nothing deployed on it yet.
+    #[must_use]
+    pub fn is_new(&self, address: &Address) -> bool {
+        self.changes
+            .get(address)
+            .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
+    }
+
+    /// Whether `address` is changed in place.
+    #[must_use]
+    pub fn is_updated(&self, address: &Address) -> bool {
+        self.changes
+            .get(address)
+            .is_some_and(|c| c.action == Change::Update)
+    }
+}
+
+/// The spec's resources as the providers are to see them: machines prov
+/// creates authorize `deployer_key` (the deployer's public key line), when
+/// the run has one.
+#[must_use]
+pub fn desired(spec: &Spec, deployer_key: Option<&str>) -> Vec<ResourceConfig> {
+    let mut resources = spec.resources.clone();
+    let Some(key) = deployer_key else {
+        return resources;
+    };
+    for resource in resources
+        .iter_mut()
+        .filter(|r| crate::deploy::gets_deployer_key(&r.provider))
+    {
+        resource.attributes.insert(
+            "authorized_keys".into(),
+            Value::Array(vec![Value::from(key.to_owned())]),
+        );
+    }
+    resources
+}
+
+/// Plans the resource changes only (no system deploys or secrets): the pure
+/// part of planning, for tests and benchmarks.
 ///
 /// # Errors
-/// When a resource names a provider or kind that is not configured.
+/// As [`diff`].
 pub fn build(
     spec: &Spec,
     refreshed: &Refreshed,
     providers: &Providers,
     options: &BuildOptions,
 ) -> Result<PlanFile> {
+    let resources = diff(spec, &spec.resources, refreshed, providers, options)?;
+    Ok(assemble(
+        spec,
+        refreshed,
+        options,
+        resources,
+        Systems::default(),
+        Vec::new(),
+    ))
+}
+
+/// The changes that bring `refreshed` to `desired` (the spec's resources,
+/// see [`desired`]).
+///
+/// # Errors
+/// When a resource names a provider or kind that is not configured, the
+/// dependency graph has a cycle, or `--on` matches nothing.
+pub fn diff(
+    spec: &Spec,
+    desired: &[ResourceConfig],
+    refreshed: &Refreshed,
+    providers: &Providers,
+    options: &BuildOptions,
+) -> Result<ResourceDiff> {
     let doc = &refreshed.doc;
     check_selection(spec, doc, &options.selection)?;
-    let desired: BTreeMap<&Address, &ResourceConfig> =
-        spec.resources.iter().map(|c| (&c.address, c)).collect();
-    let mut changes = ChangeMap::new();
-    let mut configs = BTreeMap::new();
+    let by_address: BTreeMap<&Address, &ResourceConfig> =
+        desired.iter().map(|c| (&c.address, c)).collect();
+    let mut diff = ResourceDiff::default();
 
     if !options.destroy {
         let selected = selected_with_dependencies(spec, &options.selection);
-        let order = match topological(&spec.resources) {
+        let order = match topological(desired) {
             Ok(order) => order,
             Err(cycle) => bail!(
                 "the dependency graph has a cycle through {}",
@@ -56,15 +133,15 @@ pub fn build(
         };
         for config in order.into_iter().filter(|c| selected.contains(&c.address)) {
             let provider = providers.get(&config.provider)?;
-            let resolved =
-                config.resolve(|target, field| lookup(target, field, &changes, &desired, doc));
+            let resolved = config
+                .resolve(|target, field| lookup(target, field, &diff.changes, &by_address, doc));
             let key = config.address.to_string();
             let record = doc.resources.get(&key);
             let gone = refreshed.gone.contains(&key);
             let change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
             if change.action != Change::NoOp {
-                configs.insert(config.address.clone(), config.clone());
-                changes.insert(config.address.clone(), change);
+                diff.configs.insert(config.address.clone(), config.clone());
+                diff.changes.insert(config.address.clone(), change);
             }
         }
     }
@@ -78,7 +155,7 @@ pub fn build(
         } else {
             "not in the spec"
         };
-        changes.insert(
+        diff.changes.insert(
             address.clone(),
             ResourceChange {
                 address,
@@ -92,8 +169,32 @@ pub fn build(
             },
         );
     }
+    Ok(diff)
+}
 
-    let mut plan = Plan {
+/// One plan from the phases' parts: the resource diff, the system deploys
+/// and the secret changes, with refresh's drift in scope.
+#[must_use]
+pub fn assemble(
+    spec: &Spec,
+    refreshed: &Refreshed,
+    options: &BuildOptions,
+    resources: ResourceDiff,
+    systems: Systems,
+    secrets: Vec<SecretChange>,
+) -> PlanFile {
+    let doc = &refreshed.doc;
+    let mut drift: Vec<_> = refreshed
+        .drift
+        .iter()
+        .filter(|d| in_scope(spec, &options.selection, &d.address, doc))
+        .cloned()
+        .chain(systems.drift)
+        .collect();
+    drift.sort_by(|a, b| a.address.cmp(&b.address));
+    let changes: Vec<ResourceChange> = resources.changes.into_values().collect();
+    let summary = Summary::of(&changes, &systems.deploys, &secrets);
+    let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,
         prov_version: env!("CARGO_PKG_VERSION").to_owned(),
         deployment: spec.deployment.clone(),
@@ -101,19 +202,13 @@ pub fn build(
         serial: doc.serial,
         spec_hash: spec.source_hash.clone(),
         destroy: options.destroy,
-        drift: refreshed
-            .drift
-            .iter()
-            .filter(|d| in_scope(spec, &options.selection, &d.address, doc))
-            .cloned()
-            .collect(),
-        changes: changes.into_values().collect(),
-        deploys: Vec::new(),
-        secrets: Vec::new(),
-        summary: super::Summary::default(),
+        drift,
+        changes,
+        deploys: systems.deploys,
+        secrets,
+        summary,
     };
-    plan.recount();
-    Ok(PlanFile::new(plan, configs))
+    PlanFile::new(plan, resources.configs)
 }
 
 /// The planned change for one resource in the spec.
@@ -199,7 +294,7 @@ fn plan_one(
 fn lookup(
     target: &Address,
     field: &str,
-    changes: &ChangeMap,
+    changes: &BTreeMap<Address, ResourceChange>,
     desired: &BTreeMap<&Address, &ResourceConfig>,
     doc: &StateDocument,
 ) -> Option<Value> {
