@@ -23,7 +23,7 @@ pub fn compute(
 }
 
 fn compute_one(spec: &OutputSpec, doc: &StateDocument) -> Value {
-    let field = |key: &str| -> Value {
+    let field = |key: &Address| -> Value {
         doc.resources
             .get(key)
             .and_then(|r| {
@@ -42,44 +42,40 @@ fn compute_one(spec: &OutputSpec, doc: &StateDocument) -> Value {
         let mut items: Vec<(u32, Value)> = doc
             .resources
             .keys()
-            .filter_map(|k| k.parse::<Address>().ok().map(|a| (k, a)))
-            .filter(|(_, a)| a.kind == base.kind && a.name == base.name)
-            .filter_map(|(k, a)| a.index.map(|i| (i, field(k))))
+            .filter(|a| a.kind == base.kind && a.name == base.name)
+            .filter_map(|a| a.index.map(|i| (i, field(a))))
             .collect();
         items.sort_by_key(|(i, _)| *i);
         Value::Array(items.into_iter().map(|(_, v)| v).collect())
     } else {
-        field(&spec.address)
+        spec.address
+            .parse::<Address>()
+            .map_or(Value::Null, |address| field(&address))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prov_state::{ResourceRecord, ResourceStatus};
+    use prov_state::NewResource;
     use serde_json::json;
 
-    fn record(id: &str, ip: &str) -> ResourceRecord {
-        ResourceRecord {
-            provider: "ec2".into(),
-            kind: "instance".into(),
-            id: Some(id.into()),
-            status: ResourceStatus::Ready,
-            generation: 1,
-            token: None,
-            attributes: [("public_ip".to_owned(), json!(ip))].into(),
-            dependencies: vec![],
-        }
+    fn record(doc: &mut StateDocument, address: &str, id: &str, ip: &str) {
+        let new = NewResource {
+            provider: "ec2",
+            kind: "instance",
+            dependencies: &[],
+        };
+        let attributes = [("public_ip".to_owned(), json!(ip))].into();
+        doc.record_imported(&address.parse().unwrap(), new, id, attributes);
     }
 
     #[test]
     fn lists_and_single_values() {
         let mut doc = StateDocument::new("demo");
-        doc.resources
-            .insert("web[1]".into(), record("i-1", "1.1.1.1"));
-        doc.resources
-            .insert("web[0]".into(), record("i-0", "0.0.0.0"));
-        doc.resources.insert("db".into(), record("i-db", "9.9.9.9"));
+        record(&mut doc, "web[1]", "i-1", "1.1.1.1");
+        record(&mut doc, "web[0]", "i-0", "0.0.0.0");
+        record(&mut doc, "db", "i-db", "9.9.9.9");
         let outputs: BTreeMap<String, OutputSpec> = [
             (
                 "ips".to_owned(),

@@ -55,8 +55,7 @@ fn run(keys: &Keys, data: &[u8]) {
         let sealed = prov::secrets::encrypt(std::slice::from_ref(&keys.recipient), data)
             .expect("encrypting to a valid recipient");
         let sealed = String::from_utf8_lossy(&sealed).into_owned();
-        let mut envelope = StateDocument::new("fuzz");
-        envelope.encrypted = Some(sealed.clone());
+        let envelope = StateDocument::new("fuzz").envelope(sealed.clone());
         if let Ok(inner) = prov::secrets::state::open_envelope(
             &envelope,
             &sealed,

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use prov_provider::{Address, Change, CreateRequest, Provider, ResourceConfig, UpdateRequest};
-use prov_state::{ResourceRecord, ResourceStatus, StateDocument};
+use prov_state::{NewResource, ResourceStatus, StateDocument};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -32,57 +32,28 @@ pub(super) async fn run(
     }
 }
 
-/// The idempotency token of a create: derived from the lineage, the address,
-/// its generation and the lineage's create counter, so it never repeats in a
-/// lineage (also after `destroy` or `state rm` forgot the address), while a
-/// create resumed after a crash reuses the token its record holds.
-#[must_use]
-pub fn idempotency_token(lineage: &str, address: &str, generation: u64, create: u64) -> String {
-    let digest = prov_provider::sha256_hex(
-        format!("{lineage}\n{address}\n{generation}\n{create}").as_bytes(),
-    );
-    format!("prov-{}", &digest[..40])
-}
-
 async fn create(
     provider: &dyn Provider,
     session: &Mutex<StateSession>,
     config: &ResourceConfig,
 ) -> Result<String> {
-    let key = config.address.to_string();
+    let address = &config.address;
     let kind = config.kind.as_str();
 
     // Record the intent (status `creating` with its token) before calling the
     // provider, unless an interrupted create of the same generation is pending.
     let (token, resumed) = {
         let mut s = session.lock().await;
-        let lineage = s.doc.lineage.clone();
-        let pending = s
-            .doc
-            .resources
-            .get(&key)
-            .filter(|r| r.status == ResourceStatus::Creating && r.id.is_none())
-            .and_then(|r| r.token.clone());
-        if let Some(token) = pending {
-            (token, true)
+        if let Some(token) = s.doc.pending_create(address) {
+            (token.to_owned(), true)
         } else {
-            let generation = s.doc.resources.get(&key).map_or(1, |r| r.generation + 1);
-            s.doc.creates = s.doc.creates.saturating_add(1);
-            let token = idempotency_token(&lineage, &key, generation, s.doc.creates);
-            // A new object is a new machine: forget what was deployed on the
-            // old one and the host key pinned for it.
-            s.doc.hosts.remove(&key);
-            s.doc.resources.insert(
-                key.clone(),
-                ResourceRecord {
-                    provider: config.provider.clone(),
-                    kind: config.kind.clone(),
-                    id: None,
-                    status: ResourceStatus::Creating,
-                    generation,
-                    token: Some(token.clone()),
-                    attributes: Default::default(),
-                    dependencies: config.depends_on.iter().map(ToString::to_string).collect(),
+            let dependencies: Vec<Address> = config.depends_on.iter().cloned().collect();
+            let token = s.doc.record_intent(
+                address,
+                NewResource {
+                    provider: &config.provider,
+                    kind,
+                    dependencies: &dependencies,
                 },
             );
             s.save().await?;
@@ -94,15 +65,12 @@ async fn create(
         let mut found = provider
             .find_by_token(kind, std::slice::from_ref(&token))
             .await
-            .with_context(|| format!("looking up the interrupted create of {key}"))?;
+            .with_context(|| format!("looking up the interrupted create of {address}"))?;
         if let Some(observed) = found.remove(&token) {
-            tracing::info!(address = %key, id = %observed.id, "adopting the object of an interrupted create");
+            tracing::info!(%address, id = %observed.id, "adopting the object of an interrupted create");
             let mut s = session.lock().await;
-            if let Some(record) = s.doc.resources.get_mut(&key) {
-                record.id = Some(observed.id.clone());
-                record.status = ResourceStatus::Ready;
-                record.attributes = observed.attributes;
-            }
+            s.doc
+                .record_created(address, &observed.id, observed.attributes);
             s.save().await?;
             return Ok(observed.id);
         }
@@ -114,7 +82,7 @@ async fn create(
     };
     if !desired.unknown.is_empty() {
         bail!(
-            "{key}: cannot resolve {} (the resources referred to do not exist)",
+            "{address}: cannot resolve {} (the resources referred to do not exist)",
             desired
                 .unknown
                 .iter()
@@ -127,7 +95,7 @@ async fn create(
     crate::crashpoint::reached("before-create").await;
     let result = provider
         .create(CreateRequest {
-            address: &config.address,
+            address,
             kind,
             token: &token,
             attributes: &desired.attributes,
@@ -135,24 +103,19 @@ async fn create(
         .await;
     crate::crashpoint::reached("after-create").await;
     let mut s = session.lock().await;
-    let record = s
-        .doc
-        .resources
-        .get_mut(&key)
-        .with_context(|| format!("{key} vanished from state during create"))?;
+    let recorded = match &result {
+        Ok(observed) => s
+            .doc
+            .record_created(address, &observed.id, observed.attributes.clone()),
+        Err(_) => s.doc.record_tainted(address),
+    };
+    if !recorded {
+        bail!("{address} vanished from state during create");
+    }
+    s.save().await?;
     match result {
-        Ok(observed) => {
-            record.id = Some(observed.id.clone());
-            record.status = ResourceStatus::Ready;
-            record.attributes = observed.attributes;
-            s.save().await?;
-            Ok(observed.id)
-        }
-        Err(error) => {
-            record.status = ResourceStatus::Tainted;
-            s.save().await?;
-            Err(error).with_context(|| format!("creating {key}"))
-        }
+        Ok(observed) => Ok(observed.id),
+        Err(error) => Err(error).with_context(|| format!("creating {address}")),
     }
 }
 
@@ -161,13 +124,13 @@ async fn update(
     session: &Mutex<StateSession>,
     config: &ResourceConfig,
 ) -> Result<String> {
-    let key = config.address.to_string();
+    let key = &config.address;
     let (id, current, desired) = {
         let s = session.lock().await;
         let record = s
             .doc
             .resources
-            .get(&key)
+            .get(key)
             .with_context(|| format!("{key} is not in state"))?;
         let id = record
             .id
@@ -195,11 +158,10 @@ async fn update(
         .await
         .with_context(|| format!("updating {key}"))?;
     crate::crashpoint::reached("after-update").await;
+    let dependencies: Vec<Address> = config.depends_on.iter().cloned().collect();
     let mut s = session.lock().await;
-    if let Some(record) = s.doc.resources.get_mut(&key) {
-        record.attributes.extend(observed.attributes);
-        record.dependencies = config.depends_on.iter().map(ToString::to_string).collect();
-    }
+    s.doc
+        .record_updated(key, observed.attributes, &dependencies);
     s.save().await?;
     Ok(id)
 }
@@ -212,12 +174,12 @@ async fn delete(
     address: &Address,
     forget: bool,
 ) -> Result<()> {
-    let key = address.to_string();
+    let key = address;
     let target = {
         let s = session.lock().await;
         s.doc
             .resources
-            .get(&key)
+            .get(key)
             .and_then(|r| r.id.clone().map(|id| (r.kind.clone(), id)))
     };
     if let Some((kind, id)) = target {
@@ -230,12 +192,9 @@ async fn delete(
     }
     let mut s = session.lock().await;
     if forget {
-        s.doc.resources.remove(&key);
-        s.doc.hosts.remove(&key);
-    } else if let Some(record) = s.doc.resources.get_mut(&key) {
-        record.id = None;
-        record.status = ResourceStatus::Tainted;
-        record.attributes.clear();
+        s.doc.forget(address);
+    } else {
+        s.doc.record_deleted_for_replacement(address);
     }
     s.save().await?;
     Ok(())
@@ -244,7 +203,7 @@ async fn delete(
 /// A reference target's field from state (all dependencies are done by the
 /// time a resource runs).
 fn lookup(doc: &StateDocument, target: &Address, field: &str) -> Option<Value> {
-    let record = doc.resources.get(&target.to_string())?;
+    let record = doc.resources.get(target)?;
     if record.status != ResourceStatus::Ready {
         return None;
     }

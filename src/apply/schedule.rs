@@ -260,15 +260,14 @@ fn dependencies(plan: &PlanFile, session: &StateSession) -> BTreeMap<Address, BT
         let address = &change.address;
         let before: BTreeSet<Address> = if change.action == Change::Delete {
             // Everything converging first, then whatever still depends on us.
-            let dependents = session.doc.resources.iter().filter_map(|(key, record)| {
-                let depends = record
-                    .dependencies
-                    .iter()
-                    .any(|d| d.parse::<Address>().is_ok_and(|d| &d == address));
-                key.parse::<Address>()
-                    .ok()
-                    .filter(|a| depends && deleting.contains(a))
-            });
+            let dependents = session
+                .doc
+                .resources
+                .iter()
+                .filter(|(key, record)| {
+                    deleting.contains(key) && record.dependencies.contains(address)
+                })
+                .map(|(key, _)| key.clone());
             converging
                 .iter()
                 .map(|a| (*a).clone())

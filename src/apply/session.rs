@@ -92,7 +92,7 @@ impl StateSession {
         let serial = ask(&self.writer, |tx| Request::Save(doc, tx))
             .await?
             .with_context(|| format!("saving state to {}", self.describe))?;
-        self.doc.serial = serial;
+        self.doc.set_serial(serial);
         Ok(())
     }
 
@@ -169,7 +169,7 @@ async fn writer(
                             "the serial cannot grow past 18446744073709551615".to_owned(),
                         )),
                         Some(serial) => {
-                            doc.serial = serial;
+                            doc.set_serial(serial);
                             match backend.write(&guard, &doc).await {
                                 Ok(()) => {
                                     wrote = true;

@@ -78,7 +78,7 @@ async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<P
             .clone()
             .or_else(|| stored.clone())
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
-        doc.secret_hmac_key = stored.as_ref().and_then(|s| s.secret_hmac_key.clone());
+        doc.set_secret_key(stored.as_ref().and_then(|s| s.secret_hmac_key.clone()));
         let secret_key = match &doc.secret_hmac_key {
             Some(key) => key.clone(),
             None => crate::secrets::new_hmac_key()?,
@@ -125,9 +125,7 @@ async fn execute(
     let mut refreshed = refreshed;
     // Every state applied to has a key: the secrets' keyed hashes and the
     // MACs that bind saved plans to it use it (the plan hashed with it).
-    if refreshed.doc.secret_hmac_key.is_none() {
-        refreshed.doc.secret_hmac_key = Some(secret_key);
-    }
+    refreshed.doc.ensure_secret_key(secret_key);
     let session = Arc::new(Mutex::new(
         StateSession::new(Arc::clone(&ctx.backend), guard, refreshed.doc, stored)
             .keeping(ctx.spec.state.keep_versions),
@@ -327,7 +325,7 @@ fn taken_hint(cli: &Cli, address: &Address, error: &anyhow::Error) -> Option<Str
 
 async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()> {
     let outputs = crate::outputs::compute(&ctx.spec.outputs, &session.doc);
-    session.doc.outputs = outputs;
+    session.doc.set_outputs(outputs);
     session.save().await
 }
 

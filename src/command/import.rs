@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use prov_provider::Address;
-use prov_state::{ResourceRecord, ResourceStatus};
+use prov_state::{NewResource, ResourceRecord, ResourceStatus};
 
 use crate::cli::{Cli, ImportArgs};
 use crate::command::{Context, EXIT_OK};
@@ -19,7 +19,7 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         .with_context(|| format!("{address} is not in the spec; add it before importing"))?;
     let mut session = ctx.session(cli, "import").await?;
     let result = async {
-        let existing = session.doc.resources.get(&address.to_string());
+        let existing = session.doc.resources.get(&address);
         match existing {
             Some(ResourceRecord { id: Some(id), .. }) => bail!(
                 "{address} is already managed (id {id}); `prov state rm {address}` first to import another object"
@@ -36,7 +36,7 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         // One object, one address: importing what another address manages
         // would have two records (and two destroys) for one machine.
         if let Some((other, _)) = session.doc.resources.iter().find(|(key, r)| {
-            **key != address.to_string()
+            **key != address
                 && r.provider == config.provider
                 && r.kind == config.kind
                 && r.id.as_deref() == Some(args.id.as_str())
@@ -48,7 +48,6 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
                 args.id
             );
         }
-        let generation = existing.map_or(0, |r| r.generation);
         let providers = ctx.providers(&session.doc).await?;
         let provider = providers.get(&config.provider)?;
         let mut found = provider
@@ -58,18 +57,16 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         let observed = found
             .remove(&args.id)
             .with_context(|| format!("no {} {} `{}` exists", config.provider, config.kind, args.id))?;
-        session.doc.resources.insert(
-            address.to_string(),
-            ResourceRecord {
-                provider: config.provider.clone(),
-                kind: config.kind.clone(),
-                id: Some(observed.id.clone()),
-                status: ResourceStatus::Ready,
-                generation,
-                token: None,
-                attributes: observed.attributes,
-                dependencies: config.depends_on.iter().map(ToString::to_string).collect(),
+        let dependencies: Vec<Address> = config.depends_on.iter().cloned().collect();
+        session.doc.record_imported(
+            &address,
+            NewResource {
+                provider: &config.provider,
+                kind: &config.kind,
+                dependencies: &dependencies,
             },
+            &observed.id,
+            observed.attributes,
         );
         session.save().await?;
         println!("Imported {address} ({}). Run `prov plan` to see how it differs from the spec.", observed.id);

@@ -18,7 +18,7 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
     let ctx = Context::load(cli)?;
     match command {
         StateCommand::List => {
-            for (address, record) in latest(&ctx).await?.resources {
+            for (address, record) in &latest(&ctx).await?.resources {
                 let id = record.id.as_deref().unwrap_or("-");
                 let status = serde_json::to_value(record.status)?;
                 println!("{address}\t{id}\t{}", status.as_str().unwrap_or_default());
@@ -33,7 +33,7 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                 Some(address) => {
                     let record = doc
                         .resources
-                        .get(address)
+                        .get(&parse_address(address)?)
                         .with_context(|| format!("{address} is not in state"))?;
                     println!("{}", serde_json::to_string_pretty(record)?);
                 }
@@ -74,9 +74,8 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                 for address in addresses {
                     // The host record (pinned key, system, secrets) goes too:
                     // a later resource at this address is another machine.
-                    let resource = session.doc.resources.remove(address).is_some();
-                    let host = session.doc.hosts.remove(address).is_some();
-                    if !resource && !host {
+                    let forgotten = session.doc.forget(&parse_address(address)?);
+                    if !forgotten.resource && !forgotten.host {
                         bail!("{address} is not in state (nothing was removed)");
                     }
                 }
@@ -104,6 +103,13 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
         StateCommand::Recover => recover(cli, &ctx.spec).await?,
     }
     Ok(EXIT_OK)
+}
+
+/// An address given on the command line.
+fn parse_address(address: &str) -> Result<prov_provider::Address> {
+    address
+        .parse()
+        .with_context(|| format!("{address} is not in state"))
 }
 
 /// `prov state recover`: rebuilds a damaged embedded database from its copy.
@@ -144,7 +150,11 @@ async fn encrypt_state(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
                 ctx.backend.describe()
             )
         })?;
-        doc.serial += 1;
+        let serial = doc
+            .serial
+            .checked_add(1)
+            .context("the serial cannot grow past 18446744073709551615")?;
+        doc.set_serial(serial);
         ctx.backend.write(&guard, &doc).await?;
         anyhow::Ok(doc.serial)
     }

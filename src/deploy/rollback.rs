@@ -11,6 +11,7 @@ use super::profile::{current_system, PROFILE};
 use super::target::host_endpoint;
 use super::DeployContext;
 use crate::apply::StateSession;
+use crate::spec::Goal;
 use crate::ssh::shell_quote;
 
 /// Rolls `address` back to the previous generation, or to `generation`, and
@@ -31,11 +32,11 @@ pub async fn rollback_host(
         Some(n) => format!("nix-env -p {profile} --switch-generation {n}"),
         None => format!("nix-env -p {profile} --rollback"),
     };
-    let goal = info.deploy.as_ref().map_or("switch", |d| d.goal.as_str());
-    let goal = if matches!(goal, "test" | "dry-activate") {
-        "switch"
-    } else {
-        goal
+    // A rollback makes the profile's generation the running system: a
+    // host deployed with `test` or `dry-activate` is switched.
+    let goal = match info.deploy.as_ref().map(|d| d.goal) {
+        Some(goal) if goal.sets_profile() => goal,
+        _ => Goal::Switch,
     };
     let command = connection.privileged(&format!(
         "set -e; {switch}; \"$(readlink -f {profile})/bin/switch-to-configuration\" {goal}"
@@ -60,11 +61,15 @@ pub async fn rollback_host(
         .and_then(|s| s.strip_suffix("-link"))
         .and_then(|n| n.parse().ok());
     let mut s = session.lock().await;
-    let entry = s.doc.hosts.entry(address.to_string()).or_default();
-    entry.system = Some(now.clone());
-    entry.generation = generation;
-    entry.goal = Some(goal.to_owned());
-    entry.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    s.doc.record_rolled_back(
+        address,
+        prov_state::Deployed {
+            system: now.clone(),
+            goal,
+            generation,
+            at: prov_state::now(),
+        },
+    );
     s.save().await?;
     Ok(now)
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use prov_provider::Address;
-use prov_state::HostRecord;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
@@ -210,9 +209,12 @@ async fn secrets_only(
     if !in_spec {
         // A host that left the spec, now cleaned: state forgets it.
         let mut s = session.lock().await;
-        let key = address.to_string();
-        if s.doc.hosts.get(&key).is_some_and(|h| h.secrets.is_empty()) {
-            s.doc.hosts.remove(&key);
+        if s.doc
+            .hosts
+            .get(address)
+            .is_some_and(|h| h.secrets.is_empty())
+        {
+            s.doc.forget_host(address);
             s.save().await?;
         }
     }
@@ -415,17 +417,6 @@ async fn realise_on_host(connection: &Connection, derivation: &str, expected: &s
     Ok(())
 }
 
-async fn record(
-    session: &Arc<Mutex<StateSession>>,
-    address: &Address,
-    update: impl FnOnce(&mut HostRecord),
-) -> Result<()> {
-    let mut s = session.lock().await;
-    let entry = s.doc.hosts.entry(address.to_string()).or_default();
-    update(entry);
-    s.save().await
-}
-
 /// Pins the keys this connection checked or accepted (the host's and its
 /// jump host's) and records where the host was reached.
 async fn record_keys(
@@ -434,14 +425,14 @@ async fn record_keys(
     endpoint: &Endpoint,
     connection: &Connection,
 ) -> Result<()> {
-    record(session, address, |h| {
-        h.reach = Some(super::target::reach_record(endpoint));
-        h.host_key = Some(connection.host_key().to_owned());
-        if let Some(jump) = connection.jump_host_key() {
-            h.jump_host_key = Some(jump.to_owned());
-        }
-    })
-    .await
+    let mut s = session.lock().await;
+    s.doc.record_reached(
+        address,
+        super::target::reach_record(endpoint),
+        connection.host_key(),
+        connection.jump_host_key(),
+    );
+    s.save().await
 }
 
 async fn record_deployed(
@@ -451,13 +442,15 @@ async fn record_deployed(
     goal: Goal,
     generation: Option<u64>,
 ) -> Result<()> {
-    record(session, address, |h| {
-        h.system = Some(change.desired.clone());
-        h.goal = Some(goal.as_str().to_owned());
-        if generation.is_some() {
-            h.generation = generation;
-        }
-        h.deployed_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    })
-    .await
+    let mut s = session.lock().await;
+    s.doc.record_deployed(
+        address,
+        prov_state::Deployed {
+            system: change.desired.clone(),
+            goal,
+            generation,
+            at: prov_state::now(),
+        },
+    );
+    s.save().await
 }

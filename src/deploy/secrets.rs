@@ -160,7 +160,7 @@ pub async fn sync_host(
         .map(|c| c.destination.as_str())
         .collect();
     for change in host_changes {
-        let after = change.upload.as_deref() == Some(UploadWhen::After.as_str());
+        let after = change.upload == Some(UploadWhen::After);
         let now = match stage {
             Stage::All => true,
             Stage::Before => change.action == SecretAction::Delete || !after,
@@ -207,8 +207,7 @@ pub async fn sync_host(
                     destination: secret.destination.clone(),
                 };
                 let mut s = session.lock().await;
-                let host = s.doc.hosts.entry(address.to_string()).or_default();
-                host.secrets.insert(change.name.clone(), record);
+                s.doc.record_secret(address, &change.name, record);
                 s.save().await?;
                 drop(s);
                 progress.phase(
@@ -225,9 +224,7 @@ pub async fn sync_host(
                         })?;
                 }
                 let mut s = session.lock().await;
-                if let Some(host) = s.doc.hosts.get_mut(&address.to_string()) {
-                    host.secrets.remove(&change.name);
-                }
+                s.doc.forget_secret(address, &change.name);
                 s.save().await?;
                 drop(s);
                 progress.phase(

@@ -52,8 +52,7 @@ pub fn endpoint(
     identity: &std::path::Path,
     accept_new_host_keys: bool,
 ) -> Result<Endpoint> {
-    let key = address.to_string();
-    let record = doc.resources.get(&key);
+    let record = doc.resources.get(address);
     let attribute = |name: &str| -> Option<String> {
         record
             .and_then(|r| r.attributes.get(name))
@@ -87,7 +86,7 @@ pub fn endpoint(
     let pinned = host
         .host_key
         .clone()
-        .or_else(|| doc.hosts.get(&key).and_then(|h| h.host_key.clone()))
+        .or_else(|| doc.hosts.get(address).and_then(|h| h.host_key.clone()))
         .or_else(|| attribute("host_key"));
     let check = match pinned {
         Some(key) => HostKeyCheck::Pinned(key),
@@ -100,7 +99,7 @@ pub fn endpoint(
     let jump = match &host.ssh.jump {
         None => None,
         Some(j) => {
-            let recorded = doc.hosts.get(&key).and_then(|h| h.jump_host_key.clone());
+            let recorded = doc.hosts.get(address).and_then(|h| h.jump_host_key.clone());
             let check = match (j.host_key.clone().or(recorded), accept_new_host_keys) {
                 (Some(key), _) => HostKeyCheck::Pinned(key),
                 (None, true) => HostKeyCheck::AcceptNew,
@@ -186,7 +185,7 @@ pub async fn recorded_endpoint(
     let record = s
         .doc
         .hosts
-        .get(&address.to_string())
+        .get(address)
         .with_context(|| format!("state has no record of {address}"))?;
     let reach = record
         .reach

@@ -83,7 +83,7 @@ pub async fn plan(
             continue;
         };
         let new_host = resources.is_new(address)
-            || (info.target != "ssh" && !doc.resources.contains_key(&address.to_string()));
+            || (info.target != "ssh" && !doc.resources.contains_key(address));
         let reachable = refresh && !new_host;
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it
@@ -101,11 +101,7 @@ pub async fn plan(
         } else {
             None
         };
-        let recorded = doc
-            .hosts
-            .get(&address.to_string())
-            .cloned()
-            .unwrap_or_default();
+        let recorded = doc.hosts.get(address).cloned().unwrap_or_default();
         let pool = ctx.pool.clone();
         let address = address.clone();
         let goal = deploy.goal;
@@ -168,7 +164,7 @@ pub async fn plan(
                 reason = Some("the system profile was changed on the host outside prov".to_owned());
             }
         }
-        let same_goal = recorded.goal.as_deref() == Some(goal.as_str());
+        let same_goal = recorded.goal == Some(goal);
         let up_to_date = current.as_deref() == Some(system.as_str())
             && (goal.sets_profile()
                 || (same_goal && recorded.system.as_deref() == Some(system.as_str())))
@@ -180,7 +176,7 @@ pub async fn plan(
         let to_copy = missing.unwrap_or_else(|| closure.paths.clone());
         systems.deploys.push(DeployChange {
             address,
-            goal: goal.as_str().to_owned(),
+            goal,
             current,
             desired: system,
             paths: to_copy.len(),

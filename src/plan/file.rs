@@ -105,7 +105,7 @@ impl PlanFile {
         stored: Option<&StateDocument>,
     ) -> Result<()> {
         let mut prior = refreshed.clone();
-        prior.secret_hmac_key = None;
+        prior.set_secret_key(None);
         self.prior = Some(prior);
         for change in &mut self.plan.secrets {
             change.hmac = None;

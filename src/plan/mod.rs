@@ -93,7 +93,7 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
         // Whatever --refresh says, an interrupted or failed create (a record
         // with a token and no id) is looked up by its token: else destroy
         // would forget an object that exists.
-        let pending = |address: &str| {
+        let pending = |address: &prov_provider::Address| {
             doc.resources
                 .get(address)
                 .is_some_and(|r| r.id.is_none() && r.token.is_some())

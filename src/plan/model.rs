@@ -2,6 +2,9 @@
 //! (docs/plan-json.md) and saved plans hold.
 
 use prov_provider::{Address, AttributeChange, Change};
+use prov_state::Goal;
+
+use crate::spec::UploadWhen;
 use serde::{Deserialize, Serialize};
 
 /// The version of the JSON plan layout (`format_version` in `--json`).
@@ -47,7 +50,7 @@ pub struct DeployChange {
     /// The host.
     pub address: Address,
     /// The activation goal (`switch`, `boot`, `test`, `dry-activate`).
-    pub goal: String,
+    pub goal: Goal,
     /// The system active now (absent on a new host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
@@ -90,7 +93,7 @@ pub struct SecretChange {
     pub source_sha256: Option<String>,
     /// For an upload: `before` or `after` activation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upload: Option<String>,
+    pub upload: Option<UploadWhen>,
     /// Why, in words (`new`, `changed`, `not in the spec`).
     pub reason: String,
     /// For an upload whose destination changed: the old file, removed once

@@ -21,7 +21,7 @@ pub struct Refreshed {
     /// What changed outside prov.
     pub drift: Vec<Drift>,
     /// Addresses whose objects were deleted outside prov.
-    pub gone: BTreeSet<String>,
+    pub gone: BTreeSet<Address>,
 }
 
 impl Refreshed {
@@ -40,9 +40,9 @@ impl Refreshed {
 #[derive(Default)]
 struct Batch {
     /// (address, id) of records whose object should exist.
-    by_id: Vec<(String, String)>,
+    by_id: Vec<(Address, String)>,
     /// (address, token) of records whose create may or may not have happened.
-    by_token: Vec<(String, String)>,
+    by_token: Vec<(Address, String)>,
 }
 
 /// What one batch found.
@@ -61,7 +61,7 @@ struct Found {
 pub async fn refresh(
     doc: &StateDocument,
     providers: &Providers,
-    in_scope: impl Fn(&str) -> bool,
+    in_scope: impl Fn(&Address) -> bool,
 ) -> Result<Refreshed> {
     let mut batches: BTreeMap<(String, String), Batch> = BTreeMap::new();
     for (address, record) in &doc.resources {
@@ -121,16 +121,13 @@ pub async fn refresh(
             merge_read(&mut refreshed, schema, address, found.by_id.get(id));
         }
         for (address, token) in &batch.by_token {
-            if let (Some(observed), Some(record)) = (
-                found.by_token.get(token),
-                refreshed.doc.resources.get_mut(address),
-            ) {
+            if let Some(observed) = found.by_token.get(token) {
                 tracing::info!(%address, id = %observed.id, "found the object of an interrupted create");
-                record.id = Some(observed.id.clone());
-                record.attributes.extend(observed.attributes.clone());
-                if record.status == ResourceStatus::Creating {
-                    record.status = ResourceStatus::Ready;
-                }
+                refreshed.doc.record_found_by_token(
+                    address,
+                    &observed.id,
+                    observed.attributes.clone(),
+                );
             }
         }
     }
@@ -144,26 +141,23 @@ pub async fn refresh(
 fn merge_read(
     refreshed: &mut Refreshed,
     schema: &[prov_provider::AttributeSchema],
-    address: &str,
+    address: &Address,
     observed: Option<&Observed>,
 ) {
-    let Some(record) = refreshed.doc.resources.get_mut(address) else {
+    let Some(record) = refreshed.doc.resources.get(address) else {
         return;
     };
-    let parsed: Option<Address> = address.parse().ok();
     match observed {
         None => {
             if record.status == ResourceStatus::Ready {
-                if let Some(parsed) = parsed {
-                    refreshed.drift.push(Drift {
-                        address: parsed,
-                        kind: DriftKind::Deleted,
-                        attributes: Vec::new(),
-                    });
-                }
+                refreshed.drift.push(Drift {
+                    address: address.clone(),
+                    kind: DriftKind::Deleted,
+                    attributes: Vec::new(),
+                });
             }
-            refreshed.doc.resources.remove(address);
-            refreshed.gone.insert(address.to_owned());
+            refreshed.doc.record_gone(address);
+            refreshed.gone.insert(address.clone());
         }
         Some(observed) => {
             let mut attributes = record.attributes.clone();
@@ -174,16 +168,17 @@ fn merge_read(
                     unknown: BTreeSet::new(),
                 };
                 let changed = diff_attributes(schema, &now, &record.attributes);
-                if let (false, Some(parsed)) = (changed.is_empty(), parsed) {
+                if !changed.is_empty() {
                     refreshed.drift.push(Drift {
-                        address: parsed,
+                        address: address.clone(),
                         kind: DriftKind::Changed,
                         attributes: changed,
                     });
                 }
             }
-            record.attributes = attributes;
-            record.id = Some(observed.id.clone());
+            refreshed
+                .doc
+                .record_observed(address, &observed.id, attributes);
         }
     }
 }

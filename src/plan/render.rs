@@ -75,8 +75,7 @@ fn render_secret(out: &mut String, secret: &super::SecretChange, paint: Painter)
     };
     let when = secret
         .upload
-        .as_deref()
-        .map(|w| format!(", {w} activation"))
+        .map(|w| format!(", {} activation", w.as_str()))
         .unwrap_or_default();
     let _ = writeln!(
         out,

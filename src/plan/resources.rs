@@ -135,9 +135,8 @@ pub fn diff(
             let provider = providers.get(&config.provider)?;
             let resolved = config
                 .resolve(|target, field| lookup(target, field, &diff.changes, &by_address, doc));
-            let key = config.address.to_string();
-            let record = doc.resources.get(&key);
-            let gone = refreshed.gone.contains(&key);
+            let record = doc.resources.get(&config.address);
+            let gone = refreshed.gone.contains(&config.address);
             let change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
             if change.action != Change::NoOp {
                 diff.configs.insert(config.address.clone(), config.clone());
@@ -147,7 +146,7 @@ pub fn diff(
     }
 
     for address in deletions(spec, doc, options) {
-        let Some(record) = doc.resources.get(&address.to_string()) else {
+        let Some(record) = doc.resources.get(&address) else {
             continue;
         };
         let reason = if options.destroy {
@@ -308,7 +307,7 @@ fn lookup(
         }
         return config.attributes.get(field).cloned();
     }
-    let record = doc.resources.get(&target.to_string())?;
+    let record = doc.resources.get(target)?;
     if field == "id" {
         record.id.clone().map(Value::from)
     } else {
@@ -346,22 +345,19 @@ fn deletions(spec: &Spec, doc: &StateDocument, options: &BuildOptions) -> Vec<Ad
     let mut doomed: BTreeSet<Address> = doc
         .resources
         .keys()
-        .filter_map(|k| k.parse::<Address>().ok())
         .filter(|a| options.destroy || !in_spec.contains(a))
         .filter(|a| in_scope(spec, &options.selection, a, doc))
+        .cloned()
         .collect();
     if options.destroy {
         loop {
             let dependents: Vec<Address> = doc
                 .resources
                 .iter()
-                .filter(|(_, r)| {
-                    r.dependencies
-                        .iter()
-                        .any(|d| d.parse::<Address>().is_ok_and(|d| doomed.contains(&d)))
-                })
-                .filter_map(|(k, _)| k.parse::<Address>().ok())
+                .filter(|(_, r)| r.dependencies.iter().any(|d| doomed.contains(d)))
+                .map(|(k, _)| k)
                 .filter(|a| !doomed.contains(a))
+                .cloned()
                 .collect();
             if dependents.is_empty() {
                 break;
@@ -381,7 +377,7 @@ fn check_selection(spec: &Spec, doc: &StateDocument, selection: &Selection) -> R
         .resources
         .keys()
         .chain(doc.hosts.keys())
-        .filter_map(|k| k.parse().ok())
+        .cloned()
         .collect();
     let candidates: Vec<(&Address, BTreeMap<String, String>)> = spec
         .resources
@@ -421,7 +417,7 @@ fn user_tags(spec: &Spec, address: &Address) -> BTreeMap<String, String> {
 
 fn recorded_tags(doc: &StateDocument, address: &Address) -> BTreeMap<String, String> {
     doc.resources
-        .get(&address.to_string())
+        .get(address)
         .and_then(|r| r.attributes.get("tags"))
         .and_then(Value::as_object)
         .map(|o| {

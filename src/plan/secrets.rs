@@ -60,7 +60,7 @@ pub fn plan(
             wanted.insert((address.clone(), name.clone()));
             let recorded = doc
                 .hosts
-                .get(&address.to_string())
+                .get(address)
                 .and_then(|h| h.secrets.get(name))
                 .filter(|_| !fresh(address));
             let (reason, replaces) = match recorded {
@@ -79,17 +79,14 @@ pub fn plan(
                 destination: secret.destination.clone(),
                 hmac: Some(hmac.clone()),
                 source_sha256: None,
-                upload: Some(secret.upload.as_str().to_owned()),
+                upload: Some(secret.upload),
                 reason,
                 replaces,
             });
         }
     }
-    for (host, record) in &doc.hosts {
-        let Ok(address) = host.parse::<Address>() else {
-            continue;
-        };
-        if !selected(&address) || fresh(&address) {
+    for (address, record) in &doc.hosts {
+        if !selected(address) || fresh(address) {
             continue;
         }
         for (name, recorded) in &record.secrets {
@@ -147,12 +144,9 @@ fn removed_hosts(
 ) -> Vec<SecretChange> {
     let no_tags = BTreeMap::new();
     let mut changes = Vec::new();
-    for (host, record) in &doc.hosts {
-        let Ok(address) = host.parse::<Address>() else {
-            continue;
-        };
-        let gone = !ctx.spec.hosts.contains_key(&address) && !doc.resources.contains_key(host);
-        if !gone || !selection.matches(&address, &no_tags) {
+    for (address, record) in &doc.hosts {
+        let gone = !ctx.spec.hosts.contains_key(address) && !doc.resources.contains_key(address);
+        if !gone || !selection.matches(address, &no_tags) {
             continue;
         }
         let Some(reach) = &record.reach else {

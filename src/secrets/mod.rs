@@ -100,7 +100,7 @@ pub fn resolve_recipients(
                 .get(address)
                 .and_then(|h| h.host_key.clone())
                 .or_else(|| {
-                    doc.and_then(|d| d.hosts.get(&address.to_string()))
+                    doc.and_then(|d| d.hosts.get(address))
                         .and_then(|h| h.host_key.clone())
                 })
                 .with_context(|| {

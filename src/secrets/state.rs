@@ -48,12 +48,7 @@ impl EncryptedBackend {
         );
         let sealed = encrypt(&self.recipients, &json)
             .map_err(|e| StateError::Encryption(format!("encrypting state: {e:#}")))?;
-        let mut envelope = StateDocument::new(&doc.deployment);
-        envelope.format_version = doc.format_version;
-        envelope.lineage.clone_from(&doc.lineage);
-        envelope.serial = doc.serial;
-        envelope.encrypted = Some(String::from_utf8_lossy(&sealed).into_owned());
-        Ok(envelope)
+        Ok(doc.envelope(String::from_utf8_lossy(&sealed).into_owned()))
     }
 
     fn open(&self, doc: StateDocument) -> Result<StateDocument, StateError> {

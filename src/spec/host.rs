@@ -24,50 +24,7 @@ pub enum SystemSource {
     Flake(String),
 }
 
-/// What `switch-to-configuration` is asked to do (as in Colmena and NixOps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Goal {
-    /// Make it the boot default and activate it now.
-    Switch,
-    /// Make it the boot default only.
-    Boot,
-    /// Activate it now, without making it the boot default.
-    Test,
-    /// Show what activation would do.
-    DryActivate,
-}
-
-impl Goal {
-    /// The word `switch-to-configuration` takes.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Switch => "switch",
-            Self::Boot => "boot",
-            Self::Test => "test",
-            Self::DryActivate => "dry-activate",
-        }
-    }
-
-    /// Parses the spec's word.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "switch" => Some(Self::Switch),
-            "boot" => Some(Self::Boot),
-            "test" => Some(Self::Test),
-            "dry-activate" => Some(Self::DryActivate),
-            _ => None,
-        }
-    }
-
-    /// Whether this goal sets the system profile (a new generation).
-    #[must_use]
-    pub fn sets_profile(self) -> bool {
-        matches!(self, Self::Switch | Self::Boot)
-    }
-}
+pub use prov_state::Goal;
 
 /// Where the closure is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

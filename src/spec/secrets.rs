@@ -12,7 +12,8 @@ use crate::select::Selection;
 pub const HOSTS_RECIPIENT: &str = "@hosts";
 
 /// When a secret is uploaded relative to activation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UploadWhen {
     /// Before activation (the default), so services find it when they start.
     #[default]

@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use prov_provider::Address;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::records::Records;
 
 /// The version of the document layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -21,16 +24,17 @@ pub struct StateDocument {
     /// The deployment name from the spec.
     #[serde(default)]
     pub deployment: String,
-    /// Resource records by address (`web[0]`, `key_pair.deploy`).
+    /// Resource records by address (`web[0]`, `key_pair.deploy`); a key that
+    /// is not an address is a decoding error.
     #[serde(default)]
-    pub resources: BTreeMap<String, ResourceRecord>,
+    pub resources: Records<Address, ResourceRecord>,
     /// Output values by name.
     #[serde(default)]
-    pub outputs: BTreeMap<String, Value>,
+    pub outputs: Records<String, Value>,
     /// What is deployed on each host (NixOS system, generation, pinned host
     /// key), by host address.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub hosts: BTreeMap<String, HostRecord>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub hosts: Records<Address, HostRecord>,
     /// The random key (hex) of the keyed hashes (HMAC-SHA256) kept for
     /// secrets, generated once per state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +53,10 @@ pub struct StateDocument {
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_empty<K: Ord, V>(records: &Records<K, V>) -> bool {
+    records.is_empty()
 }
 
 /// Deployment facts about one host.
@@ -70,10 +78,10 @@ pub struct HostRecord {
     pub generation: Option<u64>,
     /// The goal it was activated with (`switch`, `boot`, `test`, `dry-activate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub goal: Option<String>,
-    /// When (RFC 3339).
+    pub goal: Option<Goal>,
+    /// When (RFC 3339, whole seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployed_at: Option<String>,
+    pub deployed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Secrets uploaded to the host, by secret name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretRecord>,
@@ -128,9 +136,9 @@ impl StateDocument {
             lineage: uuid::Uuid::new_v4().to_string(),
             serial: 0,
             deployment: deployment.to_owned(),
-            resources: BTreeMap::new(),
-            outputs: BTreeMap::new(),
-            hosts: BTreeMap::new(),
+            resources: Records::default(),
+            outputs: Records::default(),
+            hosts: Records::default(),
             secret_hmac_key: None,
             encrypted: None,
             creates: 0,
@@ -187,7 +195,55 @@ pub struct ResourceRecord {
     pub attributes: BTreeMap<String, Value>,
     /// Addresses this resource depends on (destroyed after it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dependencies: Vec<String>,
+    pub dependencies: Vec<Address>,
+}
+
+/// What `switch-to-configuration` is asked to do (as in Colmena and NixOps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// Make it the boot default and activate it now.
+    Switch,
+    /// Make it the boot default only.
+    Boot,
+    /// Activate it now, without making it the boot default.
+    Test,
+    /// Show what activation would do.
+    DryActivate,
+}
+
+impl Goal {
+    /// Every goal, in the order the spec documents them.
+    pub const ALL: [Self; 4] = [Self::Switch, Self::Boot, Self::Test, Self::DryActivate];
+
+    /// The word `switch-to-configuration` takes.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Switch => "switch",
+            Self::Boot => "boot",
+            Self::Test => "test",
+            Self::DryActivate => "dry-activate",
+        }
+    }
+
+    /// Parses the spec's word.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    /// Whether this goal sets the system profile (a new generation).
+    #[must_use]
+    pub fn sets_profile(self) -> bool {
+        matches!(self, Self::Switch | Self::Boot)
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One version in a state's history.

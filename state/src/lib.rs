@@ -14,6 +14,7 @@
 
 pub mod atomic;
 mod backend;
+mod changes;
 mod delta;
 mod document;
 mod embedded;
@@ -21,15 +22,18 @@ mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod lock;
+mod records;
 mod s3;
 
 pub use atomic::write_atomic;
 pub use backend::StateBackend;
+pub use changes::{idempotency_token, now, Deployed, Forgotten, NewResource};
 pub use document::{
-    HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
+    Goal, HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
     StateDocument, FORMAT_VERSION,
 };
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
 pub use lock::{LockGuard, LockInfo};
+pub use records::Records;
 pub use s3::{S3Backend, S3Settings};

@@ -226,7 +226,13 @@ async fn cas_conflict_when_the_state_changes_between_read_and_write() {
     // Someone rewrites the state object behind prov's back (same serial,
     // other content), between our read and our write.
     let mut theirs = suite::doc("l", 1, 3);
-    theirs.outputs.insert("by".into(), "someone else".into());
+    let mut outputs: std::collections::BTreeMap<String, serde_json::Value> = theirs
+        .outputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    outputs.insert("by".into(), "someone else".into());
+    theirs.set_outputs(outputs);
     let theirs_bytes = serde_json::to_vec(&theirs).unwrap();
     raw_put(&client, &bucket, b.state_key(), theirs_bytes.clone()).await;
 
@@ -589,7 +595,7 @@ async fn history_and_read_serial_work_as_on_the_embedded_backend() {
     // A version written by something else than prov (no metadata) is listed
     // with what can be derived.
     let mut foreign = docs[0].clone();
-    foreign.outputs.clear();
+    foreign.set_outputs([]);
     raw_put(
         &client,
         &bucket,

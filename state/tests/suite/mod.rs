@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prov_state::{
-    LockInfo, ResourceRecord, ResourceStatus, StateBackend, StateDocument, StateError,
-    FORMAT_VERSION,
+    LockInfo, ResourceStatus, StateBackend, StateDocument, StateError, FORMAT_VERSION,
 };
 
 /// A backend on a fresh, empty state, plus whatever must live as long as it.
@@ -77,31 +76,46 @@ where
     write_without_lock_fails(&*a.backend, &*b.backend).await;
 }
 
+/// A document as a backend would read it: `lineage` at `serial`, with
+/// `resources` (records by address) and `outputs`.
+fn document(
+    lineage: &str,
+    serial: u64,
+    resources: &BTreeMap<String, serde_json::Value>,
+    outputs: serde_json::Value,
+) -> StateDocument {
+    serde_json::from_value(serde_json::json!({
+        "format_version": FORMAT_VERSION,
+        "lineage": lineage,
+        "serial": serial,
+        "deployment": "suite",
+        "resources": resources,
+        "outputs": outputs,
+    }))
+    .unwrap()
+}
+
 /// A document of `lineage` at `serial` holding `resources` instances.
 pub fn doc(lineage: &str, serial: u64, resources: usize) -> StateDocument {
-    let mut doc = StateDocument::new("suite");
-    doc.lineage = lineage.to_owned();
-    doc.serial = serial;
-    for i in 0..resources {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("serial".to_owned(), serial.into());
-        attributes.insert("index".to_owned(), i.into());
-        doc.resources.insert(
-            format!("web[{i}]"),
-            ResourceRecord {
-                provider: "test".to_owned(),
-                kind: "instance".to_owned(),
-                id: Some(format!("i-{serial}-{i}")),
-                status: ResourceStatus::Ready,
-                generation: 1,
-                token: None,
-                attributes,
-                dependencies: vec![],
-            },
-        );
-    }
-    doc.outputs.insert("serial".to_owned(), serial.into());
-    doc
+    let records: BTreeMap<String, serde_json::Value> = (0..resources)
+        .map(|i| {
+            let record = serde_json::json!({
+                "provider": "test",
+                "kind": "instance",
+                "id": format!("i-{serial}-{i}"),
+                "status": ResourceStatus::Ready,
+                "generation": 1,
+                "attributes": {"serial": serial, "index": i},
+            });
+            (format!("web[{i}]"), record)
+        })
+        .collect();
+    document(
+        lineage,
+        serial,
+        &records,
+        serde_json::json!({"serial": serial}),
+    )
 }
 
 /// The versions an apply of `count` resources writes, one save per resource,
@@ -109,57 +123,40 @@ pub fn doc(lineage: &str, serial: u64, resources: usize) -> StateDocument {
 /// tenth save also changes an earlier resource and every seventeenth removes
 /// one (so patches add, replace and remove). Serials start at 1.
 pub fn applied_one_by_one(lineage: &str, count: usize) -> Vec<StateDocument> {
-    let mut doc = StateDocument::new("suite");
-    doc.lineage = lineage.to_owned();
+    let mut records: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut versions = Vec::with_capacity(count);
     for i in 0..count {
-        doc.serial = i as u64 + 1;
-        let mut attributes = BTreeMap::new();
-        attributes.insert("image".to_owned(), format!("ami-{i:017x}").into());
-        attributes.insert("instance_type".to_owned(), "t3.micro".into());
-        attributes.insert(
-            "private_ip".to_owned(),
-            format!("10.0.{}.{}", i / 250, i % 250).into(),
-        );
-        attributes.insert("public_ip".to_owned(), serde_json::Value::Null);
-        attributes.insert(
-            "tags".to_owned(),
-            serde_json::json!({"Name": format!("web-{i}"), "prov:deployment": "suite", "prov:address": format!("web[{i}]"), "role": "web"}),
-        );
-        attributes.insert(
-            "security_groups".to_owned(),
-            serde_json::json!(["sg-0123456789abcdef0", "sg-0fedcba9876543210"]),
-        );
-        attributes.insert(
-            "user_data_sha256".to_owned(),
-            format!("{:064x}", i * 7919).into(),
-        );
-        doc.resources.insert(
-            format!("web[{i}]"),
-            ResourceRecord {
-                provider: "ec2".to_owned(),
-                kind: "instance".to_owned(),
-                id: Some(format!("i-{i:017x}")),
-                status: ResourceStatus::Ready,
-                generation: 1,
-                token: Some(format!("{lineage}-web[{i}]-1")),
-                attributes,
-                dependencies: vec!["key".to_owned()],
+        let record = serde_json::json!({
+            "provider": "ec2",
+            "kind": "instance",
+            "id": format!("i-{i:017x}"),
+            "status": ResourceStatus::Ready,
+            "generation": 1,
+            "token": format!("{lineage}-web[{i}]-1"),
+            "attributes": {
+                "image": format!("ami-{i:017x}"),
+                "instance_type": "t3.micro",
+                "private_ip": format!("10.0.{}.{}", i / 250, i % 250),
+                "public_ip": null,
+                "tags": {"Name": format!("web-{i}"), "prov:deployment": "suite", "prov:address": format!("web[{i}]"), "role": "web"},
+                "security_groups": ["sg-0123456789abcdef0", "sg-0fedcba9876543210"],
+                "user_data_sha256": format!("{:064x}", i * 7919),
             },
-        );
+            "dependencies": ["key_pair.key"],
+        });
+        records.insert(format!("web[{i}]"), record);
         if i % 10 == 9 {
-            if let Some(r) = doc.resources.get_mut(&format!("web[{}]", i / 2)) {
-                r.attributes
-                    .insert("instance_type".to_owned(), "t3.small".into());
-                r.generation += 1;
+            if let Some(r) = records.get_mut(&format!("web[{}]", i / 2)) {
+                r["attributes"]["instance_type"] = "t3.small".into();
+                let generation = r["generation"].as_u64().unwrap();
+                r["generation"] = (generation + 1).into();
             }
         }
         if i % 17 == 16 {
-            doc.resources.remove(&format!("web[{}]", i - 3));
+            records.remove(&format!("web[{}]", i - 3));
         }
-        doc.outputs
-            .insert("count".to_owned(), doc.resources.len().into());
-        versions.push(doc.clone());
+        let outputs = serde_json::json!({"count": records.len()});
+        versions.push(document(lineage, i as u64 + 1, &records, outputs));
     }
     versions
 }
