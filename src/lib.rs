@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod select;
 pub mod spec;
 pub mod ssh;
+pub mod tasks;
 pub mod ui;
 
 pub use command::run;

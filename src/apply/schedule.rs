@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use prov_provider::{Address, Change};
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
 
 use super::node;
 use super::{ApplyOptions, ApplyReport, StateSession};
 use crate::interrupt;
 use crate::plan::file::PlanFile;
 use crate::providers::Providers;
+use crate::tasks::{Joined, Tasks};
 
 /// Progress of one resource, for the caller to show.
 #[derive(Debug, Clone)]
@@ -53,6 +53,10 @@ pub enum Event {
     },
 }
 
+/// What one change's task returns: the provider id afterwards, and how
+/// long it took.
+type Outcome = (Result<Option<String>>, Duration);
+
 /// Runs every change of `plan`.
 pub(super) async fn run(
     plan: &PlanFile,
@@ -69,10 +73,8 @@ pub(super) async fn run(
         .map(|c| (c.address.clone(), c.action))
         .collect();
     let mut report = ApplyReport::default();
-    let mut running = JoinSet::new();
-    let mut in_flight: BTreeMap<tokio::task::Id, (Address, Change)> = BTreeMap::new();
+    let mut running: Tasks<(Address, Change), Outcome> = Tasks::default();
     let mut failed = false;
-    let mut abandoned = false;
     let parallelism = options.parallelism.max(1);
 
     loop {
@@ -122,7 +124,7 @@ pub(super) async fn run(
                     action,
                 });
                 let task_address = address.clone();
-                let handle = running.spawn(async move {
+                running.spawn((address, action), async move {
                     let started = Instant::now();
                     let result = node::run(
                         provider.as_ref(),
@@ -134,37 +136,17 @@ pub(super) async fn run(
                     .await;
                     (result, started.elapsed())
                 });
-                in_flight.insert(handle.id(), (address, action));
             }
         }
-        let joined = tokio::select! {
-            joined = running.join_next_with_id() => joined,
-            // Stop starting work: loop round to wait for what runs.
-            () = interrupt::stopping(), if report.interrupted.is_none() => {
-                report.interrupted = Some(Vec::new());
-                continue;
-            }
-            () = interrupt::abandoning(), if !abandoned && !running.is_empty() => {
-                // Abandon calls in flight. Their records stay as they were
-                // saved before the call (a create stays `creating` with its
-                // token), which the next run settles.
-                abandoned = true;
-                running.abort_all();
-                continue;
-            }
-        };
-        let Some(joined) = joined else {
+        let Some(joined) = running.next().await else {
             break;
         };
-        let (id, outcome) = match joined {
-            Ok((id, outcome)) => (id, Ok(outcome)),
-            Err(error) => (error.id(), Err(error)),
-        };
-        let Some((address, action)) = in_flight.remove(&id) else {
-            continue;
-        };
-        match outcome {
-            Ok((Ok(id), elapsed)) => {
+        match joined {
+            // Stop starting work: loop round to wait for what runs.
+            Joined::Stopping => {
+                report.interrupted.get_or_insert_with(Vec::new);
+            }
+            Joined::Done((address, action), (Ok(id), elapsed)) => {
                 on_event(&Event::Finished {
                     address: address.clone(),
                     action,
@@ -176,7 +158,7 @@ pub(super) async fn run(
                     deps.remove(&address);
                 }
             }
-            Ok((Err(error), _)) => {
+            Joined::Done((address, action), (Err(error), _)) => {
                 on_event(&Event::Failed {
                     address: address.clone(),
                     action,
@@ -185,7 +167,7 @@ pub(super) async fn run(
                 report.failed.push((address, error));
                 failed = true;
             }
-            Err(cancelled) if cancelled.is_cancelled() => {
+            Joined::Abandoned((address, action)) => {
                 on_event(&Event::Failed {
                     address: address.clone(),
                     action,
@@ -196,11 +178,10 @@ pub(super) async fn run(
                     .get_or_insert_with(Vec::new)
                     .push(address);
             }
-            Err(panic) => {
+            Joined::Panicked((address, action), panic) => {
                 let error = anyhow::anyhow!(
-                    "internal error: the {} of {address} panicked: {}",
-                    verb(action),
-                    panic_message(panic)
+                    "internal error: the {} of {address} panicked: {panic}",
+                    verb(action)
                 );
                 on_event(&Event::Failed {
                     address: address.clone(),
@@ -224,18 +205,6 @@ fn verb(action: Change) -> &'static str {
         Change::Replace => "replacement",
         Change::Delete => "delete",
         Change::NoOp => "no-op",
-    }
-}
-
-/// What a panicked task said, when it said it in words.
-fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".to_owned()),
-        Err(error) => error.to_string(),
     }
 }
 

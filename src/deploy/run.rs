@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tasks::{Joined, Tasks};
 use anyhow::{anyhow, bail, Context, Result};
 use prov_provider::Address;
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
 
 use super::activate::{self, Outcome};
 use super::nix;
@@ -92,10 +92,8 @@ pub async fn apply(
         }
     };
     let secrets: Arc<[SecretChange]> = secrets.into();
-    let mut running = JoinSet::new();
-    let mut in_flight = std::collections::BTreeMap::new();
+    let mut running = Tasks::default();
     let mut stopped = false;
-    let mut abandoned = false;
     loop {
         while !stopped && !interrupt::requested() && running.len() < parallelism.max(1) {
             let Some(job) = queue.pop_front() else {
@@ -107,7 +105,7 @@ pub async fn apply(
             let values = Arc::clone(&values);
             let secrets = Arc::clone(&secrets);
             let address = job.address().clone();
-            let handle = running.spawn(async move {
+            running.spawn(address, async move {
                 let host = HostSecrets {
                     changes: &secrets,
                     values: &values,
@@ -123,53 +121,35 @@ pub async fn apply(
                     }
                 }
             });
-            in_flight.insert(handle.id(), address);
         }
-        let joined = tokio::select! {
-            joined = running.join_next_with_id() => joined,
-            () = interrupt::stopping(), if report.interrupted.is_none() => {
-                report.interrupted = Some(Vec::new());
-                continue;
-            }
-            () = interrupt::abandoning(), if !abandoned && !running.is_empty() => {
-                abandoned = true;
-                running.abort_all();
-                continue;
-            }
-        };
-        let Some(joined) = joined else {
+        let Some(joined) = running.next().await else {
             break;
         };
-        let (id, outcome) = match joined {
-            Ok((id, outcome)) => (id, Ok(outcome)),
-            Err(error) => (error.id(), Err(error)),
-        };
-        let Some(address) = in_flight.remove(&id) else {
-            continue;
-        };
-        match outcome {
-            Ok(Ok((deployed, secrets))) => {
+        match joined {
+            Joined::Stopping => {
+                report.interrupted.get_or_insert_with(Vec::new);
+            }
+            Joined::Done(address, Ok((deployed, secrets))) => {
                 report.secrets += secrets;
                 if deployed {
                     report.deployed.push(address);
                 }
             }
-            Ok(Err(error)) => {
+            Joined::Done(address, Err(error)) => {
                 progress.phase(&address, &format!("FAILED: {error:#}"));
                 report.failed.push((address, error));
                 stopped = ctx.spec.deploy.on_failure == OnFailure::Stop;
             }
-            Err(cancelled) if cancelled.is_cancelled() => {
+            Joined::Abandoned(address) => {
                 progress.phase(&address, "abandoned after the interruption");
                 report
                     .interrupted
                     .get_or_insert_with(Vec::new)
                     .push(address);
             }
-            Err(panic) => {
-                report
-                    .failed
-                    .push((address, anyhow!("a deploy task panicked: {panic}")));
+            Joined::Panicked(address, panic) => {
+                let error = anyhow!("internal error: the deploy of {address} panicked: {panic}");
+                report.failed.push((address, error));
                 stopped = true;
             }
         }

@@ -98,17 +98,7 @@ pub fn plan(
             } else {
                 "not in the spec"
             };
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Delete,
-                destination: recorded.destination.clone(),
-                hmac: None,
-                source_sha256: None,
-                upload: None,
-                reason: reason.to_owned(),
-                replaces: None,
-            });
+            changes.push(deletion(address, name, recorded, reason.to_owned()));
         }
     }
     changes.extend(removed_hosts(ctx, doc, selection));
@@ -158,18 +148,29 @@ fn removed_hosts(
             continue;
         };
         for (name, recorded) in &record.secrets {
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Delete,
-                destination: recorded.destination.clone(),
-                hmac: None,
-                source_sha256: None,
-                upload: None,
-                reason: format!("the host was removed from the spec; still reachable at {reach}"),
-                replaces: None,
-            });
+            let reason = format!("the host was removed from the spec; still reachable at {reach}");
+            changes.push(deletion(address, name, recorded, reason));
         }
     }
     changes
+}
+
+/// The deletion of secret `name`, recorded as `recorded`, from `address`.
+fn deletion(
+    address: &Address,
+    name: &str,
+    recorded: &prov_state::SecretRecord,
+    reason: String,
+) -> SecretChange {
+    SecretChange {
+        address: address.clone(),
+        name: name.to_owned(),
+        action: SecretAction::Delete,
+        destination: recorded.destination.clone(),
+        hmac: None,
+        source_sha256: None,
+        upload: None,
+        reason,
+        replaces: None,
+    }
 }
