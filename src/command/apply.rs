@@ -93,7 +93,7 @@ async fn from_file(ctx: &mut Context, cli: &Cli, path: &std::path::Path) -> Resu
             deploy,
         }),
         Err(error) => {
-            ctx.backend.unlock(guard).await?;
+            guard.unlock().await?;
             Err(error)
         }
     }

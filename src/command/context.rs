@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockGuard, LockInfo, S3Backend, StateBackend, StateDocument};
+use prov_state::{EmbeddedBackend, LockInfo, S3Backend, StateBackend, StateDocument, StateLock};
 
 use crate::cli::Cli;
 use crate::providers::Providers;
@@ -38,7 +38,7 @@ impl Context {
     ///
     /// # Errors
     /// When someone else holds it (the message names them).
-    pub async fn lock(&self, cli: &Cli, operation: &str) -> Result<LockGuard> {
+    pub async fn lock(&self, cli: &Cli, operation: &str) -> Result<Box<dyn StateLock>> {
         Ok(self
             .backend
             .lock(LockInfo::for_this_process(operation), cli.lock_timeout)

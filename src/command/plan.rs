@@ -1,7 +1,7 @@
 //! `prov plan`, and the planning steps apply and destroy share.
 
 use anyhow::{Context as _, Result};
-use prov_state::{LockGuard, StateDocument};
+use prov_state::{StateDocument, StateLock};
 
 use crate::cli::{Cli, PlanArgs, SelectArgs};
 use crate::command::{Context, EXIT_CHANGES, EXIT_OK};
@@ -17,7 +17,7 @@ use crate::ui::Painter;
 pub(super) struct Prepared {
     /// The lock on state (none for a plan that writes nothing over a state
     /// that does not exist yet).
-    pub guard: Option<LockGuard>,
+    pub guard: Option<Box<dyn StateLock>>,
     /// State as stored before this run.
     pub stored: Option<StateDocument>,
     /// State after refresh.
@@ -109,7 +109,7 @@ pub(super) async fn prepare(
         }),
         Err(error) => {
             if let Some(guard) = guard {
-                ctx.backend.unlock(guard).await?;
+                guard.unlock().await?;
             }
             Err(error)
         }
@@ -129,7 +129,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     )
     .await?;
     if let Some(guard) = prepared.guard {
-        ctx.backend.unlock(guard).await?;
+        guard.unlock().await?;
     }
     let plan = &prepared.plan;
     if args.json {

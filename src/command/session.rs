@@ -21,7 +21,7 @@ impl Context {
         let stored = match self.read_state().await {
             Ok(stored) => stored,
             Err(error) => {
-                self.backend.unlock(guard).await?;
+                guard.unlock().await?;
                 return Err(error);
             }
         };

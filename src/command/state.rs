@@ -54,8 +54,8 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                     "--prune needs --keep N, or `keep_versions = N` under [state] in the spec",
                 )?;
                 let guard = ctx.lock(cli, "state history --prune").await?;
-                let pruned = ctx.backend.prune(&guard, keep).await;
-                ctx.backend.unlock(guard).await?;
+                let pruned = guard.prune(keep).await;
+                guard.unlock().await?;
                 let pruned =
                     pruned.with_context(|| format!("pruning {}", ctx.backend.describe()))?;
                 eprintln!("Pruned {pruned} version(s); history keeps the newest {keep}.");
@@ -145,11 +145,11 @@ async fn encrypt_state(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
             )
         })?;
         doc.serial += 1;
-        ctx.backend.write(&guard, &doc).await?;
+        guard.write(&doc).await?;
         anyhow::Ok(doc.serial)
     }
     .await;
-    ctx.backend.unlock(guard).await?;
+    guard.unlock().await?;
     let serial = result?;
     println!(
         "State serial {serial} is stored encrypted to {} recipient(s). Earlier versions in history stay as they were written; to keep no plaintext copy, `prov state migrate` to a new location and delete the old one.",
@@ -372,15 +372,15 @@ async fn migrate(ctx: &Context, cli: &Cli, to: &str) -> Result<()> {
     {
         Ok(guard) => guard,
         Err(error) => {
-            ctx.backend.unlock(source_guard).await?;
+            source_guard.unlock().await?;
             return Err(
                 anyhow::Error::new(error).context(format!("locking {}", backend.describe()))
             );
         }
     };
-    let copied = copy_versions(ctx, &*backend, &target_guard).await;
-    let target_released = backend.unlock(target_guard).await;
-    let source_released = ctx.backend.unlock(source_guard).await;
+    let copied = copy_versions(ctx, &*backend, &*target_guard).await;
+    let target_released = target_guard.unlock().await;
+    let source_released = source_guard.unlock().await;
     let (doc, copied) = copied?;
     target_released?;
     source_released?;
@@ -416,7 +416,7 @@ async fn migrate(ctx: &Context, cli: &Cli, to: &str) -> Result<()> {
 async fn copy_versions(
     ctx: &Context,
     target: &dyn StateBackend,
-    guard: &prov_state::LockGuard,
+    guard: &dyn prov_state::StateLock,
 ) -> Result<(StateDocument, Copied)> {
     let latest = ctx
         .read_state()
@@ -517,8 +517,8 @@ async fn copy_versions(
         };
         // Keep when and by whom each version was written.
         let written = match entries.get(&serial) {
-            Some(entry) => target.write_copy(guard, &doc, entry).await,
-            None => target.write(guard, &doc).await,
+            Some(entry) => guard.write_copy(&doc, entry).await,
+            None => guard.write(&doc).await,
         };
         written.with_context(|| format!("writing serial {serial} to {}", target.describe()))?;
     }

@@ -78,7 +78,7 @@ impl Rig {
             .await
             .unwrap();
         let stored = self.backend.read().await.unwrap();
-        self.backend.unlock(guard).await.unwrap();
+        guard.unlock().await.unwrap();
         let doc = stored.clone().unwrap_or_else(|| StateDocument::new("test"));
         let refreshed = plan::refresh(&doc, &self.providers, |_| true)
             .await
@@ -125,7 +125,7 @@ impl Rig {
             .await
             .unwrap();
         let doc = self.backend.read().await.unwrap().unwrap();
-        self.backend.unlock(guard).await.unwrap();
+        guard.unlock().await.unwrap();
         doc
     }
 }
@@ -262,8 +262,8 @@ async fn interrupted_create_is_adopted_by_token() {
     let id = record.id.take().unwrap();
     record.status = ResourceStatus::Creating;
     doc.serial += 1;
-    rig.backend.write(&guard, &doc).await.unwrap();
-    rig.backend.unlock(guard).await.unwrap();
+    guard.write(&doc).await.unwrap();
+    guard.unlock().await.unwrap();
 
     let (plan, refreshed, _) = rig.plan(&spec1, &BuildOptions::default()).await;
     assert_eq!(

@@ -31,5 +31,5 @@ pub use document::{
 };
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
-pub use lock::{LockGuard, LockInfo};
+pub use lock::{LockInfo, StateLock};
 pub use s3::{S3Backend, S3Settings};

@@ -155,7 +155,7 @@ async fn raw_put(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec
 }
 
 /// Takes the lock without waiting.
-async fn lock(b: &S3Backend, operation: &str) -> prov_state::LockGuard {
+async fn lock(b: &S3Backend, operation: &str) -> Box<dyn prov_state::StateLock> {
     b.lock(LockInfo::for_this_process(operation), Duration::ZERO)
         .await
         .unwrap()
@@ -190,10 +190,10 @@ async fn layout_in_the_bucket() {
     let guard = lock(&b, "apply").await;
     let lock_body = raw_get(&client, &bucket, b.lock_key()).await.unwrap();
     let record: LockInfo = serde_json::from_slice(&lock_body).unwrap();
-    assert_eq!(record, guard.info);
+    assert_eq!(record, *guard.info());
     let d = suite::doc("l", 1, 2);
-    b.write(&guard, &d).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&d).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(raw_get(&client, &bucket, b.lock_key()).await, None);
     let main: StateDocument =
         serde_json::from_slice(&raw_get(&client, &bucket, b.state_key()).await.unwrap()).unwrap();
@@ -220,7 +220,7 @@ async fn cas_conflict_when_the_state_changes_between_read_and_write() {
     let bucket = b.settings().bucket.clone();
     let guard = lock(&b, "apply").await;
     let first = suite::doc("l", 1, 1);
-    b.write(&guard, &first).await.unwrap();
+    guard.write(&first).await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(first.clone()));
 
     // Someone rewrites the state object behind prov's back (same serial,
@@ -230,7 +230,7 @@ async fn cas_conflict_when_the_state_changes_between_read_and_write() {
     let theirs_bytes = serde_json::to_vec(&theirs).unwrap();
     raw_put(&client, &bucket, b.state_key(), theirs_bytes.clone()).await;
 
-    let err = b.write(&guard, &suite::doc("l", 2, 0)).await.unwrap_err();
+    let err = guard.write(&suite::doc("l", 2, 0)).await.unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
     let message = err.to_string();
     assert!(
@@ -257,10 +257,10 @@ async fn cas_conflict_when_the_state_changes_between_read_and_write() {
     // Re-reading shows their document; a write based on it succeeds.
     assert_eq!(b.read().await.unwrap(), Some(theirs));
     let second = suite::doc("l", 2, 4);
-    b.write(&guard, &second).await.unwrap();
+    guard.write(&second).await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(second.clone()));
     assert_eq!(b.read_serial(2).await.unwrap(), Some(second));
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn cas_conflict_when_someone_else_wrote_the_next_serial() {
     let (b, client) = rig().await;
     let bucket = b.settings().bucket.clone();
     let guard = lock(&b, "apply").await;
-    b.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
+    guard.write(&suite::doc("l", 1, 1)).await.unwrap();
     // Someone writes serial 2 without the lock.
     let theirs = suite::doc("l", 2, 7);
     raw_put(
@@ -278,7 +278,7 @@ async fn cas_conflict_when_someone_else_wrote_the_next_serial() {
         serde_json::to_vec(&theirs).unwrap(),
     )
     .await;
-    let err = b.write(&guard, &suite::doc("l", 2, 0)).await.unwrap_err();
+    let err = guard.write(&suite::doc("l", 2, 0)).await.unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert_eq!(b.read().await.unwrap(), Some(theirs.clone()));
     // History agrees with the state object: version 2 is theirs.
@@ -286,7 +286,7 @@ async fn cas_conflict_when_someone_else_wrote_the_next_serial() {
     let history = b.history().await.unwrap();
     assert_eq!(history.iter().map(|h| h.serial).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(history[1].resources, 7);
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -297,7 +297,7 @@ async fn cas_conflict_when_the_state_appears_after_reading_it_absent() {
     assert_eq!(b.read().await.unwrap(), None);
     let theirs = serde_json::to_vec(&suite::doc("other", 4, 1)).unwrap();
     raw_put(&client, &bucket, b.state_key(), theirs.clone()).await;
-    let err = b.write(&guard, &suite::doc("l", 1, 1)).await.unwrap_err();
+    let err = guard.write(&suite::doc("l", 1, 1)).await.unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert!(err.to_string().contains("created by someone else"), "{err}");
     assert_eq!(
@@ -305,7 +305,7 @@ async fn cas_conflict_when_the_state_appears_after_reading_it_absent() {
         theirs
     );
     assert_eq!(raw_get(&client, &bucket, &b.history_key(1)).await, None);
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn lock_put_meeting_its_own_earlier_put_is_held_by_us() {
     )
     .await;
     let guard = b.lock(info.clone(), Duration::ZERO).await.unwrap();
-    assert_eq!(guard.info, info);
+    assert_eq!(*guard.info(), info);
     assert_eq!(b.lock_holder().await.unwrap(), Some(info.clone()));
     // Anyone else is refused, naming us.
     let err = b
@@ -335,8 +335,8 @@ async fn lock_put_meeting_its_own_earlier_put_is_held_by_us() {
     };
     assert_eq!(**holder, info);
     // The lock works like any other: writes go through, unlock deletes it.
-    b.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("l", 1, 1)).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.lock_holder().await.unwrap(), None);
     assert_eq!(raw_get(&client, &bucket, b.lock_key()).await, None);
 }
@@ -385,7 +385,7 @@ async fn stale_lock_is_reported_and_force_unlock_clears_it() {
     // Unlocking what is not locked is fine.
     b.force_unlock(&stale.id).await.unwrap();
     let guard = lock(&b, "apply").await;
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -394,7 +394,7 @@ async fn unlock_never_deletes_someone_elses_lock() {
     let bucket = b.settings().bucket.clone();
     let guard = lock(&b, "apply").await;
     // Our lock is force-unlocked, and someone else takes the lock.
-    b.force_unlock(&guard.info.id).await.unwrap();
+    b.force_unlock(&guard.info().id).await.unwrap();
     let other = ghost();
     raw_put(
         &client,
@@ -403,7 +403,7 @@ async fn unlock_never_deletes_someone_elses_lock() {
         serde_json::to_vec(&other).unwrap(),
     )
     .await;
-    let err = b.unlock(guard).await.unwrap_err();
+    let err = guard.unlock().await.unwrap_err();
     assert!(matches!(err, StateError::LockLost { .. }), "{err}");
     assert!(err.to_string().contains(&other.id), "{err}");
     assert_eq!(b.lock_holder().await.unwrap(), Some(other));
@@ -433,12 +433,12 @@ async fn two_backends_on_one_state_contend() {
         .await
         .unwrap_err();
     assert!(matches!(err, StateError::Locked { .. }), "{err}");
-    a.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
-    a.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("l", 1, 1)).await.unwrap();
+    guard.unlock().await.unwrap();
     let guard = lock(&b, "apply").await;
     assert_eq!(b.read().await.unwrap().map(|d| d.serial), Some(1));
-    b.write(&guard, &suite::doc("l", 2, 1)).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("l", 2, 1)).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(a.read().await.unwrap().map(|d| d.serial), Some(2));
 }
 
@@ -462,7 +462,7 @@ async fn lock_timeout_waits_then_fails() {
         "waited only {waited:?}"
     );
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
-    a.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -472,10 +472,9 @@ async fn lock_timeout_succeeds_when_released_meanwhile() {
     let b = backend(a.settings().clone()).await;
     let guard = lock(&a, "apply").await;
     let releaser = {
-        let a = std::sync::Arc::clone(&a);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            a.unlock(guard).await.unwrap();
+            guard.unlock().await.unwrap();
         })
     };
     let guard = b
@@ -483,7 +482,7 @@ async fn lock_timeout_succeeds_when_released_meanwhile() {
         .await
         .unwrap();
     releaser.await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -514,7 +513,7 @@ async fn state_put_meeting_its_own_earlier_put_succeeds() {
     let (b, client) = rig().await;
     let bucket = b.settings().bucket.clone();
     let guard = lock(&b, "apply").await;
-    b.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
+    guard.write(&suite::doc("l", 1, 1)).await.unwrap();
     // Our put of serial 2 landed but its response was lost; the SDK's retry
     // (If-Match on the old ETag) then meets it.
     let second = suite::doc("l", 2, 2);
@@ -525,12 +524,12 @@ async fn state_put_meeting_its_own_earlier_put_succeeds() {
         serde_json::to_vec(&second).unwrap(),
     )
     .await;
-    b.write(&guard, &second).await.unwrap();
+    guard.write(&second).await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(second.clone()));
     assert_eq!(b.read_serial(2).await.unwrap(), Some(second));
     // And the next write chains on from it.
-    b.write(&guard, &suite::doc("l", 3, 0)).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("l", 3, 0)).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.history().await.unwrap().len(), 3);
 }
 
@@ -543,9 +542,9 @@ async fn history_and_read_serial_work_as_on_the_embedded_backend() {
         .collect();
     let guard = lock(&b, "apply").await;
     for d in &docs {
-        b.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     let history = b.history().await.unwrap();
     assert_eq!(
         history
@@ -580,8 +579,8 @@ async fn history_and_read_serial_work_as_on_the_embedded_backend() {
     assert_eq!(b.read_serial(26).await.unwrap(), None);
     let guard = lock(&b, "apply").await;
     let next = suite::doc("l", 26, 1);
-    b.write(&guard, &next).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&next).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.read_serial(26).await.unwrap(), Some(next));
     let last = b.history().await.unwrap().pop().unwrap();
     assert_eq!((last.serial, last.resources), (26, 1));
@@ -614,8 +613,8 @@ async fn copied_versions_keep_their_history_entries() {
         resources: 99,
     };
     let d = suite::doc("l", 3, 2);
-    b.write_copy(&guard, &d, &entry).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write_copy(&d, &entry).await.unwrap();
+    guard.unlock().await.unwrap();
     let history = b.history().await.unwrap();
     assert_eq!(
         history,
@@ -637,10 +636,10 @@ async fn workspaces_are_separate_states() {
     assert_eq!(s.state_key(), "workspaces/staging/demo/state.json");
     let g1 = lock(&b, "apply").await;
     let g2 = lock(&s, "apply").await;
-    b.write(&g1, &suite::doc("prod", 1, 1)).await.unwrap();
-    s.write(&g2, &suite::doc("stage", 7, 2)).await.unwrap();
-    b.unlock(g1).await.unwrap();
-    s.unlock(g2).await.unwrap();
+    g1.write(&suite::doc("prod", 1, 1)).await.unwrap();
+    g2.write(&suite::doc("stage", 7, 2)).await.unwrap();
+    g1.unlock().await.unwrap();
+    g2.unlock().await.unwrap();
     assert_eq!(b.read().await.unwrap().unwrap().lineage, "prod");
     assert_eq!(s.read().await.unwrap().unwrap().lineage, "stage");
     assert!(
@@ -737,8 +736,8 @@ async fn sixteen_lockers_at_once_exactly_one_holds_thirty_rounds() {
         }
         let holders: Vec<usize> = held.iter().map(|(i, _)| *i).collect();
         assert_eq!(holders.len(), 1, "round {round}: holders {holders:?}");
-        for (i, guard) in held {
-            backends[i].unlock(guard).await.unwrap();
+        for (_, guard) in held {
+            guard.unlock().await.unwrap();
         }
     }
 }
@@ -787,7 +786,7 @@ async fn an_endpoint_that_ignores_conditional_writes_is_refused_at_the_first_loc
     // The same probe passes on an endpoint that keeps S3's promise.
     let (good, _) = rig().await;
     let guard = lock(&good, "apply").await;
-    good.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 /// state-hardening 10: a holder whose lock was force-unlocked went on
@@ -798,27 +797,27 @@ async fn a_holder_whose_lock_was_force_unlocked_stops_before_writing() {
     let guard = lock(&a, "apply").await;
     let mut doc = StateDocument::new("demo");
     doc.serial = 1;
-    a.write(&guard, &doc).await.unwrap();
-    a.check_lock(&guard).await.unwrap();
+    guard.write(&doc).await.unwrap();
+    guard.check().await.unwrap();
 
     let b = backend(a.settings().clone()).await;
-    b.force_unlock(&guard.info.id).await.unwrap();
+    b.force_unlock(&guard.info().id).await.unwrap();
     doc.serial = 2;
-    let err = a.write(&guard, &doc).await.unwrap_err();
+    let err = guard.write(&doc).await.unwrap_err();
     assert!(matches!(err, StateError::LockGone { .. }), "{err}");
     assert!(err.to_string().contains("nobody holds it"), "{err}");
-    let err = a.check_lock(&guard).await.unwrap_err();
+    let err = guard.check().await.unwrap_err();
     assert!(matches!(err, StateError::LockGone { .. }), "{err}");
 
     let theirs = lock(&b, "apply").await;
-    let err = a.write(&guard, &doc).await.unwrap_err();
+    let err = guard.write(&doc).await.unwrap_err();
     assert!(err.to_string().contains("now locked by"), "{err}");
     assert_eq!(
         b.read().await.unwrap().unwrap().serial,
         1,
         "nothing of A's landed"
     );
-    b.unlock(theirs).await.unwrap();
+    theirs.unlock().await.unwrap();
 }
 
 /// Bytes of every object in `bucket`.
@@ -856,9 +855,9 @@ async fn history_storage_grows_with_the_changes_not_with_the_document() {
     let docs = suite::applied_one_by_one(&StateDocument::new("s").lineage, 300);
     let guard = lock(&b, "apply").await;
     for d in &docs {
-        b.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     let last = serde_json::to_vec(docs.last().unwrap()).unwrap().len() as u64;
     let stored = bucket_bytes(&client, &bucket).await;
     eprintln!(
