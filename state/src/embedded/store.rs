@@ -24,6 +24,7 @@ mod write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use fs4::fs_std::FileExt;
 use serde::Deserialize;
 
 use super::packed;
@@ -46,9 +47,11 @@ const LATEST: &[u8] = b"latest";
 /// Key in [`META`] holding the bytes of patches since the last whole version.
 const CHAIN: &[u8] = b"chain";
 
-/// How long to retry opening a database whose files another handle in this
-/// process is still closing.
-const OPEN_RETRY: Duration = Duration::from_secs(2);
+/// How long to wait for another handle in this process to finish closing
+/// the database before opening it.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+/// The file in the database directory that sled locks while it is open.
+const SLED_LOCKED_FILE: &str = "db";
 
 /// The fields checked before (and whatever the rest of) a stored document.
 #[derive(Deserialize)]
@@ -69,21 +72,38 @@ fn db_err(path: &Path) -> impl Fn(sled::Error) -> StateError + '_ {
     }
 }
 
-/// Whether `e` is sled failing to lock its files.
-fn is_sled_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+/// Opens (creating) the database at `path`, once no other handle has it open.
+pub(super) fn open(path: &Path) -> Result<sled::Db, StateError> {
+    wait_until_closed(path)?;
+    sled::Config::new().path(path).open().map_err(db_err(path))
 }
 
-/// Opens (creating) the database at `path`.
-pub(super) fn open(path: &Path) -> Result<sled::Db, StateError> {
+/// Waits (at most [`OPEN_WAIT`]) until nothing holds sled's own `flock` on
+/// `path/db`.
+///
+/// The database is opened only under the state lock, so no other process
+/// holds it; but a handle this process dropped a moment ago is closed by
+/// sled's background threads, which keep the file (and its `flock`) a little
+/// longer, and sled refuses to open a locked file. Probing the `flock`
+/// ourselves tells that case apart without reading sled's error text.
+/// Should it still be held after the wait, sled's open fails and says so.
+fn wait_until_closed(path: &Path) -> Result<(), StateError> {
+    let locked_file = path.join(SLED_LOCKED_FILE);
+    let file = match fs_err::File::open(&locked_file) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let started = Instant::now();
     loop {
-        match sled::Config::new().path(path).open() {
-            Err(e) if is_sled_lock_error(&e) && started.elapsed() < OPEN_RETRY => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other.map_err(db_err(path)),
+        if FileExt::try_lock_exclusive(file.file())? {
+            FileExt::unlock(file.file())?;
+            return Ok(());
         }
+        if started.elapsed() >= OPEN_WAIT {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -307,5 +327,41 @@ mod tests {
             .map(|h| h.serial)
             .collect();
         assert_eq!(serials, [255, 256, 257]);
+    }
+
+    #[test]
+    fn opening_waits_for_a_handle_being_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let closing = open(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(closing);
+        });
+        let started = Instant::now();
+        let db = open(&path).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        drop(db);
+        closer.join().unwrap();
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_fails_as_a_database_error_after_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let _held = open(&path).unwrap();
+        let started = Instant::now();
+        let err = open(&path).unwrap_err();
+        assert!(started.elapsed() >= OPEN_WAIT, "{:?}", started.elapsed());
+        assert!(
+            matches!(
+                err,
+                StateError::Database {
+                    source: sled::Error::Io(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
