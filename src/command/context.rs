@@ -34,7 +34,9 @@ impl Context {
     }
 
     /// Takes the state lock for `operation`, waiting as long as
-    /// `--lock-timeout` allows.
+    /// `--lock-timeout` allows. Commands hold it through
+    /// [`Context::with_session`] or [`Context::with_lock`], which release it
+    /// however the work ends.
     ///
     /// # Errors
     /// When someone else holds it (the message names them).
