@@ -68,7 +68,10 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             for entry in ctx.backend.history().await? {
                 println!(
                     "{}\t{}\t{}\t{}",
-                    entry.serial, entry.written_at, entry.written_by, entry.resources
+                    entry.serial,
+                    prov_state::timestamp::format(&entry.written_at),
+                    entry.written_by,
+                    entry.resources
                 );
             }
         }

@@ -310,7 +310,7 @@ mod tests {
         lock.write(&doc(1)).await.unwrap();
         let entry = HistoryEntry {
             serial: 2,
-            written_at: "2024-05-06T07:08:09Z".to_owned(),
+            written_at: "2024-05-06T07:08:09Z".parse().unwrap(),
             written_by: "someone (apply)".to_owned(),
             resources: 0,
         };

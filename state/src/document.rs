@@ -195,8 +195,9 @@ pub struct ResourceRecord {
 pub struct HistoryEntry {
     /// The serial of that version.
     pub serial: u64,
-    /// When it was written (RFC 3339).
-    pub written_at: String,
+    /// When it was written (stored as RFC 3339, to the second).
+    #[serde(with = "crate::timestamp")]
+    pub written_at: chrono::DateTime<chrono::Utc>,
     /// Who wrote it and doing what (from the lock held at the time).
     pub written_by: String,
     /// How many resources it holds.

@@ -22,6 +22,7 @@ mod error;
 pub mod fuzzing;
 mod lock;
 mod s3;
+pub mod timestamp;
 
 pub use atomic::write_atomic;
 pub use backend::StateBackend;

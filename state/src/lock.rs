@@ -2,6 +2,7 @@
 //! ([`StateLock`]: every write goes through the held lock).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{HistoryEntry, StateDocument, StateError};
@@ -17,8 +18,9 @@ pub struct LockInfo {
     pub pid: u32,
     /// What the holder is doing: `apply`, `plan`, `state rm`, …
     pub operation: String,
-    /// When the lock was taken (RFC 3339).
-    pub created: String,
+    /// When the lock was taken (stored as RFC 3339, to the second).
+    #[serde(with = "crate::timestamp")]
+    pub created: DateTime<Utc>,
     /// prov version of the holder.
     pub version: String,
 }
@@ -39,7 +41,7 @@ impl LockInfo {
             who: format!("{user}@{host}"),
             pid: std::process::id(),
             operation: operation.to_owned(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created: crate::timestamp::now(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -50,7 +52,11 @@ impl std::fmt::Display for LockInfo {
         write!(
             f,
             "{} (pid {}) since {} for `{}` (lock id {})",
-            self.who, self.pid, self.created, self.operation, self.id
+            self.who,
+            self.pid,
+            crate::timestamp::format(&self.created),
+            self.operation,
+            self.id
         )
     }
 }

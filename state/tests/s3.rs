@@ -348,7 +348,7 @@ fn ghost() -> LockInfo {
         who: "ghost@elsewhere".into(),
         pid: 424_242,
         operation: "apply".into(),
-        created: "2024-01-02T03:04:05Z".into(),
+        created: "2024-01-02T03:04:05Z".parse().unwrap(),
         version: "0.1.0".into(),
     }
 }
@@ -608,7 +608,7 @@ async fn copied_versions_keep_their_history_entries() {
     let guard = lock(&b, "state migrate").await;
     let entry = prov_state::HistoryEntry {
         serial: 3,
-        written_at: "2024-05-06T07:08:09Z".into(),
+        written_at: "2024-05-06T07:08:09Z".parse().unwrap(),
         written_by: "jörg@büro (apply)".into(),
         resources: 99,
     };

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::{HistoryEntry, LockInfo, StateDocument};
+use crate::{timestamp, HistoryEntry, LockInfo, StateDocument};
 
 /// `x-amz-meta-prov-serial`.
 const SERIAL: &str = "prov-serial";
@@ -59,10 +59,7 @@ pub(super) fn for_version(doc: &StateDocument, lock: &LockInfo) -> Vec<(&'static
     vec![
         (SERIAL, doc.serial.to_string()),
         (LINEAGE, encode(&doc.lineage)),
-        (
-            WRITTEN_AT,
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
+        (WRITTEN_AT, timestamp::format(&timestamp::now())),
         (
             WRITTEN_BY,
             encode(&format!("{} ({})", lock.who, lock.operation)),
@@ -77,7 +74,7 @@ pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Vec<(&'static
     vec![
         (SERIAL, doc.serial.to_string()),
         (LINEAGE, encode(&doc.lineage)),
-        (WRITTEN_AT, encode(&entry.written_at)),
+        (WRITTEN_AT, timestamp::format(&entry.written_at)),
         (WRITTEN_BY, encode(&entry.written_by)),
         (RESOURCES, doc.resources.len().to_string()),
     ]
@@ -99,11 +96,12 @@ pub(super) fn carried(metadata: &HashMap<String, String>) -> Vec<(&'static str, 
     .collect()
 }
 
-/// The history entry of version `serial` from its metadata, when complete.
+/// The history entry of version `serial` from its metadata, when complete
+/// (and its time readable).
 pub(super) fn entry(serial: u64, metadata: &HashMap<String, String>) -> Option<HistoryEntry> {
     Some(HistoryEntry {
         serial,
-        written_at: decode(metadata.get(WRITTEN_AT)?),
+        written_at: timestamp::parse(&decode(metadata.get(WRITTEN_AT)?)).ok()?,
         written_by: decode(metadata.get(WRITTEN_BY)?),
         resources: metadata.get(RESOURCES)?.parse().ok()?,
     })

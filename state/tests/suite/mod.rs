@@ -248,7 +248,8 @@ pub async fn history_lists_every_version(b: &dyn StateBackend) {
     for entry in &history {
         assert_eq!(entry.written_by, format!("{who} (apply)"));
         assert!(
-            chrono::DateTime::parse_from_rfc3339(&entry.written_at).is_ok(),
+            chrono::DateTime::parse_from_rfc3339(&prov_state::timestamp::format(&entry.written_at))
+                .is_ok(),
             "{}",
             entry.written_at
         );

@@ -26,7 +26,7 @@ impl NewVersion {
     ) -> Result<Self, StateError> {
         let entry = HistoryEntry {
             serial: doc.serial,
-            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            written_at: crate::timestamp::now(),
             written_by: format!("{} ({})", lock.who, lock.operation),
             resources: doc.resources.len(),
         };
@@ -41,7 +41,7 @@ impl NewVersion {
     ) -> Result<Self, StateError> {
         let entry = HistoryEntry {
             serial: doc.serial,
-            written_at: entry.written_at.clone(),
+            written_at: entry.written_at,
             written_by: entry.written_by.clone(),
             resources: doc.resources.len(),
         };
@@ -56,7 +56,7 @@ impl NewVersion {
     ) -> Result<Self, StateError> {
         let entry = HistoryEntry {
             serial: doc.serial,
-            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            written_at: crate::timestamp::now(),
             written_by: format!("{} (state recover)", lock.who),
             resources: doc.resources.len(),
         };
