@@ -211,7 +211,13 @@ fn rebuild(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError>
     store::write(
         &db,
         &db_path,
-        &store::NewVersion::recovered(&doc, info)?,
+        &store::NewVersion::new(
+            &doc,
+            &HistoryEntry {
+                written_by: format!("{} (state recover)", info.who),
+                ..crate::writing::entry_now(&doc, info)
+            },
+        )?,
         &mut store::Cache::default(),
     )?;
     drop(db);

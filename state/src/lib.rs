@@ -23,6 +23,7 @@ pub mod fuzzing;
 mod lock;
 mod s3;
 pub mod timestamp;
+mod writing;
 
 pub use atomic::write_atomic;
 pub use backend::StateBackend;

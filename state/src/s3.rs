@@ -128,11 +128,6 @@ pub(crate) fn decode_doc(what: &str, bytes: &[u8]) -> Result<StateDocument, Stat
         .map_err(|e| StateError::Corrupt(format!("{what} does not decode: {e}")))
 }
 
-/// An encoding failure (cannot happen for these types, but is not unwrapped).
-fn encode_err(e: serde_json::Error) -> StateError {
-    std::io::Error::other(format!("encoding state: {e}")).into()
-}
-
 impl S3Backend {
     /// A backend on `settings`, connected now (the AWS configuration is loaded
     /// from the standard chain).

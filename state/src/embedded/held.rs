@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::lockfile::HeldFlock;
 use super::{blocking, copy, perms, store, Inner, OpenDb};
-use crate::{HistoryEntry, LockInfo, StateDocument, StateError, StateLock, FORMAT_VERSION};
+use crate::{writing, HistoryEntry, LockInfo, StateDocument, StateError, StateLock};
 
 /// A held embedded lock: the `flock` on `DIR/lock` and the database opened
 /// under it. Dropped, it releases both (see [`HeldFlock`]); the kernel
@@ -27,19 +27,11 @@ impl EmbeddedLock {
         Self { info, held }
     }
 
-    /// Stores `version` (of `doc`) on the database held by this lock.
-    async fn store(
-        &self,
-        doc: &StateDocument,
-        version: impl FnOnce() -> Result<store::NewVersion, StateError>,
-    ) -> Result<(), StateError> {
-        if doc.format_version != FORMAT_VERSION {
-            return Err(StateError::Format {
-                found: doc.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let version = version()?;
+    /// Stores `doc` with its history `entry` on the database held by this
+    /// lock.
+    async fn store(&self, doc: &StateDocument, entry: &HistoryEntry) -> Result<(), StateError> {
+        writing::check_format(doc)?;
+        let version = store::NewVersion::new(doc, entry)?;
         let inner = Arc::clone(self.held.inner());
         let lock_id = self.info.id.clone();
         blocking(move || write_blocking(&inner, &lock_id, &version)).await
@@ -58,8 +50,7 @@ impl StateLock for EmbeddedLock {
     }
 
     async fn write(&self, doc: &StateDocument) -> Result<(), StateError> {
-        self.store(doc, || store::NewVersion::new(doc, &self.info))
-            .await
+        self.store(doc, &writing::entry_now(doc, &self.info)).await
     }
 
     async fn write_copy(
@@ -67,8 +58,7 @@ impl StateLock for EmbeddedLock {
         doc: &StateDocument,
         entry: &HistoryEntry,
     ) -> Result<(), StateError> {
-        self.store(doc, || store::NewVersion::copied(doc, entry))
-            .await
+        self.store(doc, &writing::entry_copied(doc, entry)).await
     }
 
     async fn prune(&self, keep: u64) -> Result<u64, StateError> {

@@ -318,7 +318,7 @@ mod tests {
         let mut doc = StateDocument::new("d");
         for serial in [255u64, 256, 257] {
             doc.serial = serial;
-            let new = NewVersion::new(&doc, &lock).unwrap();
+            let new = NewVersion::new(&doc, &crate::writing::entry_now(&doc, &lock)).unwrap();
             write(&db, Path::new("t"), &new, &mut Cache::default()).unwrap();
         }
         let serials: Vec<u64> = history(&db, Path::new("t"))

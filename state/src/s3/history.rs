@@ -19,37 +19,30 @@ impl Inner {
             return Ok(Vec::new());
         };
         let store = self.store().await?;
-        let mut serials: Vec<u64> = store
-            .list(&self.history_prefix)
+        let mut serials: Vec<u64> = self
+            .listed_serials(store)
             .await?
-            .iter()
-            .filter_map(|key| self.serial_of(key))
+            .into_iter()
             .filter(|serial| *serial <= current.serial)
             .collect();
         serials.sort_unstable();
         serials.dedup();
-        let mut entries = Vec::with_capacity(serials.len());
-        for chunk in serials.chunks(HISTORY_CONCURRENCY) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for &serial in chunk {
-                let key = self.history_key(serial);
-                tasks.spawn(Self::entry(store.clone(), key, serial));
-            }
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(entry) => entries.push(entry?),
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => {
-                        return Err(std::io::Error::other(format!(
-                            "reading history was cancelled: {e}"
-                        ))
-                        .into())
-                    }
-                }
-            }
-        }
+        let mut entries = each_serial(&serials, "reading history", |serial| {
+            Self::entry(store.clone(), self.history_key(serial), serial)
+        })
+        .await?;
         entries.sort_by_key(|e| e.serial);
         Ok(entries)
+    }
+
+    /// The serials of the versions stored in history, in listing order.
+    async fn listed_serials(&self, store: &Store) -> Result<Vec<u64>, StateError> {
+        Ok(store
+            .list(&self.history_prefix)
+            .await?
+            .iter()
+            .filter_map(|key| self.serial_of(key))
+            .collect())
     }
 
     /// The document at `serial`: the current one, or rebuilt from history.
@@ -81,11 +74,10 @@ impl Inner {
             return Ok(0);
         };
         let store = self.store().await?;
-        let old: Vec<u64> = store
-            .list(&self.history_prefix)
+        let old: Vec<u64> = self
+            .listed_serials(store)
             .await?
-            .iter()
-            .filter_map(|key| self.serial_of(key))
+            .into_iter()
             .filter(|s| *s < first)
             .collect();
         if old.is_empty() {
@@ -116,28 +108,16 @@ impl Inner {
                 )));
             }
         }
-        for chunk in old.chunks(HISTORY_CONCURRENCY) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for &s in chunk {
-                let store = store.clone();
-                let key = self.history_key(s);
-                tasks.spawn(async move { store.delete(&key, None).await });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(done) => {
-                        if done?.is_err() {
-                            tracing::warn!("a pruned history version could not be deleted; the next prune tries again");
-                        }
-                    }
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => {
-                        return Err(
-                            std::io::Error::other(format!("pruning was cancelled: {e}")).into()
-                        )
-                    }
-                }
-            }
+        let deleted = each_serial(&old, "pruning", |s| {
+            let store = store.clone();
+            let key = self.history_key(s);
+            async move { store.delete(&key, None).await }
+        })
+        .await?;
+        for _ in deleted.iter().filter(|refused| refused.is_err()) {
+            tracing::warn!(
+                "a pruned history version could not be deleted; the next prune tries again"
+            );
         }
         Ok(u64::try_from(old.len()).unwrap_or(u64::MAX))
     }
@@ -156,11 +136,10 @@ impl Inner {
         // started before it starts there now.
         let mut base = meta::chain(serial, &object.metadata).base;
         if base == serial || store.head(&self.history_key(base)).await?.is_none() {
-            let oldest = store
-                .list(&self.history_prefix)
+            let oldest = self
+                .listed_serials(store)
                 .await?
-                .iter()
-                .filter_map(|key| self.serial_of(key))
+                .into_iter()
                 .filter(|s| *s < serial)
                 .min();
             base = oldest.ok_or_else(|| {
@@ -169,28 +148,13 @@ impl Inner {
                 ))
             })?;
         }
-        let mut objects = Vec::new();
         let serials: Vec<u64> = (base..serial).collect();
-        for chunk in serials.chunks(HISTORY_CONCURRENCY) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for &s in chunk {
-                let store = store.clone();
-                let key = self.history_key(s);
-                tasks.spawn(async move { (s, store.get(&key).await) });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok((s, got)) => objects.push((s, got?)),
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => {
-                        return Err(std::io::Error::other(format!(
-                            "reading history was cancelled: {e}"
-                        ))
-                        .into())
-                    }
-                }
-            }
-        }
+        let mut objects = each_serial(&serials, "reading history", |s| {
+            let store = store.clone();
+            let key = self.history_key(s);
+            async move { store.get(&key).await.map(|got| (s, got)) }
+        })
+        .await?;
         objects.sort_by_key(|(s, _)| *s);
         objects.push((serial, Some(object)));
         let mut doc: Option<serde_json::Value> = None;
@@ -241,4 +205,34 @@ impl Inner {
             resources: doc.resources.len(),
         })
     }
+}
+
+/// Runs `task` for each of `serials`, [`HISTORY_CONCURRENCY`] at a time,
+/// and collects what they return (in the order they finish). The first error
+/// stops it (the tasks of its batch still running are dropped); a panicking
+/// task goes on panicking; `what` names the work in the error should the
+/// runtime cancel a task.
+async fn each_serial<T, F, Fut>(serials: &[u64], what: &str, task: F) -> Result<Vec<T>, StateError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StateError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut done = Vec::with_capacity(serials.len());
+    for batch in serials.chunks(HISTORY_CONCURRENCY) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &serial in batch {
+            tasks.spawn(task(serial));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(value) => done.push(value?),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => {
+                    return Err(std::io::Error::other(format!("{what} was cancelled: {e}")).into())
+                }
+            }
+        }
+    }
+    Ok(done)
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::store::{Cond, Refusal};
-use super::{encode_err, meta, Inner};
+use super::{meta, Inner};
+use crate::writing::{self, encode_err};
 use crate::{HistoryEntry, LockInfo, StateDocument, StateError, StateLock};
 
 /// How long to sleep between attempts while waiting for a held lock.
@@ -361,7 +362,11 @@ impl StateLock for S3Lock {
 
     async fn write(&self, doc: &StateDocument) -> Result<(), StateError> {
         self.inner
-            .write_version(&self.info.id, doc, meta::for_version(doc, &self.info))
+            .write_version(
+                &self.info.id,
+                doc,
+                meta::of_entry(doc, &writing::entry_now(doc, &self.info)),
+            )
             .await
     }
 
@@ -371,7 +376,11 @@ impl StateLock for S3Lock {
         entry: &HistoryEntry,
     ) -> Result<(), StateError> {
         self.inner
-            .write_version(&self.info.id, doc, meta::copied(doc, entry))
+            .write_version(
+                &self.info.id,
+                doc,
+                meta::of_entry(doc, &writing::entry_copied(doc, entry)),
+            )
             .await
     }
 

@@ -7,9 +7,10 @@ use std::sync::{Arc, PoisonError};
 
 use super::meta::{self, Chain};
 use super::store::{Cond, Object, Refusal};
-use super::{decode_doc, decode_header, encode_err, Header, Inner};
+use super::{decode_doc, decode_header, Header, Inner};
 use crate::delta::{self, Step};
-use crate::{StateDocument, StateError, FORMAT_VERSION};
+use crate::writing::{self, encode_err};
+use crate::{StateDocument, StateError};
 
 /// The state object as last seen: what the next write's condition is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,12 +203,7 @@ impl Inner {
         doc: &StateDocument,
         metadata: Vec<(&'static str, String)>,
     ) -> Result<(), StateError> {
-        if doc.format_version != FORMAT_VERSION {
-            return Err(StateError::Format {
-                found: doc.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        writing::check_format(doc)?;
         self.check_held(lock_id).await?;
         let seen = match self.seen() {
             Some(seen) => seen,
@@ -219,21 +215,7 @@ impl Inner {
             ..
         } = &seen
         {
-            if *lineage != doc.lineage {
-                return Err(StateError::Conflict(format!(
-                    "lineage mismatch: the stored state has lineage {lineage}, the document has \
-                     lineage {} (it belongs to another deployment)",
-                    doc.lineage
-                )));
-            }
-            if doc.serial != latest + 1 {
-                return Err(StateError::Conflict(format!(
-                    "expected serial {}, got {} (the stored state is at serial {latest}; \
-                     re-read the state and try again)",
-                    latest + 1,
-                    doc.serial
-                )));
-            }
+            writing::check_successor(lineage, *latest, &doc.lineage, doc.serial)?;
         }
         let value = serde_json::to_value(doc).map_err(encode_err)?;
         let json = serde_json::to_vec(doc).map_err(encode_err)?;

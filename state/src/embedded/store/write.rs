@@ -11,7 +11,7 @@ use super::{
     NewVersion, CHAIN, HISTORY, LATEST, META, PATCHES, VERSIONS,
 };
 use crate::delta::{self, Step};
-use crate::StateError;
+use crate::{writing, StateError};
 
 /// Checks `new` against the stored latest version (`latest`, with `stored` bytes).
 fn check_successor(
@@ -20,22 +20,7 @@ fn check_successor(
     new: &NewVersion,
 ) -> Result<(), StateError> {
     let header = decode_header(latest, stored)?;
-    if header.lineage != new.lineage {
-        return Err(StateError::Conflict(format!(
-            "lineage mismatch: the stored state has lineage {}, the document has lineage {} \
-             (it belongs to another deployment)",
-            header.lineage, new.lineage
-        )));
-    }
-    if new.serial != latest + 1 {
-        return Err(StateError::Conflict(format!(
-            "expected serial {}, got {} (the stored state is at serial {latest}; \
-             re-read the state and try again)",
-            latest + 1,
-            new.serial
-        )));
-    }
-    Ok(())
+    writing::check_successor(&header.lineage, latest, &new.lineage, new.serial)
 }
 
 /// Stores `new` as the latest version (one transaction), then flushes: whole
