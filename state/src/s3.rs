@@ -21,6 +21,11 @@
 //! Each version also carries its history entry as user metadata
 //! (`x-amz-meta-prov-serial`, `-written-at`, `-written-by`, `-resources`,
 //! `-lineage`), so `history` reads headers only.
+//!
+//! The code by concern: [`lock`] (the lock object and the held lock every
+//! write goes through), [`mod@write`] (compare-and-swap writes), [`history`]
+//! (listing, rebuilding and pruning versions), `store` (the S3 calls and
+//! what their failures mean), `meta` (the metadata), `settings`.
 
 mod history;
 mod lock;

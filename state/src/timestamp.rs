@@ -30,7 +30,7 @@ pub fn parse(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(text).map(|time| time.with_timezone(&Utc))
 }
 
-/// Serializes `time` as [`format`] gives it.
+/// Serializes `time` as [`format()`] gives it.
 ///
 /// # Errors
 /// When the serializer fails.
@@ -53,7 +53,7 @@ pub mod optional {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Serializes `Some` as [`super::format`] gives it, `None` as `null`.
+    /// Serializes `Some` as [`super::format()`] gives it, `None` as `null`.
     ///
     /// # Errors
     /// When the serializer fails.

@@ -16,7 +16,7 @@
 //! copies only lazily (a whole head per write kept tens of copies on disk).
 //!
 //! A write inserts into all four in one transaction, then flushes
-//! ([`write`]); a version is encoded for it in [`version`].
+//! ([`write()`]); a version is encoded for it in [`version`].
 
 mod version;
 mod write;
