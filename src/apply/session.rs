@@ -1,7 +1,7 @@
 //! The state document being applied, and saving it.
 //!
-//! Writes go through one writer task per session, which owns the backend,
-//! the lock and the last saved version. That makes saving safe to cancel: a
+//! Writes go through one writer task per session, which owns the lock
+//! (every write goes through it) and the last saved version. That makes saving safe to cancel: a
 //! caller abandoned mid-save (Ctrl-C, a task aborted) does not abandon the
 //! write, and the next save still knows which version is stored. When the
 //! session goes away without [`StateSession::close`] (its command was
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use prov_state::{LockGuard, StateBackend, StateDocument, StateError};
+use prov_state::{StateBackend, StateDocument, StateError, StateLock};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// The state of one run: the lock held on it (by its writer) and the
@@ -50,12 +50,12 @@ impl std::fmt::Debug for Request {
 }
 
 impl StateSession {
-    /// A session over `doc`, as last read from `backend` (`stored`), holding
-    /// `guard`.
+    /// A session over `doc`, as last read from `backend` (`stored`), writing
+    /// through `lock`, taken on `backend`.
     #[must_use]
     pub fn new(
         backend: Arc<dyn StateBackend>,
-        guard: LockGuard,
+        lock: Box<dyn StateLock>,
         doc: StateDocument,
         stored: Option<StateDocument>,
     ) -> Self {
@@ -63,7 +63,7 @@ impl StateSession {
         let (tx, rx) = mpsc::channel(1);
         WRITERS.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            writer(backend, guard, stored, rx).await;
+            writer(lock, stored, rx).await;
             WRITERS.fetch_sub(1, Ordering::SeqCst);
             WRITERS_DONE.notify_waiters();
         });
@@ -150,8 +150,7 @@ pub async fn settle(limit: Duration) {
 }
 
 async fn writer(
-    backend: Arc<dyn StateBackend>,
-    guard: LockGuard,
+    lock: Box<dyn StateLock>,
     mut saved: Option<StateDocument>,
     mut requests: mpsc::Receiver<Request>,
 ) {
@@ -170,7 +169,7 @@ async fn writer(
                         )),
                         Some(serial) => {
                             doc.set_serial(serial);
-                            match backend.write(&guard, &doc).await {
+                            match lock.write(&doc).await {
                                 Ok(()) => {
                                     wrote = true;
                                     let serial = doc.serial;
@@ -186,13 +185,13 @@ async fn writer(
                 let _ = reply.send(result);
             }
             Request::Check(reply) => {
-                let _ = reply.send(backend.check_lock(&guard).await);
+                let _ = reply.send(lock.check().await);
             }
             Request::Close(keep, reply) => {
                 if let Some(keep) = keep.filter(|_| wrote) {
                     // What was written stands; an old version left behind
                     // is pruned next time.
-                    match backend.prune(&guard, keep).await {
+                    match lock.prune(keep).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!("pruned {n} old state version(s), keeping {keep}"),
                         Err(error) => {
@@ -200,13 +199,13 @@ async fn writer(
                         }
                     }
                 }
-                let _ = reply.send(backend.unlock(guard).await);
+                let _ = reply.send(lock.unlock().await);
                 return;
             }
         }
     }
     // Every handle was dropped without closing: release the lock anyway.
-    if let Err(error) = backend.unlock(guard).await {
+    if let Err(error) = lock.unlock().await {
         tracing::warn!("releasing the state lock of an abandoned session: {error}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use prov_provider::{Address, Change, ProviderError};
 use prov_state::StateDocument;
 
@@ -22,12 +22,29 @@ use crate::ui::{self, Painter};
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
     let ctx = Context::load(cli)?;
-    let prepared = match &args.plan_file {
-        Some(path) => from_file(&ctx, cli, path).await?,
-        None => prepare(&ctx, cli, &args.select, false, "apply", true).await?,
+    let saved = match &args.plan_file {
+        Some(path) => Some((path.as_path(), load_plan(&ctx, path)?)),
+        None => None,
     };
+    let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
     let confirm = args.plan_file.is_none() && !args.auto_approve;
-    execute(&ctx, cli, prepared, confirm, args.parallelism.into()).await
+    ctx.with_session(cli, "apply", async |session| {
+        let stored = stored(session).await;
+        let prepared = match saved {
+            Some((path, plan)) => from_file(&ctx, cli, path, plan, deploy, stored).await?,
+            None => prepare(&ctx, &args.select, false, deploy, stored).await?,
+        };
+        execute(
+            &ctx,
+            cli,
+            prepared,
+            session,
+            confirm,
+            args.parallelism.into(),
+        )
+        .await
+    })
+    .await
 }
 
 /// Destroys the deployment (or the selected resources).
@@ -37,114 +54,120 @@ pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
         on: args.select.on.clone(),
         refresh: args.select.refresh,
     };
-    let prepared = prepare(&ctx, cli, &select, true, "destroy", true).await?;
-    execute(
-        &ctx,
-        cli,
-        prepared,
-        !args.auto_approve,
-        args.parallelism.into(),
-    )
+    let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
+    ctx.with_session(cli, "destroy", async |session| {
+        let stored = stored(session).await;
+        let prepared = prepare(&ctx, &select, true, deploy, stored).await?;
+        let confirm = !args.auto_approve;
+        execute(
+            &ctx,
+            cli,
+            prepared,
+            session,
+            confirm,
+            args.parallelism.into(),
+        )
+        .await
+    })
     .await
 }
 
-/// Loads a saved plan and checks it against the current state.
-async fn from_file(ctx: &Context, cli: &Cli, path: &std::path::Path) -> Result<Prepared> {
+/// State as the session read it, when any was stored (a stored version has
+/// a serial of at least 1).
+async fn stored(session: &Mutex<StateSession>) -> Option<StateDocument> {
+    let s = session.lock().await;
+    (s.doc.serial > 0).then(|| s.doc.clone())
+}
+
+/// Reads a saved plan, opening an encrypted one with the deployer's key or
+/// `PROV_AGE_IDENTITY`.
+fn load_plan(ctx: &Context, path: &std::path::Path) -> Result<PlanFile> {
     let deployer = super::context::state_identity(&ctx.spec);
-    let plan = PlanFile::load(path, |sealed| {
+    PlanFile::load(path, |sealed| {
         let identities = crate::secrets::Identities::load(&[], deployer.as_deref())?;
         identities
             .decrypt(sealed)
             .map(|plaintext| zeroize::Zeroizing::new(plaintext.to_vec()))
             .map_err(|e| anyhow::anyhow!("{e}; identities tried: {}", identities.describe()))
-    })?;
-    let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
-    let guard = ctx.lock(cli, "apply").await?;
-    let checked = async {
-        if plan.plan.spec_hash != ctx.spec.source_hash {
-            bail!(
-                "{} changed since the plan was made; run `prov plan --out {}` again",
-                cli.file.display(),
-                path.display()
-            );
-        }
-        let stored = ctx.read_state().await?;
-        plan.check_against(stored.as_ref())?;
-        plan.verify(stored.as_ref())?;
-        // Start from the state the plan saw (refreshed then), not the stored
-        // one; the state's key is the stored one (a plan file holds none).
-        let mut doc = plan
-            .prior
-            .clone()
-            .or_else(|| stored.clone())
-            .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
-        doc.set_secret_key(stored.as_ref().and_then(|s| s.secret_hmac_key.clone()));
-        let secret_key = match &doc.secret_hmac_key {
-            Some(key) => key.clone(),
-            None => crate::secrets::new_hmac_key()?,
-        };
-        let providers = ctx.providers(&doc).await?;
-        anyhow::Ok((stored, doc, providers, secret_key))
-    }
-    .await;
-    match checked {
-        Ok((stored, doc, providers, secret_key)) => Ok(Prepared {
-            guard: Some(guard),
-            stored,
-            refreshed: Refreshed::unrefreshed(doc),
-            plan,
-            providers,
-            deploy,
-            secret_key,
-        }),
-        Err(error) => {
-            ctx.backend.unlock(guard).await?;
-            Err(error)
-        }
-    }
+    })
 }
 
-/// Shows the plan, asks, applies, saves outputs, releases the lock.
+/// Checks a saved plan against the current state and makes it ready to
+/// apply.
+async fn from_file(
+    ctx: &Context,
+    cli: &Cli,
+    path: &std::path::Path,
+    plan: PlanFile,
+    deploy: DeployContext,
+    stored: Option<StateDocument>,
+) -> Result<Prepared> {
+    if plan.plan.spec_hash != ctx.spec.source_hash {
+        bail!(
+            "{} changed since the plan was made; run `prov plan --out {}` again",
+            cli.file.display(),
+            path.display()
+        );
+    }
+    plan.check_against(stored.as_ref())?;
+    plan.verify(stored.as_ref())?;
+    // Start from the state the plan saw (refreshed then), not the stored
+    // one; the state's key is the stored one (a plan file holds none).
+    let mut doc = plan
+        .prior
+        .clone()
+        .or_else(|| stored.clone())
+        .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+    doc.set_secret_key(stored.as_ref().and_then(|s| s.secret_hmac_key.clone()));
+    let secret_key = match &doc.secret_hmac_key {
+        Some(key) => key.clone(),
+        None => crate::secrets::new_hmac_key()?,
+    };
+    let providers = ctx.providers(&doc).await?;
+    Ok(Prepared {
+        stored,
+        refreshed: Refreshed::unrefreshed(doc),
+        plan,
+        providers,
+        deploy,
+        secret_key,
+    })
+}
+
+/// Shows the plan, asks, applies and saves outputs, with the state in
+/// `session` (the lock is released by the caller).
 async fn execute(
     ctx: &Context,
     cli: &Cli,
     prepared: Prepared,
+    session: &Arc<Mutex<StateSession>>,
     confirm: bool,
     parallelism: usize,
 ) -> Result<u8> {
     let Prepared {
-        guard,
-        stored,
         refreshed,
         plan,
         providers,
         deploy,
         secret_key,
+        ..
     } = prepared;
-    let guard = guard.context("internal error: apply holds no lock")?;
-    let mut refreshed = refreshed;
-    // Every state applied to has a key: the secrets' keyed hashes and the
-    // MACs that bind saved plans to it use it (the plan hashed with it).
-    refreshed.doc.ensure_secret_key(secret_key);
-    let session = Arc::new(Mutex::new(
-        StateSession::new(Arc::clone(&ctx.backend), guard, refreshed.doc, stored)
-            .keeping(ctx.spec.state.keep_versions),
-    ));
+    {
+        let mut s = session.lock().await;
+        s.doc = refreshed.doc;
+        // Every state applied to has a key: the secrets' keyed hashes and
+        // the MACs that bind saved plans to it use it (the plan hashed with
+        // it).
+        s.doc.ensure_secret_key(secret_key);
+    }
     let run = Run {
         plan: &plan,
         providers: &providers,
         deploy: &deploy,
-        session: &session,
+        session,
         parallelism,
     };
-    let outcome = apply_confirmed(ctx, cli, &run, confirm).await;
-    let session = Arc::try_unwrap(session)
-        .map_err(|_| anyhow::anyhow!("internal error: apply tasks still hold the state"))?
-        .into_inner();
-    let closed = session.close().await;
-    let code = outcome?;
-    closed?;
-    Ok(code)
+    apply_confirmed(ctx, cli, &run, confirm).await
 }
 
 /// Everything one apply works with.

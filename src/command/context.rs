@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockGuard, LockInfo, S3Backend, StateBackend, StateDocument};
+use prov_state::{EmbeddedBackend, LockInfo, S3Backend, StateBackend, StateDocument, StateLock};
 
 use crate::cli::Cli;
 use crate::providers::Providers;
@@ -34,11 +34,13 @@ impl Context {
     }
 
     /// Takes the state lock for `operation`, waiting as long as
-    /// `--lock-timeout` allows.
+    /// `--lock-timeout` allows. Commands hold it through
+    /// [`Context::with_session`] or [`Context::with_lock`], which release it
+    /// however the work ends.
     ///
     /// # Errors
     /// When someone else holds it (the message names them).
-    pub async fn lock(&self, cli: &Cli, operation: &str) -> Result<LockGuard> {
+    pub async fn lock(&self, cli: &Cli, operation: &str) -> Result<Box<dyn StateLock>> {
         Ok(self
             .backend
             .lock(LockInfo::for_this_process(operation), cli.lock_timeout)

@@ -17,8 +17,8 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         .iter()
         .find(|c| c.address == address)
         .with_context(|| format!("{address} is not in the spec; add it before importing"))?;
-    let mut session = ctx.session(cli, "import").await?;
-    let result = async {
+    ctx.with_session(cli, "import", async |session| {
+        let mut session = session.lock().await;
         let existing = session.doc.resources.get(&address);
         match existing {
             Some(ResourceRecord { id: Some(id), .. }) => bail!(
@@ -71,10 +71,7 @@ pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
         session.save().await?;
         println!("Imported {address} ({}). Run `prov plan` to see how it differs from the spec.", observed.id);
         anyhow::Ok(())
-    }
-    .await;
-    let closed = session.close().await;
-    result?;
-    closed?;
+    })
+    .await?;
     Ok(EXIT_OK)
 }

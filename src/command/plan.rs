@@ -1,7 +1,7 @@
 //! `prov plan`, and the planning steps apply and destroy share.
 
 use anyhow::Result;
-use prov_state::{LockGuard, StateDocument};
+use prov_state::StateDocument;
 
 use crate::cli::{Cli, PlanArgs, SelectArgs};
 use crate::command::{Context, EXIT_CHANGES, EXIT_OK};
@@ -12,12 +12,9 @@ use crate::providers::Providers;
 use crate::select::Selection;
 use crate::ui::Painter;
 
-/// A plan ready to show or apply, with the lock still held.
+/// A plan ready to show or apply.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// The lock on state (none for a plan that writes nothing over a state
-    /// that does not exist yet).
-    pub guard: Option<LockGuard>,
     /// State as stored before this run.
     pub stored: Option<StateDocument>,
     /// State after refresh.
@@ -33,29 +30,19 @@ pub(super) struct Prepared {
     pub secret_key: String,
 }
 
-/// Locks state, refreshes it and plans. Unless `writes` (apply, destroy, a
-/// plan saved to a file), nothing is created: no deployer key (the plan says
-/// apply makes it) and, while no state exists, no state directory or lock.
+/// Refreshes `stored` (read under the lock the caller holds) and plans.
 pub(super) async fn prepare(
     ctx: &Context,
-    cli: &Cli,
     select: &SelectArgs,
     destroy: bool,
-    operation: &str,
-    writes: bool,
+    deploy: DeployContext,
+    stored: Option<StateDocument>,
 ) -> Result<Prepared> {
     let options = BuildOptions {
         selection: Selection::parse(&select.on)?,
         destroy,
     };
-    let deploy = DeployContext::new(&ctx.spec, writes, cli.accept_new_host_keys)?;
-    let guard = if writes || ctx.read_state().await?.is_some() {
-        Some(ctx.lock(cli, operation).await?)
-    } else {
-        None
-    };
-    let result = async {
-        let stored = ctx.read_state().await?;
+    let planning = async {
         let doc = stored
             .clone()
             .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
@@ -73,48 +60,38 @@ pub(super) async fn prepare(
             secret_key: &secret_key,
         })
         .await?;
-        anyhow::Ok((stored, planned, providers, secret_key))
+        anyhow::Ok((planned, providers, secret_key))
     };
-    // Planning only reads, so Ctrl-C may drop it anywhere; then the lock is
-    // released below like after any other failure.
-    let result = match crate::interrupt::unless_stopping(result).await {
-        Ok(result) => result,
-        Err(interrupted) => Err(interrupted.into()),
-    };
-    match result {
-        Ok((stored, planned, providers, secret_key)) => Ok(Prepared {
-            guard,
-            stored,
-            refreshed: planned.refreshed,
-            plan: planned.plan,
-            providers,
-            deploy,
-            secret_key,
-        }),
-        Err(error) => {
-            if let Some(guard) = guard {
-                ctx.backend.unlock(guard).await?;
-            }
-            Err(error)
-        }
-    }
+    // Planning only reads, so Ctrl-C may drop it anywhere; the caller then
+    // releases the lock like after any other failure.
+    let (planned, providers, secret_key) = crate::interrupt::unless_stopping(planning).await??;
+    Ok(Prepared {
+        stored,
+        refreshed: planned.refreshed,
+        plan: planned.plan,
+        providers,
+        deploy,
+        secret_key,
+    })
 }
 
-/// Shows what apply would do.
+/// Shows what apply would do. Unless the plan is saved to a file, nothing
+/// is created: no deployer key (the plan says apply makes it) and, while no
+/// state exists, no state directory or lock.
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     let ctx = Context::load(cli)?;
-    let prepared = prepare(
-        &ctx,
-        cli,
-        &args.select,
-        args.destroy,
-        "plan",
-        args.out.is_some(),
-    )
-    .await?;
-    if let Some(guard) = prepared.guard {
-        ctx.backend.unlock(guard).await?;
-    }
+    let writes = args.out.is_some();
+    let deploy = DeployContext::new(&ctx.spec, writes, cli.accept_new_host_keys)?;
+    let plan_stored = async |deploy| {
+        let stored = ctx.read_state().await?;
+        prepare(&ctx, &args.select, args.destroy, deploy, stored).await
+    };
+    let prepared = if writes || ctx.read_state().await?.is_some() {
+        ctx.with_lock(cli, "plan", async |_| plan_stored(deploy).await)
+            .await?
+    } else {
+        plan_stored(deploy).await?
+    };
     let plan = &prepared.plan;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan.plan)?);

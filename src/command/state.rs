@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockInfo, S3Backend, S3Settings, StateBackend, StateDocument};
+use prov_state::{
+    EmbeddedBackend, LockInfo, S3Backend, S3Settings, StateBackend, StateDocument, StateLock,
+};
 
 use crate::apply::StateSession;
 use crate::cli::{Cli, StateCommand};
@@ -53,24 +55,29 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                 let keep = keep.or(ctx.spec.state.keep_versions).context(
                     "--prune needs --keep N, or `keep_versions = N` under [state] in the spec",
                 )?;
-                let guard = ctx.lock(cli, "state history --prune").await?;
-                let pruned = ctx.backend.prune(&guard, keep).await;
-                ctx.backend.unlock(guard).await?;
-                let pruned =
-                    pruned.with_context(|| format!("pruning {}", ctx.backend.describe()))?;
+                let pruned = ctx
+                    .with_lock(cli, "state history --prune", async |lock| {
+                        lock.prune(keep)
+                            .await
+                            .with_context(|| format!("pruning {}", ctx.backend.describe()))
+                    })
+                    .await?;
                 eprintln!("Pruned {pruned} version(s); history keeps the newest {keep}.");
             }
             println!("SERIAL\tWRITTEN\tBY\tRESOURCES");
             for entry in ctx.backend.history().await? {
                 println!(
                     "{}\t{}\t{}\t{}",
-                    entry.serial, entry.written_at, entry.written_by, entry.resources
+                    entry.serial,
+                    prov_state::timestamp::format(&entry.written_at),
+                    entry.written_by,
+                    entry.resources
                 );
             }
         }
         StateCommand::Rm { addresses } => {
-            let mut session = ctx.session(cli, "state rm").await?;
-            let result = async {
+            ctx.with_session(cli, "state rm", async |session| {
+                let mut session = session.lock().await;
                 for address in addresses {
                     // The host record (pinned key, system, secrets) goes too:
                     // a later resource at this address is another machine.
@@ -80,19 +87,17 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                     }
                 }
                 session.save().await
-            }
-            .await;
-            session.close().await?;
-            result?;
+            })
+            .await?;
             for address in addresses {
                 println!("Removed {address} from state (the real object is untouched).");
             }
         }
         StateCommand::Push { document, force } => {
-            let mut session = ctx.session(cli, "state push").await?;
-            let result = push(&mut session, document, *force).await;
-            session.close().await?;
-            result?;
+            ctx.with_session(cli, "state push", async |session| {
+                push(&mut *session.lock().await, document, *force).await
+            })
+            .await?;
         }
         StateCommand::ForceUnlock { id } => {
             ctx.backend.force_unlock(id).await?;
@@ -142,25 +147,23 @@ async fn encrypt_state(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
         spec: spec.clone(),
         backend,
     };
-    let guard = ctx.lock(cli, "state encrypt").await?;
-    let result = async {
-        let mut doc = ctx.read_state().await?.with_context(|| {
-            format!(
-                "no state yet in {}; nothing to encrypt",
-                ctx.backend.describe()
-            )
-        })?;
-        let serial = doc
-            .serial
-            .checked_add(1)
-            .context("the serial cannot grow past 18446744073709551615")?;
-        doc.set_serial(serial);
-        ctx.backend.write(&guard, &doc).await?;
-        anyhow::Ok(doc.serial)
-    }
-    .await;
-    ctx.backend.unlock(guard).await?;
-    let serial = result?;
+    let serial = ctx
+        .with_lock(cli, "state encrypt", async |lock| {
+            let mut doc = ctx.read_state().await?.with_context(|| {
+                format!(
+                    "no state yet in {}; nothing to encrypt",
+                    ctx.backend.describe()
+                )
+            })?;
+            let serial = doc
+                .serial
+                .checked_add(1)
+                .context("the serial cannot grow past 18446744073709551615")?;
+            doc.set_serial(serial);
+            lock.write(&doc).await?;
+            anyhow::Ok(doc.serial)
+        })
+        .await?;
     println!(
         "State serial {serial} is stored encrypted to {} recipient(s). Earlier versions in history stay as they were written; to keep no plaintext copy, `prov state migrate` to a new location and delete the old one.",
         spec.state.encrypt_to.len()
@@ -372,28 +375,22 @@ async fn migrate(ctx: &Context, cli: &Cli, to: &str) -> Result<()> {
         );
         return Ok(());
     }
-    let source_guard = ctx.lock(cli, "state migrate").await?;
-    let target_guard = match backend
-        .lock(
-            LockInfo::for_this_process("state migrate"),
-            cli.lock_timeout,
-        )
-        .await
-    {
-        Ok(guard) => guard,
-        Err(error) => {
-            ctx.backend.unlock(source_guard).await?;
-            return Err(
-                anyhow::Error::new(error).context(format!("locking {}", backend.describe()))
-            );
-        }
-    };
-    let copied = copy_versions(ctx, &*backend, &target_guard).await;
-    let target_released = backend.unlock(target_guard).await;
-    let source_released = ctx.backend.unlock(source_guard).await;
-    let (doc, copied) = copied?;
-    target_released?;
-    source_released?;
+    // Both states stay locked while copying: the source first.
+    let (doc, copied) = ctx
+        .with_lock(cli, "state migrate", async |_source| {
+            let target = backend
+                .lock(
+                    LockInfo::for_this_process("state migrate"),
+                    cli.lock_timeout,
+                )
+                .await
+                .with_context(|| format!("locking {}", backend.describe()))?;
+            super::session::held(&*backend, target, async |target| {
+                copy_versions(ctx, &*backend, target).await
+            })
+            .await
+        })
+        .await?;
     let from = ctx.backend.describe();
     let to = backend.describe();
     match copied {
@@ -421,12 +418,12 @@ async fn migrate(ctx: &Context, cli: &Cli, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes the source's versions the target lacks; returns the latest
-/// document and what was copied.
+/// Writes the source's versions the target lacks, through `lock` (held on
+/// `target`); returns the latest document and what was copied.
 async fn copy_versions(
     ctx: &Context,
     target: &dyn StateBackend,
-    guard: &prov_state::LockGuard,
+    lock: &dyn StateLock,
 ) -> Result<(StateDocument, Copied)> {
     let latest = ctx
         .read_state()
@@ -527,8 +524,8 @@ async fn copy_versions(
         };
         // Keep when and by whom each version was written.
         let written = match entries.get(&serial) {
-            Some(entry) => target.write_copy(guard, &doc, entry).await,
-            None => target.write(guard, &doc).await,
+            Some(entry) => lock.write_copy(&doc, entry).await,
+            None => lock.write(&doc).await,
         };
         written.with_context(|| format!("writing serial {serial} to {}", target.describe()))?;
     }

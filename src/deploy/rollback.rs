@@ -67,7 +67,7 @@ pub async fn rollback_host(
             system: now.clone(),
             goal,
             generation,
-            at: prov_state::now(),
+            at: prov_state::timestamp::now(),
         },
     );
     s.save().await?;

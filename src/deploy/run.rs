@@ -429,7 +429,7 @@ async fn record_deployed(
             system: change.desired.clone(),
             goal,
             generation,
-            at: prov_state::now(),
+            at: prov_state::timestamp::now(),
         },
     );
     s.save().await

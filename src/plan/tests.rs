@@ -78,7 +78,7 @@ impl Rig {
             .await
             .unwrap();
         let stored = self.backend.read().await.unwrap();
-        self.backend.unlock(guard).await.unwrap();
+        guard.unlock().await.unwrap();
         let doc = stored.clone().unwrap_or_else(|| StateDocument::new("test"));
         let refreshed = plan::refresh(&doc, &self.providers, |_| true)
             .await
@@ -135,7 +135,7 @@ impl Rig {
             .await
             .unwrap();
         let doc = self.backend.read().await.unwrap().unwrap();
-        self.backend.unlock(guard).await.unwrap();
+        guard.unlock().await.unwrap();
         doc
     }
 }
@@ -275,8 +275,8 @@ async fn interrupted_create_is_adopted_by_token() {
     record["status"] = json!("creating");
     json["serial"] = json!(doc.serial + 1);
     let doc: StateDocument = serde_json::from_value(json).unwrap();
-    rig.backend.write(&guard, &doc).await.unwrap();
-    rig.backend.unlock(guard).await.unwrap();
+    guard.write(&doc).await.unwrap();
+    guard.unlock().await.unwrap();
 
     let (plan, refreshed, _) = rig.plan(&spec1, &BuildOptions::default()).await;
     assert_eq!(

@@ -2,13 +2,14 @@
 //! backend that stores each version as an envelope document whose only
 //! content is the age-encrypted JSON of the real one. Lineage, serial and
 //! deployment name stay in the clear (locking and compare-and-swap need them).
+//! The backend's lock is wrapped too, so every write through it is sealed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use prov_state::{HistoryEntry, LockGuard, LockInfo, StateBackend, StateDocument, StateError};
+use prov_state::{HistoryEntry, LockInfo, StateBackend, StateDocument, StateError, StateLock};
 use zeroize::Zeroizing;
 
 use super::{encrypt, short, Identities, IDENTITY_ENV};
@@ -42,15 +43,6 @@ impl EncryptedBackend {
         }
     }
 
-    fn seal(&self, doc: &StateDocument) -> Result<StateDocument, StateError> {
-        let json = Zeroizing::new(
-            serde_json::to_vec(doc).map_err(|e| StateError::Encryption(e.to_string()))?,
-        );
-        let sealed = encrypt(&self.recipients, &json)
-            .map_err(|e| StateError::Encryption(format!("encrypting state: {e:#}")))?;
-        Ok(doc.envelope(String::from_utf8_lossy(&sealed).into_owned()))
-    }
-
     fn open(&self, doc: StateDocument) -> Result<StateDocument, StateError> {
         let Some(sealed) = &doc.encrypted else {
             let empty = doc.resources.is_empty() && doc.hosts.is_empty() && doc.outputs.is_empty();
@@ -67,6 +59,16 @@ impl EncryptedBackend {
             .map_err(|e| StateError::Encryption(format!("{e:#}")))?;
         open_envelope(&doc, sealed, &identities, &self.recipients)
     }
+}
+
+/// The envelope of `doc`: its identity in the clear, its JSON encrypted to
+/// `recipients`.
+fn seal(recipients: &[String], doc: &StateDocument) -> Result<StateDocument, StateError> {
+    let json =
+        Zeroizing::new(serde_json::to_vec(doc).map_err(|e| StateError::Encryption(e.to_string()))?);
+    let sealed = encrypt(recipients, &json)
+        .map_err(|e| StateError::Encryption(format!("encrypting state: {e:#}")))?;
+    Ok(doc.envelope(String::from_utf8_lossy(&sealed).into_owned()))
 }
 
 /// The document sealed (`sealed`, armored age) in `envelope`, opened with
@@ -106,20 +108,20 @@ impl StateBackend for EncryptedBackend {
         format!("{} (encrypted)", self.inner.describe())
     }
 
-    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        self.inner.lock(info, timeout).await
-    }
-
-    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
-        self.inner.unlock(guard).await
+    async fn lock(
+        &self,
+        info: LockInfo,
+        timeout: Duration,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        let inner = self.inner.lock(info, timeout).await?;
+        Ok(Box::new(EncryptedLock {
+            inner,
+            recipients: self.recipients.clone(),
+        }))
     }
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
         self.inner.lock_holder().await
-    }
-
-    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
-        self.inner.check_lock(guard).await
     }
 
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
@@ -133,27 +135,8 @@ impl StateBackend for EncryptedBackend {
         }
     }
 
-    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
-        let envelope = self.seal(doc)?;
-        self.inner.write(guard, &envelope).await
-    }
-
-    async fn write_copy(
-        &self,
-        guard: &LockGuard,
-        doc: &StateDocument,
-        entry: &HistoryEntry,
-    ) -> Result<(), StateError> {
-        let envelope = self.seal(doc)?;
-        self.inner.write_copy(guard, &envelope, entry).await
-    }
-
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         self.inner.history().await
-    }
-
-    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
-        self.inner.prune(guard, keep).await
     }
 
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
@@ -161,6 +144,47 @@ impl StateBackend for EncryptedBackend {
             Some(doc) => self.open(doc).map(Some),
             None => Ok(None),
         }
+    }
+}
+
+/// The lock of an [`EncryptedBackend`]: the wrapped backend's lock, sealing
+/// every document before it is written.
+#[derive(Debug)]
+struct EncryptedLock {
+    inner: Box<dyn StateLock>,
+    recipients: Vec<String>,
+}
+
+#[async_trait]
+impl StateLock for EncryptedLock {
+    fn info(&self) -> &LockInfo {
+        self.inner.info()
+    }
+
+    async fn check(&self) -> Result<(), StateError> {
+        self.inner.check().await
+    }
+
+    async fn write(&self, doc: &StateDocument) -> Result<(), StateError> {
+        let envelope = seal(&self.recipients, doc)?;
+        self.inner.write(&envelope).await
+    }
+
+    async fn write_copy(
+        &self,
+        doc: &StateDocument,
+        entry: &HistoryEntry,
+    ) -> Result<(), StateError> {
+        let envelope = seal(&self.recipients, doc)?;
+        self.inner.write_copy(&envelope, entry).await
+    }
+
+    async fn prune(&self, keep: u64) -> Result<u64, StateError> {
+        self.inner.prune(keep).await
+    }
+
+    async fn unlock(self: Box<Self>) -> Result<(), StateError> {
+        self.inner.unlock().await
     }
 }
 
@@ -199,20 +223,17 @@ impl StateBackend for PlaintextBackend {
         self.inner.describe()
     }
 
-    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
+    /// The wrapped backend's lock: documents are written as they are.
+    async fn lock(
+        &self,
+        info: LockInfo,
+        timeout: Duration,
+    ) -> Result<Box<dyn StateLock>, StateError> {
         self.inner.lock(info, timeout).await
-    }
-
-    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
-        self.inner.unlock(guard).await
     }
 
     async fn lock_holder(&self) -> Result<Option<LockInfo>, StateError> {
         self.inner.lock_holder().await
-    }
-
-    async fn check_lock(&self, guard: &LockGuard) -> Result<(), StateError> {
-        self.inner.check_lock(guard).await
     }
 
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
@@ -223,25 +244,8 @@ impl StateBackend for PlaintextBackend {
         self.inner.read().await?.map(|d| self.check(d)).transpose()
     }
 
-    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
-        self.inner.write(guard, doc).await
-    }
-
-    async fn write_copy(
-        &self,
-        guard: &LockGuard,
-        doc: &StateDocument,
-        entry: &HistoryEntry,
-    ) -> Result<(), StateError> {
-        self.inner.write_copy(guard, doc, entry).await
-    }
-
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         self.inner.history().await
-    }
-
-    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
-        self.inner.prune(guard, keep).await
     }
 
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
@@ -250,5 +254,80 @@ impl StateBackend for PlaintextBackend {
             .await?
             .map(|d| self.check(d))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::PathBuf;
+
+    use age::secrecy::ExposeSecret;
+    use prov_state::EmbeddedBackend;
+
+    use super::*;
+
+    /// An age identity in a file under `dir`, and its recipient.
+    fn identity(dir: &std::path::Path) -> (PathBuf, String) {
+        let key = age::x25519::Identity::generate();
+        let path = dir.join("key.txt");
+        fs_err::write(&path, key.to_string().expose_secret()).unwrap();
+        (path, key.to_public().to_string())
+    }
+
+    fn doc(serial: u64) -> StateDocument {
+        let mut doc = StateDocument::new("d");
+        doc.lineage = "l".to_owned();
+        doc.set_serial(serial);
+        doc.set_outputs([("secret".to_owned(), "s3cr3t".into())]);
+        doc
+    }
+
+    /// The lock of an encrypted backend seals what is written through it,
+    /// copies included; the wrapped backend stores only the envelope.
+    #[tokio::test]
+    async fn writes_through_the_encrypted_lock_are_sealed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (key, recipient) = identity(tmp.path());
+        let plain: Arc<dyn StateBackend> = Arc::new(EmbeddedBackend::new(tmp.path().join("s")));
+        let encrypted = EncryptedBackend::new(
+            Arc::clone(&plain),
+            vec![recipient.clone()],
+            Some(key.clone()),
+            false,
+        );
+        let lock = encrypted
+            .lock(LockInfo::for_this_process("test"), Duration::ZERO)
+            .await
+            .unwrap();
+        lock.check().await.unwrap();
+        lock.write(&doc(1)).await.unwrap();
+        let entry = HistoryEntry {
+            serial: 2,
+            written_at: "2024-05-06T07:08:09Z".parse().unwrap(),
+            written_by: "someone (apply)".to_owned(),
+            resources: 0,
+        };
+        lock.write_copy(&doc(2), &entry).await.unwrap();
+        lock.unlock().await.unwrap();
+
+        let identities = Identities::load(&[key], None).unwrap();
+        for serial in [1, 2] {
+            let stored = plain.read_serial(serial).await.unwrap().unwrap();
+            assert!(stored.outputs.is_empty(), "{stored:?}");
+            let sealed = stored.encrypted.clone().unwrap();
+            assert!(!sealed.contains("s3cr3t"));
+            let opened = open_envelope(
+                &stored,
+                &sealed,
+                &identities,
+                std::slice::from_ref(&recipient),
+            )
+            .unwrap();
+            assert_eq!(opened, doc(serial));
+        }
+        let history = plain.history().await.unwrap();
+        assert_eq!(history[1].written_by, "someone (apply)");
     }
 }

@@ -2,18 +2,12 @@
 //! created, updated, deleted or forgotten, what refresh observed, what was
 //! deployed on a host. No other module writes the document's fields.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use prov_provider::Address;
 use serde_json::Value;
 
 use crate::document::{Goal, HostRecord, ReachRecord, ResourceRecord, ResourceStatus};
 use crate::{SecretRecord, StateDocument};
-
-/// Now, in whole seconds: what state records as a time.
-#[must_use]
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(0)
-}
 
 /// The idempotency token of a create: derived from the lineage, the address,
 /// its generation and the lineage's create counter, so it never repeats in a

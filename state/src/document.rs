@@ -79,8 +79,12 @@ pub struct HostRecord {
     /// The goal it was activated with (`switch`, `boot`, `test`, `dry-activate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<Goal>,
-    /// When (RFC 3339, whole seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When (stored as RFC 3339, to the second).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timestamp::optional"
+    )]
     pub deployed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Secrets uploaded to the host, by secret name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -251,8 +255,9 @@ impl std::fmt::Display for Goal {
 pub struct HistoryEntry {
     /// The serial of that version.
     pub serial: u64,
-    /// When it was written (RFC 3339).
-    pub written_at: String,
+    /// When it was written (stored as RFC 3339, to the second).
+    #[serde(with = "crate::timestamp")]
+    pub written_at: chrono::DateTime<chrono::Utc>,
     /// Who wrote it and doing what (from the lock held at the time).
     pub written_by: String,
     /// How many resources it holds.

@@ -13,6 +13,7 @@
 //! The directory is `0700` and every file in it `0600`.
 
 mod copy;
+mod held;
 mod lockfile;
 mod packed;
 mod perms;
@@ -24,12 +25,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::lock::LockHandle;
-use crate::{
-    HistoryEntry, LockGuard, LockInfo, StateBackend, StateDocument, StateError, FORMAT_VERSION,
-};
-
-pub(crate) use lockfile::HeldFlock;
+use crate::{HistoryEntry, LockInfo, StateBackend, StateDocument, StateError, StateLock};
+use held::EmbeddedLock;
 
 /// How long to sleep between attempts while waiting for a held lock.
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
@@ -39,7 +36,7 @@ pub struct EmbeddedBackend {
     inner: Arc<Inner>,
 }
 
-/// What the backend and its lock guards share.
+/// What the backend and its locks share.
 pub(crate) struct Inner {
     /// The state directory.
     dir: PathBuf,
@@ -152,51 +149,6 @@ fn with_db<T: Default>(
     Ok(value)
 }
 
-/// Runs `f` on the database opened under the lock `lock_id`, then hardens
-/// the modes of what it wrote.
-fn with_held_db<T>(
-    inner: &Arc<Inner>,
-    lock_id: &str,
-    what: &str,
-    f: impl FnOnce(&mut OpenDb, &Path) -> Result<T, StateError>,
-) -> Result<T, StateError> {
-    let value = {
-        let mut slot = inner.slot();
-        match slot.as_mut() {
-            Some(open) if open.lock_id == lock_id => f(open, &inner.db_path())?,
-            _ => {
-                return Err(StateError::Conflict(format!(
-                    "{what} without holding the lock on {}",
-                    inner.dir.display()
-                )))
-            }
-        }
-    };
-    perms::harden(&inner.dir)?;
-    Ok(value)
-}
-
-/// Stores `doc` as a new version, checking the guard and the serial.
-fn write_blocking(
-    inner: &Arc<Inner>,
-    lock_id: &str,
-    version: &store::NewVersion,
-) -> Result<(), StateError> {
-    with_held_db(inner, lock_id, "write", |open, path| {
-        store::write(&open.db, path, version, &mut open.cache)?;
-        // The write has landed: a failure here only leaves the copy one
-        // version behind (never a reason to report it failed).
-        if let Err(e) = copy::write(&inner.dir, version.json()) {
-            tracing::warn!(
-                serial = version.serial(),
-                "the copy of the latest state version in {} was not updated: {e}",
-                inner.dir.display()
-            );
-        }
-        Ok(())
-    })
-}
-
 /// What [`EmbeddedBackend::recover`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
@@ -259,7 +211,13 @@ fn rebuild(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError>
     store::write(
         &db,
         &db_path,
-        &store::NewVersion::recovered(&doc, info)?,
+        &store::NewVersion::new(
+            &doc,
+            &HistoryEntry {
+                written_by: format!("{} (state recover)", info.who),
+                ..crate::writing::entry_now(&doc, info)
+            },
+        )?,
         &mut store::Cache::default(),
     )?;
     drop(db);
@@ -276,17 +234,18 @@ impl StateBackend for EmbeddedBackend {
         format!("embedded state at {}", self.inner.dir.display())
     }
 
-    async fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
+    async fn lock(
+        &self,
+        info: LockInfo,
+        timeout: Duration,
+    ) -> Result<Box<dyn StateLock>, StateError> {
         let deadline = Instant::now() + timeout;
         loop {
             let inner = Arc::clone(&self.inner);
             let attempt = info.clone();
             let result = blocking(move || {
                 let held = lockfile::try_acquire(&inner, &attempt)?;
-                Ok(LockGuard {
-                    info: attempt,
-                    handle: LockHandle::File { held },
-                })
+                Ok(Box::new(EmbeddedLock::new(attempt, held)) as Box<dyn StateLock>)
             })
             .await;
             match result {
@@ -298,16 +257,6 @@ impl StateBackend for EmbeddedBackend {
                 }
                 other => return other,
             }
-        }
-    }
-
-    async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
-        match guard.handle {
-            LockHandle::File { mut held } => blocking(move || held.release()).await,
-            LockHandle::S3 { .. } => Err(StateError::Conflict(format!(
-                "unlock of a lock that is not the lock of {}",
-                self.describe()
-            ))),
         }
     }
 
@@ -327,37 +276,6 @@ impl StateBackend for EmbeddedBackend {
         blocking(move || with_db(&inner, store::read_latest)).await
     }
 
-    async fn write(&self, guard: &LockGuard, doc: &StateDocument) -> Result<(), StateError> {
-        if doc.format_version != FORMAT_VERSION {
-            return Err(StateError::Format {
-                found: doc.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let version = store::NewVersion::new(doc, &guard.info)?;
-        let inner = Arc::clone(&self.inner);
-        let lock_id = guard.info.id.clone();
-        blocking(move || write_blocking(&inner, &lock_id, &version)).await
-    }
-
-    async fn write_copy(
-        &self,
-        guard: &LockGuard,
-        doc: &StateDocument,
-        entry: &HistoryEntry,
-    ) -> Result<(), StateError> {
-        if doc.format_version != FORMAT_VERSION {
-            return Err(StateError::Format {
-                found: doc.format_version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let version = store::NewVersion::copied(doc, entry)?;
-        let inner = Arc::clone(&self.inner);
-        let lock_id = guard.info.id.clone();
-        blocking(move || write_blocking(&inner, &lock_id, &version)).await
-    }
-
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || with_db(&inner, store::history)).await
@@ -366,16 +284,5 @@ impl StateBackend for EmbeddedBackend {
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || with_db(&inner, |db, path| store::read_serial(db, path, serial))).await
-    }
-
-    async fn prune(&self, guard: &LockGuard, keep: u64) -> Result<u64, StateError> {
-        let inner = Arc::clone(&self.inner);
-        let lock_id = guard.info.id.clone();
-        blocking(move || {
-            with_held_db(&inner, &lock_id, "prune", |open, path| {
-                store::prune(&open.db, path, keep)
-            })
-        })
-        .await
     }
 }

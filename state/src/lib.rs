@@ -24,16 +24,18 @@ pub mod fuzzing;
 mod lock;
 mod records;
 mod s3;
+pub mod timestamp;
+mod writing;
 
 pub use atomic::write_atomic;
 pub use backend::StateBackend;
-pub use changes::{idempotency_token, now, Deployed, Forgotten, NewResource};
+pub use changes::{idempotency_token, Deployed, Forgotten, NewResource};
 pub use document::{
     Goal, HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
     StateDocument, FORMAT_VERSION,
 };
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
-pub use lock::{LockGuard, LockInfo};
+pub use lock::{LockInfo, StateLock};
 pub use records::Records;
 pub use s3::{S3Backend, S3Settings};

@@ -1,6 +1,11 @@
-//! Lock owner information.
+//! The state lock: who holds it ([`LockInfo`]), and what holding it allows
+//! ([`StateLock`]: every write goes through the held lock).
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::{HistoryEntry, StateDocument, StateError};
 
 /// Who holds (or asks for) a state lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,8 +18,9 @@ pub struct LockInfo {
     pub pid: u32,
     /// What the holder is doing: `apply`, `plan`, `state rm`, …
     pub operation: String,
-    /// When the lock was taken (RFC 3339).
-    pub created: String,
+    /// When the lock was taken (stored as RFC 3339, to the second).
+    #[serde(with = "crate::timestamp")]
+    pub created: DateTime<Utc>,
     /// prov version of the holder.
     pub version: String,
 }
@@ -35,7 +41,7 @@ impl LockInfo {
             who: format!("{user}@{host}"),
             pid: std::process::id(),
             operation: operation.to_owned(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created: crate::timestamp::now(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -46,34 +52,51 @@ impl std::fmt::Display for LockInfo {
         write!(
             f,
             "{} (pid {}) since {} for `{}` (lock id {})",
-            self.who, self.pid, self.created, self.operation, self.id
+            self.who,
+            self.pid,
+            crate::timestamp::format(&self.created),
+            self.operation,
+            self.id
         )
     }
 }
 
-/// Proof that a lock is held; the backend releases it when the guard is
-/// dropped or [`crate::StateBackend::unlock`] is called.
-#[derive(Debug)]
-pub struct LockGuard {
-    /// The lock's owner record.
-    pub info: LockInfo,
-    /// Backend-specific handle (an open lock file, an S3 ETag).
-    pub(crate) handle: LockHandle,
-}
+/// A held state lock, from [`crate::StateBackend::lock`]: the only way to
+/// change stored state. Each backend has its own (an open file under
+/// `flock`, an S3 lock object), so a lock always writes to the state it
+/// was taken on.
+///
+/// Dropping it without [`StateLock::unlock`] still releases it: an
+/// embedded lock at once (and the kernel releases its `flock` when the
+/// process dies), an S3 lock on a best-effort basis (a killed run leaves it
+/// for `prov state force-unlock`).
+#[async_trait]
+pub trait StateLock: Send + Sync + std::fmt::Debug {
+    /// The holder record the lock was taken with.
+    fn info(&self) -> &LockInfo;
 
-/// What keeps a lock held.
-#[derive(Debug)]
-pub(crate) enum LockHandle {
-    /// An open file with an exclusive `flock`; closing it releases the lock,
-    /// also when the process is killed.
-    File {
-        /// The held lock file and the backend whose database it guards.
-        held: crate::embedded::HeldFlock,
-    },
-    /// A lock object in S3 (`KEY.lock`); it stays until deleted, also when
-    /// its process is killed (then `force-unlock` removes it).
-    S3 {
-        /// The lock object and the backend it belongs to.
-        held: crate::s3::HeldLock,
-    },
+    /// Checks that the lock is still held. A lock that can be broken while
+    /// held (S3's `force-unlock`) is checked against the store
+    /// ([`StateError::LockGone`], [`StateError::LockLost`]); an embedded
+    /// `flock` cannot be broken, so its check always passes.
+    async fn check(&self) -> Result<(), StateError>;
+
+    /// Writes a new version atomically. `doc.serial` must be exactly one more
+    /// than the latest stored serial (or any serial when the state is empty)
+    /// and the lineage must match, else [`StateError::Conflict`].
+    async fn write(&self, doc: &StateDocument) -> Result<(), StateError>;
+
+    /// Writes like [`StateLock::write`], but records `written_at` and
+    /// `written_by` from `entry` in history instead of now and this lock's
+    /// holder: for copying versions between backends (`prov state migrate`).
+    async fn write_copy(&self, doc: &StateDocument, entry: &HistoryEntry)
+        -> Result<(), StateError>;
+
+    /// Removes every version older than the newest `keep` (at least the
+    /// latest is kept); every kept one still reads with
+    /// [`crate::StateBackend::read_serial`]. Returns how many were removed.
+    async fn prune(&self, keep: u64) -> Result<u64, StateError>;
+
+    /// Releases the lock.
+    async fn unlock(self: Box<Self>) -> Result<(), StateError>;
 }

@@ -76,12 +76,10 @@ async fn files_are_private() {
     assert_private(&dir);
     let lineage = suite::doc("x", 0, 0).lineage;
     for serial in 1..=20 {
-        b.write(&guard, &suite::doc(&lineage, serial, 5))
-            .await
-            .unwrap();
+        guard.write(&suite::doc(&lineage, serial, 5)).await.unwrap();
     }
     assert_private(&dir);
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_private(&dir);
     assert!(dir.join("lock").is_file());
     assert!(dir.join("state.db").is_dir());
@@ -97,8 +95,8 @@ async fn lock_file_holds_the_record_while_locked() {
         .unwrap();
     let text = std::fs::read_to_string(tmp.path().join("lock")).unwrap();
     let record: LockInfo = serde_json::from_str(&text).unwrap();
-    assert_eq!(record, guard.info);
-    b.unlock(guard).await.unwrap();
+    assert_eq!(record, *guard.info());
+    guard.unlock().await.unwrap();
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("lock")).unwrap(),
         ""
@@ -126,7 +124,7 @@ async fn lock_timeout_waits_then_fails() {
         "waited only {waited:?}"
     );
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
-    a.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -139,10 +137,9 @@ async fn lock_timeout_succeeds_when_released_meanwhile() {
         .await
         .unwrap();
     let releaser = {
-        let a = std::sync::Arc::clone(&a);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            a.unlock(guard).await.unwrap();
+            guard.unlock().await.unwrap();
         })
     };
     let guard = b
@@ -150,7 +147,7 @@ async fn lock_timeout_succeeds_when_released_meanwhile() {
         .await
         .unwrap();
     releaser.await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -163,12 +160,12 @@ async fn reads_take_a_short_lock() {
         .await
         .unwrap();
     let d = suite::doc("l", 1, 1);
-    a.write(&guard, &d).await.unwrap();
+    guard.write(&d).await.unwrap();
     let err = b.read().await.unwrap_err();
     assert!(matches!(err, StateError::Locked { .. }), "{err}");
     let err = b.history().await.unwrap_err();
     assert!(matches!(err, StateError::Locked { .. }), "{err}");
-    a.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(d.clone()));
     assert_eq!(b.read_serial(1).await.unwrap(), Some(d));
     assert_eq!(b.lock_holder().await.unwrap(), None);
@@ -177,7 +174,7 @@ async fn reads_take_a_short_lock() {
         .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
         .await
         .unwrap();
-    a.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
@@ -189,14 +186,14 @@ async fn dropping_a_guard_releases_the_lock() {
         .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
         .await
         .unwrap();
-    a.write(&guard, &suite::doc("l", 1, 1)).await.unwrap();
+    guard.write(&suite::doc("l", 1, 1)).await.unwrap();
     drop(guard);
     let guard = b
         .lock(LockInfo::for_this_process("plan"), Duration::ZERO)
         .await
         .unwrap();
-    b.write(&guard, &suite::doc("l", 2, 1)).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("l", 2, 1)).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(a.read().await.unwrap().map(|d| d.serial), Some(2));
 }
 
@@ -221,13 +218,13 @@ fn child_lock_holder() {
             .lock(LockInfo::for_this_process("child-apply"), Duration::ZERO)
             .await
             .unwrap();
-        b.write(&guard, &suite::doc("child", 1, 3)).await.unwrap();
+        guard.write(&suite::doc("child", 1, 3)).await.unwrap();
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{CHILD_READY} {}", guard.info.id).unwrap();
+        writeln!(out, "{CHILD_READY} {}", guard.info().id).unwrap();
         out.flush().unwrap();
         drop(out);
         tokio::time::sleep(Duration::from_secs(120)).await;
-        b.unlock(guard).await.unwrap();
+        guard.unlock().await.unwrap();
     });
 }
 
@@ -332,8 +329,8 @@ async fn two_processes_contend_and_a_killed_holder_frees_the_lock() {
     // The write the child made before being killed survived.
     let doc = b.read().await.unwrap().unwrap();
     assert_eq!(doc, suite::doc("child", 1, 3));
-    b.write(&guard, &suite::doc("child", 2, 0)).await.unwrap();
-    b.unlock(guard).await.unwrap();
+    guard.write(&suite::doc("child", 2, 0)).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.history().await.unwrap().len(), 2);
 }
 
@@ -393,7 +390,7 @@ async fn a_state_path_shared_with_other_files_is_refused_and_left_alone() {
         .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
         .await
         .unwrap();
-    backend.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 /// Bytes of every file under `dir`.
@@ -425,9 +422,9 @@ async fn history_storage_grows_with_the_changes_not_with_the_document() {
         .await
         .unwrap();
     for d in &docs {
-        backend.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
-    backend.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     let last = serde_json::to_vec(docs.last().unwrap()).unwrap().len() as u64;
     let whole: u64 = docs
         .iter()

@@ -14,11 +14,11 @@ use crate::{LockInfo, StateError};
 /// How often to re-read an empty holder record (the holder may be writing it).
 const RECORD_ATTEMPTS: u32 = 3;
 
-/// An exclusive `flock` on `DIR/lock`, held for the life of a lock guard.
+/// An exclusive `flock` on `DIR/lock`, held for the life of a lock.
 ///
 /// Releasing it (explicitly or on drop) flushes and closes the database opened
 /// under it, clears the holder record and releases the `flock`.
-pub(crate) struct HeldFlock {
+pub(super) struct HeldFlock {
     /// The open, locked lock file.
     file: fs_err::File,
     /// The backend whose database this lock guards.
@@ -152,8 +152,13 @@ pub(super) fn open_checked(inner: &Inner) -> Result<sled::Db, StateError> {
 }
 
 impl HeldFlock {
+    /// The backend whose database this lock guards.
+    pub(super) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Flushes and closes the database, clears the record, releases the lock.
-    pub(crate) fn release(&mut self) -> Result<(), StateError> {
+    pub(super) fn release(&mut self) -> Result<(), StateError> {
         if self.released {
             return Ok(());
         }

@@ -15,18 +15,24 @@
 //! because sled rewrites a large value on every change and reclaims the old
 //! copies only lazily (a whole head per write kept tens of copies on disk).
 //!
-//! A write inserts into all four in one transaction, then flushes.
+//! A write inserts into all four in one transaction, then flushes
+//! ([`write()`]); a version is encoded for it in [`version`].
+
+mod version;
+mod write;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use fs4::fs_std::FileExt;
 use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::packed;
-use crate::delta::{self, Step};
-use crate::{HistoryEntry, LockInfo, StateDocument, StateError, FORMAT_VERSION};
+use crate::delta;
+use crate::{HistoryEntry, StateDocument, StateError, FORMAT_VERSION};
+
+pub(super) use version::NewVersion;
+pub(super) use write::{prune, write};
 
 /// Tree of document versions.
 const VERSIONS: &str = "versions";
@@ -41,9 +47,11 @@ const LATEST: &[u8] = b"latest";
 /// Key in [`META`] holding the bytes of patches since the last whole version.
 const CHAIN: &[u8] = b"chain";
 
-/// How long to retry opening a database whose files another handle in this
-/// process is still closing.
-const OPEN_RETRY: Duration = Duration::from_secs(2);
+/// How long to wait for another handle in this process to finish closing
+/// the database before opening it.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+/// The file in the database directory that sled locks while it is open.
+const SLED_LOCKED_FILE: &str = "db";
 
 /// The fields checked before (and whatever the rest of) a stored document.
 #[derive(Deserialize)]
@@ -56,86 +64,6 @@ struct Header {
     serial: u64,
 }
 
-/// A document ready to be stored.
-#[derive(Debug)]
-pub(super) struct NewVersion {
-    /// Its serial.
-    serial: u64,
-    /// Its lineage.
-    lineage: String,
-    /// The document.
-    value: serde_json::Value,
-    /// The document JSON.
-    json: Vec<u8>,
-    /// The history entry JSON.
-    entry: Vec<u8>,
-}
-
-impl NewVersion {
-    /// Encodes `doc`, written by the holder of `lock`.
-    pub(super) fn new(doc: &StateDocument, lock: &LockInfo) -> Result<Self, StateError> {
-        let entry = HistoryEntry {
-            serial: doc.serial,
-            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            written_by: format!("{} ({})", lock.who, lock.operation),
-            resources: doc.resources.len(),
-        };
-        Self::with_entry(doc, &entry)
-    }
-
-    /// Encodes `doc` copied from another backend, keeping when and by whom
-    /// `entry` says it was written.
-    pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
-        let entry = HistoryEntry {
-            serial: doc.serial,
-            written_at: entry.written_at.clone(),
-            written_by: entry.written_by.clone(),
-            resources: doc.resources.len(),
-        };
-        Self::with_entry(doc, &entry)
-    }
-
-    /// Encodes `doc` rebuilt from the copy beside a damaged database by the
-    /// holder of `lock`.
-    pub(super) fn recovered(doc: &StateDocument, lock: &LockInfo) -> Result<Self, StateError> {
-        let entry = HistoryEntry {
-            serial: doc.serial,
-            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            written_by: format!("{} (state recover)", lock.who),
-            resources: doc.resources.len(),
-        };
-        Self::with_entry(doc, &entry)
-    }
-
-    /// The stored document's JSON (what the copy beside the database holds).
-    pub(super) fn json(&self) -> &[u8] {
-        &self.json
-    }
-
-    /// Its serial.
-    pub(super) fn serial(&self) -> u64 {
-        self.serial
-    }
-
-    /// Encodes `doc` with its history entry.
-    fn with_entry(doc: &StateDocument, entry: &HistoryEntry) -> Result<Self, StateError> {
-        let value = serde_json::to_value(doc).map_err(encode_err)?;
-        Ok(Self {
-            serial: doc.serial,
-            lineage: doc.lineage.clone(),
-            // In the document's own field order (the Value's is sorted).
-            json: serde_json::to_vec(doc).map_err(encode_err)?,
-            value,
-            entry: serde_json::to_vec(entry).map_err(encode_err)?,
-        })
-    }
-}
-
-/// An encoding failure (cannot happen for these types, but is not unwrapped).
-fn encode_err(e: serde_json::Error) -> StateError {
-    std::io::Error::other(format!("encoding state: {e}")).into()
-}
-
 /// Wraps a sled error with the database path.
 fn db_err(path: &Path) -> impl Fn(sled::Error) -> StateError + '_ {
     move |source| StateError::Database {
@@ -144,21 +72,38 @@ fn db_err(path: &Path) -> impl Fn(sled::Error) -> StateError + '_ {
     }
 }
 
-/// Whether `e` is sled failing to lock its files.
-fn is_sled_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+/// Opens (creating) the database at `path`, once no other handle has it open.
+pub(super) fn open(path: &Path) -> Result<sled::Db, StateError> {
+    wait_until_closed(path)?;
+    sled::Config::new().path(path).open().map_err(db_err(path))
 }
 
-/// Opens (creating) the database at `path`.
-pub(super) fn open(path: &Path) -> Result<sled::Db, StateError> {
+/// Waits (at most [`OPEN_WAIT`]) until nothing holds sled's own `flock` on
+/// `path/db`.
+///
+/// The database is opened only under the state lock, so no other process
+/// holds it; but a handle this process dropped a moment ago is closed by
+/// sled's background threads, which keep the file (and its `flock`) a little
+/// longer, and sled refuses to open a locked file. Probing the `flock`
+/// ourselves tells that case apart without reading sled's error text.
+/// Should it still be held after the wait, sled's open fails and says so.
+fn wait_until_closed(path: &Path) -> Result<(), StateError> {
+    let locked_file = path.join(SLED_LOCKED_FILE);
+    let file = match fs_err::File::open(&locked_file) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let started = Instant::now();
     loop {
-        match sled::Config::new().path(path).open() {
-            Err(e) if is_sled_lock_error(&e) && started.elapsed() < OPEN_RETRY => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other.map_err(db_err(path)),
+        if FileExt::try_lock_exclusive(file.file())? {
+            FileExt::unlock(file.file())?;
+            return Ok(());
         }
+        if started.elapsed() >= OPEN_WAIT {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -303,173 +248,12 @@ pub(super) fn history(db: &sled::Db, path: &Path) -> Result<Vec<HistoryEntry>, S
         .collect()
 }
 
-/// Checks `new` against the stored latest version (`latest`, with `stored` bytes).
-fn check_successor(
-    latest: u64,
-    stored: &serde_json::Value,
-    new: &NewVersion,
-) -> Result<(), StateError> {
-    let header = decode_header(latest, stored)?;
-    if header.lineage != new.lineage {
-        return Err(StateError::Conflict(format!(
-            "lineage mismatch: the stored state has lineage {}, the document has lineage {} \
-             (it belongs to another deployment)",
-            header.lineage, new.lineage
-        )));
-    }
-    if new.serial != latest + 1 {
-        return Err(StateError::Conflict(format!(
-            "expected serial {}, got {} (the stored state is at serial {latest}; \
-             re-read the state and try again)",
-            latest + 1,
-            new.serial
-        )));
-    }
-    Ok(())
-}
-
-/// Stores `new` as the latest version (one transaction), then flushes: whole
-/// or as a patch from the latest, as [`delta::step`] decides.
-pub(super) fn write(
-    db: &sled::Db,
-    path: &Path,
-    new: &NewVersion,
-    cache: &mut Cache,
-) -> Result<(), StateError> {
-    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
-    let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
-    let history = db.open_tree(HISTORY).map_err(db_err(path))?;
-    let meta = db.open_tree(META).map_err(db_err(path))?;
-    let latest = latest_serial(db, path)?;
-    let prev = match (cache.latest.take(), latest) {
-        (Some((serial, value)), Some(latest)) if serial == latest => Some((serial, value)),
-        (_, None) => None,
-        (_, Some(_)) => latest_value(db, path)?,
-    };
-    let chain = meta
-        .get(CHAIN)
-        .map_err(db_err(path))?
-        .map(|v| decode_serial(&v))
-        .transpose()?
-        .unwrap_or(0);
-    let step = match prev {
-        Some((latest, value)) => {
-            check_successor(latest, &value, new)?;
-            delta::step(value, &new.value, new.json.len(), chain)
-        }
-        None => Step::Whole,
-    };
-    let stored = match &step {
-        Step::Whole => packed::pack(&new.json)?,
-        Step::Patch { ops, .. } => packed::pack(ops)?,
-    };
-    let key = new.serial.to_be_bytes();
-    let result = (&versions, &patches, &history, &meta).transaction(|(v, p, h, m)| {
-        let now = m
-            .get(LATEST)?
-            .map(|l| decode_serial(&l))
-            .transpose()
-            .map_err(ConflictableTransactionError::Abort)?;
-        if now != latest {
-            return Err(ConflictableTransactionError::Abort(StateError::Conflict(
-                format!(
-                    "the stored state changed while writing version {} (another writer?)",
-                    new.serial
-                ),
-            )));
-        }
-        let chain = match &step {
-            Step::Whole => {
-                v.insert(&key, stored.as_slice())?;
-                0
-            }
-            Step::Patch { chain, .. } => {
-                p.insert(&key, stored.as_slice())?;
-                *chain
-            }
-        };
-        h.insert(&key, new.entry.as_slice())?;
-        m.insert(CHAIN, &chain.to_be_bytes())?;
-        m.insert(LATEST, &key)?;
-        Ok(())
-    });
-    match result {
-        Ok(()) => {}
-        Err(TransactionError::Abort(e)) => return Err(e),
-        Err(TransactionError::Storage(e)) => return Err(db_err(path)(e)),
-    }
-    db.flush().map_err(db_err(path))?;
-    cache.latest = Some((new.serial, new.value.clone()));
-    Ok(())
-}
-
-/// Removes every version older than the newest `keep` (at least one is
-/// kept), making the oldest one kept whole first. Returns how many versions
-/// were removed.
-pub(super) fn prune(db: &sled::Db, path: &Path, keep: u64) -> Result<u64, StateError> {
-    let keep = keep.max(1);
-    let Some(latest) = latest_serial(db, path)? else {
-        return Ok(0);
-    };
-    let Some(first) = latest.checked_sub(keep - 1) else {
-        return Ok(0);
-    };
-    let versions = db.open_tree(VERSIONS).map_err(db_err(path))?;
-    let patches = db.open_tree(PATCHES).map_err(db_err(path))?;
-    let history = db.open_tree(HISTORY).map_err(db_err(path))?;
-    let below = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StateError> {
-        tree.range(..first.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(db_err(path))
-    };
-    let (old_versions, old_patches, old_history) =
-        (below(&versions)?, below(&patches)?, below(&history)?);
-    if old_history.is_empty() && old_versions.is_empty() && old_patches.is_empty() {
-        return Ok(0);
-    }
-    let whole = match versions.get(first.to_be_bytes()).map_err(db_err(path))? {
-        Some(_) => None,
-        None => {
-            let value = rebuild(db, path, first)?.ok_or_else(|| {
-                StateError::Corrupt(format!(
-                    "version {first} cannot be rebuilt to prune before it"
-                ))
-            })?;
-            Some(packed::pack(&delta::encode(&value)?)?)
-        }
-    };
-    let key = first.to_be_bytes();
-    let result = (&versions, &patches, &history).transaction(|(v, p, h)| {
-        if let Some(whole) = &whole {
-            v.insert(&key, whole.as_slice())?;
-            p.remove(&key)?;
-        }
-        for k in &old_versions {
-            v.remove(k)?;
-        }
-        for k in &old_patches {
-            p.remove(k)?;
-        }
-        for k in &old_history {
-            h.remove(k)?;
-        }
-        Ok::<(), ConflictableTransactionError<StateError>>(())
-    });
-    match result {
-        Ok(()) => {}
-        Err(TransactionError::Abort(e)) => return Err(e),
-        Err(TransactionError::Storage(e)) => return Err(db_err(path)(e)),
-    }
-    db.flush().map_err(db_err(path))?;
-    Ok(u64::try_from(old_history.len()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::LockInfo;
 
     fn temp_db() -> sled::Db {
         sled::Config::new().temporary(true).open().unwrap()
@@ -534,7 +318,7 @@ mod tests {
         let mut doc = StateDocument::new("d");
         for serial in [255u64, 256, 257] {
             doc.serial = serial;
-            let new = NewVersion::new(&doc, &lock).unwrap();
+            let new = NewVersion::new(&doc, &crate::writing::entry_now(&doc, &lock)).unwrap();
             write(&db, Path::new("t"), &new, &mut Cache::default()).unwrap();
         }
         let serials: Vec<u64> = history(&db, Path::new("t"))
@@ -543,5 +327,41 @@ mod tests {
             .map(|h| h.serial)
             .collect();
         assert_eq!(serials, [255, 256, 257]);
+    }
+
+    #[test]
+    fn opening_waits_for_a_handle_being_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let closing = open(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(closing);
+        });
+        let started = Instant::now();
+        let db = open(&path).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        drop(db);
+        closer.join().unwrap();
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_fails_as_a_database_error_after_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let _held = open(&path).unwrap();
+        let started = Instant::now();
+        let err = open(&path).unwrap_err();
+        assert!(started.elapsed() >= OPEN_WAIT, "{:?}", started.elapsed());
+        assert!(
+            matches!(
+                err,
+                StateError::Database {
+                    source: sled::Error::Io(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::{HistoryEntry, LockInfo, StateDocument};
+use crate::{timestamp, HistoryEntry, StateDocument};
 
 /// `x-amz-meta-prov-serial`.
 const SERIAL: &str = "prov-serial";
@@ -54,32 +54,14 @@ pub(super) fn with_chain(
     metadata
 }
 
-/// The metadata of `doc` written now by the holder of `lock`.
-pub(super) fn for_version(doc: &StateDocument, lock: &LockInfo) -> Vec<(&'static str, String)> {
+/// The metadata of `doc` with its history `entry`.
+pub(super) fn of_entry(doc: &StateDocument, entry: &HistoryEntry) -> Vec<(&'static str, String)> {
     vec![
         (SERIAL, doc.serial.to_string()),
         (LINEAGE, encode(&doc.lineage)),
-        (
-            WRITTEN_AT,
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        (
-            WRITTEN_BY,
-            encode(&format!("{} ({})", lock.who, lock.operation)),
-        ),
-        (RESOURCES, doc.resources.len().to_string()),
-    ]
-}
-
-/// The metadata of `doc` copied from another backend, keeping when and by
-/// whom `entry` says it was written.
-pub(super) fn copied(doc: &StateDocument, entry: &HistoryEntry) -> Vec<(&'static str, String)> {
-    vec![
-        (SERIAL, doc.serial.to_string()),
-        (LINEAGE, encode(&doc.lineage)),
-        (WRITTEN_AT, encode(&entry.written_at)),
+        (WRITTEN_AT, timestamp::format(&entry.written_at)),
         (WRITTEN_BY, encode(&entry.written_by)),
-        (RESOURCES, doc.resources.len().to_string()),
+        (RESOURCES, entry.resources.to_string()),
     ]
 }
 
@@ -99,11 +81,12 @@ pub(super) fn carried(metadata: &HashMap<String, String>) -> Vec<(&'static str, 
     .collect()
 }
 
-/// The history entry of version `serial` from its metadata, when complete.
+/// The history entry of version `serial` from its metadata, when complete
+/// (and its time readable).
 pub(super) fn entry(serial: u64, metadata: &HashMap<String, String>) -> Option<HistoryEntry> {
     Some(HistoryEntry {
         serial,
-        written_at: decode(metadata.get(WRITTEN_AT)?),
+        written_at: timestamp::parse(&decode(metadata.get(WRITTEN_AT)?)).ok()?,
         written_by: decode(metadata.get(WRITTEN_BY)?),
         resources: metadata.get(RESOURCES)?.parse().ok()?,
     })
@@ -157,6 +140,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::LockInfo;
 
     #[test]
     fn encoding_round_trips() {
@@ -178,10 +162,11 @@ mod tests {
     fn entry_needs_every_field() {
         let doc = StateDocument::new("d");
         let lock = LockInfo::for_this_process("apply");
-        let metadata: HashMap<String, String> = for_version(&doc, &lock)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let metadata: HashMap<String, String> =
+            of_entry(&doc, &crate::writing::entry_now(&doc, &lock))
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
         let e = entry(0, &metadata).unwrap();
         assert_eq!(e.written_by, format!("{} (apply)", lock.who));
         assert_eq!(e.resources, 0);

@@ -44,8 +44,8 @@ pub(super) struct Object {
     pub etag: String,
     /// User metadata (`x-amz-meta-*`), keys lowercase.
     pub metadata: HashMap<String, String>,
-    /// When it was last written (RFC 3339), if S3 said.
-    pub last_modified: Option<String>,
+    /// When it was last written, if S3 said.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An object's headers (`HeadObject`).
@@ -232,7 +232,7 @@ impl Store {
         };
         let etag = self.etag("GetObject", key, resp.e_tag())?;
         let metadata = resp.metadata().cloned().unwrap_or_default();
-        let last_modified = resp.last_modified().and_then(rfc3339);
+        let last_modified = resp.last_modified().and_then(to_chrono);
         let bytes = resp
             .body
             .collect()
@@ -410,7 +410,7 @@ fn error_chain(err: &dyn StdError) -> String {
     parts.join(": ")
 }
 
-/// An S3 timestamp as RFC 3339.
-fn rfc3339(t: &aws_sdk_s3::primitives::DateTime) -> Option<String> {
-    t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()
+/// An S3 timestamp as a chrono one (`None` out of chrono's range).
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }

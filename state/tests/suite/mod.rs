@@ -36,7 +36,7 @@ macro_rules! state_backend_suite {
         $crate::state_backend_suite!(@one $fresh, force_unlock_wrong_id_mismatches);
         $crate::state_backend_suite!(@one $fresh, write_rejects_other_format);
         $crate::state_backend_suite!(@one $fresh, every_version_reads_back_as_written_and_prune_keeps_the_newest);
-        $crate::state_backend_suite!(@two $fresh, write_without_lock_fails);
+        $crate::state_backend_suite!(@two $fresh, a_lock_writes_only_its_own_state);
     };
     (@one $fresh:path, $name:ident) => {
         #[tokio::test]
@@ -73,7 +73,7 @@ where
     write_rejects_other_format(&*fresh().await.backend).await;
     every_version_reads_back_as_written_and_prune_keeps_the_newest(&*fresh().await.backend).await;
     let (a, b) = (fresh().await, fresh().await);
-    write_without_lock_fails(&*a.backend, &*b.backend).await;
+    a_lock_writes_only_its_own_state(&*a.backend, &*b.backend).await;
 }
 
 /// A document as a backend would read it: `lineage` at `serial`, with
@@ -167,7 +167,7 @@ fn lineage() -> String {
 }
 
 /// Takes the lock for `operation` without waiting.
-async fn lock(b: &dyn StateBackend, operation: &str) -> prov_state::LockGuard {
+async fn lock(b: &dyn StateBackend, operation: &str) -> Box<dyn prov_state::StateLock> {
     b.lock(LockInfo::for_this_process(operation), Duration::ZERO)
         .await
         .unwrap()
@@ -185,9 +185,9 @@ pub async fn empty_read_is_none(b: &dyn StateBackend) {
 pub async fn write_then_read_back(b: &dyn StateBackend) {
     let guard = lock(b, "apply").await;
     let d = doc(&lineage(), 1, 2);
-    b.write(&guard, &d).await.unwrap();
+    guard.write(&d).await.unwrap();
     assert_eq!(b.read().await.unwrap().as_ref(), Some(&d));
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(d.clone()));
     assert_eq!(b.read_serial(1).await.unwrap(), Some(d));
 }
@@ -197,9 +197,9 @@ pub async fn serial_must_increase_by_one(b: &dyn StateBackend) {
     let l = lineage();
     let guard = lock(b, "apply").await;
     let first = doc(&l, 1, 1);
-    b.write(&guard, &first).await.unwrap();
+    guard.write(&first).await.unwrap();
     for bad in [doc(&l, 1, 3), doc(&l, 3, 3), doc(&l, 0, 3)] {
-        let err = b.write(&guard, &bad).await.unwrap_err();
+        let err = guard.write(&bad).await.unwrap_err();
         assert!(matches!(err, StateError::Conflict(_)), "{err}");
         assert!(err.to_string().contains("expected serial 2"), "{err}");
         assert!(
@@ -210,21 +210,21 @@ pub async fn serial_must_increase_by_one(b: &dyn StateBackend) {
     assert_eq!(b.read().await.unwrap().as_ref(), Some(&first));
     assert_eq!(b.history().await.unwrap().len(), 1);
     let second = doc(&l, 2, 2);
-    b.write(&guard, &second).await.unwrap();
+    guard.write(&second).await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(second));
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 /// A document of another lineage cannot be written over the state.
 pub async fn lineage_mismatch_conflicts(b: &dyn StateBackend) {
     let guard = lock(b, "apply").await;
     let first = doc(&lineage(), 1, 1);
-    b.write(&guard, &first).await.unwrap();
-    let err = b.write(&guard, &doc(&lineage(), 2, 1)).await.unwrap_err();
+    guard.write(&first).await.unwrap();
+    let err = guard.write(&doc(&lineage(), 2, 1)).await.unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert!(err.to_string().contains("lineage"), "{err}");
     assert_eq!(b.read().await.unwrap(), Some(first));
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
 
 /// History lists every version, oldest first, with resource counts and writer.
@@ -232,11 +232,12 @@ pub async fn history_lists_every_version(b: &dyn StateBackend) {
     let l = lineage();
     let guard = lock(b, "apply").await;
     for serial in 5..=8 {
-        b.write(&guard, &doc(&l, serial, (serial - 5) as usize))
+        guard
+            .write(&doc(&l, serial, (serial - 5) as usize))
             .await
             .unwrap();
     }
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     let history = b.history().await.unwrap();
     let summary: Vec<(u64, usize)> = history.iter().map(|h| (h.serial, h.resources)).collect();
     assert_eq!(summary, [(5, 0), (6, 1), (7, 2), (8, 3)]);
@@ -244,7 +245,8 @@ pub async fn history_lists_every_version(b: &dyn StateBackend) {
     for entry in &history {
         assert_eq!(entry.written_by, format!("{who} (apply)"));
         assert!(
-            chrono::DateTime::parse_from_rfc3339(&entry.written_at).is_ok(),
+            chrono::DateTime::parse_from_rfc3339(&prov_state::timestamp::format(&entry.written_at))
+                .is_ok(),
             "{}",
             entry.written_at
         );
@@ -257,9 +259,9 @@ pub async fn read_serial_returns_old_versions(b: &dyn StateBackend) {
     let docs: Vec<StateDocument> = (1..=3).map(|s| doc(&l, s, s as usize)).collect();
     let guard = lock(b, "apply").await;
     for d in &docs {
-        b.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     for d in &docs {
         assert_eq!(b.read_serial(d.serial).await.unwrap().as_ref(), Some(d));
     }
@@ -278,28 +280,28 @@ pub async fn lock_twice_names_holder(b: &dyn StateBackend) {
     let StateError::Locked { holder } = &err else {
         panic!("expected Locked, got {err}");
     };
-    assert_eq!(**holder, guard.info);
+    assert_eq!(**holder, *guard.info());
     let message = err.to_string();
     for part in [
-        guard.info.who.clone(),
-        format!("pid {}", guard.info.pid),
+        guard.info().who.clone(),
+        format!("pid {}", guard.info().pid),
         "apply".to_owned(),
-        guard.info.id.clone(),
+        guard.info().id.clone(),
     ] {
         assert!(message.contains(&part), "`{part}` missing from: {message}");
     }
-    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info.clone()));
-    b.unlock(guard).await.unwrap();
+    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info().clone()));
+    guard.unlock().await.unwrap();
 }
 
 /// After unlocking, the lock is free and can be taken again.
 pub async fn unlock_then_lock_again(b: &dyn StateBackend) {
     let guard = lock(b, "apply").await;
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.lock_holder().await.unwrap(), None);
     let again = lock(b, "destroy").await;
-    assert_eq!(b.lock_holder().await.unwrap(), Some(again.info.clone()));
-    b.unlock(again).await.unwrap();
+    assert_eq!(b.lock_holder().await.unwrap(), Some(again.info().clone()));
+    again.unlock().await.unwrap();
     assert_eq!(b.lock_holder().await.unwrap(), None);
 }
 
@@ -311,20 +313,22 @@ pub async fn force_unlock_wrong_id_mismatches(b: &dyn StateBackend) {
         panic!("expected LockMismatch, got {err}");
     };
     assert_eq!(given, "not-the-lock-id");
-    assert_eq!(holder.as_deref(), Some(&guard.info));
-    assert!(err.to_string().contains(&guard.info.id), "{err}");
-    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info.clone()));
-    b.unlock(guard).await.unwrap();
+    assert_eq!(holder.as_deref(), Some(guard.info()));
+    assert!(err.to_string().contains(&guard.info().id), "{err}");
+    assert_eq!(b.lock_holder().await.unwrap(), Some(guard.info().clone()));
+    guard.unlock().await.unwrap();
 }
 
-/// A write with a guard that is not this state's lock fails and stores nothing.
-/// `other` is a backend on a different state.
-pub async fn write_without_lock_fails(b: &dyn StateBackend, other: &dyn StateBackend) {
+/// A lock writes to the state it was taken on and to no other: a write
+/// through the lock on `other` (a backend on a different state) stores
+/// nothing in `b`. (A write to a state without holding its lock cannot be
+/// expressed at all: writes go through the held lock.)
+pub async fn a_lock_writes_only_its_own_state(b: &dyn StateBackend, other: &dyn StateBackend) {
     let foreign = lock(other, "apply").await;
-    let err = b.write(&foreign, &doc(&lineage(), 1, 1)).await.unwrap_err();
-    assert!(matches!(err, StateError::Conflict(_)), "{err}");
-    assert!(err.to_string().contains("lock"), "{err}");
-    other.unlock(foreign).await.unwrap();
+    let d = doc(&lineage(), 1, 1);
+    foreign.write(&d).await.unwrap();
+    foreign.unlock().await.unwrap();
+    assert_eq!(other.read().await.unwrap(), Some(d));
     assert_eq!(b.read().await.unwrap(), None);
     assert_eq!(b.history().await.unwrap(), vec![]);
 }
@@ -334,9 +338,9 @@ pub async fn write_rejects_other_format(b: &dyn StateBackend) {
     let guard = lock(b, "apply").await;
     let mut d = doc(&lineage(), 1, 0);
     d.format_version = FORMAT_VERSION + 1;
-    let err = b.write(&guard, &d).await.unwrap_err();
+    let err = guard.write(&d).await.unwrap_err();
     assert!(matches!(err, StateError::Format { .. }), "{err}");
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
     assert_eq!(b.read().await.unwrap(), None);
 }
 
@@ -349,7 +353,7 @@ pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &
     let docs = applied_one_by_one(&l, 80);
     let guard = lock(b, "apply").await;
     for d in &docs[..70] {
-        b.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
     for d in &docs[..70] {
         assert_eq!(
@@ -359,12 +363,8 @@ pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &
             d.serial
         );
     }
-    assert_eq!(b.prune(&guard, 25).await.unwrap(), 45);
-    assert_eq!(
-        b.prune(&guard, 25).await.unwrap(),
-        0,
-        "nothing more to prune"
-    );
+    assert_eq!(guard.prune(25).await.unwrap(), 45);
+    assert_eq!(guard.prune(25).await.unwrap(), 0, "nothing more to prune");
     let serials: Vec<u64> = b
         .history()
         .await
@@ -376,7 +376,7 @@ pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &
     assert_eq!(b.read_serial(45).await.unwrap(), None);
     assert_eq!(b.read_serial(1).await.unwrap(), None);
     for d in &docs[70..] {
-        b.write(&guard, d).await.unwrap();
+        guard.write(d).await.unwrap();
     }
     for d in &docs[45..] {
         assert_eq!(
@@ -388,11 +388,11 @@ pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &
     }
     assert_eq!(b.read().await.unwrap().as_ref(), docs.last());
     assert_eq!(
-        b.prune(&guard, 0).await.unwrap(),
+        guard.prune(0).await.unwrap(),
         34,
         "at least the latest is kept"
     );
     assert_eq!(b.read_serial(80).await.unwrap().as_ref(), docs.last());
     assert_eq!(b.read_serial(79).await.unwrap(), None);
-    b.unlock(guard).await.unwrap();
+    guard.unlock().await.unwrap();
 }
