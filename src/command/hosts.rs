@@ -7,9 +7,7 @@ use serde_json::Value;
 use crate::cli::Cli;
 use crate::command::Context;
 use crate::deploy::{deployer_identity, existing_deployer_identity, DeployContext};
-
-/// Providers whose machines prov gives the deployer's key at creation.
-const MACHINES: &[&str] = &["local", "virtualbox", "libvirt"];
+use crate::providers::Target;
 
 impl Context {
     /// The deploy context of this run. Local hosts are given the deployer's
@@ -24,7 +22,7 @@ impl Context {
             .spec
             .hosts
             .values()
-            .any(|h| h.deploy.is_some() || MACHINES.contains(&h.target.as_str()))
+            .any(|h| h.deploy.is_some() || h.target.receives_deployer_key())
             // Secrets travel over SSH too, also to hosts with no system.
             || !self.spec.secrets.is_empty();
         let identity = if needs_key {
@@ -34,7 +32,7 @@ impl Context {
                 existing_deployer_identity(&self.spec)?
             };
             for resource in &mut self.spec.resources {
-                if MACHINES.contains(&resource.provider.as_str()) {
+                if Target::provider_receives_deployer_key(&resource.provider) {
                     resource.attributes.insert(
                         "authorized_keys".into(),
                         Value::Array(vec![Value::from(public.clone())]),

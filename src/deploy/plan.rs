@@ -88,7 +88,7 @@ pub async fn plan(
         let new_host = plan
             .change(address)
             .is_some_and(|c| matches!(c.action, Change::Create | Change::Replace))
-            || (info.target != "ssh" && !doc.resources.contains_key(&address.to_string()));
+            || (info.target.has_provider() && !doc.resources.contains_key(&address.to_string()));
         let reachable = refresh && !new_host;
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it

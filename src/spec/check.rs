@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use prov_provider::is_valid_name;
 
-use super::check_deploy::{deploy_settings, host_parts, HostParts, TARGETS};
+use super::check_deploy::{deploy_settings, host_parts, HostParts};
 use super::error::{Diagnostic, ErrorKind};
 use super::graph::{find_cycles, Node};
 use super::host::DeploySettings;
 use super::ingress::{check_rule, Rule};
 use super::output::check_output;
 use super::raw::{RawHost, RawKeyPair, RawSecurityGroup, RawSpec, Str, StrList, Tags};
+use crate::providers::Target;
 
 /// Longest name allowed.
 pub(crate) const MAX_NAME_LEN: usize = 64;
@@ -413,7 +414,7 @@ impl Checker<'_> {
 
     fn host(&mut self, raw: &RawSpec, name: &Str, host: &RawHost) {
         let target = host.target.get_ref();
-        if !TARGETS.contains(&target.as_str()) {
+        if host.target().is_none() {
             self.push(
                 ErrorKind::UnsupportedTarget,
                 format!(
@@ -423,8 +424,8 @@ impl Checker<'_> {
                 host.target.span(),
             )
             .help
-            .push(format!("supported targets: {}", TARGETS.join(", ")));
-        } else if target == "ec2" {
+            .push(format!("supported targets: {}", Target::names().join(", ")));
+        } else if host.target() == Some(Target::Ec2) {
             for (field, value) in [("ami", &host.ami), ("instance_type", &host.instance_type)] {
                 if value.is_none() {
                     self.push(
@@ -577,12 +578,13 @@ impl Checker<'_> {
         let first_host = raw
             .hosts
             .iter()
-            .filter(|(_, h)| h.target.get_ref() == "ec2")
+            .filter(|(_, h)| h.target() == Some(Target::Ec2))
             .min_by_key(|(_, h)| h.target.span().start);
+        let ec2 = Target::Ec2;
         let (message, span) = if let Some((name, host)) = first_host {
             (
                 format!(
-                    "host `{}` uses target `ec2`, but [providers.ec2] is not configured",
+                    "host `{}` uses target `{ec2}`, but [providers.{ec2}] is not configured",
                     name.get_ref()
                 ),
                 host.target.span(),
@@ -599,7 +601,7 @@ impl Checker<'_> {
             };
             (
                 format!(
-                    "{what} `{}` is an EC2 resource, but [providers.ec2] is not configured",
+                    "{what} `{}` is an EC2 resource, but [providers.{ec2}] is not configured",
                     name.get_ref()
                 ),
                 name.span(),
@@ -607,7 +609,7 @@ impl Checker<'_> {
         };
         self.push(ErrorKind::MissingProvider, message, span)
             .help
-            .push("add a `[providers.ec2]` table (it may be empty: region and credentials then come from the environment)".into());
+            .push(format!("add a `[providers.{ec2}]` table (it may be empty: region and credentials then come from the environment)"));
     }
 
     fn cycles(&mut self, raw: &RawSpec) {

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use prov_provider::{Address, Attributes, ResourceConfig};
 use serde::Deserialize;
@@ -18,14 +17,10 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{Diagnostic, ErrorKind};
-use super::model::LibvirtSettings;
 use super::raw::{RawHost, RawSpec, Str};
+use crate::providers::Target;
+use prov_provider_libvirt::LibvirtSettings;
 
-/// The target name and the provider's name.
-pub(crate) const LIBVIRT: &str = "libvirt";
-
-/// The URI when the spec gives none.
-const DEFAULT_URI: &str = "qemu:///system";
 /// The pool when the spec gives none.
 const DEFAULT_POOL: &str = "default";
 
@@ -169,12 +164,8 @@ fn expanded_quiet(value: &Str) -> String {
 
 fn seconds(value: Option<&Spanned<i64>>, diags: &mut Vec<Diagnostic>) {
     if let Some(value) = value {
-        if !(1..=86_400).contains(value.get_ref()) {
-            diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                format!("must be from 1 to 86400 seconds (got {})", value.get_ref()),
-                value.span(),
-            ));
+        if let Err(why) = prov_provider_libvirt::timeout(*value.get_ref()) {
+            diags.push(Diagnostic::new(ErrorKind::InvalidValue, why, value.span()));
         }
     }
 }
@@ -213,7 +204,7 @@ fn conflict(message: String, span: Range<usize>, diags: &mut Vec<Diagnostic>) {
 pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
     let target = host.target.get_ref().as_str();
     let host_name = name.get_ref();
-    if target != LIBVIRT {
+    if host.target() != Some(Target::Libvirt) {
         if let Some(table) = &host.libvirt {
             diags.push(Diagnostic::new(
                 ErrorKind::InvalidValue,
@@ -323,21 +314,18 @@ pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>
 
 /// `[providers.libvirt]`, expanded.
 pub(crate) fn settings(raw: &RawSpec) -> Option<LibvirtSettings> {
+    let timeout = |value: &Option<Spanned<i64>>| {
+        value
+            .as_ref()
+            .and_then(|s| prov_provider_libvirt::timeout(*s.get_ref()).ok())
+    };
     raw.providers.libvirt.as_ref().map(|l| LibvirtSettings {
-        uri: l
-            .uri
-            .as_ref()
-            .map_or_else(|| DEFAULT_URI.to_owned(), expanded_quiet),
-        boot_timeout: l
-            .boot_timeout
-            .as_ref()
-            .and_then(|s| u64::try_from(*s.get_ref()).ok())
-            .map(Duration::from_secs),
-        shutdown_timeout: l
-            .shutdown_timeout
-            .as_ref()
-            .and_then(|s| u64::try_from(*s.get_ref()).ok())
-            .map(Duration::from_secs),
+        uri: l.uri.as_ref().map_or_else(
+            || prov_provider_libvirt::DEFAULT_URI.to_owned(),
+            expanded_quiet,
+        ),
+        boot_timeout: timeout(&l.boot_timeout),
+        shutdown_timeout: timeout(&l.shutdown_timeout),
     })
 }
 
@@ -431,7 +419,7 @@ pub(crate) fn vm(
     set("authorized_keys", Value::Array(Vec::new()));
     ResourceConfig {
         address,
-        provider: LIBVIRT.into(),
+        provider: Target::Libvirt.name().into(),
         kind: "vm".into(),
         attributes,
         references: BTreeMap::new(),
@@ -441,6 +429,8 @@ pub(crate) fn vm(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn lookup(name: &str) -> Option<String> {

@@ -10,11 +10,9 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{Diagnostic, ErrorKind};
-use super::model::VirtualBoxSettings;
 use super::raw::{RawHost, RawSpec, Str};
-
-/// The target name and the provider's name.
-pub(crate) const VIRTUALBOX: &str = "virtualbox";
+use crate::providers::Target;
+use prov_provider_virtualbox::VirtualBoxSettings;
 
 /// `[providers.virtualbox]`.
 #[derive(Debug, Deserialize)]
@@ -29,11 +27,11 @@ pub(crate) struct RawVirtualBox {
 pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
     let target = host.target.get_ref().as_str();
     let host_name = name.get_ref();
-    if target == super::check_libvirt::LIBVIRT {
+    if host.target() == Some(Target::Libvirt) {
         // Its own module checks `base`, `cpus` and `memory`.
         return;
     }
-    if target != VIRTUALBOX {
+    if host.target() != Some(Target::VirtualBox) {
         let only: [(&str, Option<std::ops::Range<usize>>); 3] = [
             ("base", host.base.as_ref().map(Spanned::span)),
             ("cpus", host.cpus.as_ref().map(Spanned::span)),
@@ -43,7 +41,7 @@ pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>
             if let Some(span) = span {
                 diags.push(Diagnostic::new(
                     ErrorKind::InvalidValue,
-                    format!("`{field}` applies to targets `virtualbox` and `libvirt` only; host `{host_name}` has target `{target}`"),
+                    format!("`{field}` applies to targets `{}` and `{}` only; host `{host_name}` has target `{target}`", Target::VirtualBox, Target::Libvirt),
                     span,
                 ));
             }
@@ -142,7 +140,7 @@ pub(crate) fn vm(
     attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
     ResourceConfig {
         address,
-        provider: VIRTUALBOX.into(),
+        provider: Target::VirtualBox.name().into(),
         kind: "vm".into(),
         attributes,
         references: BTreeMap::new(),

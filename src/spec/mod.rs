@@ -29,10 +29,7 @@ pub use host::{
     BuildOn, DeploySettings, DeploySpec, Goal, HealthSpec, JumpSpec, OnFailure, SshSpec,
     SystemSource,
 };
-pub use model::{
-    Ec2Settings, HostInfo, LibvirtSettings, LocalSettings, OutputSpec, ProviderSettings, Spec,
-    StateSettings, VirtualBoxSettings,
-};
+pub use model::{HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings, Target};
 
 pub use check_secrets::allow_missing_secret_files;
 pub use secrets::{SecretSpec, UploadWhen, HOSTS_RECIPIENT};

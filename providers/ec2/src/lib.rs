@@ -44,5 +44,15 @@ pub use settings::Ec2Settings;
 /// The provider's name as the spec writes it.
 pub const PROVIDER_NAME: &str = "ec2";
 
+/// The resource kind of an EC2 host (`target = "ec2"`).
+pub const INSTANCE_KIND: &str = instance::KIND;
+
+/// The attributes of `kind`, known without a provider (spec checks); `None`
+/// for a kind this provider does not manage.
+#[must_use]
+pub fn kind_schema(kind: &str) -> Option<&'static [prov_provider::AttributeSchema]> {
+    Ec2Provider::kind_schema(kind)
+}
+
 /// The tag that records the idempotency token an object was created with.
 pub const TOKEN_TAG: &str = "prov:token";

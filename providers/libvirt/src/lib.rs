@@ -58,13 +58,22 @@ pub fn fuzz_parse_domain(xml: &str) -> Result<String, String> {
 }
 
 pub use provider::LibvirtProvider;
-pub use settings::{LibvirtSettings, DEFAULT_URI};
+pub use settings::{
+    timeout, LibvirtSettings, DEFAULT_BOOT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_URI,
+};
 
 /// The provider's name as the spec writes it.
 pub const PROVIDER_NAME: &str = "libvirt";
 
 /// The one resource kind this provider manages.
 pub const KIND: &str = "vm";
+
+/// The attributes of `kind`, known without a provider (spec checks); `None`
+/// for a kind this provider does not manage.
+#[must_use]
+pub fn kind_schema(kind: &str) -> Option<&'static [prov_provider::AttributeSchema]> {
+    (kind == KIND).then_some(attrs::SCHEMA)
+}
 
 #[cfg(test)]
 mod tests;

@@ -16,9 +16,13 @@ use crate::{LibvirtProvider, LibvirtSettings, KIND};
 const POOL: &str = "default-pool";
 
 async fn provider(deployment: &str) -> LibvirtProvider {
-    let mut settings = LibvirtSettings::new(deployment);
-    settings.uri = "test:///default".into();
-    LibvirtProvider::connect(settings).await.unwrap()
+    let settings = LibvirtSettings {
+        uri: "test:///default".into(),
+        ..LibvirtSettings::default()
+    };
+    LibvirtProvider::connect(deployment, &settings)
+        .await
+        .unwrap()
 }
 
 fn attributes(value: Value) -> Attributes {
@@ -292,9 +296,11 @@ async fn a_foreign_domain_with_the_name_is_not_taken_over() {
 
 #[tokio::test]
 async fn no_libvirtd_is_a_clear_error() {
-    let mut settings = LibvirtSettings::new("d");
-    settings.uri = "qemu:///system?socket=/nonexistent/libvirt-sock".into();
-    let message = missing_message(LibvirtProvider::connect(settings).await.unwrap_err());
+    let settings = LibvirtSettings {
+        uri: "qemu:///system?socket=/nonexistent/libvirt-sock".into(),
+        ..LibvirtSettings::default()
+    };
+    let message = missing_message(LibvirtProvider::connect("d", &settings).await.unwrap_err());
     assert!(
         message.contains("cannot connect to libvirt at qemu:///system"),
         "{message}"
