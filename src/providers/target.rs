@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use prov_provider::AttributeSchema;
+use prov_provider::{AttributeProblem, AttributeSchema, Attributes};
 
 /// `target = "ssh"`: an existing machine, reached over SSH; no provider.
 const SSH: &str = "ssh";
@@ -105,6 +105,17 @@ impl Target {
             Self::Local => prov_provider_local::LocalProvider::kind_schema(kind),
             Self::Ssh => None,
             Self::VirtualBox => prov_provider_virtualbox::VirtualBoxProvider::kind_schema(kind),
+        }
+    }
+
+    /// Every problem the provider finds with the desired attributes of a
+    /// host of this target (the spec shows each at its source); empty for
+    /// providers that check when they create.
+    #[must_use]
+    pub fn check_host_attributes(self, attributes: &Attributes) -> Vec<AttributeProblem> {
+        match self {
+            Self::Libvirt => prov_provider_libvirt::check_vm(attributes),
+            Self::Ec2 | Self::Local | Self::Ssh | Self::VirtualBox => Vec::new(),
         }
     }
 

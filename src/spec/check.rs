@@ -480,6 +480,8 @@ impl Checker<'_> {
             }
         }
         self.user_data(name, host);
+        super::check_virtualbox::check_host(name, host, &mut self.diags);
+        super::check_libvirt::check_host(raw, name, host, self.base_dir, &mut self.diags);
         let parts = host_parts(name, host, self.base_dir, &mut self.diags);
         self.out.host_parts.insert(name.get_ref().clone(), parts);
     }

@@ -103,8 +103,6 @@ pub(crate) fn host_parts(
         }
     }
 
-    super::check_virtualbox::check_host(name, host, diags);
-    super::check_libvirt::check_host(name, host, diags);
     parts.deploy = deploy_spec(host, base_dir, diags);
     parts.ssh = ssh_spec(host, base_dir, diags);
     if host.target() == Some(Target::Ssh) && parts.ssh.address.is_none() {

@@ -18,6 +18,7 @@ mod error;
 pub mod fake;
 pub mod iso;
 pub mod machine;
+mod problem;
 mod provider;
 mod schema;
 
@@ -25,6 +26,7 @@ pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
 pub use config::{Attributes, Desired, Reference, ResourceConfig};
 pub use diff::{diff_attributes, AttributeChange, Change};
 pub use error::ProviderError;
+pub use problem::{AttributeProblem, ProblemKind};
 pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
 pub use schema::{AttributeSchema, UpdateMode};
 

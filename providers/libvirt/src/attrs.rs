@@ -1,8 +1,14 @@
 //! The attributes of a libvirt VM: schema, parsing and normalisation.
 
-use prov_provider::{Address, AttributeChange, AttributeSchema, Attributes, ProviderError};
+use std::ops::RangeInclusive;
+
+use prov_provider::{
+    Address, AttributeChange, AttributeProblem, AttributeSchema, Attributes, ProblemKind,
+    ProviderError,
+};
 use serde_json::Value;
 
+use crate::choices::{Choice, DiskBus, DomainType, Firmware};
 use crate::error::config_error;
 
 /// The domain's name (`prov-DEPLOYMENT-HOST`); also the provider id.
@@ -99,27 +105,24 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
 pub(crate) const DEFAULT_CPUS: u64 = 1;
 /// Default memory in MiB.
 pub(crate) const DEFAULT_MEMORY: u64 = 1024;
-/// Default pool.
-pub(crate) const DEFAULT_POOL: &str = "default";
-/// Default domain type.
-pub(crate) const DEFAULT_DOMAIN_TYPE: &str = "kvm";
-/// Default disk bus.
-pub(crate) const DEFAULT_DISK_BUS: &str = "virtio";
-/// Default firmware.
-pub(crate) const DEFAULT_FIRMWARE: &str = "bios";
+/// The storage pool of a VM that names none.
+pub const DEFAULT_POOL: &str = "default";
 
-/// The accepted domain types.
-pub(crate) const DOMAIN_TYPES: &[&str] = &["kvm", "qemu"];
-/// The accepted disk buses.
-pub(crate) const DISK_BUSES: &[&str] = &["virtio", "sata", "scsi"];
-/// The accepted firmwares.
-pub(crate) const FIRMWARES: &[&str] = &["bios", "efi"];
+/// The accepted numbers of virtual CPUs.
+const CPU_RANGE: RangeInclusive<u64> = 1..=256;
+/// The accepted memory sizes, in MiB.
+const MEMORY_RANGE: RangeInclusive<u64> = 16..=16_777_216;
+/// The accepted forwarded ports.
+const PORT_RANGE: RangeInclusive<u64> = 1..=65_535;
+
+/// What `base` names, for a spec that leaves it out.
+const BASE_HELP: &str = "a volume of the pool (base = \"nixos.qcow2\") or an image file to upload (base = \"/var/lib/images/nixos.qcow2\")";
 
 /// How a VM boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Boot {
-    /// From its disk, through `bios` or `efi` firmware.
-    Firmware(String),
+    /// From its disk, through its firmware.
+    Firmware(Firmware),
     /// Straight into a kernel on the libvirt host.
     Kernel {
         kernel: String,
@@ -146,8 +149,8 @@ pub(crate) struct VmSpec {
     pub pool: String,
     pub cpus: u64,
     pub memory: u64,
-    pub domain_type: String,
-    pub disk_bus: String,
+    pub domain_type: DomainType,
+    pub disk_bus: DiskBus,
     pub boot: Boot,
     pub nic: Nic,
     pub autostart: bool,
@@ -158,67 +161,188 @@ fn is_unset(attributes: &Attributes, name: &str) -> bool {
     attributes.get(name).is_none_or(Value::is_null)
 }
 
-fn optional_string(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-) -> Result<Option<String>, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r', '\0']) => {
-            Ok(Some(s.clone()))
+/// Reads attributes into a [`VmSpec`], collecting every problem on the way
+/// (the rules are written once, here: the spec check shows the problems
+/// at their source, `create` and `update` refuse with the first).
+struct Reader<'a> {
+    attributes: &'a Attributes,
+    problems: Vec<AttributeProblem>,
+}
+
+impl Reader<'_> {
+    fn invalid(&mut self, name: &'static str, message: String) {
+        self.problems
+            .push(AttributeProblem::new(name, ProblemKind::Invalid, message));
+    }
+
+    fn conflict(&mut self, at: &'static str, message: String) {
+        self.problems
+            .push(AttributeProblem::new(at, ProblemKind::Conflict, message));
+    }
+
+    fn optional_string(&mut self, name: &'static str) -> Option<String> {
+        match self.attributes.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r', '\0']) => {
+                Some(s.clone())
+            }
+            Some(other) => {
+                self.invalid(
+                    name,
+                    format!("`{name}` must be a non-empty single-line string, not {other}"),
+                );
+                None
+            }
         }
-        Some(other) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be a non-empty single-line string, not {other}"
-        ))),
+    }
+
+    fn string(&mut self, name: &'static str, help: &str) -> String {
+        if is_unset(self.attributes, name) {
+            self.problems
+                .push(AttributeProblem::missing(name).help(help));
+        }
+        self.optional_string(name).unwrap_or_default()
+    }
+
+    fn choice<C: Choice>(&mut self, name: &'static str) -> C {
+        let Some(value) = self.optional_string(name) else {
+            return C::default();
+        };
+        C::from_name(&value).unwrap_or_else(|| {
+            self.invalid(
+                name,
+                format!("`{name}` must be one of {}, not `{value}`", C::names()),
+            );
+            C::default()
+        })
+    }
+
+    fn number(&mut self, name: &'static str, range: RangeInclusive<u64>) -> Option<u64> {
+        let value = self.attributes.get(name).filter(|v| !v.is_null())?;
+        let number = value.as_u64().filter(|n| range.contains(n));
+        if number.is_none() {
+            self.invalid(
+                name,
+                format!(
+                    "`{name}` must be from {} to {} (got {value})",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+        number
+    }
+
+    fn boolean(&mut self, name: &'static str) -> bool {
+        match self.attributes.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.invalid(name, format!("`{name}` must be true or false, not {other}"));
+                false
+            }
+        }
+    }
+
+    fn boot(&mut self) -> Boot {
+        let Some(kernel) = self.optional_string(KERNEL) else {
+            for only in [INITRD, CMDLINE] {
+                if !is_unset(self.attributes, only) {
+                    self.conflict(
+                        only,
+                        format!("`{only}` needs `kernel` (direct kernel boot)"),
+                    );
+                }
+            }
+            return Boot::Firmware(self.choice(FIRMWARE));
+        };
+        if !is_unset(self.attributes, FIRMWARE) {
+            self.conflict(
+                FIRMWARE,
+                "`firmware` does not apply with `kernel` (direct kernel boot)".to_owned(),
+            );
+        }
+        Boot::Kernel {
+            kernel,
+            initrd: self.optional_string(INITRD),
+            cmdline: self.optional_string(CMDLINE),
+        }
+    }
+
+    fn nic(&mut self) -> Nic {
+        let Some(network) = self.optional_string(NETWORK) else {
+            return Nic::User {
+                port: self
+                    .number(SSH_PORT, PORT_RANGE)
+                    .and_then(|p| u16::try_from(p).ok()),
+                isolated: self.boolean(ISOLATED),
+            };
+        };
+        // `isolated` is shown at `network`: the table names the network.
+        for (only, at) in [(SSH_PORT, SSH_PORT), (ISOLATED, NETWORK)] {
+            if !is_unset(self.attributes, only) {
+                self.conflict(
+                    at,
+                    format!("`{only}` applies to the user-mode NIC only, not with `network`"),
+                );
+            }
+        }
+        Nic::Network(network)
+    }
+
+    fn vm(&mut self) -> VmSpec {
+        let name = self.string(NAME, "the domain's name, `prov-DEPLOYMENT-HOST`");
+        let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if !name.chars().all(usable) {
+            self.invalid(
+                NAME,
+                format!("`{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"),
+            );
+        }
+        let authorized_keys =
+            prov_provider::authorized_keys(self.attributes).unwrap_or_else(|why| {
+                self.invalid(AUTHORIZED_KEYS, format!("`{AUTHORIZED_KEYS}` {why}"));
+                Vec::new()
+            });
+        VmSpec {
+            name,
+            base: self.string(BASE, BASE_HELP),
+            pool: self
+                .optional_string(POOL)
+                .unwrap_or_else(|| DEFAULT_POOL.into()),
+            cpus: self.number(CPUS, CPU_RANGE).unwrap_or(DEFAULT_CPUS),
+            memory: self.number(MEMORY, MEMORY_RANGE).unwrap_or(DEFAULT_MEMORY),
+            domain_type: self.choice(DOMAIN_TYPE),
+            disk_bus: self.choice(DISK_BUS),
+            boot: self.boot(),
+            nic: self.nic(),
+            autostart: self.boolean(AUTOSTART),
+            authorized_keys,
+        }
     }
 }
 
-fn string(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-) -> Result<String, ProviderError> {
-    optional_string(resource, attributes, name)?
-        .ok_or_else(|| config_error(format!("vm `{resource}`: `{name}` is required")))
-}
-
-fn choice(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-    allowed: &[&str],
-    default: &str,
-) -> Result<String, ProviderError> {
-    let value = optional_string(resource, attributes, name)?.unwrap_or_else(|| default.to_owned());
-    if allowed.contains(&value.as_str()) {
-        Ok(value)
+/// The VM the attributes of a create or update describe, or every problem
+/// with them.
+fn read_vm(attributes: &Attributes) -> Result<VmSpec, Vec<AttributeProblem>> {
+    let mut reader = Reader {
+        attributes,
+        problems: Vec::new(),
+    };
+    let vm = reader.vm();
+    if reader.problems.is_empty() {
+        Ok(vm)
     } else {
-        Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be one of {}, not `{value}`",
-            allowed.join(", ")
-        )))
+        Err(reader.problems)
     }
 }
 
-fn number(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, ProviderError> {
-    prov_provider::bounded_integer(attributes, name, range)
-        .map_err(|why| config_error(format!("vm `{resource}`: {why}")))
-}
-
-fn boolean(resource: &Address, attributes: &Attributes, name: &str) -> Result<bool, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be true or false, not {other}"
-        ))),
-    }
+/// Every problem with the desired attributes of a `vm` (empty when they
+/// make a VM): the one set of rules, for the spec check to show at their
+/// source before `create` would refuse them.
+#[must_use]
+pub fn check_vm(attributes: &Attributes) -> Vec<AttributeProblem> {
+    read_vm(attributes).err().unwrap_or_default()
 }
 
 /// Checks the attributes of a create or update.
@@ -226,75 +350,12 @@ pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<VmSpec, ProviderError> {
-    let name = string(resource, attributes, NAME)?;
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(config_error(format!(
-            "vm `{resource}`: `{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"
-        )));
-    }
-    let pool = optional_string(resource, attributes, POOL)?.unwrap_or_else(|| DEFAULT_POOL.into());
-    let boot = match optional_string(resource, attributes, KERNEL)? {
-        Some(kernel) => Boot::Kernel {
-            kernel,
-            initrd: optional_string(resource, attributes, INITRD)?,
-            cmdline: optional_string(resource, attributes, CMDLINE)?,
-        },
-        None => {
-            for only in [INITRD, CMDLINE] {
-                if !is_unset(attributes, only) {
-                    return Err(config_error(format!(
-                        "vm `{resource}`: `{only}` needs `kernel` (direct kernel boot)"
-                    )));
-                }
-            }
-            Boot::Firmware(choice(
-                resource,
-                attributes,
-                FIRMWARE,
-                FIRMWARES,
-                DEFAULT_FIRMWARE,
-            )?)
-        }
-    };
-    let nic = match optional_string(resource, attributes, NETWORK)? {
-        Some(network) => {
-            for only in [SSH_PORT, ISOLATED] {
-                if !is_unset(attributes, only) {
-                    return Err(config_error(format!(
-                        "vm `{resource}`: `{only}` applies to the user-mode NIC only, not with `network`"
-                    )));
-                }
-            }
-            Nic::Network(network)
-        }
-        None => Nic::User {
-            port: number(resource, attributes, SSH_PORT, 1..=65535)?
-                .and_then(|p| u16::try_from(p).ok()),
-            isolated: boolean(resource, attributes, ISOLATED)?,
-        },
-    };
-    Ok(VmSpec {
-        name,
-        base: string(resource, attributes, BASE)?,
-        pool,
-        cpus: number(resource, attributes, CPUS, 1..=256)?.unwrap_or(DEFAULT_CPUS),
-        memory: number(resource, attributes, MEMORY, 16..=16_777_216)?.unwrap_or(DEFAULT_MEMORY),
-        domain_type: choice(
-            resource,
-            attributes,
-            DOMAIN_TYPE,
-            DOMAIN_TYPES,
-            DEFAULT_DOMAIN_TYPE,
-        )?,
-        disk_bus: choice(resource, attributes, DISK_BUS, DISK_BUSES, DEFAULT_DISK_BUS)?,
-        boot,
-        nic,
-        autostart: boolean(resource, attributes, AUTOSTART)?,
-        authorized_keys: prov_provider::authorized_keys(attributes)
-            .map_err(|why| config_error(format!("vm `{resource}`: `authorized_keys` {why}")))?,
+    read_vm(attributes).map_err(|problems| {
+        let first = problems
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        config_error(format!("vm `{resource}`: {first}"))
     })
 }
 
@@ -309,8 +370,8 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     default(CPUS, DEFAULT_CPUS.into());
     default(MEMORY, DEFAULT_MEMORY.into());
     default(POOL, DEFAULT_POOL.into());
-    default(DOMAIN_TYPE, DEFAULT_DOMAIN_TYPE.into());
-    default(DISK_BUS, DEFAULT_DISK_BUS.into());
+    default(DOMAIN_TYPE, DomainType::default().name().into());
+    default(DISK_BUS, DiskBus::default().name().into());
     default(AUTOSTART, false.into());
     desired.insert(RUNNING.to_owned(), true.into());
     let direct = !is_unset(desired, KERNEL);
@@ -318,7 +379,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     if direct {
         desired.remove(FIRMWARE);
     } else if is_unset(desired, FIRMWARE) {
-        desired.insert(FIRMWARE.to_owned(), DEFAULT_FIRMWARE.into());
+        desired.insert(FIRMWARE.to_owned(), Firmware::default().name().into());
     }
     if user_nic {
         if is_unset(desired, ISOLATED) {

@@ -39,6 +39,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod attrs;
+mod choices;
 mod conn;
 mod error;
 mod image;
@@ -57,6 +58,8 @@ pub fn fuzz_parse_domain(xml: &str) -> Result<String, String> {
     xml::parse_domain(xml).map(|info| format!("{info:?}"))
 }
 
+pub use attrs::{check_vm, DEFAULT_POOL};
+pub use choices::{Choice, DiskBus, DomainType, Firmware};
 pub use provider::LibvirtProvider;
 pub use settings::{
     timeout, LibvirtSettings, DEFAULT_BOOT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_URI,

@@ -9,6 +9,7 @@ use prov_provider::{Address, Attributes, CreateRequest, Provider, ProviderError,
 use serde_json::{json, Value};
 
 use crate::attrs::{Boot, Nic, VmSpec};
+use crate::choices::{DiskBus, DomainType, Firmware};
 use crate::xml::{self, Meta};
 use crate::{LibvirtProvider, LibvirtSettings, KIND};
 
@@ -36,9 +37,9 @@ fn spec(name: &str) -> VmSpec {
         pool: POOL.into(),
         cpus: 2,
         memory: 512,
-        domain_type: "qemu".into(),
-        disk_bus: "virtio".into(),
-        boot: Boot::Firmware("bios".into()),
+        domain_type: DomainType::Qemu,
+        disk_bus: DiskBus::Virtio,
+        boot: Boot::Firmware(Firmware::Bios),
         nic: Nic::User {
             port: Some(40022),
             isolated: true,
