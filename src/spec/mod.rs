@@ -8,6 +8,7 @@ mod check_secrets;
 mod check_virtualbox;
 mod convert;
 mod error;
+mod expand;
 mod graph;
 pub mod host;
 mod ingress;
