@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockGuard, LockInfo, S3Backend, StateBackend, StateDocument};
+use prov_state::{EmbeddedBackend, LockGuard, LockInfo, StateBackend, StateDocument};
 
 use crate::cli::Cli;
 use crate::providers::Providers;
@@ -156,7 +156,7 @@ fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn S
                     dir.display()
                 );
             }
-            Ok(Arc::new(S3Backend::lazy(settings.clone())?))
+            super::s3_backend::open(settings)
         }
     }
 }

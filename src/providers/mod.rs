@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use prov_provider::Provider;
+#[cfg(feature = "ec2")]
 use prov_provider_ec2::Ec2Provider;
 
 use crate::spec::Spec;
@@ -22,6 +23,8 @@ const ENV_LOCAL_ROOT: &str = "PROV_LOCAL_ROOT";
 #[derive(Debug, Default, Clone)]
 pub struct Providers {
     map: BTreeMap<String, Arc<dyn Provider>>,
+    /// The EC2 provider again, for its API call count.
+    #[cfg(feature = "ec2")]
     ec2: Option<Arc<Ec2Provider>>,
 }
 
@@ -50,14 +53,7 @@ impl Providers {
         let deployment = spec.deployment.as_str();
         let settings = &spec.providers;
         Ok(match target {
-            Target::Ec2 => {
-                let ec2 = Ec2Provider::new(&settings.ec2.clone().unwrap_or_default())
-                    .await
-                    .context("setting up the ec2 provider")?;
-                let ec2 = Arc::new(ec2);
-                self.ec2 = Some(Arc::clone(&ec2));
-                ec2
-            }
+            Target::Ec2 => self.ec2(settings).await?,
             Target::Local => {
                 let mut local = settings.local.clone().unwrap_or_default();
                 if let Some(root) = std::env::var_os(ENV_LOCAL_ROOT) {
@@ -78,12 +74,30 @@ impl Providers {
         })
     }
 
+    /// The EC2 provider with the spec's settings, kept for its call count.
+    #[cfg(feature = "ec2")]
+    async fn ec2(&mut self, settings: &ProviderSettings) -> Result<Arc<dyn Provider>> {
+        let ec2 = Ec2Provider::new(&settings.ec2.clone().unwrap_or_default())
+            .await
+            .context("setting up the ec2 provider")?;
+        let ec2 = Arc::new(ec2);
+        self.ec2 = Some(Arc::clone(&ec2));
+        Ok(ec2)
+    }
+
+    /// Without the `ec2` feature there is no EC2 provider.
+    #[cfg(not(feature = "ec2"))]
+    #[allow(clippy::unused_async)]
+    async fn ec2(&mut self, _settings: &ProviderSettings) -> Result<Arc<dyn Provider>> {
+        anyhow::bail!(not_built(Target::Ec2))
+    }
+
     /// A registry holding exactly `provider` (tests, benchmarks).
     #[must_use]
     pub fn single(provider: Arc<dyn Provider>) -> Self {
-        let mut map = BTreeMap::new();
-        map.insert(provider.name().to_owned(), provider);
-        Self { map, ec2: None }
+        let mut providers = Self::default();
+        providers.map.insert(provider.name().to_owned(), provider);
+        providers
     }
 
     /// The provider called `name`.
@@ -99,6 +113,7 @@ impl Providers {
     /// Logs how many API calls each provider made (for benchmarks and
     /// debugging: `PROV_LOG=prov=info`).
     pub fn log_api_calls(&self) {
+        #[cfg(feature = "ec2")]
         if let Some(ec2) = &self.ec2 {
             tracing::info!(calls = ec2.api_calls(), "ec2 API calls");
         }
@@ -117,6 +132,17 @@ async fn libvirt(deployment: &str, settings: &ProviderSettings) -> Result<Arc<dy
 
 /// Without the `libvirt` feature there is no libvirt provider.
 #[cfg(not(feature = "libvirt"))]
+#[allow(clippy::unused_async)]
 async fn libvirt(_deployment: &str, _settings: &ProviderSettings) -> Result<Arc<dyn Provider>> {
-    anyhow::bail!("this prov was built without libvirt support: rebuild with the `libvirt` cargo feature (on by default; needs libvirt's development files)")
+    anyhow::bail!(not_built(Target::Libvirt))
+}
+
+/// Why a provider left out of this build cannot be used.
+#[cfg(any(not(feature = "ec2"), not(feature = "libvirt")))]
+fn not_built(target: Target) -> String {
+    let needs = match target {
+        Target::Libvirt => "; needs libvirt's development files",
+        _ => "",
+    };
+    format!("this prov was built without {target} support: rebuild with the `{target}` cargo feature (on by default{needs})")
 }

@@ -304,6 +304,7 @@ impl StateBackend for EmbeddedBackend {
     async fn unlock(&self, guard: LockGuard) -> Result<(), StateError> {
         match guard.handle {
             LockHandle::File { mut held } => blocking(move || held.release()).await,
+            #[cfg(feature = "s3")]
             LockHandle::S3 { .. } => Err(StateError::Conflict(format!(
                 "unlock of a lock that is not the lock of {}",
                 self.describe()

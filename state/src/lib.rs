@@ -21,7 +21,13 @@ mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod lock;
+// S3 state: the `s3` feature (on by default). Without it the settings stay
+// (specs name S3 state either way), the backend does not.
+#[cfg(feature = "s3")]
 mod s3;
+#[cfg(not(feature = "s3"))]
+#[path = "s3/settings.rs"]
+mod s3_settings;
 
 pub use atomic::write_atomic;
 pub use backend::StateBackend;
@@ -32,4 +38,7 @@ pub use document::{
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
 pub use lock::{LockGuard, LockInfo};
+#[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Settings};
+#[cfg(not(feature = "s3"))]
+pub use s3_settings::S3Settings;

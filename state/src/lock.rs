@@ -72,6 +72,7 @@ pub(crate) enum LockHandle {
     },
     /// A lock object in S3 (`KEY.lock`); it stays until deleted, also when
     /// its process is killed (then `force-unlock` removes it).
+    #[cfg(feature = "s3")]
     S3 {
         /// The lock object and the backend it belongs to.
         held: crate::s3::HeldLock,

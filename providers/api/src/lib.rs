@@ -15,6 +15,9 @@ mod config;
 pub mod crashpoint;
 mod diff;
 mod error;
+/// An in-memory provider for tests and benchmarks (the `test-support`
+/// feature; dev-dependencies turn it on).
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod iso;
 pub mod machine;

@@ -1,5 +1,8 @@
 //! The Amazon EC2 provider of prov: key pairs, security groups and instances.
 //!
+//! Without the `client` feature (on by default) the crate holds only what
+//! a spec needs: the settings type and the kinds' attribute schemas.
+//!
 //! Every EC2 call goes through one counting helper, so [`Ec2Provider::api_calls`]
 //! tells how many requests a plan or apply made. Reads are batched: one
 //! `Describe*` call per 200 ids, with filters (which, unlike id lists, do not
@@ -24,35 +27,46 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+// The API client and the provider: the `client` feature (on by default).
+#[cfg(feature = "client")]
 mod attrs;
+#[cfg(feature = "client")]
 mod base64;
+#[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
 mod collect;
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
 mod ingress;
+#[cfg(feature = "client")]
 mod instance;
+#[cfg(feature = "client")]
 mod key_pair;
+#[cfg(feature = "client")]
 mod provider;
+#[cfg(feature = "client")]
 mod security_group;
-mod settings;
+#[cfg(feature = "client")]
 mod tags;
+#[cfg(feature = "client")]
 mod wait;
 
+// Known in every build: what the spec and its checks need.
+mod kinds;
+mod settings;
+
+pub use kinds::{
+    kind_schema, DEFAULT_DESCRIPTION, INSTANCE as INSTANCE_KIND, KEY_PAIR as KEY_PAIR_KIND,
+    SECURITY_GROUP as SECURITY_GROUP_KIND,
+};
+#[cfg(feature = "client")]
 pub use provider::Ec2Provider;
 pub use settings::Ec2Settings;
 
 /// The provider's name as the spec writes it.
 pub const PROVIDER_NAME: &str = "ec2";
-
-/// The resource kind of an EC2 host (`target = "ec2"`).
-pub const INSTANCE_KIND: &str = instance::KIND;
-
-/// The attributes of `kind`, known without a provider (spec checks); `None`
-/// for a kind this provider does not manage.
-#[must_use]
-pub fn kind_schema(kind: &str) -> Option<&'static [prov_provider::AttributeSchema]> {
-    Ec2Provider::kind_schema(kind)
-}
 
 /// The tag that records the idempotency token an object was created with.
 pub const TOKEN_TAG: &str = "prov:token";

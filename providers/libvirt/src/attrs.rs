@@ -2,13 +2,13 @@
 
 use std::ops::RangeInclusive;
 
-use prov_provider::{
-    Address, AttributeChange, AttributeProblem, AttributeSchema, Attributes, ProblemKind,
-    ProviderError,
-};
+#[cfg(feature = "client")]
+use prov_provider::{Address, AttributeChange, ProviderError};
+use prov_provider::{AttributeProblem, AttributeSchema, Attributes, ProblemKind};
 use serde_json::Value;
 
 use crate::choices::{Choice, DiskBus, DomainType, Firmware};
+#[cfg(feature = "client")]
 use crate::error::config_error;
 
 /// The domain's name (`prov-DEPLOYMENT-HOST`); also the provider id.
@@ -60,6 +60,7 @@ pub(crate) const UUID: &str = "uuid";
 pub(crate) const CONSOLE_LOG: &str = "console_log";
 
 /// Attributes changed by redefining the domain with it shut down.
+#[cfg(feature = "client")]
 pub(crate) const RESTARTING: &[&str] = &[
     CPUS,
     MEMORY,
@@ -119,6 +120,7 @@ const PORT_RANGE: RangeInclusive<u64> = 1..=65_535;
 const BASE_HELP: &str = "a volume of the pool (base = \"nixos.qcow2\") or an image file to upload (base = \"/var/lib/images/nixos.qcow2\")";
 
 /// How a VM boots.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Boot {
     /// From its disk, through its firmware.
@@ -132,6 +134,7 @@ pub(crate) enum Boot {
 }
 
 /// How a VM is networked.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Nic {
     /// QEMU user-mode networking with `127.0.0.1:port` forwarded to the
@@ -142,6 +145,7 @@ pub(crate) enum Nic {
 }
 
 /// What a create or update asks for, checked.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct VmSpec {
     pub name: String,
@@ -346,6 +350,7 @@ pub fn check_vm(attributes: &Attributes) -> Vec<AttributeProblem> {
 }
 
 /// Checks the attributes of a create or update.
+#[cfg(feature = "client")]
 pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
@@ -361,6 +366,7 @@ pub(crate) fn parse_spec(
 
 /// Brings desired attributes into the form `read` reports: defaults filled
 /// in, an unset `ssh_port` keeps the allocated one, key lines trimmed.
+#[cfg(feature = "client")]
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
     let mut default = |name: &str, value: Value| {
         if is_unset(desired, name) {
@@ -397,6 +403,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
 }
 
 /// Whether an update can change attribute `name` (else it forces a new VM).
+#[cfg(feature = "client")]
 pub(crate) fn changes_in_place(name: &str) -> bool {
     SCHEMA
         .iter()
@@ -404,13 +411,14 @@ pub(crate) fn changes_in_place(name: &str) -> bool {
 }
 
 /// Whether applying `changes` restarts the VM.
+#[cfg(feature = "client")]
 pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
     changes
         .iter()
         .any(|c| !c.forces_replacement && RESTARTING.contains(&c.name.as_str()))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
     use prov_provider::{diff_attributes, Desired};
