@@ -137,12 +137,30 @@ async fn libvirt(_deployment: &str, _settings: &ProviderSettings) -> Result<Arc<
     anyhow::bail!(not_built(Target::Libvirt))
 }
 
-/// Why a provider left out of this build cannot be used.
-#[cfg(any(not(feature = "ec2"), not(feature = "libvirt")))]
+/// Why a provider left out of this build cannot be used (its cargo feature
+/// is named like the target).
+#[cfg_attr(all(feature = "ec2", feature = "libvirt"), allow(dead_code))]
 fn not_built(target: Target) -> String {
     let needs = match target {
         Target::Libvirt => "; needs libvirt's development files",
         _ => "",
     };
     format!("this prov was built without {target} support: rebuild with the `{target}` cargo feature (on by default{needs})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_left_out_of_the_build_names_its_feature() {
+        assert_eq!(
+            not_built(Target::Libvirt),
+            "this prov was built without libvirt support: rebuild with the `libvirt` cargo feature (on by default; needs libvirt's development files)"
+        );
+        assert_eq!(
+            not_built(Target::Ec2),
+            "this prov was built without ec2 support: rebuild with the `ec2` cargo feature (on by default)"
+        );
+    }
 }
