@@ -312,7 +312,7 @@ pub(crate) fn vm(
     ResourceConfig {
         address,
         provider: Target::Libvirt.name().into(),
-        kind: "vm".into(),
+        kind: prov_provider_libvirt::KIND.into(),
         attributes,
         references: BTreeMap::new(),
         depends_on,

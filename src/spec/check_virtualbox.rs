@@ -141,7 +141,7 @@ pub(crate) fn vm(
     ResourceConfig {
         address,
         provider: Target::VirtualBox.name().into(),
-        kind: "vm".into(),
+        kind: prov_provider_virtualbox::KIND.into(),
         attributes,
         references: BTreeMap::new(),
         depends_on,

@@ -15,8 +15,6 @@ use super::raw::{RawHost, RawSpec, Tags};
 use crate::providers::Target;
 /// Default state directory, relative to the spec's directory.
 const DEFAULT_STATE_DIR: &str = ".prov";
-/// Default security group description.
-const DEFAULT_DESCRIPTION: &str = "managed by prov";
 
 /// Builds the [`Spec`]; `raw` must have passed [`super::check::check`],
 /// which produced `checked`.
@@ -48,7 +46,9 @@ pub(crate) fn convert(
         let description = sg
             .description
             .as_ref()
-            .map_or(DEFAULT_DESCRIPTION, |d| d.get_ref().as_str());
+            .map_or(prov_provider_ec2::DEFAULT_DESCRIPTION, |d| {
+                d.get_ref().as_str()
+            });
         attributes.insert("description".into(), description.into());
         if let Some(vpc) = &sg.vpc_id {
             attributes.insert("vpc_id".into(), vpc.get_ref().as_str().into());
@@ -163,7 +163,7 @@ fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig
     ResourceConfig {
         address,
         provider: Target::Local.name().into(),
-        kind: "host".into(),
+        kind: prov_provider_local::KIND.into(),
         attributes,
         references: BTreeMap::new(),
         depends_on: host_dependencies(raw, host),
@@ -266,7 +266,7 @@ fn instance(
     ResourceConfig {
         address,
         provider: Target::Ec2.name().into(),
-        kind: "instance".into(),
+        kind: prov_provider_ec2::INSTANCE_KIND.into(),
         attributes,
         references,
         depends_on,

@@ -26,10 +26,10 @@ pub(crate) use settings::S3_BACKEND;
 pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Largest `count`.
 pub(crate) const MAX_COUNT: i64 = 1000;
-/// Kind name of key pairs.
-pub(crate) const KEY_PAIR: &str = "key_pair";
-/// Kind name of security groups.
-pub(crate) const SECURITY_GROUP: &str = "security_group";
+/// Kind name of key pairs (also their address kind).
+pub(crate) const KEY_PAIR: &str = prov_provider_ec2::KEY_PAIR_KIND;
+/// Kind name of security groups (also their address kind).
+pub(crate) const SECURITY_GROUP: &str = prov_provider_ec2::SECURITY_GROUP_KIND;
 
 /// What the checks learned that conversion needs.
 #[derive(Debug, Default)]
