@@ -115,7 +115,8 @@ impl Target {
     pub fn check_host_attributes(self, attributes: &Attributes) -> Vec<AttributeProblem> {
         match self {
             Self::Libvirt => prov_provider_libvirt::check_vm(attributes),
-            Self::Ec2 | Self::Local | Self::Ssh | Self::VirtualBox => Vec::new(),
+            Self::VirtualBox => prov_provider_virtualbox::check_vm(attributes),
+            Self::Ec2 | Self::Local | Self::Ssh => Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
-use prov_provider::{Address, Attributes, ProblemKind, ResourceConfig};
+use prov_provider::{Address, Attributes, ResourceConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -133,30 +133,14 @@ pub(crate) fn check_host(
         base_dir,
         BTreeSet::new(),
     );
-    for problem in Target::Libvirt.check_host_attributes(&vm.attributes) {
-        // The domain name is made of the deployment's and the host's names,
-        // which are checked on their own.
-        if problem.attribute == "name" || unexpanded.contains(problem.attribute) {
-            continue;
-        }
-        let span = span_of(raw, host, problem.attribute).unwrap_or_else(|| name.span());
-        let diagnostic = match problem.kind {
-            ProblemKind::Missing => Diagnostic::new(
-                ErrorKind::MissingField,
-                format!(
-                    "host `{host_name}` needs `{}` (target {target})",
-                    problem.attribute
-                ),
-                name.span(),
-            ),
-            ProblemKind::Invalid => Diagnostic::new(ErrorKind::InvalidValue, problem.message, span),
-            ProblemKind::Conflict => Diagnostic::new(ErrorKind::Conflict, problem.message, span),
-        };
-        diags.push(match problem.help {
-            Some(help) => diagnostic.help(help),
-            None => diagnostic,
-        });
-    }
+    super::provider_rules::check(
+        name,
+        host,
+        &vm.attributes,
+        &|attribute| span_of(raw, host, attribute),
+        &|attribute| unexpanded.contains(attribute),
+        diags,
+    );
     // One forwarded port cannot serve several machines.
     let port = table.and_then(|l| l.ssh_port.as_ref());
     if let Some(port) = port.filter(|p| (1..=65_535).contains(p.get_ref())) {

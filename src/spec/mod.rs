@@ -15,6 +15,7 @@ mod ingress;
 pub mod model;
 mod nix;
 mod output;
+mod provider_rules;
 mod raw;
 mod raw_deploy;
 mod raw_secrets;

@@ -23,6 +23,7 @@ pub mod iso;
 pub mod machine;
 mod problem;
 mod provider;
+mod reader;
 mod schema;
 
 pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
@@ -31,6 +32,7 @@ pub use diff::{diff_attributes, AttributeChange, Change};
 pub use error::ProviderError;
 pub use problem::{AttributeProblem, ProblemKind};
 pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
+pub use reader::AttributeReader;
 pub use schema::{AttributeSchema, UpdateMode};
 
 /// Computes a stable hex SHA-256 digest of `data`; used for values that are kept

@@ -4,7 +4,8 @@ use std::ops::RangeInclusive;
 
 #[cfg(feature = "client")]
 use prov_provider::{Address, AttributeChange, ProviderError};
-use prov_provider::{AttributeProblem, AttributeSchema, Attributes, ProblemKind};
+use prov_provider::{AttributeProblem, AttributeReader, AttributeSchema, Attributes};
+#[cfg(feature = "client")]
 use serde_json::Value;
 
 use crate::choices::{Choice, DiskBus, DomainType, Firmware};
@@ -161,184 +162,106 @@ pub(crate) struct VmSpec {
     pub authorized_keys: Vec<String>,
 }
 
+#[cfg(feature = "client")]
 fn is_unset(attributes: &Attributes, name: &str) -> bool {
     attributes.get(name).is_none_or(Value::is_null)
 }
 
-/// Reads attributes into a [`VmSpec`], collecting every problem on the way
-/// (the rules are written once, here: the spec check shows the problems
-/// at their source, `create` and `update` refuse with the first).
-struct Reader<'a> {
-    attributes: &'a Attributes,
-    problems: Vec<AttributeProblem>,
+/// The value of choice attribute `name`: its default when unset.
+fn choice<C: Choice>(reader: &mut AttributeReader<'_>, name: &'static str) -> C {
+    let Some(value) = reader.optional_string(name) else {
+        return C::default();
+    };
+    C::from_name(&value).unwrap_or_else(|| {
+        reader.invalid(
+            name,
+            format!("`{name}` must be one of {}, not `{value}`", C::names()),
+        );
+        C::default()
+    })
 }
 
-impl Reader<'_> {
-    fn invalid(&mut self, name: &'static str, message: String) {
-        self.problems
-            .push(AttributeProblem::new(name, ProblemKind::Invalid, message));
-    }
-
-    fn conflict(&mut self, at: &'static str, message: String) {
-        self.problems
-            .push(AttributeProblem::new(at, ProblemKind::Conflict, message));
-    }
-
-    fn optional_string(&mut self, name: &'static str) -> Option<String> {
-        match self.attributes.get(name) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r', '\0']) => {
-                Some(s.clone())
-            }
-            Some(other) => {
-                self.invalid(
-                    name,
-                    format!("`{name}` must be a non-empty single-line string, not {other}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, name: &'static str, help: &str) -> String {
-        if is_unset(self.attributes, name) {
-            self.problems
-                .push(AttributeProblem::missing(name).help(help));
-        }
-        self.optional_string(name).unwrap_or_default()
-    }
-
-    fn choice<C: Choice>(&mut self, name: &'static str) -> C {
-        let Some(value) = self.optional_string(name) else {
-            return C::default();
-        };
-        C::from_name(&value).unwrap_or_else(|| {
-            self.invalid(
-                name,
-                format!("`{name}` must be one of {}, not `{value}`", C::names()),
-            );
-            C::default()
-        })
-    }
-
-    fn number(&mut self, name: &'static str, range: RangeInclusive<u64>) -> Option<u64> {
-        let value = self.attributes.get(name).filter(|v| !v.is_null())?;
-        let number = value.as_u64().filter(|n| range.contains(n));
-        if number.is_none() {
-            self.invalid(
-                name,
-                format!(
-                    "`{name}` must be from {} to {} (got {value})",
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-        number
-    }
-
-    fn boolean(&mut self, name: &'static str) -> bool {
-        match self.attributes.get(name) {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                self.invalid(name, format!("`{name}` must be true or false, not {other}"));
-                false
-            }
-        }
-    }
-
-    fn boot(&mut self) -> Boot {
-        let Some(kernel) = self.optional_string(KERNEL) else {
-            for only in [INITRD, CMDLINE] {
-                if !is_unset(self.attributes, only) {
-                    self.conflict(
-                        only,
-                        format!("`{only}` needs `kernel` (direct kernel boot)"),
-                    );
-                }
-            }
-            return Boot::Firmware(self.choice(FIRMWARE));
-        };
-        if !is_unset(self.attributes, FIRMWARE) {
-            self.conflict(
-                FIRMWARE,
-                "`firmware` does not apply with `kernel` (direct kernel boot)".to_owned(),
-            );
-        }
-        Boot::Kernel {
-            kernel,
-            initrd: self.optional_string(INITRD),
-            cmdline: self.optional_string(CMDLINE),
-        }
-    }
-
-    fn nic(&mut self) -> Nic {
-        let Some(network) = self.optional_string(NETWORK) else {
-            return Nic::User {
-                port: self
-                    .number(SSH_PORT, PORT_RANGE)
-                    .and_then(|p| u16::try_from(p).ok()),
-                isolated: self.boolean(ISOLATED),
-            };
-        };
-        // `isolated` is shown at `network`: the table names the network.
-        for (only, at) in [(SSH_PORT, SSH_PORT), (ISOLATED, NETWORK)] {
-            if !is_unset(self.attributes, only) {
-                self.conflict(
-                    at,
-                    format!("`{only}` applies to the user-mode NIC only, not with `network`"),
+/// Direct kernel boot, or firmware; the boot attributes of the other way
+/// are conflicts.
+fn boot(reader: &mut AttributeReader<'_>) -> Boot {
+    let Some(kernel) = reader.optional_string(KERNEL) else {
+        for only in [INITRD, CMDLINE] {
+            if reader.is_set(only) {
+                reader.conflict(
+                    only,
+                    format!("`{only}` needs `kernel` (direct kernel boot)"),
                 );
             }
         }
-        Nic::Network(network)
+        return Boot::Firmware(choice(reader, FIRMWARE));
+    };
+    if reader.is_set(FIRMWARE) {
+        reader.conflict(
+            FIRMWARE,
+            "`firmware` does not apply with `kernel` (direct kernel boot)".to_owned(),
+        );
     }
+    Boot::Kernel {
+        kernel,
+        initrd: reader.optional_string(INITRD),
+        cmdline: reader.optional_string(CMDLINE),
+    }
+}
 
-    fn vm(&mut self) -> VmSpec {
-        let name = self.string(NAME, "the domain's name, `prov-DEPLOYMENT-HOST`");
-        let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if !name.chars().all(usable) {
-            self.invalid(
-                NAME,
-                format!("`{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"),
+/// A named network, or the user-mode NIC; the user-mode NIC's attributes
+/// with a network are conflicts.
+fn nic(reader: &mut AttributeReader<'_>) -> Nic {
+    let Some(network) = reader.optional_string(NETWORK) else {
+        return Nic::User {
+            port: reader
+                .number(SSH_PORT, PORT_RANGE)
+                .and_then(|p| u16::try_from(p).ok()),
+            isolated: reader.boolean(ISOLATED),
+        };
+    };
+    // `isolated` is shown at `network`: the table names the network.
+    for (only, at) in [(SSH_PORT, SSH_PORT), (ISOLATED, NETWORK)] {
+        if reader.is_set(only) {
+            reader.conflict(
+                at,
+                format!("`{only}` applies to the user-mode NIC only, not with `network`"),
             );
         }
-        let authorized_keys =
-            prov_provider::authorized_keys(self.attributes).unwrap_or_else(|why| {
-                self.invalid(AUTHORIZED_KEYS, format!("`{AUTHORIZED_KEYS}` {why}"));
-                Vec::new()
-            });
-        VmSpec {
-            name,
-            base: self.string(BASE, BASE_HELP),
-            pool: self
-                .optional_string(POOL)
-                .unwrap_or_else(|| DEFAULT_POOL.into()),
-            cpus: self.number(CPUS, CPU_RANGE).unwrap_or(DEFAULT_CPUS),
-            memory: self.number(MEMORY, MEMORY_RANGE).unwrap_or(DEFAULT_MEMORY),
-            domain_type: self.choice(DOMAIN_TYPE),
-            disk_bus: self.choice(DISK_BUS),
-            boot: self.boot(),
-            nic: self.nic(),
-            autostart: self.boolean(AUTOSTART),
-            authorized_keys,
-        }
     }
+    Nic::Network(network)
 }
 
 /// The VM the attributes of a create or update describe, or every problem
-/// with them.
+/// with them (the rules are written once, here: the spec check shows the
+/// problems at their source, `create` and `update` refuse with the first).
 fn read_vm(attributes: &Attributes) -> Result<VmSpec, Vec<AttributeProblem>> {
-    let mut reader = Reader {
-        attributes,
-        problems: Vec::new(),
-    };
-    let vm = reader.vm();
-    if reader.problems.is_empty() {
-        Ok(vm)
-    } else {
-        Err(reader.problems)
+    let mut reader = AttributeReader::new(attributes);
+    let name = reader.required_string(NAME, "the domain's name, `prov-DEPLOYMENT-HOST`");
+    let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.chars().all(usable) {
+        reader.invalid(
+            NAME,
+            format!("`{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"),
+        );
     }
+    let vm = VmSpec {
+        name,
+        base: reader.required_string(BASE, BASE_HELP),
+        pool: reader
+            .optional_string(POOL)
+            .unwrap_or_else(|| DEFAULT_POOL.into()),
+        cpus: reader.number(CPUS, CPU_RANGE).unwrap_or(DEFAULT_CPUS),
+        memory: reader
+            .number(MEMORY, MEMORY_RANGE)
+            .unwrap_or(DEFAULT_MEMORY),
+        domain_type: choice(&mut reader, DOMAIN_TYPE),
+        disk_bus: choice(&mut reader, DISK_BUS),
+        boot: boot(&mut reader),
+        nic: nic(&mut reader),
+        autostart: reader.boolean(AUTOSTART),
+        authorized_keys: reader.authorized_keys(),
+    };
+    reader.finish(vm)
 }
 
 /// Every problem with the desired attributes of a `vm` (empty when they

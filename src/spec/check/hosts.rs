@@ -82,7 +82,7 @@ impl Checker<'_> {
             }
         }
         self.user_data(name, host);
-        crate::spec::check_virtualbox::check_host(name, host, &mut self.diags);
+        crate::spec::check_virtualbox::check_host(raw, name, host, self.base_dir, &mut self.diags);
         crate::spec::check_libvirt::check_host(raw, name, host, self.base_dir, &mut self.diags);
         let parts = host_parts(name, host, self.base_dir, &mut self.diags);
         self.out.host_parts.insert(name.get_ref().clone(), parts);
