@@ -2,6 +2,8 @@
 //! the attribute it is about, so a front end can show it where it was
 //! written.
 
+use crate::Address;
+
 /// What kind of problem an [`AttributeProblem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProblemKind {
@@ -54,5 +56,16 @@ impl AttributeProblem {
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+
+    /// Why a provider refuses the attributes of `kind` `resource`: the first
+    /// of `problems` (`vm `web[0]`: `cpus` must be …`).
+    #[must_use]
+    pub fn refusal(kind: &str, resource: &Address, problems: &[Self]) -> String {
+        let first = problems
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        format!("{kind} `{resource}`: {first}")
     }
 }

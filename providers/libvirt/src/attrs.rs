@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::choices::{Choice, DiskBus, DomainType, Firmware};
 #[cfg(feature = "client")]
 use crate::error::config_error;
+#[cfg(feature = "client")]
+use crate::KIND;
 
 /// The domain's name (`prov-DEPLOYMENT-HOST`); also the provider id.
 pub(crate) const NAME: &str = "name";
@@ -278,13 +280,8 @@ pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<VmSpec, ProviderError> {
-    read_vm(attributes).map_err(|problems| {
-        let first = problems
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        config_error(format!("vm `{resource}`: {first}"))
-    })
+    read_vm(attributes)
+        .map_err(|problems| config_error(AttributeProblem::refusal(KIND, resource, &problems)))
 }
 
 /// Brings desired attributes into the form `read` reports: defaults filled

@@ -9,6 +9,7 @@ use prov_provider::{
 use serde_json::Value;
 
 use crate::error::config_error;
+use crate::KIND;
 
 /// The VM's name in VirtualBox (`prov-DEPLOYMENT-HOST`).
 pub(crate) const NAME: &str = "name";
@@ -120,13 +121,8 @@ pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<VmSpec, ProviderError> {
-    read_vm(attributes).map_err(|problems| {
-        let first = problems
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        config_error(format!("vm `{resource}`: {first}"))
-    })
+    read_vm(attributes)
+        .map_err(|problems| config_error(AttributeProblem::refusal(KIND, resource, &problems)))
 }
 
 /// Brings desired attributes into the form `read` reports: an unset
