@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the tools the tests need
-# (moto, the AWS CLI, libvirt + QEMU and a cached Debian guest image), checks
-# formatting and lints, runs every test with cargo-nextest (integration tests
+# (moto, the AWS CLI, libvirt + QEMU and a cached Debian guest image,
+# cargo-nextest, cargo-deny), checks formatting, lints and the dependency
+# policy (deny.toml), runs every test with cargo-nextest (integration tests
 # start real moto servers, sshd hosts and libvirt VMs on 127.0.0.1), then
 # every fuzz target briefly (nightly and cargo-fuzz, installed when missing).
 set -euo pipefail
@@ -11,6 +12,10 @@ eval "$(scripts/setup.sh test)"
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test: installing cargo-nextest" >&2
   cargo install --locked --quiet cargo-nextest
+fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "test: installing cargo-deny" >&2
+  cargo install --locked --quiet cargo-deny
 fi
 # moto with S3's atomic conditional writes (see the script for why).
 MOTO_SERVER="$PWD/scripts/lib/moto-server"
@@ -25,6 +30,18 @@ export PROV_REQUIRE_TEST_TOOLS=1
 nix-instantiate --parse flake.nix >/dev/null
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The build without default features (no AWS SDK, no libvirt) stays clean.
+cargo clippy --no-default-features --locked -- -D warnings
+# The dependency policy (deny.toml): licenses, duplicates, sources, and
+# RustSec advisories. Their database lives on GitHub; where GitHub cannot be
+# reached (machines that reach only package registries) the advisories are
+# skipped with a notice instead of failing the suite for the network.
+if timeout 120 cargo deny --locked fetch db >/dev/null 2>&1; then
+  cargo deny --locked --offline check
+else
+  echo "test: the RustSec advisory database cannot be fetched from GitHub: advisories NOT checked (licenses, bans and sources are)" >&2
+  cargo deny --locked check bans licenses sources
+fi
 # Real VMs under software emulation keep both cores busy: they run on their
 # own after everything else, so they cannot slow down tests with short
 # timeouts (activation confirmation, locking).

@@ -58,6 +58,8 @@ prov_created_paths() {
     "$HOME/.cache/prov-target" \
     "$HOME/.cache/prov-fuzz-target" \
     "$HOME/.cargo/bin/cargo-fuzz" \
+    "$HOME/.cargo/bin/cargo-deny" \
+    "$HOME/.cargo/advisory-dbs" \
     "$HOME/.cache/nix" \
     "$HOME/.nix-defexpr" \
     "$HOME/.nix-profile" \

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{EmbeddedBackend, LockInfo, S3Backend, StateBackend, StateDocument, StateLock};
+use prov_state::{EmbeddedBackend, LockInfo, StateBackend, StateDocument, StateLock};
 
 use crate::cli::Cli;
 use crate::providers::Providers;
@@ -158,7 +158,7 @@ fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn S
                     dir.display()
                 );
             }
-            Ok(Arc::new(S3Backend::lazy(settings.clone())?))
+            super::s3_backend::open(settings)
         }
     }
 }

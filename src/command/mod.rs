@@ -7,6 +7,7 @@ mod import;
 mod output;
 mod plan;
 mod rollback;
+mod s3_backend;
 mod secrets;
 mod session;
 mod state;

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use prov_state::{
-    EmbeddedBackend, LockInfo, S3Backend, S3Settings, StateBackend, StateDocument, StateLock,
-};
+use prov_state::{EmbeddedBackend, LockInfo, S3Settings, StateBackend, StateDocument, StateLock};
 
 use crate::apply::StateSession;
 use crate::cli::{Cli, StateCommand};
@@ -298,7 +296,7 @@ impl Target {
     fn open(&self) -> Result<Arc<dyn StateBackend>> {
         Ok(match self {
             Self::Embedded(path) => Arc::new(EmbeddedBackend::new(path)),
-            Self::S3(settings) => Arc::new(S3Backend::lazy(settings.clone())?),
+            Self::S3(settings) => super::s3_backend::open(settings)?,
         })
     }
 

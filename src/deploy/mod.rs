@@ -23,15 +23,6 @@ pub use run::{apply, DeployReport};
 use crate::spec::Spec;
 use target::Pool;
 
-/// Providers whose machines prov gives the deployer's key at creation.
-const MACHINES: &[&str] = &["local", "virtualbox", "libvirt"];
-
-/// Whether machines of `provider` are made to authorize the deployer's key.
-#[must_use]
-pub fn gets_deployer_key(provider: &str) -> bool {
-    MACHINES.contains(&provider)
-}
-
 /// What every deploy step of one run shares.
 #[derive(Debug, Clone)]
 pub struct DeployContext {
@@ -52,7 +43,7 @@ pub struct DeployContext {
 fn needs_deployer_key(spec: &Spec) -> bool {
     spec.hosts
         .values()
-        .any(|h| h.deploy.is_some() || gets_deployer_key(&h.target))
+        .any(|h| h.deploy.is_some() || h.target.receives_deployer_key())
         || !spec.secrets.is_empty()
 }
 

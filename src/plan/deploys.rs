@@ -83,7 +83,7 @@ pub async fn plan(
             continue;
         };
         let new_host = resources.is_new(address)
-            || (info.target != "ssh" && !doc.resources.contains_key(address));
+            || (info.target.has_provider() && !doc.resources.contains_key(address));
         let reachable = refresh && !new_host;
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it

@@ -67,7 +67,7 @@ pub fn desired(spec: &Spec, deployer_key: Option<&str>) -> Vec<ResourceConfig> {
     };
     for resource in resources
         .iter_mut()
-        .filter(|r| crate::deploy::gets_deployer_key(&r.provider))
+        .filter(|r| crate::providers::Target::provider_receives_deployer_key(&r.provider))
     {
         resource.attributes.insert(
             "authorized_keys".into(),

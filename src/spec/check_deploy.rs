@@ -12,10 +12,7 @@ use super::host::{
     SystemSource,
 };
 use super::raw::{RawHost, RawSpec, Str};
-
-/// Host targets: `ec2`, `local` (namespace containers here), `ssh`
-/// (existing machines), `virtualbox`, `libvirt`.
-pub(crate) const TARGETS: &[&str] = &["ec2", "libvirt", "local", "ssh", "virtualbox"];
+use crate::providers::Target;
 
 /// Default seconds to wait for confirmation before a host rolls back.
 const DEFAULT_CONFIRM_TIMEOUT: i64 = 30;
@@ -49,7 +46,7 @@ pub(crate) fn host_parts(
     let host_name = name.get_ref();
 
     // Fields that belong to EC2 only.
-    if target != "ec2" {
+    if host.target() != Some(Target::Ec2) {
         let ec2_only: [(&str, Option<std::ops::Range<usize>>); 7] = [
             ("ami", host.ami.as_ref().map(Spanned::span)),
             (
@@ -72,17 +69,17 @@ pub(crate) fn host_parts(
             if let Some(span) = span {
                 diags.push(Diagnostic::new(
                     ErrorKind::InvalidValue,
-                    format!("`{field}` applies to target `ec2` only; host `{host_name}` has target `{target}`"),
+                    format!("`{field}` applies to target `{}` only; host `{host_name}` has target `{target}`", Target::Ec2),
                     span,
                 ));
             }
         }
     }
     if let Some(address) = &host.address {
-        if target != "local" {
+        if host.target() != Some(Target::Local) {
             diags.push(Diagnostic::new(
                 ErrorKind::InvalidValue,
-                format!("`address` applies to target `local` only; for other targets set [hosts.{host_name}.ssh] address"),
+                format!("`address` applies to target `{}` only; for other targets set [hosts.{host_name}.ssh] address", Target::Local),
                 address.span(),
             ));
         } else if !is_loopback(address.get_ref()) {
@@ -106,15 +103,13 @@ pub(crate) fn host_parts(
         }
     }
 
-    super::check_virtualbox::check_host(name, host, diags);
-    super::check_libvirt::check_host(name, host, diags);
     parts.deploy = deploy_spec(host, base_dir, diags);
     parts.ssh = ssh_spec(host, base_dir, diags);
-    if target == "ssh" && parts.ssh.address.is_none() {
+    if host.target() == Some(Target::Ssh) && parts.ssh.address.is_none() {
         diags.push(
             Diagnostic::new(
                 ErrorKind::MissingField,
-                format!("host `{host_name}` has target `ssh` but no address"),
+                format!("host `{host_name}` has target `{target}` but no address"),
                 host.target.span(),
             )
             .help(format!("add [hosts.{host_name}.ssh] with address = \"…\"")),

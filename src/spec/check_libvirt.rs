@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use prov_provider::{Address, Attributes, ResourceConfig};
 use serde::Deserialize;
@@ -18,16 +17,10 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{Diagnostic, ErrorKind};
-use super::model::LibvirtSettings;
+use super::expand::{env, expanded, expanded_quiet};
 use super::raw::{RawHost, RawSpec, Str};
-
-/// The target name and the provider's name.
-pub(crate) const LIBVIRT: &str = "libvirt";
-
-/// The URI when the spec gives none.
-const DEFAULT_URI: &str = "qemu:///system";
-/// The pool when the spec gives none.
-const DEFAULT_POOL: &str = "default";
+use crate::providers::Target;
+use prov_provider_libvirt::LibvirtSettings;
 
 /// `[providers.libvirt]`.
 #[derive(Debug, Deserialize)]
@@ -71,110 +64,10 @@ pub(crate) struct RawHostLibvirt {
     pub autostart: Option<bool>,
 }
 
-/// Expands `${VAR}` and `${VAR:-default}` (the default may itself hold
-/// `${…}`) with `lookup`; `$$` is a literal `$`.
-///
-/// # Errors
-/// The reason: an unset variable without a default, or a malformed `${`.
-pub(crate) fn expand(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('$') {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        let Some(body) = rest.strip_prefix('{') else {
-            out.push('$');
-            continue;
-        };
-        // The matching `}`, counting nested `${`.
-        let mut depth = 1;
-        let mut end = None;
-        let bytes = body.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'{' => depth += 1,
-                b'}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        let end = end.ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
-        let inner = &body[..end];
-        rest = &body[end + 1..];
-        let (name, default) = match inner.split_once(":-") {
-            Some((name, default)) => (name, Some(default)),
-            None => (inner, None),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "`${{{inner}}}` does not name an environment variable"
-            ));
-        }
-        match (lookup(name).filter(|v| !v.is_empty()), default) {
-            (Some(value), _) => out.push_str(&value),
-            (None, Some(default)) => out.push_str(&expand(default, lookup)?),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable `{name}` is not set (write `${{{name}:-DEFAULT}}` for a default)"
-                ))
-            }
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// `value` expanded; on failure a diagnostic at its span and `None`.
-fn expanded(value: &Str, diags: &mut Vec<Diagnostic>) -> Option<String> {
-    match expand(value.get_ref(), &env) {
-        Ok(text) if !text.trim().is_empty() => Some(text),
-        Ok(_) => {
-            diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                "this value must not be empty",
-                value.span(),
-            ));
-            None
-        }
-        Err(why) => {
-            diags.push(Diagnostic::new(ErrorKind::InvalidValue, why, value.span()));
-            None
-        }
-    }
-}
-
-/// `value` expanded, without diagnostics (after the check passed).
-fn expanded_quiet(value: &Str) -> String {
-    expand(value.get_ref(), &env).unwrap_or_else(|_| value.get_ref().clone())
-}
-
 fn seconds(value: Option<&Spanned<i64>>, diags: &mut Vec<Diagnostic>) {
     if let Some(value) = value {
-        if !(1..=86_400).contains(value.get_ref()) {
-            diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                format!("must be from 1 to 86400 seconds (got {})", value.get_ref()),
-                value.span(),
-            ));
+        if let Err(why) = prov_provider_libvirt::timeout(*value.get_ref()) {
+            diags.push(Diagnostic::new(ErrorKind::InvalidValue, why, value.span()));
         }
     }
 }
@@ -191,29 +84,20 @@ pub(crate) fn check_settings(raw: &RawSpec, diags: &mut Vec<Diagnostic>) {
     seconds(settings.shutdown_timeout.as_ref(), diags);
 }
 
-fn one_of(value: &Str, allowed: &[&str], diags: &mut Vec<Diagnostic>) {
-    if !allowed.contains(&value.get_ref().as_str()) {
-        diags.push(Diagnostic::new(
-            ErrorKind::InvalidValue,
-            format!(
-                "must be one of {}, not `{}`",
-                allowed.join(", "),
-                value.get_ref()
-            ),
-            value.span(),
-        ));
-    }
-}
-
-fn conflict(message: String, span: Range<usize>, diags: &mut Vec<Diagnostic>) {
-    diags.push(Diagnostic::new(ErrorKind::Conflict, message, span));
-}
-
-/// Checks the libvirt parts of host `name`.
-pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
+/// Checks the libvirt parts of host `name`: `[hosts.NAME.libvirt]` belongs
+/// to target `libvirt` only; a libvirt host's values must expand, and the VM
+/// it becomes must pass the provider's own rules, each problem shown at the
+/// value it comes from.
+pub(crate) fn check_host(
+    raw: &RawSpec,
+    name: &Str,
+    host: &RawHost,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) {
     let target = host.target.get_ref().as_str();
     let host_name = name.get_ref();
-    if target != LIBVIRT {
+    if host.target() != Some(Target::Libvirt) {
         if let Some(table) = &host.libvirt {
             diags.push(Diagnostic::new(
                 ErrorKind::InvalidValue,
@@ -223,121 +107,102 @@ pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>
         }
         return;
     }
-    match &host.base {
-        None => diags.push(
-            Diagnostic::new(
-                ErrorKind::MissingField,
-                format!("host `{host_name}` needs `base` (target libvirt)"),
-                name.span(),
-            )
-            .help("a volume of the pool (base = \"nixos.qcow2\") or an image file to upload (base = \"/var/lib/images/nixos.qcow2\")"),
-        ),
-        Some(base) => {
-            expanded(base, diags);
+    let table = host.libvirt.as_ref().map(Spanned::get_ref);
+    // A value that does not expand is reported as such, not again by the
+    // provider's rules (which see it unexpanded).
+    let mut unexpanded = BTreeSet::new();
+    let expandable = [
+        ("base", host.base.as_ref()),
+        ("pool", pool(raw, host)),
+        ("kernel", table.and_then(|l| l.kernel.as_ref())),
+        ("initrd", table.and_then(|l| l.initrd.as_ref())),
+        ("cmdline", table.and_then(|l| l.cmdline.as_ref())),
+        ("network", table.and_then(|l| l.network.as_ref())),
+    ];
+    for (attribute, value) in expandable {
+        if value.is_some_and(|v| expanded(v, diags).is_none()) {
+            unexpanded.insert(attribute);
         }
     }
-    for (field, value, min, max) in [
-        ("cpus", &host.cpus, 1, 256),
-        ("memory", &host.memory, 16, 16_777_216),
-    ] {
-        if let Some(value) = value {
-            let n = *value.get_ref();
-            if !(min..=max).contains(&n) {
-                diags.push(Diagnostic::new(
-                    ErrorKind::InvalidValue,
-                    format!("`{field}` must be from {min} to {max} (got {n})"),
-                    value.span(),
-                ));
-            }
-        }
-    }
-    let Some(table) = &host.libvirt else {
-        return;
-    };
-    let l = table.get_ref();
-    if let Some(v) = &l.domain_type {
-        one_of(v, &["kvm", "qemu"], diags);
-    }
-    if let Some(v) = &l.disk_bus {
-        one_of(v, &["virtio", "sata", "scsi"], diags);
-    }
-    if let Some(v) = &l.firmware {
-        one_of(v, &["bios", "efi"], diags);
-    }
-    for value in [&l.pool, &l.kernel, &l.initrd, &l.cmdline, &l.network]
-        .into_iter()
-        .flatten()
-    {
-        expanded(value, diags);
-    }
-    if l.kernel.is_none() {
-        for (field, value) in [("initrd", &l.initrd), ("cmdline", &l.cmdline)] {
-            if let Some(value) = value {
-                conflict(
-                    format!("`{field}` needs `kernel` (direct kernel boot)"),
-                    value.span(),
-                    diags,
-                );
-            }
-        }
-    } else if let Some(firmware) = &l.firmware {
-        conflict(
-            "`firmware` does not apply with `kernel` (direct kernel boot)".into(),
-            firmware.span(),
-            diags,
-        );
-    }
-    if let Some(port) = &l.ssh_port {
-        if !(1..=65_535).contains(port.get_ref()) {
+    let address = Address::host(host_name, None);
+    let vm = vm(
+        raw,
+        raw.deployment.get_ref(),
+        address,
+        host,
+        base_dir,
+        BTreeSet::new(),
+    );
+    super::provider_rules::check(
+        name,
+        host,
+        &vm.attributes,
+        &|attribute| span_of(raw, host, attribute),
+        &|attribute| unexpanded.contains(attribute),
+        diags,
+    );
+    // One forwarded port cannot serve several machines.
+    let port = table.and_then(|l| l.ssh_port.as_ref());
+    if let Some(port) = port.filter(|p| (1..=65_535).contains(p.get_ref())) {
+        if host.count.as_ref().is_some_and(|c| *c.get_ref() > 1) {
             diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                format!(
-                    "`ssh_port` must be from 1 to 65535 (got {})",
-                    port.get_ref()
-                ),
+                ErrorKind::Conflict,
+                "a fixed `ssh_port` cannot be shared by several hosts (count > 1)",
                 port.span(),
             ));
-        } else if host.count.as_ref().is_some_and(|c| *c.get_ref() > 1) {
-            conflict(
-                "a fixed `ssh_port` cannot be shared by several hosts (count > 1)".into(),
-                port.span(),
-                diags,
-            );
-        }
-        if l.network.is_some() {
-            conflict(
-                "`ssh_port` applies to the user-mode NIC only, not with `network`".into(),
-                port.span(),
-                diags,
-            );
         }
     }
-    if let (Some(network), Some(true)) = (&l.network, l.isolated) {
-        conflict(
-            "`isolated` applies to the user-mode NIC only, not with `network`".into(),
-            network.span(),
-            diags,
-        );
+}
+
+/// The pool a libvirt host's volumes live in, as the spec writes it: the
+/// host's own, else `[providers.libvirt]`'s.
+fn pool<'a>(raw: &'a RawSpec, host: &'a RawHost) -> Option<&'a Str> {
+    let table = host.libvirt.as_ref().map(Spanned::get_ref);
+    let provider_pool = raw.providers.libvirt.as_ref().and_then(|l| l.pool.as_ref());
+    table.and_then(|l| l.pool.as_ref()).or(provider_pool)
+}
+
+/// Where the spec writes the value a libvirt host's VM attribute comes from.
+fn span_of(raw: &RawSpec, host: &RawHost, attribute: &str) -> Option<Range<usize>> {
+    let table = host.libvirt.as_ref();
+    let text = |value: Option<&Str>| value.map(Spanned::span);
+    let in_table = |field: fn(&RawHostLibvirt) -> Option<&Str>| {
+        table.and_then(|t| field(t.get_ref())).map(Spanned::span)
+    };
+    match attribute {
+        "base" => text(host.base.as_ref()),
+        "cpus" => host.cpus.as_ref().map(Spanned::span),
+        "memory" => host.memory.as_ref().map(Spanned::span),
+        "pool" => text(pool(raw, host)),
+        "domain_type" => in_table(|l| l.domain_type.as_ref()),
+        "disk_bus" => in_table(|l| l.disk_bus.as_ref()),
+        "firmware" => in_table(|l| l.firmware.as_ref()),
+        "kernel" => in_table(|l| l.kernel.as_ref()),
+        "initrd" => in_table(|l| l.initrd.as_ref()),
+        "cmdline" => in_table(|l| l.cmdline.as_ref()),
+        "network" => in_table(|l| l.network.as_ref()),
+        "ssh_port" => table
+            .and_then(|t| t.get_ref().ssh_port.as_ref())
+            .map(Spanned::span),
+        // Booleans carry no span of their own: the table it is in.
+        _ => table.map(Spanned::span),
     }
 }
 
 /// `[providers.libvirt]`, expanded.
 pub(crate) fn settings(raw: &RawSpec) -> Option<LibvirtSettings> {
+    let timeout = |value: &Option<Spanned<i64>>| {
+        value
+            .as_ref()
+            .and_then(|s| prov_provider_libvirt::timeout(*s.get_ref()).ok())
+    };
     raw.providers.libvirt.as_ref().map(|l| LibvirtSettings {
-        uri: l
-            .uri
-            .as_ref()
-            .map_or_else(|| DEFAULT_URI.to_owned(), expanded_quiet),
-        boot_timeout: l
-            .boot_timeout
-            .as_ref()
-            .and_then(|s| u64::try_from(*s.get_ref()).ok())
-            .map(Duration::from_secs),
-        shutdown_timeout: l
-            .shutdown_timeout
-            .as_ref()
-            .and_then(|s| u64::try_from(*s.get_ref()).ok())
-            .map(Duration::from_secs),
+        uri: l.uri.as_ref().map_or_else(
+            || prov_provider_libvirt::DEFAULT_URI.to_owned(),
+            expanded_quiet,
+        ),
+        boot_timeout: timeout(&l.boot_timeout),
+        shutdown_timeout: timeout(&l.shutdown_timeout),
     })
 }
 
@@ -395,11 +260,10 @@ pub(crate) fn vm(
         host.memory.as_ref().map_or(1024, |m| *m.get_ref()).into(),
     );
     let table = host.libvirt.as_ref().map(Spanned::get_ref);
-    let provider_pool = raw.providers.libvirt.as_ref().and_then(|l| l.pool.as_ref());
-    let pool = table
-        .and_then(|l| l.pool.as_ref())
-        .or(provider_pool)
-        .map_or_else(|| DEFAULT_POOL.to_owned(), expanded_quiet);
+    let pool = pool(raw, host).map_or_else(
+        || prov_provider_libvirt::DEFAULT_POOL.to_owned(),
+        expanded_quiet,
+    );
     set("pool", pool.into());
     if let Some(l) = table {
         for (name, value) in [
@@ -431,8 +295,8 @@ pub(crate) fn vm(
     set("authorized_keys", Value::Array(Vec::new()));
     ResourceConfig {
         address,
-        provider: LIBVIRT.into(),
-        kind: "vm".into(),
+        provider: Target::Libvirt.name().into(),
+        kind: prov_provider_libvirt::KIND.into(),
         attributes,
         references: BTreeMap::new(),
         depends_on,
@@ -441,32 +305,9 @@ pub(crate) fn vm(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-
-    fn lookup(name: &str) -> Option<String> {
-        match name {
-            "HOME" => Some("/home/me".into()),
-            "EMPTY" => Some(String::new()),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn expands_variables_with_defaults() {
-        assert_eq!(expand("a${HOME}b", &lookup).unwrap(), "a/home/meb");
-        assert_eq!(expand("${NOPE:-x}", &lookup).unwrap(), "x");
-        assert_eq!(expand("${EMPTY:-x}", &lookup).unwrap(), "x");
-        assert_eq!(
-            expand("${NOPE:-${HOME}/.cache/i.qcow2}", &lookup).unwrap(),
-            "/home/me/.cache/i.qcow2"
-        );
-        assert_eq!(expand("$$5 and $x", &lookup).unwrap(), "$5 and $x");
-        assert!(expand("${NOPE}", &lookup)
-            .unwrap_err()
-            .contains("`NOPE` is not set"));
-        assert!(expand("${HOME", &lookup).is_err());
-        assert!(expand("${a b}", &lookup).is_err());
-    }
 
     #[test]
     fn libvirt_hosts_become_vms() {
@@ -498,5 +339,44 @@ mod tests {
         assert_eq!(db.attributes["base"], "nixos.qcow2");
         assert_eq!(db.attributes["pool"], "fast");
         assert_eq!(db.attributes["network"], "lab");
+    }
+
+    /// The VM rules are the provider's (one set, `check_vm`); the spec shows
+    /// each problem at the value it comes from.
+    #[test]
+    fn provider_rules_are_located_at_their_values() {
+        let head = "deployment = \"d\"\n[hosts.web]\ntarget = \"libvirt\"\nbase = \"b.qcow2\"\n";
+        let cases = [
+            ("cpus = 0\n", "`cpus` must be from 1 to 256 (got 0)", (5, 8)),
+            (
+                "[hosts.web.libvirt]\ndomain_type = \"xen\"\n",
+                "`domain_type` must be one of kvm, qemu, not `xen`",
+                (6, 15),
+            ),
+            (
+                "[hosts.web.libvirt]\nkernel = \"/k\"\nfirmware = \"efi\"\n",
+                "`firmware` does not apply with `kernel`",
+                (7, 12),
+            ),
+            (
+                "[hosts.web.libvirt]\nnetwork = \"lab\"\nisolated = false\n",
+                "`isolated` applies to the user-mode NIC only",
+                (6, 11),
+            ),
+            (
+                "[hosts.web.libvirt]\ncmdline = \"a\\nb\"\nkernel = \"/k\"\n",
+                "`cmdline` must be a non-empty single-line string",
+                (6, 11),
+            ),
+        ];
+        for (extra, message, at) in cases {
+            let source = format!("{head}{extra}");
+            let err = crate::spec::parse_toml(&source, Path::new("/s/spec.toml")).unwrap_err();
+            let [problem] = err.diagnostics() else {
+                panic!("{source}: one problem expected\n{err}");
+            };
+            assert!(problem.message.contains(message), "{source}\n{err}");
+            assert_eq!((problem.line, problem.col), at, "{source}\n{err}");
+        }
     }
 }

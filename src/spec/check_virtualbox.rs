@@ -10,11 +10,9 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{Diagnostic, ErrorKind};
-use super::model::VirtualBoxSettings;
 use super::raw::{RawHost, RawSpec, Str};
-
-/// The target name and the provider's name.
-pub(crate) const VIRTUALBOX: &str = "virtualbox";
+use crate::providers::Target;
+use prov_provider_virtualbox::VirtualBoxSettings;
 
 /// `[providers.virtualbox]`.
 #[derive(Debug, Deserialize)]
@@ -25,15 +23,22 @@ pub(crate) struct RawVirtualBox {
 }
 
 /// Checks the VirtualBox keys of host `name`: they belong to target
-/// `virtualbox` only, which needs `base`.
-pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>) {
+/// `virtualbox` (and `libvirt`, which checks them itself) only, and the VM a
+/// `virtualbox` host becomes must pass the provider's rules.
+pub(crate) fn check_host(
+    raw: &RawSpec,
+    name: &Str,
+    host: &RawHost,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) {
     let target = host.target.get_ref().as_str();
     let host_name = name.get_ref();
-    if target == super::check_libvirt::LIBVIRT {
+    if host.target() == Some(Target::Libvirt) {
         // Its own module checks `base`, `cpus` and `memory`.
         return;
     }
-    if target != VIRTUALBOX {
+    if host.target() != Some(Target::VirtualBox) {
         let only: [(&str, Option<std::ops::Range<usize>>); 3] = [
             ("base", host.base.as_ref().map(Spanned::span)),
             ("cpus", host.cpus.as_ref().map(Spanned::span)),
@@ -43,45 +48,28 @@ pub(crate) fn check_host(name: &Str, host: &RawHost, diags: &mut Vec<Diagnostic>
             if let Some(span) = span {
                 diags.push(Diagnostic::new(
                     ErrorKind::InvalidValue,
-                    format!("`{field}` applies to targets `virtualbox` and `libvirt` only; host `{host_name}` has target `{target}`"),
+                    format!("`{field}` applies to targets `{}` and `{}` only; host `{host_name}` has target `{target}`", Target::VirtualBox, Target::Libvirt),
                     span,
                 ));
             }
         }
         return;
     }
-    match &host.base {
-        None => diags.push(
-            Diagnostic::new(
-                ErrorKind::MissingField,
-                format!("host `{host_name}` needs `base` (target virtualbox)"),
-                name.span(),
-            )
-            .help("an appliance to import (base = \"nixos.ova\") or a VM with a snapshot to clone (base = \"nixos-base\")"),
-        ),
-        Some(base) if base.get_ref().trim().is_empty() => diags.push(Diagnostic::new(
-            ErrorKind::InvalidValue,
-            "`base` must not be empty",
-            base.span(),
-        )),
-        Some(_) => {}
-    }
-    for (field, value, max) in [
-        ("cpus", &host.cpus, 64),
-        ("memory", &host.memory, 2_097_152),
-    ] {
-        if let Some(value) = value {
-            let n = *value.get_ref();
-            let min = if field == "cpus" { 1 } else { 4 };
-            if !(min..=max).contains(&n) {
-                diags.push(Diagnostic::new(
-                    ErrorKind::InvalidValue,
-                    format!("`{field}` must be from {min} to {max} (got {n})"),
-                    value.span(),
-                ));
-            }
-        }
-    }
+    let address = Address::host(host_name, None);
+    let vm = vm(
+        raw.deployment.get_ref(),
+        address,
+        host,
+        base_dir,
+        BTreeSet::new(),
+    );
+    let span_of = |attribute: &str| match attribute {
+        "base" => host.base.as_ref().map(Spanned::span),
+        "cpus" => host.cpus.as_ref().map(Spanned::span),
+        "memory" => host.memory.as_ref().map(Spanned::span),
+        _ => None,
+    };
+    super::provider_rules::check(name, host, &vm.attributes, &span_of, &|_| false, diags);
 }
 
 /// `[providers.virtualbox]`, with `vboxmanage` resolved against the spec's
@@ -142,8 +130,8 @@ pub(crate) fn vm(
     attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
     ResourceConfig {
         address,
-        provider: VIRTUALBOX.into(),
-        kind: "vm".into(),
+        provider: Target::VirtualBox.name().into(),
+        kind: prov_provider_virtualbox::KIND.into(),
         attributes,
         references: BTreeMap::new(),
         depends_on,
@@ -190,5 +178,26 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("needs `base`"), "{err}");
         assert!(err.contains("`cpus` must be from 1 to 64"), "{err}");
+    }
+
+    /// The VM rules are the provider's (`check_vm`); the spec shows each
+    /// problem at the value it comes from.
+    #[test]
+    fn provider_rules_are_located_at_their_values() {
+        let err = crate::spec::parse_toml(
+            "deployment = \"d\"\n[hosts.web]\ntarget = \"virtualbox\"\nbase = \"\"\nmemory = 2\n",
+            Path::new("/s/prov.toml"),
+        )
+        .unwrap_err();
+        let at: Vec<_> = err
+            .diagnostics()
+            .iter()
+            .map(|d| (d.line, d.col, d.kind))
+            .collect();
+        use crate::spec::ErrorKind::InvalidValue;
+        assert_eq!(at, [(4, 8, InvalidValue), (5, 10, InvalidValue)], "{err}");
+        assert!(err
+            .to_string()
+            .contains("`memory` must be from 4 to 2097152 (got 2)"));
     }
 }

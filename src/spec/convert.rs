@@ -7,17 +7,14 @@ use prov_provider::{sha256_hex, Address, Attributes, Reference, ResourceConfig};
 use serde_json::{Map, Value};
 
 use super::check::{Checked, KEY_PAIR, SECURITY_GROUP};
-use super::model::{
-    Ec2Settings, HostInfo, LocalSettings, OutputSpec, ProviderSettings, Spec, StateSettings,
-};
-use super::raw::{RawHost, RawSpec, Tags};
+use prov_provider_ec2::Ec2Settings;
+use prov_provider_local::LocalSettings;
 
-/// The provider every resource uses so far.
-const EC2: &str = "ec2";
+use super::model::{HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings};
+use super::raw::{RawHost, RawSpec, Tags};
+use crate::providers::Target;
 /// Default state directory, relative to the spec's directory.
 const DEFAULT_STATE_DIR: &str = ".prov";
-/// Default security group description.
-const DEFAULT_DESCRIPTION: &str = "managed by prov";
 
 /// Builds the [`Spec`]; `raw` must have passed [`super::check::check`],
 /// which produced `checked`.
@@ -49,7 +46,9 @@ pub(crate) fn convert(
         let description = sg
             .description
             .as_ref()
-            .map_or(DEFAULT_DESCRIPTION, |d| d.get_ref().as_str());
+            .map_or(prov_provider_ec2::DEFAULT_DESCRIPTION, |d| {
+                d.get_ref().as_str()
+            });
         attributes.insert("description".into(), description.into());
         if let Some(vpc) = &sg.vpc_id {
             attributes.insert("vpc_id".into(), vpc.get_ref().as_str().into());
@@ -67,11 +66,16 @@ pub(crate) fn convert(
     for (name, host) in &raw.hosts {
         let name = name.get_ref();
         let parts = checked.host_parts.get(name).cloned().unwrap_or_default();
+        let Some(target) = host.target() else {
+            continue;
+        };
         for address in host_addresses(name, host) {
-            match host.target.get_ref().as_str() {
-                "ec2" => resources.push(instance(raw, checked, &deployment, address.clone(), host)),
-                "local" => resources.push(local_host(raw, address.clone(), host)),
-                super::check_libvirt::LIBVIRT => resources.push(super::check_libvirt::vm(
+            match target {
+                Target::Ec2 => {
+                    resources.push(instance(raw, checked, &deployment, address.clone(), host));
+                }
+                Target::Local => resources.push(local_host(raw, address.clone(), host)),
+                Target::Libvirt => resources.push(super::check_libvirt::vm(
                     raw,
                     &deployment,
                     address.clone(),
@@ -79,19 +83,19 @@ pub(crate) fn convert(
                     base_dir,
                     host_dependencies(raw, host),
                 )),
-                super::check_virtualbox::VIRTUALBOX => resources.push(super::check_virtualbox::vm(
+                Target::VirtualBox => resources.push(super::check_virtualbox::vm(
                     &deployment,
                     address.clone(),
                     host,
                     base_dir,
                     host_dependencies(raw, host),
                 )),
-                _ => {}
+                Target::Ssh => {}
             }
             let info = HostInfo {
                 name: name.clone(),
                 tags: user_tags(&host.tags),
-                target: host.target.get_ref().clone(),
+                target,
                 deploy: parts.deploy.clone(),
                 ssh: parts.ssh.clone(),
                 host_key: parts.host_key.clone(),
@@ -111,8 +115,11 @@ pub(crate) fn convert(
                 endpoint: e.endpoint.as_ref().map(|v| v.get_ref().clone()),
                 profile: e.profile.as_ref().map(|v| v.get_ref().clone()),
             }),
-            local: raw.providers.local.as_ref().map(|l| LocalSettings {
-                root: l.root.as_ref().map(|r| base_dir.join(r.get_ref())),
+            local: raw.providers.local.as_ref().map(|l| match &l.root {
+                Some(root) => LocalSettings {
+                    root: base_dir.join(root.get_ref()),
+                },
+                None => LocalSettings::default(),
             }),
             virtualbox: super::check_virtualbox::settings(raw, base_dir),
             libvirt: super::check_libvirt::settings(raw),
@@ -153,19 +160,13 @@ fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig
         attributes.insert("address".into(), fixed.get_ref().as_str().into());
     }
     attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
-    let mut depends_on = BTreeSet::new();
-    for dep in host.depends_on.iter().flat_map(|l| l.get_ref()) {
-        if let Some(other) = raw.hosts.get(dep.get_ref().as_str()) {
-            depends_on.extend(host_addresses(dep.get_ref(), other));
-        }
-    }
     ResourceConfig {
         address,
-        provider: "local".into(),
-        kind: "host".into(),
+        provider: Target::Local.name().into(),
+        kind: prov_provider_local::KIND.into(),
         attributes,
         references: BTreeMap::new(),
-        depends_on,
+        depends_on: host_dependencies(raw, host),
     }
 }
 
@@ -196,7 +197,7 @@ fn plain(address: Address, attributes: Attributes) -> ResourceConfig {
     ResourceConfig {
         kind: address.kind.clone(),
         address,
-        provider: EC2.into(),
+        provider: Target::Ec2.name().into(),
         attributes,
         references: BTreeMap::new(),
         depends_on: BTreeSet::new(),
@@ -261,15 +262,11 @@ fn instance(
         attributes.insert("user_data_sha256".into(), digest.into());
     }
     attributes.insert("tags".into(), tags(deployment, &address, &host.tags, true));
-    for dep in host.depends_on.iter().flat_map(|l| l.get_ref()) {
-        if let Some(other) = raw.hosts.get(dep.get_ref().as_str()) {
-            depends_on.extend(host_addresses(dep.get_ref(), other));
-        }
-    }
+    depends_on.extend(host_dependencies(raw, host));
     ResourceConfig {
         address,
-        provider: EC2.into(),
-        kind: "instance".into(),
+        provider: Target::Ec2.name().into(),
+        kind: prov_provider_ec2::INSTANCE_KIND.into(),
         attributes,
         references,
         depends_on,

@@ -8,12 +8,14 @@ mod check_secrets;
 mod check_virtualbox;
 mod convert;
 mod error;
+mod expand;
 mod graph;
 pub mod host;
 mod ingress;
 pub mod model;
 mod nix;
 mod output;
+mod provider_rules;
 mod raw;
 mod raw_deploy;
 mod raw_secrets;
@@ -29,10 +31,7 @@ pub use host::{
     BuildOn, DeploySettings, DeploySpec, Goal, HealthSpec, JumpSpec, OnFailure, SshSpec,
     SystemSource,
 };
-pub use model::{
-    Ec2Settings, HostInfo, LibvirtSettings, LocalSettings, OutputSpec, ProviderSettings, Spec,
-    StateSettings, VirtualBoxSettings,
-};
+pub use model::{HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings, Target};
 
 pub use check_secrets::allow_missing_secret_files;
 pub use secrets::{SecretSpec, UploadWhen, HOSTS_RECIPIENT};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use prov_provider::{Address, ResourceConfig};
 
 use super::host::{DeploySettings, DeploySpec, HealthSpec, SshSpec};
+pub use crate::providers::{ProviderSettings, Target};
 
 /// A whole deployment, validated: names unique, references resolved to
 /// addresses, no cycles.
@@ -60,56 +61,6 @@ impl Spec {
     }
 }
 
-/// Settings of each provider the spec configures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProviderSettings {
-    /// `[providers.ec2]`, when present.
-    pub ec2: Option<Ec2Settings>,
-    /// `[providers.local]`, when present.
-    pub local: Option<LocalSettings>,
-    /// `[providers.virtualbox]`, when present.
-    pub virtualbox: Option<VirtualBoxSettings>,
-    /// `[providers.libvirt]`, when present.
-    pub libvirt: Option<LibvirtSettings>,
-}
-
-/// `[providers.libvirt]`, with environment variables expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibvirtSettings {
-    /// Connection URI (default `qemu:///system`).
-    pub uri: String,
-    /// How long a VM may take from start to SSH.
-    pub boot_timeout: Option<std::time::Duration>,
-    /// How long an ACPI shutdown may take before power-off.
-    pub shutdown_timeout: Option<std::time::Duration>,
-}
-
-/// `[providers.virtualbox]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VirtualBoxSettings {
-    /// The VBoxManage program; `VBoxManage` on PATH when absent
-    /// (`PROV_VBOXMANAGE` overrides both).
-    pub vboxmanage: Option<PathBuf>,
-}
-
-/// `[providers.local]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LocalSettings {
-    /// Where host directories live (default `/var/lib/prov/local`).
-    pub root: Option<PathBuf>,
-}
-
-/// `[providers.ec2]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ec2Settings {
-    /// AWS region; the standard chain (AWS_REGION, profile) when absent.
-    pub region: Option<String>,
-    /// Endpoint URL (moto, LocalStack); `AWS_ENDPOINT_URL` when absent.
-    pub endpoint: Option<String>,
-    /// Named profile from the AWS config files.
-    pub profile: Option<String>,
-}
-
 /// `[state]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
@@ -141,14 +92,15 @@ pub enum StateBackendSettings {
 }
 
 /// What selection needs to know about one host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInfo {
     /// The host's name without index (`web` for `web[2]`).
     pub name: String,
     /// The host's user tags (`tags = { role = "web" }`).
     pub tags: BTreeMap<String, String>,
-    /// Where it runs: `ec2`, `local` or `ssh` (an existing machine).
-    pub target: String,
+    /// Where it runs: a provider's machine, or an existing one reached over
+    /// SSH.
+    pub target: Target,
     /// The NixOS system to deploy, if any.
     pub deploy: Option<DeploySpec>,
     /// SSH overrides.

@@ -3,13 +3,11 @@
 use std::ops::Range;
 
 use prov_provider::{Address, HOST_KIND};
-use prov_provider_ec2::Ec2Provider;
-use prov_provider_local::LocalProvider;
-use prov_provider_virtualbox::VirtualBoxProvider;
 
 use super::check::{key_names, valid_name, KEY_PAIR, SECURITY_GROUP};
 use super::error::{Diagnostic, ErrorKind};
 use super::raw::{RawSpec, Str};
+use crate::providers::Target;
 
 /// Checks one output value; the problem, if any.
 pub(crate) fn check_output(raw: &RawSpec, source: &str, value: &Str) -> Option<Diagnostic> {
@@ -60,26 +58,19 @@ pub(crate) fn check_output(raw: &RawSpec, source: &str, value: &Str) -> Option<D
 
 /// The attributes the resource at `addr` has in state (`id` for every
 /// resource), from its provider's schema; `None` when prov cannot know them
-/// in this build (libvirt without the `libvirt` feature).
+/// (an unknown target, reported elsewhere).
 fn attributes_of(raw: &RawSpec, addr: &Address) -> Option<Vec<&'static str>> {
     let schema = match addr.kind.as_str() {
         HOST_KIND => {
-            let host = raw.hosts.get(addr.name.as_str())?;
-            match host.target.get_ref().as_str() {
-                "ec2" => Ec2Provider::kind_schema("instance"),
-                "local" => LocalProvider::kind_schema(prov_provider_local::KIND),
-                "virtualbox" => VirtualBoxProvider::kind_schema(prov_provider_virtualbox::KIND),
-                #[cfg(feature = "libvirt")]
-                "libvirt" => {
-                    prov_provider_libvirt::LibvirtProvider::kind_schema(prov_provider_libvirt::KIND)
-                }
-                // An existing SSH host is no provider's resource: it has no
-                // attributes in state at all.
-                "ssh" => return Some(Vec::new()),
-                _ => None,
-            }
+            let target = raw.hosts.get(addr.name.as_str())?.target()?;
+            // An existing SSH host is no provider's resource: it has no
+            // attributes in state at all.
+            let Some(kind) = target.host_kind() else {
+                return Some(Vec::new());
+            };
+            target.kind_schema(kind)
         }
-        kind => Ec2Provider::kind_schema(kind),
+        kind => Target::Ec2.kind_schema(kind),
     }?;
     Some(
         std::iter::once("id")

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::raw_deploy::{RawDeploy, RawHealth, RawLocal, RawNix, RawSsh};
+use crate::providers::Target;
 
 /// A string with its span (names, references, values we may complain about).
 pub(crate) type Str = Spanned<String>;
@@ -147,7 +148,7 @@ pub(crate) struct RawIngress {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHost {
-    /// Which provider runs the host (`ec2`).
+    /// Where the host runs: a [`Target`]'s name.
     pub target: Str,
     /// Number of instances; absent means one, unindexed.
     pub count: Option<Spanned<i64>>,
@@ -201,4 +202,11 @@ pub(crate) struct RawHost {
     pub ssh: Option<RawSsh>,
     /// `[hosts.NAME.health]`.
     pub health: Option<RawHealth>,
+}
+
+impl RawHost {
+    /// The target `target` names; `None` for a name no target has.
+    pub fn target(&self) -> Option<Target> {
+        Target::from_name(self.target.get_ref())
+    }
 }

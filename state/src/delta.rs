@@ -66,7 +66,8 @@ pub(crate) fn apply(doc: &mut Value, serial: u64, ops: &[u8]) -> Result<(), Stat
 }
 
 /// Whether stored bytes are a patch (a JSON array) rather than a whole
-/// document (a JSON object).
+/// document (a JSON object). Only S3 stores patches so far.
+#[cfg(any(test, feature = "s3"))]
 pub(crate) fn is_patch(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }

@@ -15,17 +15,24 @@ mod config;
 pub mod crashpoint;
 mod diff;
 mod error;
+/// An in-memory provider for tests and benchmarks (the `test-support`
+/// feature; dev-dependencies turn it on).
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod iso;
 pub mod machine;
+mod problem;
 mod provider;
+mod reader;
 mod schema;
 
 pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
 pub use config::{Attributes, Desired, Reference, ResourceConfig};
 pub use diff::{diff_attributes, AttributeChange, Change};
 pub use error::ProviderError;
+pub use problem::{AttributeProblem, ProblemKind};
 pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
+pub use reader::AttributeReader;
 pub use schema::{AttributeSchema, UpdateMode};
 
 /// Computes a stable hex SHA-256 digest of `data`; used for values that are kept

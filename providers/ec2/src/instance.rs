@@ -7,8 +7,7 @@ use aws_sdk_ec2::types::{
     AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue,
 };
 use prov_provider::{
-    sha256_hex, AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed,
-    ProviderError, UpdateRequest,
+    sha256_hex, AttributeChange, Attributes, CreateRequest, Observed, ProviderError, UpdateRequest,
 };
 use serde_json::Value;
 
@@ -16,30 +15,9 @@ use crate::attrs::{opt_str, req_str, str_array, str_or_null, str_set};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
 use crate::collect;
 use crate::error::config_error;
+pub(crate) use crate::kinds::INSTANCE as KIND;
 use crate::wait::WaitPolicy;
 use crate::{base64, tags, TOKEN_TAG};
-
-/// The kind's name.
-pub(crate) const KIND: &str = "instance";
-
-/// The kind's attributes.
-pub(crate) const SCHEMA: &[AttributeSchema] = &[
-    AttributeSchema::force_new("ami"),
-    AttributeSchema::force_new("subnet_id"),
-    AttributeSchema::force_new("key_name"),
-    AttributeSchema::in_place("instance_type"),
-    AttributeSchema::in_place("user_data_sha256"),
-    AttributeSchema::in_place("security_group_ids"),
-    AttributeSchema::in_place("tags"),
-    // Desired always true: an instance stopped outside prov (or by an update
-    // interrupted between stop and start) is drift that apply starts.
-    AttributeSchema::in_place("running"),
-    AttributeSchema::computed("state"),
-    AttributeSchema::computed("private_ip"),
-    AttributeSchema::computed("public_ip"),
-    AttributeSchema::computed("public_dns"),
-    AttributeSchema::computed("availability_zone"),
-];
 
 /// What a reviewer is told about an in-place change that restarts the instance.
 pub(crate) const RESTART_EFFECT: &str = "the instance is stopped and started";

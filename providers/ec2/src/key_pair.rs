@@ -4,29 +4,16 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{Filter, KeyPairInfo, ResourceType};
-use prov_provider::{
-    AttributeSchema, Attributes, CreateRequest, Observed, ProviderError, UpdateRequest,
-};
+use prov_provider::{Attributes, CreateRequest, Observed, ProviderError, UpdateRequest};
 use serde_json::Value;
 
 use crate::attrs::{req_str, str_or_null};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
 use crate::collect;
+pub(crate) use crate::kinds::KEY_PAIR as KIND;
 use crate::tags;
 use crate::wait::WaitPolicy;
 use crate::TOKEN_TAG;
-
-/// The kind's name.
-pub(crate) const KIND: &str = "key_pair";
-
-/// The kind's attributes.
-pub(crate) const SCHEMA: &[AttributeSchema] = &[
-    AttributeSchema::force_new("key_name"),
-    AttributeSchema::force_new("public_key"),
-    AttributeSchema::in_place("tags"),
-    AttributeSchema::computed("fingerprint"),
-    AttributeSchema::computed("key_pair_id"),
-];
 
 fn observe(info: &KeyPairInfo) -> Option<Observed> {
     let name = info.key_name()?;

@@ -1,5 +1,8 @@
 //! The Amazon EC2 provider of prov: key pairs, security groups and instances.
 //!
+//! Without the `client` feature (on by default) the crate holds only what
+//! a spec needs: the settings type and the kinds' attribute schemas.
+//!
 //! Every EC2 call goes through one counting helper, so [`Ec2Provider::api_calls`]
 //! tells how many requests a plan or apply made. Reads are batched: one
 //! `Describe*` call per 200 ids, with filters (which, unlike id lists, do not
@@ -24,20 +27,41 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+// The API client and the provider: the `client` feature (on by default).
+#[cfg(feature = "client")]
 mod attrs;
+#[cfg(feature = "client")]
 mod base64;
+#[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
 mod collect;
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
 mod ingress;
+#[cfg(feature = "client")]
 mod instance;
+#[cfg(feature = "client")]
 mod key_pair;
+#[cfg(feature = "client")]
 mod provider;
+#[cfg(feature = "client")]
 mod security_group;
-mod settings;
+#[cfg(feature = "client")]
 mod tags;
+#[cfg(feature = "client")]
 mod wait;
 
+// Known in every build: what the spec and its checks need.
+mod kinds;
+mod settings;
+
+pub use kinds::{
+    kind_schema, DEFAULT_DESCRIPTION, INSTANCE as INSTANCE_KIND, KEY_PAIR as KEY_PAIR_KIND,
+    SECURITY_GROUP as SECURITY_GROUP_KIND,
+};
+#[cfg(feature = "client")]
 pub use provider::Ec2Provider;
 pub use settings::Ec2Settings;
 

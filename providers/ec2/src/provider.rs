@@ -12,35 +12,9 @@ use prov_provider::{
 
 use crate::client::Ec2Api;
 use crate::error::config_error;
+use crate::kinds::Kind;
 use crate::wait::WaitPolicy;
 use crate::{instance, key_pair, security_group, tags, Ec2Settings, PROVIDER_NAME};
-
-/// The resource kinds this provider manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    KeyPair,
-    SecurityGroup,
-    Instance,
-}
-
-impl Kind {
-    fn parse(kind: &str) -> Result<Self, ProviderError> {
-        match kind {
-            key_pair::KIND => Ok(Self::KeyPair),
-            security_group::KIND => Ok(Self::SecurityGroup),
-            instance::KIND => Ok(Self::Instance),
-            other => Err(ProviderError::unknown_kind(PROVIDER_NAME, other)),
-        }
-    }
-
-    fn schema(self) -> &'static [AttributeSchema] {
-        match self {
-            Self::KeyPair => key_pair::SCHEMA,
-            Self::SecurityGroup => security_group::SCHEMA,
-            Self::Instance => instance::SCHEMA,
-        }
-    }
-}
 
 /// The EC2 provider: key pairs, security groups and instances.
 #[derive(Debug)]
@@ -51,13 +25,12 @@ pub struct Ec2Provider {
 
 impl Ec2Provider {
     /// The kinds this provider manages.
-    pub const KINDS: &'static [&'static str] =
-        &[key_pair::KIND, security_group::KIND, instance::KIND];
+    pub const KINDS: &'static [&'static str] = Kind::NAMES;
 
     /// The attributes of `kind`, known without a provider (spec checks).
     #[must_use]
     pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
-        Kind::parse(kind).ok().map(Kind::schema)
+        crate::kind_schema(kind)
     }
 
     /// Builds a provider from `settings` and the standard AWS chain

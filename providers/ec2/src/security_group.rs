@@ -4,39 +4,22 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup};
-use prov_provider::{
-    AttributeSchema, Attributes, CreateRequest, Observed, ProviderError, UpdateRequest,
-};
+use prov_provider::{Attributes, CreateRequest, Observed, ProviderError, UpdateRequest};
 use serde_json::Value;
 
 use crate::attrs::{opt_str, req_str, str_or_null};
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
 use crate::collect;
 use crate::error::config_error;
+pub(crate) use crate::kinds::{DEFAULT_DESCRIPTION, SECURITY_GROUP as KIND};
 use crate::wait::WaitPolicy;
 use crate::{ingress, tags, TOKEN_TAG};
-
-/// The kind's name.
-pub(crate) const KIND: &str = "security_group";
-
-/// The description used when the spec gives none (EC2 requires one).
-pub(crate) const DEFAULT_DESCRIPTION: &str = "managed by prov";
 
 /// How long delete retries while instances still hold the group.
 pub(crate) const DEPENDENCY_WAIT: WaitPolicy = WaitPolicy {
     timeout: Duration::from_secs(60),
     interval: Duration::from_secs(2),
 };
-
-/// The kind's attributes.
-pub(crate) const SCHEMA: &[AttributeSchema] = &[
-    AttributeSchema::force_new("group_name"),
-    AttributeSchema::force_new("description"),
-    AttributeSchema::force_new("vpc_id"),
-    AttributeSchema::in_place("ingress"),
-    AttributeSchema::in_place("tags"),
-    AttributeSchema::computed("owner_id"),
-];
 
 fn observe(group: &SecurityGroup) -> Option<Observed> {
     let id = group.group_id()?;

@@ -1,10 +1,9 @@
 //! How the provider finds its endpoint, region and credentials.
 
-use serde::{Deserialize, Serialize};
-
-/// Settings of the `[providers.ec2]` section; everything left unset comes from
-/// the standard AWS chain (environment, profile files, instance metadata).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Settings of the `[providers.ec2]` section (the spec holds this type);
+/// everything left unset comes from the standard AWS chain (environment,
+/// profile files, instance metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ec2Settings {
     /// AWS region (`us-east-1`); falls back to `AWS_REGION` and the profile.
     pub region: Option<String>,

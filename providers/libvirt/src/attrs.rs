@@ -1,9 +1,18 @@
 //! The attributes of a libvirt VM: schema, parsing and normalisation.
 
-use prov_provider::{Address, AttributeChange, AttributeSchema, Attributes, ProviderError};
+use std::ops::RangeInclusive;
+
+#[cfg(feature = "client")]
+use prov_provider::{Address, AttributeChange, ProviderError};
+use prov_provider::{AttributeProblem, AttributeReader, AttributeSchema, Attributes};
+#[cfg(feature = "client")]
 use serde_json::Value;
 
+use crate::choices::{Choice, DiskBus, DomainType, Firmware};
+#[cfg(feature = "client")]
 use crate::error::config_error;
+#[cfg(feature = "client")]
+use crate::KIND;
 
 /// The domain's name (`prov-DEPLOYMENT-HOST`); also the provider id.
 pub(crate) const NAME: &str = "name";
@@ -54,6 +63,7 @@ pub(crate) const UUID: &str = "uuid";
 pub(crate) const CONSOLE_LOG: &str = "console_log";
 
 /// Attributes changed by redefining the domain with it shut down.
+#[cfg(feature = "client")]
 pub(crate) const RESTARTING: &[&str] = &[
     CPUS,
     MEMORY,
@@ -99,27 +109,25 @@ pub(crate) const SCHEMA: &[AttributeSchema] = &[
 pub(crate) const DEFAULT_CPUS: u64 = 1;
 /// Default memory in MiB.
 pub(crate) const DEFAULT_MEMORY: u64 = 1024;
-/// Default pool.
-pub(crate) const DEFAULT_POOL: &str = "default";
-/// Default domain type.
-pub(crate) const DEFAULT_DOMAIN_TYPE: &str = "kvm";
-/// Default disk bus.
-pub(crate) const DEFAULT_DISK_BUS: &str = "virtio";
-/// Default firmware.
-pub(crate) const DEFAULT_FIRMWARE: &str = "bios";
+/// The storage pool of a VM that names none.
+pub const DEFAULT_POOL: &str = "default";
 
-/// The accepted domain types.
-pub(crate) const DOMAIN_TYPES: &[&str] = &["kvm", "qemu"];
-/// The accepted disk buses.
-pub(crate) const DISK_BUSES: &[&str] = &["virtio", "sata", "scsi"];
-/// The accepted firmwares.
-pub(crate) const FIRMWARES: &[&str] = &["bios", "efi"];
+/// The accepted numbers of virtual CPUs.
+const CPU_RANGE: RangeInclusive<u64> = 1..=256;
+/// The accepted memory sizes, in MiB.
+const MEMORY_RANGE: RangeInclusive<u64> = 16..=16_777_216;
+/// The accepted forwarded ports.
+const PORT_RANGE: RangeInclusive<u64> = 1..=65_535;
+
+/// What `base` names, for a spec that leaves it out.
+const BASE_HELP: &str = "a volume of the pool (base = \"nixos.qcow2\") or an image file to upload (base = \"/var/lib/images/nixos.qcow2\")";
 
 /// How a VM boots.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Boot {
-    /// From its disk, through `bios` or `efi` firmware.
-    Firmware(String),
+    /// From its disk, through its firmware.
+    Firmware(Firmware),
     /// Straight into a kernel on the libvirt host.
     Kernel {
         kernel: String,
@@ -129,6 +137,7 @@ pub(crate) enum Boot {
 }
 
 /// How a VM is networked.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Nic {
     /// QEMU user-mode networking with `127.0.0.1:port` forwarded to the
@@ -139,6 +148,7 @@ pub(crate) enum Nic {
 }
 
 /// What a create or update asks for, checked.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct VmSpec {
     pub name: String,
@@ -146,160 +156,137 @@ pub(crate) struct VmSpec {
     pub pool: String,
     pub cpus: u64,
     pub memory: u64,
-    pub domain_type: String,
-    pub disk_bus: String,
+    pub domain_type: DomainType,
+    pub disk_bus: DiskBus,
     pub boot: Boot,
     pub nic: Nic,
     pub autostart: bool,
     pub authorized_keys: Vec<String>,
 }
 
+#[cfg(feature = "client")]
 fn is_unset(attributes: &Attributes, name: &str) -> bool {
     attributes.get(name).is_none_or(Value::is_null)
 }
 
-fn optional_string(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-) -> Result<Option<String>, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r', '\0']) => {
-            Ok(Some(s.clone()))
+/// The value of choice attribute `name`: its default when unset.
+fn choice<C: Choice>(reader: &mut AttributeReader<'_>, name: &'static str) -> C {
+    let Some(value) = reader.optional_string(name) else {
+        return C::default();
+    };
+    C::from_name(&value).unwrap_or_else(|| {
+        reader.invalid(
+            name,
+            format!("`{name}` must be one of {}, not `{value}`", C::names()),
+        );
+        C::default()
+    })
+}
+
+/// Direct kernel boot, or firmware; the boot attributes of the other way
+/// are conflicts.
+fn boot(reader: &mut AttributeReader<'_>) -> Boot {
+    let Some(kernel) = reader.optional_string(KERNEL) else {
+        for only in [INITRD, CMDLINE] {
+            if reader.is_set(only) {
+                reader.conflict(
+                    only,
+                    format!("`{only}` needs `kernel` (direct kernel boot)"),
+                );
+            }
         }
-        Some(other) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be a non-empty single-line string, not {other}"
-        ))),
+        return Boot::Firmware(choice(reader, FIRMWARE));
+    };
+    if reader.is_set(FIRMWARE) {
+        reader.conflict(
+            FIRMWARE,
+            "`firmware` does not apply with `kernel` (direct kernel boot)".to_owned(),
+        );
+    }
+    Boot::Kernel {
+        kernel,
+        initrd: reader.optional_string(INITRD),
+        cmdline: reader.optional_string(CMDLINE),
     }
 }
 
-fn string(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-) -> Result<String, ProviderError> {
-    optional_string(resource, attributes, name)?
-        .ok_or_else(|| config_error(format!("vm `{resource}`: `{name}` is required")))
-}
-
-fn choice(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-    allowed: &[&str],
-    default: &str,
-) -> Result<String, ProviderError> {
-    let value = optional_string(resource, attributes, name)?.unwrap_or_else(|| default.to_owned());
-    if allowed.contains(&value.as_str()) {
-        Ok(value)
-    } else {
-        Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be one of {}, not `{value}`",
-            allowed.join(", ")
-        )))
+/// A named network, or the user-mode NIC; the user-mode NIC's attributes
+/// with a network are conflicts.
+fn nic(reader: &mut AttributeReader<'_>) -> Nic {
+    let Some(network) = reader.optional_string(NETWORK) else {
+        return Nic::User {
+            port: reader
+                .number(SSH_PORT, PORT_RANGE)
+                .and_then(|p| u16::try_from(p).ok()),
+            isolated: reader.boolean(ISOLATED),
+        };
+    };
+    // `isolated` is shown at `network`: the table names the network.
+    for (only, at) in [(SSH_PORT, SSH_PORT), (ISOLATED, NETWORK)] {
+        if reader.is_set(only) {
+            reader.conflict(
+                at,
+                format!("`{only}` applies to the user-mode NIC only, not with `network`"),
+            );
+        }
     }
+    Nic::Network(network)
 }
 
-fn number(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, ProviderError> {
-    prov_provider::bounded_integer(attributes, name, range)
-        .map_err(|why| config_error(format!("vm `{resource}`: {why}")))
-}
-
-fn boolean(resource: &Address, attributes: &Attributes, name: &str) -> Result<bool, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be true or false, not {other}"
-        ))),
+/// The VM the attributes of a create or update describe, or every problem
+/// with them (the rules are written once, here: the spec check shows the
+/// problems at their source, `create` and `update` refuse with the first).
+fn read_vm(attributes: &Attributes) -> Result<VmSpec, Vec<AttributeProblem>> {
+    let mut reader = AttributeReader::new(attributes);
+    let name = reader.required_string(NAME, "the domain's name, `prov-DEPLOYMENT-HOST`");
+    let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.chars().all(usable) {
+        reader.invalid(
+            NAME,
+            format!("`{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"),
+        );
     }
+    let vm = VmSpec {
+        name,
+        base: reader.required_string(BASE, BASE_HELP),
+        pool: reader
+            .optional_string(POOL)
+            .unwrap_or_else(|| DEFAULT_POOL.into()),
+        cpus: reader.number(CPUS, CPU_RANGE).unwrap_or(DEFAULT_CPUS),
+        memory: reader
+            .number(MEMORY, MEMORY_RANGE)
+            .unwrap_or(DEFAULT_MEMORY),
+        domain_type: choice(&mut reader, DOMAIN_TYPE),
+        disk_bus: choice(&mut reader, DISK_BUS),
+        boot: boot(&mut reader),
+        nic: nic(&mut reader),
+        autostart: reader.boolean(AUTOSTART),
+        authorized_keys: reader.authorized_keys(),
+    };
+    reader.finish(vm)
+}
+
+/// Every problem with the desired attributes of a `vm` (empty when they
+/// make a VM): the one set of rules, for the spec check to show at their
+/// source before `create` would refuse them.
+#[must_use]
+pub fn check_vm(attributes: &Attributes) -> Vec<AttributeProblem> {
+    read_vm(attributes).err().unwrap_or_default()
 }
 
 /// Checks the attributes of a create or update.
+#[cfg(feature = "client")]
 pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<VmSpec, ProviderError> {
-    let name = string(resource, attributes, NAME)?;
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(config_error(format!(
-            "vm `{resource}`: `{name}` is not usable as a domain name (letters, digits, `-`, `_`, `.`)"
-        )));
-    }
-    let pool = optional_string(resource, attributes, POOL)?.unwrap_or_else(|| DEFAULT_POOL.into());
-    let boot = match optional_string(resource, attributes, KERNEL)? {
-        Some(kernel) => Boot::Kernel {
-            kernel,
-            initrd: optional_string(resource, attributes, INITRD)?,
-            cmdline: optional_string(resource, attributes, CMDLINE)?,
-        },
-        None => {
-            for only in [INITRD, CMDLINE] {
-                if !is_unset(attributes, only) {
-                    return Err(config_error(format!(
-                        "vm `{resource}`: `{only}` needs `kernel` (direct kernel boot)"
-                    )));
-                }
-            }
-            Boot::Firmware(choice(
-                resource,
-                attributes,
-                FIRMWARE,
-                FIRMWARES,
-                DEFAULT_FIRMWARE,
-            )?)
-        }
-    };
-    let nic = match optional_string(resource, attributes, NETWORK)? {
-        Some(network) => {
-            for only in [SSH_PORT, ISOLATED] {
-                if !is_unset(attributes, only) {
-                    return Err(config_error(format!(
-                        "vm `{resource}`: `{only}` applies to the user-mode NIC only, not with `network`"
-                    )));
-                }
-            }
-            Nic::Network(network)
-        }
-        None => Nic::User {
-            port: number(resource, attributes, SSH_PORT, 1..=65535)?
-                .and_then(|p| u16::try_from(p).ok()),
-            isolated: boolean(resource, attributes, ISOLATED)?,
-        },
-    };
-    Ok(VmSpec {
-        name,
-        base: string(resource, attributes, BASE)?,
-        pool,
-        cpus: number(resource, attributes, CPUS, 1..=256)?.unwrap_or(DEFAULT_CPUS),
-        memory: number(resource, attributes, MEMORY, 16..=16_777_216)?.unwrap_or(DEFAULT_MEMORY),
-        domain_type: choice(
-            resource,
-            attributes,
-            DOMAIN_TYPE,
-            DOMAIN_TYPES,
-            DEFAULT_DOMAIN_TYPE,
-        )?,
-        disk_bus: choice(resource, attributes, DISK_BUS, DISK_BUSES, DEFAULT_DISK_BUS)?,
-        boot,
-        nic,
-        autostart: boolean(resource, attributes, AUTOSTART)?,
-        authorized_keys: prov_provider::authorized_keys(attributes)
-            .map_err(|why| config_error(format!("vm `{resource}`: `authorized_keys` {why}")))?,
-    })
+    read_vm(attributes)
+        .map_err(|problems| config_error(AttributeProblem::refusal(KIND, resource, &problems)))
 }
 
 /// Brings desired attributes into the form `read` reports: defaults filled
 /// in, an unset `ssh_port` keeps the allocated one, key lines trimmed.
+#[cfg(feature = "client")]
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
     let mut default = |name: &str, value: Value| {
         if is_unset(desired, name) {
@@ -309,8 +296,8 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     default(CPUS, DEFAULT_CPUS.into());
     default(MEMORY, DEFAULT_MEMORY.into());
     default(POOL, DEFAULT_POOL.into());
-    default(DOMAIN_TYPE, DEFAULT_DOMAIN_TYPE.into());
-    default(DISK_BUS, DEFAULT_DISK_BUS.into());
+    default(DOMAIN_TYPE, DomainType::default().name().into());
+    default(DISK_BUS, DiskBus::default().name().into());
     default(AUTOSTART, false.into());
     desired.insert(RUNNING.to_owned(), true.into());
     let direct = !is_unset(desired, KERNEL);
@@ -318,7 +305,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     if direct {
         desired.remove(FIRMWARE);
     } else if is_unset(desired, FIRMWARE) {
-        desired.insert(FIRMWARE.to_owned(), DEFAULT_FIRMWARE.into());
+        desired.insert(FIRMWARE.to_owned(), Firmware::default().name().into());
     }
     if user_nic {
         if is_unset(desired, ISOLATED) {
@@ -336,6 +323,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
 }
 
 /// Whether an update can change attribute `name` (else it forces a new VM).
+#[cfg(feature = "client")]
 pub(crate) fn changes_in_place(name: &str) -> bool {
     SCHEMA
         .iter()
@@ -343,13 +331,14 @@ pub(crate) fn changes_in_place(name: &str) -> bool {
 }
 
 /// Whether applying `changes` restarts the VM.
+#[cfg(feature = "client")]
 pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
     changes
         .iter()
         .any(|c| !c.forces_replacement && RESTARTING.contains(&c.name.as_str()))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
     use prov_provider::{diff_attributes, Desired};

@@ -30,6 +30,9 @@
 //! crash is finished by the next run: a domain with the same token but not
 //! `ready` is removed and made again.
 //!
+//! Without the `client` feature (on by default) the crate holds only what a
+//! spec needs: the settings type, the attribute schema and the VM rules.
+//!
 //! Update: `autostart` in place; memory, CPUs, boot, network and the port
 //! shut the VM down (ACPI, powered off after a bounded wait), redefine it
 //! and start it again. Base, pool, disk bus and authorized keys force a new
@@ -38,13 +41,25 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+// Known in every build: the settings, the attribute schema and the VM
+// rules, which spec checks use.
 mod attrs;
-mod conn;
-mod error;
-mod image;
-mod power;
-mod provider;
+mod choices;
 mod settings;
+
+// The libvirt client and the provider: the `client` feature (on by default;
+// links libvirt).
+#[cfg(feature = "client")]
+mod conn;
+#[cfg(feature = "client")]
+mod error;
+#[cfg(feature = "client")]
+mod image;
+#[cfg(feature = "client")]
+mod power;
+#[cfg(feature = "client")]
+mod provider;
+#[cfg(feature = "client")]
 mod xml;
 
 /// The domain XML reader, for the fuzz targets in `fuzz/` (compiled only by
@@ -52,13 +67,18 @@ mod xml;
 ///
 /// # Errors
 /// The parser's message, when the XML is not well-formed.
-#[cfg(fuzzing)]
+#[cfg(all(fuzzing, feature = "client"))]
 pub fn fuzz_parse_domain(xml: &str) -> Result<String, String> {
     xml::parse_domain(xml).map(|info| format!("{info:?}"))
 }
 
+pub use attrs::{check_vm, DEFAULT_POOL};
+pub use choices::{Choice, DiskBus, DomainType, Firmware};
+#[cfg(feature = "client")]
 pub use provider::LibvirtProvider;
-pub use settings::{LibvirtSettings, DEFAULT_URI};
+pub use settings::{
+    timeout, LibvirtSettings, DEFAULT_BOOT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_URI,
+};
 
 /// The provider's name as the spec writes it.
 pub const PROVIDER_NAME: &str = "libvirt";
@@ -66,5 +86,12 @@ pub const PROVIDER_NAME: &str = "libvirt";
 /// The one resource kind this provider manages.
 pub const KIND: &str = "vm";
 
-#[cfg(test)]
+/// The attributes of `kind`, known without a provider (spec checks); `None`
+/// for a kind this provider does not manage.
+#[must_use]
+pub fn kind_schema(kind: &str) -> Option<&'static [prov_provider::AttributeSchema]> {
+    (kind == KIND).then_some(attrs::SCHEMA)
+}
+
+#[cfg(all(test, feature = "client"))]
 mod tests;

@@ -76,7 +76,7 @@ impl LibvirtProvider {
         let layout = self.layout(name);
         self.libvirt.start(name).await?;
         let started = Instant::now();
-        let limit = self.settings.boot_timeout;
+        let limit = self.boot_timeout;
         let mut looks = 0_u32;
         let mut last_target = None;
         loop {
@@ -130,7 +130,7 @@ impl LibvirtProvider {
         }
         self.libvirt.shutdown(name).await?;
         let started = Instant::now();
-        while started.elapsed() < self.settings.shutdown_timeout {
+        while started.elapsed() < self.shutdown_timeout {
             if !active(self.libvirt.domain(name).await?) {
                 return Ok(());
             }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prov_provider::machine::{self, HostKey};
@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::attrs::{self, Boot, Nic, VmSpec};
 use crate::conn::{DomainState, Libvirt};
 use crate::error::{config_error, missing};
-use crate::settings::LibvirtSettings;
+use crate::settings::{LibvirtSettings, DEFAULT_BOOT_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
 use crate::xml::{self, Layout, Meta};
 use prov_provider::cloud_init as seed;
 
@@ -26,7 +26,12 @@ use crate::{image, KIND, PROVIDER_NAME};
 #[derive(Debug)]
 pub struct LibvirtProvider {
     pub(crate) libvirt: Libvirt,
-    pub(crate) settings: LibvirtSettings,
+    /// The deployment whose VMs this provider manages.
+    deployment: String,
+    /// How long a VM may take from start to an SSH banner.
+    pub(crate) boot_timeout: Duration,
+    /// How long an ACPI shutdown may take before power-off.
+    pub(crate) shutdown_timeout: Duration,
     /// Ports handed out by this process (two creates at once must not pick
     /// the same one).
     ports: machine::Ports,
@@ -41,24 +46,30 @@ impl LibvirtProvider {
     /// The attributes of `kind`, known without a provider (spec checks).
     #[must_use]
     pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
-        (kind == KIND).then_some(attrs::SCHEMA)
+        crate::kind_schema(kind)
     }
 
-    /// Connects to the settings' URI.
+    /// Connects to the settings' URI, to manage `deployment`'s VMs.
     ///
     /// # Errors
     /// [`ProviderError::Config`] for an invalid deployment name, or when
     /// libvirt cannot be reached (with how to start libvirtd).
-    pub async fn connect(settings: LibvirtSettings) -> Result<Self, ProviderError> {
-        if !is_valid_name(&settings.deployment) {
+    pub async fn connect(
+        deployment: &str,
+        settings: &LibvirtSettings,
+    ) -> Result<Self, ProviderError> {
+        if !is_valid_name(deployment) {
             return Err(config_error(format!(
-                "deployment name `{}` must be letters, digits, `-` and `_`, starting with a letter",
-                settings.deployment
+                "deployment name `{deployment}` must be letters, digits, `-` and `_`, starting with a letter"
             )));
         }
         Ok(Self {
             libvirt: Libvirt::open(&settings.uri).await?,
-            settings,
+            deployment: deployment.to_owned(),
+            boot_timeout: settings.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
+            shutdown_timeout: settings
+                .shutdown_timeout
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             ports: machine::Ports::default(),
             bases: Mutex::new(()),
         })
@@ -74,7 +85,7 @@ impl LibvirtProvider {
 
     /// The name prefix of this deployment's domains: `prov-DEPLOYMENT-`.
     fn prefix(&self) -> String {
-        format!("prov-{}-", self.settings.deployment)
+        format!("prov-{}-", self.deployment)
     }
 
     /// The volumes and console log of domain `name`.
@@ -333,7 +344,7 @@ impl Provider for LibvirtProvider {
         if attrs::restarts(changes) {
             let mut effects = vec![format!(
                 "the VM is shut down (ACPI, powered off after {} s), redefined and started again",
-                self.settings.shutdown_timeout.as_secs()
+                self.shutdown_timeout.as_secs()
             )];
             if changes.iter().any(|c| c.name == attrs::AUTHORIZED_KEYS) {
                 effects.push(

@@ -9,6 +9,7 @@ use prov_provider::{Address, Attributes, CreateRequest, Provider, ProviderError,
 use serde_json::{json, Value};
 
 use crate::attrs::{Boot, Nic, VmSpec};
+use crate::choices::{DiskBus, DomainType, Firmware};
 use crate::xml::{self, Meta};
 use crate::{LibvirtProvider, LibvirtSettings, KIND};
 
@@ -16,9 +17,13 @@ use crate::{LibvirtProvider, LibvirtSettings, KIND};
 const POOL: &str = "default-pool";
 
 async fn provider(deployment: &str) -> LibvirtProvider {
-    let mut settings = LibvirtSettings::new(deployment);
-    settings.uri = "test:///default".into();
-    LibvirtProvider::connect(settings).await.unwrap()
+    let settings = LibvirtSettings {
+        uri: "test:///default".into(),
+        ..LibvirtSettings::default()
+    };
+    LibvirtProvider::connect(deployment, &settings)
+        .await
+        .unwrap()
 }
 
 fn attributes(value: Value) -> Attributes {
@@ -32,9 +37,9 @@ fn spec(name: &str) -> VmSpec {
         pool: POOL.into(),
         cpus: 2,
         memory: 512,
-        domain_type: "qemu".into(),
-        disk_bus: "virtio".into(),
-        boot: Boot::Firmware("bios".into()),
+        domain_type: DomainType::Qemu,
+        disk_bus: DiskBus::Virtio,
+        boot: Boot::Firmware(Firmware::Bios),
         nic: Nic::User {
             port: Some(40022),
             isolated: true,
@@ -292,9 +297,11 @@ async fn a_foreign_domain_with_the_name_is_not_taken_over() {
 
 #[tokio::test]
 async fn no_libvirtd_is_a_clear_error() {
-    let mut settings = LibvirtSettings::new("d");
-    settings.uri = "qemu:///system?socket=/nonexistent/libvirt-sock".into();
-    let message = missing_message(LibvirtProvider::connect(settings).await.unwrap_err());
+    let settings = LibvirtSettings {
+        uri: "qemu:///system?socket=/nonexistent/libvirt-sock".into(),
+        ..LibvirtSettings::default()
+    };
+    let message = missing_message(LibvirtProvider::connect("d", &settings).await.unwrap_err());
     assert!(
         message.contains("cannot connect to libvirt at qemu:///system"),
         "{message}"

@@ -6,6 +6,7 @@
 //! the spec wrote it, the public host key, and whether the create finished.
 
 use crate::attrs::{Boot, Nic, VmSpec};
+use crate::choices::{Choice, DiskBus, DomainType, Firmware};
 
 /// The namespace of prov's element in a domain's `<metadata>`.
 pub(crate) const META_NS: &str = "https://prov.invalid/xmlns/libvirt/1";
@@ -87,8 +88,8 @@ pub(crate) struct Layout {
 }
 
 /// The device names of the system disk and the seed on `bus`.
-fn device_names(bus: &str) -> (&'static str, &'static str) {
-    if bus == "virtio" {
+fn device_names(bus: DiskBus) -> (&'static str, &'static str) {
+    if bus == DiskBus::Virtio {
         ("vda", "vdb")
     } else {
         ("sda", "sdb")
@@ -106,7 +107,7 @@ pub(crate) fn domain(
 ) -> String {
     let mut x = String::new();
     let user_nic = matches!(spec.nic, Nic::User { .. });
-    x.push_str(&format!("<domain type='{}'", escape(&spec.domain_type)));
+    x.push_str(&format!("<domain type='{}'", spec.domain_type.name()));
     if user_nic {
         x.push_str(&format!(" xmlns:qemu='{QEMU_NS}'"));
     }
@@ -120,7 +121,7 @@ pub(crate) fn domain(
     x.push_str(&format!("  <vcpu>{}</vcpu>\n", spec.cpus));
     match &spec.boot {
         Boot::Firmware(firmware) => {
-            if firmware == "efi" {
+            if *firmware == Firmware::Efi {
                 x.push_str("  <os firmware='efi'>\n");
             } else {
                 x.push_str("  <os>\n");
@@ -146,7 +147,7 @@ pub(crate) fn domain(
     }
     x.push_str("  </os>\n");
     x.push_str("  <features><acpi/><apic/></features>\n");
-    if spec.domain_type == "kvm" {
+    if spec.domain_type == DomainType::Kvm {
         x.push_str("  <cpu mode='host-passthrough' check='none'/>\n");
     } else {
         x.push_str("  <cpu mode='maximum' check='none'/>\n");
@@ -154,10 +155,10 @@ pub(crate) fn domain(
     x.push_str("  <clock offset='utc'/>\n");
     x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n");
     x.push_str("  <devices>\n");
-    let bus = escape(&spec.disk_bus);
+    let bus = spec.disk_bus.name();
     let pool = escape(&spec.pool);
-    let (system, seed) = device_names(&spec.disk_bus);
-    if spec.disk_bus == "scsi" {
+    let (system, seed) = device_names(spec.disk_bus);
+    if spec.disk_bus == DiskBus::Scsi {
         x.push_str("    <controller type='scsi' index='0' model='virtio-scsi'/>\n");
     }
     x.push_str(&format!(
@@ -167,7 +168,7 @@ pub(crate) fn domain(
     // The seed: a read-only virtio disk (the smallest guest kernels have no
     // CD-ROM driver), or a CD-ROM on the other buses (read-only hard disks
     // are refused there).
-    let seed_device = if spec.disk_bus == "virtio" {
+    let seed_device = if spec.disk_bus == DiskBus::Virtio {
         "disk"
     } else {
         "cdrom"
@@ -420,8 +421,8 @@ mod tests {
             pool: "prov-test".into(),
             cpus: 2,
             memory: 1536,
-            domain_type: "qemu".into(),
-            disk_bus: "virtio".into(),
+            domain_type: DomainType::Qemu,
+            disk_bus: DiskBus::Virtio,
             boot: Boot::Kernel {
                 kernel: "/images/vmlinuz".into(),
                 initrd: Some("/images/initrd.img".into()),
@@ -487,9 +488,9 @@ mod tests {
     #[test]
     fn firmware_network_and_sata() {
         let mut s = spec();
-        s.boot = Boot::Firmware("efi".into());
+        s.boot = Boot::Firmware(Firmware::Efi);
         s.nic = Nic::Network("lab".into());
-        s.disk_bus = "sata".into();
+        s.disk_bus = DiskBus::Sata;
         let xml = domain(
             &s,
             &layout(),

@@ -55,22 +55,26 @@ impl LocalProvider {
     ///
     /// # Errors
     /// [`ProviderError::Config`] naming what is missing or invalid.
-    pub fn new(settings: LocalSettings) -> Result<Self, ProviderError> {
+    pub fn new(deployment: &str, settings: &LocalSettings) -> Result<Self, ProviderError> {
         let is_root = rustix::process::geteuid().is_root();
         let tools = check_environment(std::env::consts::OS, is_root, find_program)?;
-        Self::with_tools(settings, tools)
+        Self::with_tools(deployment, settings, tools)
     }
 
-    /// Builds a provider with already located tools (no environment check).
+    /// Builds a provider of `deployment`'s hosts with already located tools
+    /// (no environment check).
     ///
     /// # Errors
     /// [`ProviderError::Config`] for an invalid deployment name or an unusable
     /// root directory.
-    pub fn with_tools(settings: LocalSettings, tools: Tools) -> Result<Self, ProviderError> {
-        if !is_valid_name(&settings.deployment) {
+    pub fn with_tools(
+        deployment: &str,
+        settings: &LocalSettings,
+        tools: Tools,
+    ) -> Result<Self, ProviderError> {
+        if !is_valid_name(deployment) {
             return Err(config_error(format!(
-                "deployment name `{}` must be letters, digits, `-` and `_`, starting with a letter",
-                settings.deployment
+                "deployment name `{deployment}` must be letters, digits, `-` and `_`, starting with a letter"
             )));
         }
         // Made absolute now, created by the first create: a plan writes
@@ -85,7 +89,7 @@ impl LocalProvider {
         check_root(&root)?;
         Ok(Self {
             root,
-            deployment: settings.deployment,
+            deployment: deployment.to_owned(),
             tools,
         })
     }
@@ -436,9 +440,8 @@ mod tests {
             check_environment("linux", true, |n| Some(PathBuf::from("/bin").join(n))).unwrap();
         let settings = LocalSettings {
             root: root.to_owned(),
-            deployment: "dev".into(),
         };
-        LocalProvider::with_tools(settings, tools).unwrap()
+        LocalProvider::with_tools("dev", &settings, tools).unwrap()
     }
 
     #[test]
@@ -461,14 +464,12 @@ mod tests {
             check_environment("linux", true, |n| Some(PathBuf::from("/bin").join(n))).unwrap();
         let bad_name = LocalSettings {
             root: tmp.path().to_owned(),
-            deployment: "1 bad".into(),
         };
-        assert!(LocalProvider::with_tools(bad_name, tools.clone()).is_err());
+        assert!(LocalProvider::with_tools("1 bad", &bad_name, tools.clone()).is_err());
         let spaced = LocalSettings {
             root: tmp.path().join("a b"),
-            deployment: "dev".into(),
         };
-        let err = LocalProvider::with_tools(spaced, tools).unwrap_err();
+        let err = LocalProvider::with_tools("dev", &spaced, tools).unwrap_err();
         assert!(err.to_string().contains("whitespace"), "{err}");
         assert!(check_root(Path::new("/root/x")).is_err());
         assert!(check_root(Path::new("/rootx/y")).is_ok());

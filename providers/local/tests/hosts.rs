@@ -23,6 +23,7 @@ const KIND: &str = "host";
 
 /// A test's root directory and the hosts it made; deletes them on drop.
 struct Hosts {
+    deployment: String,
     settings: LocalSettings,
     ids: Mutex<Vec<String>>,
     dir: TempDir,
@@ -37,9 +38,9 @@ impl Hosts {
         let dir = tempfile::tempdir().unwrap();
         let settings = LocalSettings {
             root: dir.path().join("root"),
-            deployment: format!("{test}-{}", std::process::id()),
         };
         Self {
+            deployment: format!("{test}-{}", std::process::id()),
             settings,
             ids: Mutex::new(Vec::new()),
             dir,
@@ -47,7 +48,7 @@ impl Hosts {
     }
 
     fn provider(&self) -> LocalProvider {
-        LocalProvider::new(self.settings.clone()).unwrap()
+        LocalProvider::new(&self.deployment, &self.settings).unwrap()
     }
 
     /// A scratch directory for client keys.
@@ -82,6 +83,7 @@ impl Drop for Hosts {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
         let settings = self.settings.clone();
+        let deployment = self.deployment.clone();
         // A fresh thread: drop may run inside the test's runtime.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,7 +91,7 @@ impl Drop for Hosts {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let provider = LocalProvider::new(settings).unwrap();
+                let provider = LocalProvider::new(&deployment, &settings).unwrap();
                 for id in ids {
                     if let Err(e) = provider.delete(KIND, &id).await {
                         eprintln!("cleanup of {id} failed: {e}");
@@ -571,7 +573,7 @@ async fn failed_start_reports_the_log_and_leaves_nothing() {
     let mut tools = check_environment("linux", true, prov_provider_local::find_program).unwrap();
     // `ls -D -f CONFIG -E LOG` exits at once complaining about `-E`.
     tools.sshd = PathBuf::from("/bin/ls");
-    let provider = LocalProvider::with_tools(hosts.settings.clone(), tools).unwrap();
+    let provider = LocalProvider::with_tools(&hosts.deployment, &hosts.settings, tools).unwrap();
     let err = hosts
         .create(
             &provider,

@@ -1,9 +1,15 @@
 //! The attributes of a VM: schema, parsing and normalisation.
 
-use prov_provider::{Address, AttributeChange, AttributeSchema, Attributes, ProviderError};
+use std::ops::RangeInclusive;
+
+use prov_provider::{
+    Address, AttributeChange, AttributeProblem, AttributeReader, AttributeSchema, Attributes,
+    ProviderError,
+};
 use serde_json::Value;
 
 use crate::error::config_error;
+use crate::KIND;
 
 /// The VM's name in VirtualBox (`prov-DEPLOYMENT-HOST`).
 pub(crate) const NAME: &str = "name";
@@ -68,30 +74,46 @@ impl VmSpec {
     }
 }
 
-fn string(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-) -> Result<String, ProviderError> {
-    match attributes.get(name) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        None | Some(Value::Null) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` is required"
-        ))),
-        Some(other) => Err(config_error(format!(
-            "vm `{resource}`: `{name}` must be a non-empty string, not {other}"
-        ))),
+/// The accepted numbers of virtual CPUs.
+const CPU_RANGE: RangeInclusive<u64> = 1..=64;
+/// The accepted memory sizes, in MiB.
+const MEMORY_RANGE: RangeInclusive<u64> = 4..=2_097_152;
+/// The accepted forwarded ports.
+const PORT_RANGE: RangeInclusive<u64> = 1..=65_535;
+
+/// What `base` names, for a spec that leaves it out.
+const BASE_HELP: &str = "an appliance to import (base = \"nixos.ova\") or a VM with a snapshot to clone (base = \"nixos-base\")";
+
+/// The VM the attributes of a create or update describe, or every problem
+/// with them (the rules are written once, here: the spec check shows the
+/// problems at their source, `create` and `update` refuse with the first).
+fn read_vm(attributes: &Attributes) -> Result<VmSpec, Vec<AttributeProblem>> {
+    let mut reader = AttributeReader::new(attributes);
+    let name = reader.required_string(NAME, "the VM's name, `prov-DEPLOYMENT-HOST`");
+    if name.chars().any(|c| c.is_control() || c == '"' || c == '/') {
+        reader.invalid(NAME, format!("`{name}` is not usable as a VM name"));
     }
+    let vm = VmSpec {
+        name,
+        base: reader.required_string(BASE, BASE_HELP),
+        cpus: reader.number(CPUS, CPU_RANGE).unwrap_or(DEFAULT_CPUS),
+        memory: reader
+            .number(MEMORY, MEMORY_RANGE)
+            .unwrap_or(DEFAULT_MEMORY),
+        ssh_port: reader
+            .number(SSH_PORT, PORT_RANGE)
+            .and_then(|p| u16::try_from(p).ok()),
+        authorized_keys: reader.authorized_keys(),
+    };
+    reader.finish(vm)
 }
 
-fn number(
-    resource: &Address,
-    attributes: &Attributes,
-    name: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, ProviderError> {
-    prov_provider::bounded_integer(attributes, name, range)
-        .map_err(|why| config_error(format!("vm `{resource}`: {why}")))
+/// Every problem with the desired attributes of a `vm` (empty when they
+/// make a VM): the one set of rules, for the spec check to show at their
+/// source before `create` would refuse them.
+#[must_use]
+pub fn check_vm(attributes: &Attributes) -> Vec<AttributeProblem> {
+    read_vm(attributes).err().unwrap_or_default()
 }
 
 /// Checks the attributes of a create or update.
@@ -99,31 +121,8 @@ pub(crate) fn parse_spec(
     resource: &Address,
     attributes: &Attributes,
 ) -> Result<VmSpec, ProviderError> {
-    let name = string(resource, attributes, NAME)?;
-    if name.chars().any(|c| c.is_control() || c == '"' || c == '/') {
-        return Err(config_error(format!(
-            "vm `{resource}`: `{name}` is not usable as a VM name"
-        )));
-    }
-    let ssh_port =
-        number(resource, attributes, SSH_PORT, 1..=65535)?.and_then(|p| u16::try_from(p).ok());
-    Ok(VmSpec {
-        name,
-        base: string(resource, attributes, BASE)?,
-        cpus: number(resource, attributes, CPUS, 1..=64)?.unwrap_or(DEFAULT_CPUS),
-        memory: number(resource, attributes, MEMORY, 4..=2_097_152)?.unwrap_or(DEFAULT_MEMORY),
-        ssh_port,
-        authorized_keys: authorized_keys(resource, attributes)?,
-    })
-}
-
-/// The `authorized_keys` attribute: trimmed lines, empty ones dropped.
-pub(crate) fn authorized_keys(
-    resource: &Address,
-    attributes: &Attributes,
-) -> Result<Vec<String>, ProviderError> {
-    prov_provider::authorized_keys(attributes)
-        .map_err(|why| config_error(format!("vm `{resource}`: `authorized_keys` {why}")))
+    read_vm(attributes)
+        .map_err(|problems| config_error(AttributeProblem::refusal(KIND, resource, &problems)))
 }
 
 /// Brings desired attributes into the form `read` reports: an unset

@@ -55,6 +55,7 @@ mod provider;
 mod runner;
 mod settings;
 
+pub use attrs::check_vm;
 pub use provider::VirtualBoxProvider;
 pub use runner::{parse_list_vms, parse_machine_readable, VBoxManage};
 pub use settings::{VirtualBoxSettings, ENV_VBOXMANAGE};

@@ -66,13 +66,14 @@ impl VirtualBoxProvider {
         (kind == KIND).then_some(attrs::SCHEMA)
     }
 
-    /// Builds a provider: VBoxManage is `PROV_VBOXMANAGE`, else the spec's
-    /// `vboxmanage`, else `VBoxManage` on `PATH`.
+    /// Builds a provider of `deployment`'s VMs: VBoxManage is
+    /// `PROV_VBOXMANAGE`, else the spec's `vboxmanage`, else `VBoxManage` on
+    /// `PATH`.
     ///
     /// # Errors
     /// [`ProviderError::Config`] for an invalid deployment name, or when
     /// VBoxManage is not installed (with an install hint).
-    pub fn new(settings: &VirtualBoxSettings) -> Result<Self, ProviderError> {
+    pub fn new(deployment: &str, settings: &VirtualBoxSettings) -> Result<Self, ProviderError> {
         let env = std::env::var_os(ENV_VBOXMANAGE).map(std::path::PathBuf::from);
         let path = std::env::var_os("PATH");
         let Some(program) = settings.program(env, path.as_deref()) else {
@@ -80,7 +81,7 @@ impl VirtualBoxProvider {
                 "VBoxManage is not on PATH: {INSTALL_HINT}"
             )));
         };
-        Self::with_runner(VBoxManage::new(program), &settings.deployment)
+        Self::with_runner(VBoxManage::new(program), deployment)
     }
 
     /// Builds a provider around a given runner.

@@ -9,25 +9,17 @@ pub const ENV_VBOXMANAGE: &str = "PROV_VBOXMANAGE";
 /// The program looked up on `PATH` when nothing else is configured.
 pub const DEFAULT_PROGRAM: &str = "VBoxManage";
 
-/// Settings of the `[providers.virtualbox]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of the `[providers.virtualbox]` section; the spec holds this
+/// type. The default takes VBoxManage from `PATH`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtualBoxSettings {
-    /// The deployment's name: part of every VM name (`prov-DEPLOYMENT-HOST`).
-    pub deployment: String,
-    /// `vboxmanage = "/path/VBoxManage"`; `VBoxManage` on `PATH` when unset.
+    /// `vboxmanage = "/path/VBoxManage"` (a relative path with a `/` is
+    /// resolved against the spec's directory); `VBoxManage` on `PATH` when
+    /// unset.
     pub vboxmanage: Option<PathBuf>,
 }
 
 impl VirtualBoxSettings {
-    /// Settings for `deployment` with VBoxManage taken from `PATH`.
-    #[must_use]
-    pub fn new(deployment: impl Into<String>) -> Self {
-        Self {
-            deployment: deployment.into(),
-            vboxmanage: None,
-        }
-    }
-
     /// The program to run: `PROV_VBOXMANAGE`, else `vboxmanage`, else
     /// `VBoxManage` found on `PATH` (`None` when it is not there).
     #[must_use]
@@ -57,7 +49,7 @@ mod tests {
     #[test]
     fn env_wins_then_spec_then_path() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = VirtualBoxSettings::new("d");
+        let mut s = VirtualBoxSettings::default();
         assert_eq!(s.program(None, Some(tmp.path().as_os_str())), None);
         let exe = tmp.path().join(DEFAULT_PROGRAM);
         std::fs::write(&exe, "#!/bin/sh\n").unwrap();
