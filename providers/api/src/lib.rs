@@ -20,6 +20,7 @@ pub mod iso;
 pub mod machine;
 mod provider;
 mod schema;
+pub mod shell;
 
 pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
 pub use config::{Attributes, Desired, Reference, ResourceConfig};

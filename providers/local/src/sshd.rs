@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use prov_provider::shell::quote_always;
 use prov_provider::ProviderError;
 
 use crate::error::io_error;
@@ -51,11 +52,6 @@ pub(crate) fn read_host_key(dir: &HostDir) -> Option<String> {
     Some(format!("{} {}", words.next()?, words.next()?))
 }
 
-/// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -100,9 +96,9 @@ pub(crate) fn run_script(tools: &Tools, dir: &HostDir) -> String {
         "# Written by prov (local provider): the outer process of this host.\n\
          echo $$ > {pid}\n\
          exec {unshare} --mount --uts --pid --fork --kill-child --propagation private /bin/sh {init}\n",
-        pid = sh_quote(&path_str(&dir.file(host_dir::PID))),
-        unshare = sh_quote(&path_str(&tools.unshare)),
-        init = sh_quote(&path_str(&dir.file(host_dir::INIT_SCRIPT))),
+        pid = quote_always(&path_str(&dir.file(host_dir::PID))),
+        unshare = quote_always(&path_str(&tools.unshare)),
+        init = quote_always(&path_str(&dir.file(host_dir::INIT_SCRIPT))),
     )
 }
 
@@ -146,7 +142,7 @@ pub(crate) fn overlaid_tops() -> Vec<String> {
 /// directory (sshd's config, log and pid file) stays the machine's real
 /// one, also when it lies inside an overlaid directory such as `/var`.
 pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[String]) -> String {
-    let q = |path: &Path| sh_quote(&path_str(path));
+    let q = |path: &Path| quote_always(&path_str(path));
     let mount = q(&tools.mount);
     let host = q(dir.path());
     let staged = "/root/.prov-host";
@@ -157,9 +153,9 @@ pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[
             "mkdir -p {upper} {work}
              {mount} -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {lower}
 ",
-            upper = sh_quote(&format!("{layer}/upper")),
-            work = sh_quote(&format!("{layer}/work")),
-            lower = sh_quote(&format!("/{top}")),
+            upper = quote_always(&format!("{layer}/upper")),
+            work = quote_always(&format!("{layer}/work")),
+            lower = quote_always(&format!("/{top}")),
         ));
     }
     format!(
@@ -180,7 +176,7 @@ pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[
         init_pid = q(&dir.file(host_dir::INIT_PID)),
         nix = q(&dir.file(host_dir::NIX)),
         home = q(&dir.file(host_dir::HOME)),
-        hostname = sh_quote(hostname),
+        hostname = quote_always(hostname),
         sshd = q(&tools.sshd),
         config = q(&dir.file(host_dir::SSHD_CONFIG)),
         log = q(&dir.file(host_dir::SSHD_LOG)),
