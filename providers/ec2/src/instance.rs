@@ -6,6 +6,7 @@ use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
     AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue,
 };
+use aws_smithy_types::base64;
 use prov_provider::{
     sha256_hex, AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed,
     ProviderError, UpdateRequest,
@@ -17,7 +18,7 @@ use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
 use crate::collect;
 use crate::error::config_error;
 use crate::wait::WaitPolicy;
-use crate::{base64, tags, TOKEN_TAG};
+use crate::{tags, TOKEN_TAG};
 
 /// The kind's name.
 pub(crate) const KIND: &str = "instance";
