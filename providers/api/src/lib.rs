@@ -25,7 +25,7 @@ pub mod shell;
 pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
 pub use config::{Attributes, Desired, Reference, ResourceConfig};
 pub use diff::{diff_attributes, AttributeChange, Change};
-pub use error::ProviderError;
+pub use error::{BoxedError, ProviderError};
 pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
 pub use schema::{AttributeSchema, UpdateMode};
 

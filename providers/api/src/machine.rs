@@ -156,7 +156,7 @@ pub fn free_port() -> Result<u16, ProviderError> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ProviderError::api("allocate SSH port", e.to_string()))
+        .map_err(|e| ProviderError::api_caused_by("allocate SSH port", "binding 127.0.0.1:0", e))
 }
 
 #[cfg(test)]

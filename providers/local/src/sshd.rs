@@ -26,7 +26,7 @@ pub(crate) async fn generate_host_key(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| io_error("run ssh-keygen", &tools.ssh_keygen, &e))?;
+        .map_err(|e| io_error("run ssh-keygen", &tools.ssh_keygen, e))?;
     if !output.status.success() {
         return Err(ProviderError::api(
             "ssh-keygen",
@@ -192,10 +192,10 @@ pub(crate) async fn spawn(tools: &Tools, dir: &HostDir) -> Result<(), ProviderEr
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| io_error("open start log", &log_path, &e))?;
+        .map_err(|e| io_error("open start log", &log_path, e))?;
     let log2 = log
         .try_clone()
-        .map_err(|e| io_error("open start log", &log_path, &e))?;
+        .map_err(|e| io_error("open start log", &log_path, e))?;
     let status = tokio::process::Command::new(&tools.setsid)
         .arg("--fork")
         .arg("/bin/sh")
@@ -208,7 +208,7 @@ pub(crate) async fn spawn(tools: &Tools, dir: &HostDir) -> Result<(), ProviderEr
         .stderr(log2)
         .status()
         .await
-        .map_err(|e| io_error("run setsid", &tools.setsid, &e))?;
+        .map_err(|e| io_error("run setsid", &tools.setsid, e))?;
     if status.success() {
         Ok(())
     } else {

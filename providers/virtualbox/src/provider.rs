@@ -669,7 +669,9 @@ impl SeedFile {
     fn write(vm: &str, image: &[u8]) -> Result<Self, ProviderError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let failed = |e: std::io::Error| ProviderError::api("write the seed", e.to_string());
+        let failed = |e: std::io::Error| {
+            ProviderError::api_caused_by("write the seed", format!("the seed of VM {vm}"), e)
+        };
         let dir = tempfile::Builder::new()
             .prefix("prov-vbox-seed-")
             .tempdir()
