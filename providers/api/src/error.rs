@@ -119,3 +119,23 @@ impl ProviderError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let error = ProviderError::api_caused_by("write host file", "/h/key", io);
+        assert_eq!(error.to_string(), "write host file failed: /h/key");
+        let source =
+            std::error::Error::source(&error).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+        let alone = ProviderError::api("CreateThing", "injected failure");
+        assert!(std::error::Error::source(&alone).is_none());
+    }
+}
