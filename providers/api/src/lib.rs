@@ -17,6 +17,7 @@ mod diff;
 mod error;
 pub mod fake;
 pub mod iso;
+pub mod keys;
 pub mod machine;
 mod provider;
 mod schema;

@@ -50,7 +50,7 @@ impl LocalProvider {
     }
 
     /// Builds a provider after checking the machine: Linux, root, and
-    /// `unshare`, `setsid`, `mount`, `sshd` and `ssh-keygen` installed.
+    /// `unshare`, `setsid`, `mount` and `sshd` installed.
     /// The root directory is created by the first create, not here.
     ///
     /// # Errors
@@ -221,7 +221,7 @@ impl LocalProvider {
         dir.create_subdir(host_dir::HOME)?;
         let keys = attrs::authorized_keys_file(&spec.authorized_keys);
         dir.write(host_dir::AUTHORIZED_KEYS, &keys, 0o600)?;
-        sshd::generate_host_key(&self.tools, dir).await?;
+        sshd::generate_host_key(dir)?;
         let run = sshd::run_script(&self.tools, dir);
         dir.write(host_dir::RUN_SCRIPT, &run, 0o644)?;
         let init = sshd::init_script(&self.tools, dir, &spec.hostname, &sshd::overlaid_tops());

@@ -13,36 +13,12 @@ use crate::host_dir::{self, HostDir};
 use crate::process;
 use crate::{Tools, SSH_PORT};
 
-/// Generates the host's ed25519 host key and returns its public half as
+/// Generates the host's ed25519 host key (`ssh_host_ed25519_key` and its
+/// `.pub`, as ssh-keygen writes them) and returns its public half as
 /// `ssh-ed25519 AAAA…` (no comment).
-pub(crate) async fn generate_host_key(
-    tools: &Tools,
-    dir: &HostDir,
-) -> Result<String, ProviderError> {
-    let key = dir.file(host_dir::HOST_KEY);
-    let output = tokio::process::Command::new(&tools.ssh_keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-        .arg(&key)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| io_error("run ssh-keygen", &tools.ssh_keygen, e))?;
-    if !output.status.success() {
-        return Err(ProviderError::api(
-            "ssh-keygen",
-            format!(
-                "{} ({})",
-                String::from_utf8_lossy(&output.stderr).trim(),
-                output.status
-            ),
-        ));
-    }
-    read_host_key(dir).ok_or_else(|| {
-        ProviderError::api(
-            "ssh-keygen",
-            format!("no public key in {}.pub", key.display()),
-        )
-    })
+pub(crate) fn generate_host_key(dir: &HostDir) -> Result<String, ProviderError> {
+    let key = prov_provider::keys::generate_files(&dir.file(host_dir::HOST_KEY), "")?;
+    Ok(key.public)
 }
 
 /// The public host key as `TYPE BASE64`, read from `ssh_host_ed25519_key.pub`.
@@ -299,7 +275,6 @@ mod tests {
             setsid: "/usr/bin/setsid".into(),
             mount: "/usr/bin/mount".into(),
             sshd: "/usr/sbin/sshd".into(),
-            ssh_keygen: "/usr/bin/ssh-keygen".into(),
         }
     }
 

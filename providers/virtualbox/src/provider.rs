@@ -585,7 +585,7 @@ impl Provider for VirtualBoxProvider {
             tracing::info!(%name, "removing the VM of an interrupted create");
             self.remove(&uuid).await?;
         }
-        let key = keys::generate_host_key().await?;
+        let key = keys::generate_host_key()?;
         let port = self.ports.allocate(spec.ssh_port).await?;
         let hostname = match request.address.index {
             Some(i) => format!("{}-{i}", request.address.name),
