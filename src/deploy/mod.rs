@@ -7,16 +7,15 @@ mod health;
 mod identity;
 pub mod nix;
 mod plan;
-mod progress;
 mod rollback;
 mod run;
 pub mod secrets;
 pub mod target;
 
+pub use crate::ui::progress::Progress;
 pub use copy::human_bytes;
 pub use identity::{deployer_identity, existing_deployer_identity, PENDING_KEY};
 pub use plan::plan;
-pub use progress::Progress;
 pub use rollback::rollback_host;
 pub use run::{apply, DeployReport};
 pub use secrets::plan as plan_secrets;
