@@ -8,11 +8,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = prov::cli::Cli::parse();
-    prov::ui::init_tracing();
+    let style = prov::ui::Style::detect(cli.color);
+    prov::ui::init_tracing(style);
     match prov::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            prov::ui::print_error(&error);
+            prov::ui::print_error(&error, style);
             let interrupted = error
                 .chain()
                 .any(|cause| cause.is::<prov::interrupt::Interrupted>());

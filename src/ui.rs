@@ -1,4 +1,8 @@
-//! Everything a person sees: logging setup, colors, errors, confirmation.
+//! Everything a person sees: how output looks ([`Style`], the one place
+//! that decides color and live lines), logging setup, colors, errors,
+//! confirmation, and a deploy's progress lines ([`progress`]).
+
+pub mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -6,22 +10,82 @@ use owo_colors::OwoColorize;
 
 use crate::cli::ColorChoice;
 
+/// How output looks for the whole run, decided in one place from
+/// `--color`, `NO_COLOR`, `CI` and which streams are terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// Color on stdout (plans, apply lines).
+    pub stdout_color: bool,
+    /// Color on stderr (errors, log lines).
+    pub stderr_color: bool,
+    /// A deploy's per-host lines redrawn in place on stdout.
+    pub live_progress: bool,
+}
+
+/// What [`Style`] is decided from, read from the process by [`Style::detect`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Facts {
+    /// `NO_COLOR` is set.
+    no_color: bool,
+    /// `CI` is set (and not `false` or `0`).
+    ci: bool,
+    /// stdout is a terminal.
+    stdout_terminal: bool,
+    /// stderr is a terminal.
+    stderr_terminal: bool,
+}
+
+impl Style {
+    /// The style for `choice` in this process.
+    #[must_use]
+    pub fn detect(choice: ColorChoice) -> Self {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        Self::decide(
+            choice,
+            Facts {
+                no_color: std::env::var_os("NO_COLOR").is_some(),
+                ci,
+                stdout_terminal: std::io::stdout().is_terminal(),
+                stderr_terminal: std::io::stderr().is_terminal(),
+            },
+        )
+    }
+
+    /// `always` and `never` are obeyed on both streams; `auto` colors a
+    /// terminal unless `NO_COLOR` is set. Live lines need stdout to be a
+    /// terminal, not CI (whose logs keep every line), and color not
+    /// switched off with `--color never` (a plain run, as for a pipe).
+    fn decide(choice: ColorChoice, facts: Facts) -> Self {
+        let color = |terminal: bool| match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && !facts.no_color,
+        };
+        Self {
+            stdout_color: color(facts.stdout_terminal),
+            stderr_color: color(facts.stderr_terminal),
+            live_progress: choice != ColorChoice::Never && facts.stdout_terminal && !facts.ci,
+        }
+    }
+}
+
 /// Sets up tracing to stderr, filtered by `PROV_LOG` (e.g. `PROV_LOG=debug`,
-/// `PROV_LOG=prov=trace`); warnings only by default.
-pub fn init_tracing() {
+/// `PROV_LOG=prov=trace`); warnings only by default. Log lines step around
+/// a deploy's live progress lines ([`progress::LogWriter`]).
+pub fn init_tracing(style: Style) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(progress::LogWriter)
+        .with_ansi(style.stderr_color)
         .with_target(true)
         .try_init();
 }
 
 /// Prints an error and its causes to stderr.
-pub fn print_error(error: &anyhow::Error) {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+pub fn print_error(error: &anyhow::Error, style: Style) {
+    let color = style.stderr_color;
     let mut stderr = std::io::stderr().lock();
     // A spec error renders itself fully (with location and snippet).
     if let Some(spec) = error.downcast_ref::<crate::spec::SpecError>() {
@@ -46,17 +110,12 @@ pub struct Painter {
 }
 
 impl Painter {
-    /// A painter for stdout honoring `choice` and `NO_COLOR`.
+    /// A painter for stdout as [`Style`] decides for `choice`.
     #[must_use]
     pub fn for_stdout(choice: ColorChoice) -> Self {
-        let enabled = match choice {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        };
-        Self { enabled }
+        Self {
+            enabled: Style::detect(choice).stdout_color,
+        }
     }
 
     /// A painter that never colors.
@@ -144,4 +203,66 @@ pub async fn confirm(question: &str) -> anyhow::Result<bool> {
         .await?
         .map_err(|_| anyhow::anyhow!("internal error: the stdin reader stopped"))??;
     Ok(answer.trim() == "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminal() -> Facts {
+        Facts {
+            stdout_terminal: true,
+            stderr_terminal: true,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn auto_colors_terminals_unless_no_color() {
+        let style = Style::decide(ColorChoice::Auto, terminal());
+        assert!(style.stdout_color && style.stderr_color && style.live_progress);
+        let no_color = Facts {
+            no_color: true,
+            ..terminal()
+        };
+        let style = Style::decide(ColorChoice::Auto, no_color);
+        assert!(!style.stdout_color && !style.stderr_color);
+        // NO_COLOR is about color: the lines still redraw in place.
+        assert!(style.live_progress);
+        let piped = Facts {
+            stdout_terminal: false,
+            ..terminal()
+        };
+        let style = Style::decide(ColorChoice::Auto, piped);
+        assert!(!style.stdout_color && style.stderr_color && !style.live_progress);
+    }
+
+    #[test]
+    fn the_flag_wins_on_both_streams() {
+        let plain = Facts {
+            no_color: true,
+            ..Facts::default()
+        };
+        let style = Style::decide(ColorChoice::Always, plain);
+        assert!(style.stdout_color && style.stderr_color && !style.live_progress);
+        let style = Style::decide(ColorChoice::Never, terminal());
+        assert_eq!(
+            style,
+            Style {
+                stdout_color: false,
+                stderr_color: false,
+                live_progress: false
+            }
+        );
+    }
+
+    #[test]
+    fn ci_gets_plain_lines() {
+        let ci = Facts {
+            ci: true,
+            ..terminal()
+        };
+        let style = Style::decide(ColorChoice::Auto, ci);
+        assert!(style.stdout_color && !style.live_progress);
+    }
 }

@@ -328,3 +328,21 @@ fn a_damaged_database_is_refused_and_state_recover_rebuilds_it_from_its_copy() {
         ws.ok(&["destroy", "--auto-approve"]);
     }
 }
+
+/// `--color` is obeyed on stderr too, above NO_COLOR (which the harness
+/// sets): `always` colors the error head even through a pipe, `auto` and
+/// `never` leave it plain.
+#[test]
+fn color_flag_is_obeyed_on_stderr() {
+    let ws = Workspace::new();
+    ws.write("prov.toml", "deployment = \"empty\"\n");
+    let always = ws.prov(&["--color", "always", "state", "list"]);
+    assert_eq!(always.code, 1, "{always}");
+    assert!(always.stderr.contains("\u{1b}["), "{always}");
+    for choice in ["auto", "never"] {
+        let plain = ws.prov(&["--color", choice, "state", "list"]);
+        assert_eq!(plain.code, 1, "{plain}");
+        assert!(plain.stderr.contains("error: "), "{plain}");
+        assert!(!plain.stderr.contains('\u{1b}'), "{plain}");
+    }
+}

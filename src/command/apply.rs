@@ -218,7 +218,8 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         && !(plan.plan.deploys.is_empty() && plan.plan.secrets.is_empty())
     {
         println!();
-        let progress = Arc::new(crate::deploy::Progress::new(paint_is_live(cli)));
+        let live = ui::Style::detect(cli.color).live_progress;
+        let progress = Arc::new(crate::deploy::Progress::new(live));
         let deploys = crate::deploy::apply(
             deploy,
             &plan.plan.deploys,
@@ -350,13 +351,6 @@ async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()>
     let outputs = crate::outputs::compute(&ctx.spec.outputs, &session.doc);
     session.doc.set_outputs(outputs);
     session.save().await
-}
-
-/// Whether progress may redraw lines in place (stdout is a terminal and
-/// color is not switched off).
-fn paint_is_live(cli: &Cli) -> bool {
-    use std::io::IsTerminal;
-    cli.color != crate::cli::ColorChoice::Never && std::io::stdout().is_terminal()
 }
 
 fn print_event(event: &Event, paint: Painter) {

@@ -1,9 +1,19 @@
 //! Health checks after activation: a command on the host and/or an HTTP GET
 //! from the deployer, retried within a bound (as morph does: every few
 //! seconds, each attempt time-limited).
+//!
+//! The GET is hyper's client (`hyper-util`) with rustls (`hyper-rustls`,
+//! the system's CA certificates, no OpenSSL) for `https://`. That is the
+//! stack the AWS SDK already builds for the EC2 provider and the S3 state
+//! backend, so it adds no crate to the build; reqwest would add itself and
+//! its own dependencies on top of the same hyper for redirects and cookies
+//! a health check does not want (a redirect is not a healthy answer).
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::spec::HealthSpec;
 use crate::ssh::Connection;
@@ -56,62 +66,49 @@ async fn once(connection: &Connection, spec: &HealthSpec, host_address: &str) ->
     Ok(())
 }
 
-/// GET `url`; success is a 2xx status. `http://` is spoken directly;
-/// `https://` goes through curl.
+/// GET `url`; success is a 2xx status. `https://` is verified against the
+/// system's CA certificates.
 async fn http_get(url: &str) -> Result<()> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        let output = tokio::process::Command::new("curl")
-            .args([
-                "--fail",
-                "--silent",
-                "--show-error",
-                "--output",
-                "/dev/null",
-                url,
-            ])
-            .output()
-            .await
-            .context("https health checks need curl on the deployer")?;
-        if !output.status.success() {
-            bail!(
-                "GET {url}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("GET {url}: not a URL"))?;
+    let status = match uri.scheme_str() {
+        Some("http") => get(HttpConnector::new(), uri).await,
+        Some("https") => {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+                .context("https health checks need the system's CA certificates (ca-certificates)")?
+                .https_only()
+                .enable_http1()
+                .build();
+            get(connector, uri).await
         }
-        return Ok(());
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let target = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let mut stream = tokio::net::TcpStream::connect(&target)
-        .await
-        .with_context(|| format!("GET {url}: cannot connect to {target}"))?;
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: prov\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = vec![0_u8; 64];
-    let n = stream.read(&mut head).await?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .with_context(|| format!("GET {url}: not an HTTP answer"))?;
-    if !(200..300).contains(&status) {
+        _ => bail!("GET {url}: only http:// and https:// URLs can be checked"),
+    }
+    .with_context(|| format!("GET {url}"))?;
+    if !status.is_success() {
         bail!("GET {url} answered {status}");
     }
     Ok(())
 }
 
+/// The status of a GET of `uri` through `connector`.
+async fn get<C>(connector: C, uri: Uri) -> Result<hyper::StatusCode>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let client: Client<C, String> = Client::builder(TokioExecutor::new()).build(connector);
+    let request = Request::get(uri)
+        .header(hyper::header::USER_AGENT, "prov")
+        .body(String::new())?;
+    let response = client.request(request).await?;
+    Ok(response.status())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn http_get_checks_status() {
@@ -132,5 +129,35 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("503"));
+    }
+
+    #[tokio::test]
+    async fn https_is_spoken_in_process() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first_byte = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut byte = [0_u8; 1];
+            socket.read_exact(&mut byte).await.unwrap();
+            byte[0]
+        });
+        let error = http_get(&format!("https://127.0.0.1:{port}/health"))
+            .await
+            .unwrap_err();
+        // A TLS handshake record (a ClientHello) opened the connection.
+        assert_eq!(first_byte.await.unwrap(), 0x16);
+        assert!(
+            format!("{error:#}").contains("GET https://127.0.0.1:"),
+            "{error:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused() {
+        let error = http_get("ftp://example.invalid/").await.unwrap_err();
+        assert!(
+            error.to_string().contains("only http:// and https://"),
+            "{error}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::spec::Spec;
 
@@ -98,18 +98,38 @@ fn read_public(private: PathBuf) -> Result<(PathBuf, String)> {
     Ok((private, public))
 }
 
+/// Generates the deployer key in-process, in the files `ssh-keygen -t
+/// ed25519 -C prov-deployer` would write, in a directory only its owner
+/// can enter.
 fn generate(dir: &Path, key: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs_err::create_dir_all(dir)?;
     fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "prov-deployer", "-f"])
-        .arg(key)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .context("cannot run ssh-keygen (install openssh-client)")?;
-    if !status.success() {
-        bail!("ssh-keygen failed to create {}", key.display());
-    }
+    prov_provider::keys::generate_files(key, "prov-deployer")
+        .with_context(|| format!("creating the deployer key {}", key.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_private_and_read_back_without_comment() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".prov").join("ssh");
+        let key = dir.join("id_ed25519");
+        generate(&dir, &key).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let pub_line = std::fs::read_to_string(dir.join("id_ed25519.pub")).unwrap();
+        assert!(pub_line.ends_with(" prov-deployer\n"), "{pub_line}");
+        let (private, public) = read_public(key.clone()).unwrap();
+        assert_eq!(private, key);
+        assert!(public.starts_with("ssh-ed25519 AAAA"), "{public}");
+        assert_eq!(public.split(' ').count(), 2);
+        // The key russh loads to log in with.
+        assert!(russh::keys::load_secret_key(&key, None).is_ok());
+    }
 }

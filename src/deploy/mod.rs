@@ -7,16 +7,15 @@ mod health;
 mod identity;
 pub mod nix;
 mod profile;
-mod progress;
 mod rollback;
 mod run;
 pub mod secrets;
 pub mod target;
 
+pub use crate::ui::progress::Progress;
 pub use copy::human_bytes;
 pub use identity::{Deployer, PENDING_KEY};
 pub use profile::{current_system, PROFILE};
-pub use progress::Progress;
 pub use rollback::rollback_host;
 pub use run::{apply, DeployReport};
 

@@ -19,7 +19,7 @@ use crate::apply::StateSession;
 use crate::interrupt;
 use crate::plan::{DeployChange, SecretChange};
 use crate::spec::{Goal, OnFailure};
-use crate::ssh::Connection;
+use crate::ssh::{Connection, SshError};
 
 /// How long to keep trying to reach a host that was just created.
 const REACH_LIMIT: Duration = Duration::from_secs(120);
@@ -367,7 +367,8 @@ async fn reach(ctx: &DeployContext, endpoint: &Endpoint) -> Result<Arc<Connectio
         match ctx.pool.get(endpoint).await {
             Ok(connection) => return Ok(connection),
             Err(error) => {
-                let refused_key = format!("{error:#}").contains("host key");
+                let refused_key =
+                    SshError::find_in(&error).is_some_and(SshError::is_host_key_refusal);
                 if refused_key || started.elapsed() > REACH_LIMIT {
                     return Err(error);
                 }

@@ -150,6 +150,27 @@ pub enum SshError {
     },
 }
 
+impl SshError {
+    /// Whether the host was refused for its key (it presented another key
+    /// than the pinned one, or the pinned key is unusable): trying again
+    /// cannot help.
+    #[must_use]
+    pub fn is_host_key_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::HostKeyMismatch { .. } | Self::InvalidPinnedKey { .. }
+        )
+    }
+
+    /// The SSH error somewhere in `error`'s chain of causes, if any.
+    #[must_use]
+    pub fn find_in(error: &anyhow::Error) -> Option<&SshError> {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<SshError>())
+    }
+}
+
 fn describe_exit(status: Option<u32>, signal: Option<&str>) -> String {
     match (status, signal) {
         (Some(code), _) => format!("exited with status {code}"),
@@ -172,4 +193,32 @@ fn describe_stderr(stderr: &str) -> String {
     }
     let ellipsis = if start > 0 { "…" } else { "" };
     format!(":\n{ellipsis}{}", stderr.get(start..).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mismatch() -> SshError {
+        SshError::HostKeyMismatch {
+            host: "h:22".into(),
+            expected: "ssh-ed25519 A".into(),
+            presented: "ssh-ed25519 B".into(),
+        }
+    }
+
+    #[test]
+    fn host_key_refusals_are_found_through_context() {
+        let error = anyhow::Error::new(mismatch()).context("connecting to web[0]");
+        assert!(SshError::find_in(&error).is_some_and(SshError::is_host_key_refusal));
+        let timeout = anyhow::Error::new(SshError::Timeout {
+            host: "h:22".into(),
+            timeout: Duration::from_secs(1),
+        })
+        .context("connecting to web[0]");
+        assert!(!SshError::find_in(&timeout).is_some_and(SshError::is_host_key_refusal));
+        // Words in a message are not a refusal: only the type is.
+        let text = anyhow::anyhow!("no SSH host key is pinned");
+        assert!(SshError::find_in(&text).is_none());
+    }
 }

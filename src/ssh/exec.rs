@@ -7,7 +7,7 @@ use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Connection, SshError};
+use super::{shell_quote, Connection, SshError};
 
 /// What a remote command produced and how it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,21 +26,6 @@ impl ExecOutput {
     /// True when the command exited with status 0.
     pub fn success(&self) -> bool {
         self.status == Some(0)
-    }
-}
-
-/// Quotes `word` for a POSIX shell: `it's` becomes `'it'\''s'`; a word of
-/// only characters no shell treats specially stays as it is (`web-0`,
-/// `/run/keys/db.key`), so commands read as a person would type them.
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+,".contains(&b));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -257,14 +242,6 @@ fn signal_name_of(signal: &Sig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("plain"), "plain");
-        assert_eq!(shell_quote("two words"), "'two words'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
 
     #[test]
     fn privileged_wraps_only_non_root() {

@@ -32,8 +32,10 @@ use tokio::sync::Semaphore;
 
 pub use auth::Auth;
 pub use error::SshError;
-pub use exec::{shell_quote, ExecOutput};
+pub use exec::ExecOutput;
 pub use host_key::HostKeyCheck;
+/// Quotes a word for the remote POSIX shell (the provider API's one rule).
+pub use prov_provider::shell::quote as shell_quote;
 
 use host_key::{openssh_line, Expected, Handler};
 

@@ -88,7 +88,7 @@ impl Seed {
                 },
             ],
         )
-        .map_err(|e| ProviderError::api("build the cloud-init seed", e.to_string()))
+        .map_err(|e| ProviderError::api_caused_by("build the cloud-init seed", "the ISO image", e))
     }
 }
 

@@ -50,8 +50,14 @@ pub enum ProviderError {
     Api {
         /// The API operation, e.g. `RunInstances`.
         operation: String,
-        /// The message, with the API's own error code where there is one.
+        /// The message, with the API's own error code where there is one
+        /// (not repeating the source's text: `{:#}` and the error's chain
+        /// show that).
         message: String,
+        /// The error underneath (an I/O error, the SDK's error, …), kept
+        /// whole so callers can inspect its type.
+        #[source]
+        source: Option<BoxedError>,
     },
     /// The object a create would make already exists, made by another state
     /// (another checkout of the same deployment, or a state that was lost).
@@ -77,12 +83,31 @@ pub enum ProviderError {
     },
 }
 
+/// Any error a provider wraps as the source of an [`ProviderError::Api`].
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 impl ProviderError {
-    /// An API failure.
+    /// An API failure the provider found itself (nothing underneath).
     pub fn api(operation: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Api {
             operation: operation.into(),
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An API failure caused by `source`; `message` says what failed
+    /// (`/path/of/the/file`, `could not reach the endpoint …`) without
+    /// repeating `source`'s own text.
+    pub fn api_caused_by(
+        operation: impl Into<String>,
+        message: impl Into<String>,
+        source: impl Into<BoxedError>,
+    ) -> Self {
+        Self::Api {
+            operation: operation.into(),
+            message: message.into(),
+            source: Some(source.into()),
         }
     }
 
@@ -92,5 +117,25 @@ impl ProviderError {
             provider: provider.to_owned(),
             kind: kind.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let error = ProviderError::api_caused_by("write host file", "/h/key", io);
+        assert_eq!(error.to_string(), "write host file failed: /h/key");
+        let source =
+            std::error::Error::source(&error).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+        let alone = ProviderError::api("CreateThing", "injected failure");
+        assert!(std::error::Error::source(&alone).is_none());
     }
 }

@@ -20,16 +20,18 @@ mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod iso;
+pub mod keys;
 pub mod machine;
 mod problem;
 mod provider;
 mod reader;
 mod schema;
+pub mod shell;
 
 pub use address::{is_valid_name, Address, AddressParseError, HOST_KIND};
 pub use config::{Attributes, Desired, Reference, ResourceConfig};
 pub use diff::{diff_attributes, AttributeChange, Change};
-pub use error::ProviderError;
+pub use error::{BoxedError, ProviderError};
 pub use problem::{AttributeProblem, ProblemKind};
 pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
 pub use reader::AttributeReader;

@@ -1,69 +1,22 @@
-//! Helpers for machine-like resources (VMs): generating the SSH host key a
-//! provider hands to a new machine, so prov can pin it before the first
-//! connection, and waiting for the machine's sshd.
+//! Helpers for machine-like resources (VMs): the SSH host key a provider
+//! hands to a new machine, so prov can pin it before the first connection,
+//! and waiting for the machine's sshd.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::ProviderError;
 use tokio::io::AsyncReadExt;
 
-/// A generated ed25519 host key.
-#[derive(Clone)]
-pub struct HostKey {
-    /// The OpenSSH private key file's text.
-    pub private: String,
-    /// `ssh-ed25519 AAAA…` without comment.
-    pub public: String,
-}
+/// A machine's SSH host key (a key pair without comment).
+pub use crate::keys::KeyPair as HostKey;
 
-impl std::fmt::Debug for HostKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Generates an ed25519 key pair with `ssh-keygen` in a private temporary
-/// directory that is removed afterwards.
-pub async fn generate_host_key() -> Result<HostKey, ProviderError> {
-    let failed = |m: String| ProviderError::api("ssh-keygen", m);
-    let dir = tempfile::Builder::new()
-        .prefix("prov-host-key")
-        .tempdir()
-        .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
-    let file = dir.path().join("ssh_host_ed25519_key");
-    let output = tokio::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| {
-            failed(format!(
-                "cannot run ssh-keygen (install openssh-client): {e}"
-            ))
-        })?;
-    if !output.status.success() {
-        return Err(failed(format!(
-            "{} ({})",
-            String::from_utf8_lossy(&output.stderr).trim(),
-            output.status
-        )));
-    }
-    let read = |path: std::path::PathBuf| {
-        std::fs::read_to_string(&path).map_err(|e| failed(format!("{}: {e}", path.display())))
-    };
-    let private = read(file.clone())?;
-    let public_text = read(file.with_extension("pub"))?;
-    let mut words = public_text.split_whitespace();
-    let public = match (words.next(), words.next()) {
-        (Some(kind), Some(key)) => format!("{kind} {key}"),
-        _ => return Err(failed("ssh-keygen wrote no public key".into())),
-    };
-    Ok(HostKey { private, public })
+/// Generates an ed25519 host key in-process ([`crate::keys`]).
+///
+/// # Errors
+/// When the system has no random bytes or encoding fails.
+pub fn generate_host_key() -> Result<HostKey, ProviderError> {
+    Ok(crate::keys::generate("")?)
 }
 
 /// Connects to `target` and reads the SSH identification line; `Some` (the
@@ -156,16 +109,16 @@ pub fn free_port() -> Result<u16, ProviderError> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ProviderError::api("allocate SSH port", e.to_string()))
+        .map_err(|e| ProviderError::api_caused_by("allocate SSH port", "binding 127.0.0.1:0", e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn generates_keys() {
-        let key = generate_host_key().await.unwrap();
+    #[test]
+    fn generates_keys() {
+        let key = generate_host_key().unwrap();
         assert!(key.public.starts_with("ssh-ed25519 AAAA"), "{}", key.public);
         assert_eq!(key.public.split(' ').count(), 2);
         assert!(key.private.contains("OPENSSH PRIVATE KEY"));

@@ -46,15 +46,14 @@ impl Ec2Api {
     ) -> Result<T, ApiFailure>
     where
         F: Future<Output = Result<T, SdkError<E, R>>>,
-        E: ProvideErrorMetadata + StdError + 'static,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(operation, call = n, "EC2 API call");
         request.await.map_err(|err| {
-            let failure = ApiFailure::from_sdk(operation, &self.target, &err);
-            tracing::debug!(operation, error = %failure.message, "EC2 API call failed");
-            failure
+            tracing::debug!(operation, error = %aws_sdk_ec2::error::DisplayErrorContext(&err), "EC2 API call failed");
+            ApiFailure::from_sdk(operation, &self.target, err)
         })
     }
 }

@@ -4,69 +4,69 @@ use std::error::Error as StdError;
 use std::fmt::Debug;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use prov_provider::ProviderError;
+use prov_provider::{BoxedError, ProviderError};
 
 use crate::PROVIDER_NAME;
 
 /// One failed EC2 call, with the AWS error code kept for callers that treat
 /// some codes (`…NotFound`, `DependencyViolation`) specially.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ApiFailure {
     /// The API operation, e.g. `RunInstances`.
     pub operation: &'static str,
     /// The AWS error code, for service errors.
     pub code: Option<String>,
-    /// A human-readable message including the code.
+    /// What failed: AWS's code and message, or which endpoint could not be
+    /// used (the SDK's own description is in `source`).
     pub message: String,
+    /// The SDK's error, except for a service error with a code: AWS's code
+    /// and message are then the whole of what it said, and the SDK's chain
+    /// (`service error: unhandled error (Code): Error { code: … }`) would
+    /// only repeat them.
+    pub source: Option<BoxedError>,
 }
 
 impl ApiFailure {
     /// Describes an SDK error; `target` names the endpoint for connection errors.
-    pub fn from_sdk<E, R>(operation: &'static str, target: &str, err: &SdkError<E, R>) -> Self
+    pub fn from_sdk<E, R>(operation: &'static str, target: &str, err: SdkError<E, R>) -> Self
     where
-        E: ProvideErrorMetadata + StdError + 'static,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
         R: Debug + Send + Sync + 'static,
     {
-        let context = error_chain(err);
-        match err {
+        let (code, message) = match &err {
             SdkError::ServiceError(_) => {
                 let code = err.code().map(str::to_owned);
                 let text = err.message().unwrap_or("no message");
                 let message = match &code {
                     Some(code) => format!("{code}: {text}"),
-                    None => format!("{text} ({context})"),
+                    None => text.to_owned(),
                 };
-                Self {
-                    operation,
-                    code,
-                    message,
-                }
+                (code, message)
             }
-            SdkError::DispatchFailure(_) => Self {
-                operation,
-                code: None,
-                message: format!("could not reach the EC2 endpoint {target}: {context}"),
-            },
-            SdkError::TimeoutError(_) => Self {
-                operation,
-                code: None,
-                message: format!("the EC2 endpoint {target} did not answer in time: {context}"),
-            },
-            SdkError::ResponseError(_) => Self {
-                operation,
-                code: None,
-                message: format!("unreadable response from the EC2 endpoint {target}: {context}"),
-            },
-            SdkError::ConstructionFailure(_) => Self {
-                operation,
-                code: None,
-                message: format!("could not build the request: {context}"),
-            },
-            _ => Self {
-                operation,
-                code: None,
-                message: context,
-            },
+            SdkError::DispatchFailure(_) => {
+                (None, format!("could not reach the EC2 endpoint {target}"))
+            }
+            SdkError::TimeoutError(_) => (
+                None,
+                format!("the EC2 endpoint {target} did not answer in time"),
+            ),
+            SdkError::ResponseError(_) => (
+                None,
+                format!("unreadable response from the EC2 endpoint {target}"),
+            ),
+            SdkError::ConstructionFailure(_) => (None, "could not build the request".to_owned()),
+            _ => (None, format!("calling the EC2 endpoint {target}")),
+        };
+        let source: Option<BoxedError> = if code.is_some() {
+            None
+        } else {
+            Some(Box::new(err))
+        };
+        Self {
+            operation,
+            code,
+            message,
+            source,
         }
     }
 
@@ -83,23 +83,13 @@ impl ApiFailure {
 
 impl From<ApiFailure> for ProviderError {
     fn from(failure: ApiFailure) -> Self {
-        ProviderError::api(failure.operation, failure.message)
-    }
-}
-
-/// `err` and its sources, joined with `: ` (what
-/// `aws_sdk_ec2::error::DisplayErrorContext` shows, without its debug dump).
-pub(crate) fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
+        match failure.source {
+            Some(source) => {
+                ProviderError::api_caused_by(failure.operation, failure.message, source)
+            }
+            None => ProviderError::api(failure.operation, failure.message),
         }
-        source = cause.source();
     }
-    parts.join(": ")
 }
 
 /// A configuration error of this provider.

@@ -6,6 +6,7 @@ use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
     AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue,
 };
+use aws_smithy_types::base64;
 use prov_provider::{
     sha256_hex, AttributeChange, Attributes, CreateRequest, Observed, ProviderError, UpdateRequest,
 };
@@ -17,7 +18,7 @@ use crate::collect;
 use crate::error::config_error;
 pub(crate) use crate::kinds::INSTANCE as KIND;
 use crate::wait::WaitPolicy;
-use crate::{base64, tags, TOKEN_TAG};
+use crate::{tags, TOKEN_TAG};
 
 /// What a reviewer is told about an in-place change that restarts the instance.
 pub(crate) const RESTART_EFFECT: &str = "the instance is stopped and started";

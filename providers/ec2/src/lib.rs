@@ -31,8 +31,6 @@
 #[cfg(feature = "client")]
 mod attrs;
 #[cfg(feature = "client")]
-mod base64;
-#[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
 mod collect;
@@ -70,3 +68,26 @@ pub const PROVIDER_NAME: &str = "ec2";
 
 /// The tag that records the idempotency token an object was created with.
 pub const TOKEN_TAG: &str = "prov:token";
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_types::base64::encode;
+
+    /// Standard base64 (RFC 4648, with padding), as RunInstances wants its
+    /// user data: the SDK's encoder, checked against the RFC's vectors.
+    #[test]
+    fn rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(encode(input.as_bytes()), expected);
+        }
+        assert_eq!(encode([0xff, 0xfe, 0xfd]), "//79");
+    }
+}

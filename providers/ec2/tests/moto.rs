@@ -298,7 +298,9 @@ async fn key_pair_with_bad_key_reports_the_aws_code() {
         .await
         .unwrap_err();
     match &err {
-        ProviderError::Api { operation, message } => {
+        ProviderError::Api {
+            operation, message, ..
+        } => {
             assert_eq!(operation, "ImportKeyPair");
             // EC2 says InvalidKey.Format, moto InvalidKeyPair.Format.
             assert!(message.starts_with("InvalidKey"), "{message}");
@@ -651,7 +653,9 @@ async fn unreachable_endpoint_is_reported() {
     let err = p.read("instance", &["i-1".into()]).await.unwrap_err();
     eprintln!("{err}");
     match &err {
-        ProviderError::Api { operation, message } => {
+        ProviderError::Api {
+            operation, message, ..
+        } => {
             assert_eq!(operation, "DescribeInstances");
             assert!(
                 message.contains("could not reach the EC2 endpoint"),

@@ -53,8 +53,8 @@ fn is(error: &VirtError, number: ErrorNumber) -> bool {
     error.code() == Enum::Known(number)
 }
 
-fn worker_failed(e: &tokio::task::JoinError) -> ProviderError {
-    ProviderError::api("libvirt", format!("a libvirt call did not finish: {e}"))
+fn worker_failed(e: tokio::task::JoinError) -> ProviderError {
+    ProviderError::api_caused_by("libvirt", "a libvirt call did not finish", e)
 }
 
 impl Libvirt {
@@ -71,7 +71,7 @@ impl Libvirt {
             Connect::open(Some(&target))
         })
         .await
-        .map_err(|e| worker_failed(&e))?
+        .map_err(worker_failed)?
         .map_err(|e| {
             missing(format!(
                 "cannot connect to libvirt at {uri}: {}; is libvirtd running? {START_HINT}",
@@ -104,7 +104,7 @@ impl Libvirt {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || f(&conn))
             .await
-            .map_err(|e| worker_failed(&e))?
+            .map_err(worker_failed)?
     }
 
     /// The active pool `name`; errors say how to make one.
@@ -235,7 +235,7 @@ impl Libvirt {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         let _ = stream.abort();
-                        return Err(ProviderError::api("upload", format!("reading: {e}")));
+                        return Err(ProviderError::api_caused_by("upload", "reading", e));
                     }
                 };
                 let mut chunk = buffer.get(..n).unwrap_or_default();

@@ -21,7 +21,9 @@ pub(crate) fn missing(message: impl Into<String>) -> ProviderError {
     }
 }
 
-/// A libvirt call that failed, with libvirt's own message.
+/// A libvirt call that failed, with libvirt's own message. The error is not
+/// kept as a source: its text is that message plus the numeric code and
+/// domain, which callers match on (`conn.rs`'s `is`) before it gets here.
 pub(crate) fn libvirt_error(operation: &str, error: &virt::error::Error) -> ProviderError {
     ProviderError::api(format!("libvirt {operation}"), error.message().to_owned())
 }

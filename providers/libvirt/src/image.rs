@@ -155,9 +155,10 @@ impl UploadLock {
             digest.get(..16).unwrap_or_default()
         ));
         let failed = |e: std::io::Error| {
-            ProviderError::api(
+            ProviderError::api_caused_by(
                 "lock the base image upload",
-                format!("{}: {e}", path.display()),
+                path.display().to_string(),
+                e,
             )
         };
         let file = std::fs::OpenOptions::new()
@@ -173,7 +174,9 @@ impl UploadLock {
                 .map_err(std::io::Error::from)
         })
         .await
-        .map_err(|e| ProviderError::api("lock the base image upload", e.to_string()))?
+        .map_err(|e| {
+            ProviderError::api_caused_by("lock the base image upload", "the locking thread", e)
+        })?
         .map_err(failed)?;
         Ok(Self { _file: file })
     }

@@ -432,7 +432,7 @@ impl Provider for LibvirtProvider {
         }
         // Leftovers of an interrupted create (volumes without a domain).
         self.remove(&name).await?;
-        let key = machine::generate_host_key().await?;
+        let key = machine::generate_host_key()?;
         let port = match &spec.nic {
             Nic::User { port, .. } => Some(self.ports.allocate(*port).await?),
             Nic::Network(_) => None,

@@ -39,20 +39,20 @@ impl AddressLock {
         let path = Path::new(ADDRESS_LOCK);
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent)
-                .map_err(|e| io_error("create lock directory", parent, &e))?;
+                .map_err(|e| io_error("create lock directory", parent, e))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|e| io_error("open address lock", path, &e))?;
+            .map_err(|e| io_error("open address lock", path, e))?;
         let start = Instant::now();
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Self { _file: file }),
                 Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(io_error("lock", path, &e.into())),
+                Err(e) => return Err(io_error("lock", path, e.into())),
             }
             if start.elapsed() >= LOCK_TIMEOUT {
                 return Err(ProviderError::Timeout {

@@ -17,20 +17,14 @@ pub struct Tools {
     pub mount: PathBuf,
     /// The OpenSSH server, `/usr/sbin/sshd` on Debian.
     pub sshd: PathBuf,
-    /// `ssh-keygen` (OpenSSH).
-    pub ssh_keygen: PathBuf,
 }
 
 /// Program name and the package that provides it, in [`Tools`] order.
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 4] = [
     ("unshare", "util-linux"),
     ("setsid", "util-linux"),
     ("mount", "util-linux (Debian: mount)"),
     ("sshd", "openssh-server"),
-    (
-        "ssh-keygen",
-        "openssh-client, which openssh-server pulls in",
-    ),
 ];
 
 /// Directories searched after `PATH`: sshd lives in sbin, which a non-login
@@ -95,7 +89,6 @@ pub fn check_environment(
         setsid: next(),
         mount: next(),
         sshd: next(),
-        ssh_keygen: next(),
     })
 }
 
@@ -111,7 +104,6 @@ mod tests {
     fn finds_all_tools_in_order() {
         let tools = check_environment("linux", true, everything).unwrap();
         assert_eq!(tools.sshd, Path::new("/usr/bin/sshd"));
-        assert_eq!(tools.ssh_keygen, Path::new("/usr/bin/ssh-keygen"));
         assert_eq!(tools.unshare, Path::new("/usr/bin/unshare"));
     }
 

@@ -14,7 +14,7 @@ pub(crate) fn config_error(message: impl Into<String>) -> ProviderError {
     }
 }
 
-/// A failed file operation during `operation`.
-pub(crate) fn io_error(operation: &str, path: &Path, error: &std::io::Error) -> ProviderError {
-    ProviderError::api(operation, format!("{}: {error}", path.display()))
+/// A failed file operation during `operation`, the I/O error kept as its source.
+pub(crate) fn io_error(operation: &str, path: &Path, error: std::io::Error) -> ProviderError {
+    ProviderError::api_caused_by(operation, path.display().to_string(), error)
 }

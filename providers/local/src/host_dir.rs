@@ -125,13 +125,13 @@ impl HostDir {
                 f.sync_all()
             })
             .and_then(|()| std::fs::rename(&temporary, &path));
-        result.map_err(|e| io_error("write host file", &path, &e))
+        result.map_err(|e| io_error("write host file", &path, e))
     }
 
     /// Creates a directory (and its parents) inside the host directory.
     pub(crate) fn create_subdir(&self, name: &str) -> Result<PathBuf, ProviderError> {
         let path = self.file(name);
-        fs_err::create_dir_all(&path).map_err(|e| io_error("create host directory", &path, &e))?;
+        fs_err::create_dir_all(&path).map_err(|e| io_error("create host directory", &path, e))?;
         Ok(path)
     }
 }

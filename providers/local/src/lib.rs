@@ -33,7 +33,7 @@
 //! the machine-wide lock `/run/lock/prov-local-addresses.lock`.
 //!
 //! Needs Linux, root and util-linux (`unshare`, `setsid`, `mount`) and
-//! OpenSSH (`sshd`, `ssh-keygen`).
+//! OpenSSH's `sshd` (host keys are generated in-process).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

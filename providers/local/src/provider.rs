@@ -50,7 +50,7 @@ impl LocalProvider {
     }
 
     /// Builds a provider after checking the machine: Linux, root, and
-    /// `unshare`, `setsid`, `mount`, `sshd` and `ssh-keygen` installed.
+    /// `unshare`, `setsid`, `mount` and `sshd` installed.
     /// The root directory is created by the first create, not here.
     ///
     /// # Errors
@@ -81,10 +81,10 @@ impl LocalProvider {
         // nothing.
         let root = if settings.root.exists() {
             fs_err::canonicalize(&settings.root)
-                .map_err(|e| io_error("resolve local root", &settings.root, &e))?
+                .map_err(|e| io_error("resolve local root", &settings.root, e))?
         } else {
             std::path::absolute(&settings.root)
-                .map_err(|e| io_error("resolve local root", &settings.root, &e))?
+                .map_err(|e| io_error("resolve local root", &settings.root, e))?
         };
         check_root(&root)?;
         Ok(Self {
@@ -192,8 +192,12 @@ impl LocalProvider {
         let removal = tokio::task::spawn_blocking(move || fs_err::remove_dir_all(&path)).await;
         match removal {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_error("remove host directory", dir.path(), &e)),
-            Err(e) => Err(ProviderError::api("remove host directory", e.to_string())),
+            Ok(Err(e)) => Err(io_error("remove host directory", dir.path(), e)),
+            Err(e) => Err(ProviderError::api_caused_by(
+                "remove host directory",
+                dir.path().display().to_string(),
+                e,
+            )),
         }
     }
 
@@ -208,11 +212,11 @@ impl LocalProvider {
     ) -> Result<Observed, ProviderError> {
         let deployment_dir = self.deployment_dir();
         fs_err::create_dir_all(&deployment_dir)
-            .map_err(|e| io_error("create deployment directory", &deployment_dir, &e))?;
+            .map_err(|e| io_error("create deployment directory", &deployment_dir, e))?;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dir.path())
-            .map_err(|e| io_error("create host directory", dir.path(), &e))?;
+            .map_err(|e| io_error("create host directory", dir.path(), e))?;
         dir.write(host_dir::RESOURCE, &format!("{}\n", request.address), 0o644)?;
         dir.write(host_dir::TOKEN, &format!("{}\n", request.token), 0o600)?;
         dir.write(host_dir::HOSTNAME, &format!("{}\n", spec.hostname), 0o644)?;
@@ -221,7 +225,7 @@ impl LocalProvider {
         dir.create_subdir(host_dir::HOME)?;
         let keys = attrs::authorized_keys_file(&spec.authorized_keys);
         dir.write(host_dir::AUTHORIZED_KEYS, &keys, 0o600)?;
-        sshd::generate_host_key(&self.tools, dir).await?;
+        sshd::generate_host_key(dir)?;
         let run = sshd::run_script(&self.tools, dir);
         dir.write(host_dir::RUN_SCRIPT, &run, 0o644)?;
         let init = sshd::init_script(&self.tools, dir, &spec.hostname, &sshd::overlaid_tops());
@@ -233,7 +237,7 @@ impl LocalProvider {
                 .recursive(true)
                 .mode(0o755)
                 .create(path)
-                .map_err(|e| io_error("create directory", Path::new(path), &e))?;
+                .map_err(|e| io_error("create directory", Path::new(path), e))?;
         }
 
         let lock = AddressLock::acquire().await?;

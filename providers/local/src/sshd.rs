@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use prov_provider::shell::quote_always;
 use prov_provider::ProviderError;
 
 use crate::error::io_error;
@@ -12,36 +13,12 @@ use crate::host_dir::{self, HostDir};
 use crate::process;
 use crate::{Tools, SSH_PORT};
 
-/// Generates the host's ed25519 host key and returns its public half as
+/// Generates the host's ed25519 host key (`ssh_host_ed25519_key` and its
+/// `.pub`, as ssh-keygen writes them) and returns its public half as
 /// `ssh-ed25519 AAAA…` (no comment).
-pub(crate) async fn generate_host_key(
-    tools: &Tools,
-    dir: &HostDir,
-) -> Result<String, ProviderError> {
-    let key = dir.file(host_dir::HOST_KEY);
-    let output = tokio::process::Command::new(&tools.ssh_keygen)
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-        .arg(&key)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| io_error("run ssh-keygen", &tools.ssh_keygen, &e))?;
-    if !output.status.success() {
-        return Err(ProviderError::api(
-            "ssh-keygen",
-            format!(
-                "{} ({})",
-                String::from_utf8_lossy(&output.stderr).trim(),
-                output.status
-            ),
-        ));
-    }
-    read_host_key(dir).ok_or_else(|| {
-        ProviderError::api(
-            "ssh-keygen",
-            format!("no public key in {}.pub", key.display()),
-        )
-    })
+pub(crate) fn generate_host_key(dir: &HostDir) -> Result<String, ProviderError> {
+    let key = prov_provider::keys::generate_files(&dir.file(host_dir::HOST_KEY), "")?;
+    Ok(key.public)
 }
 
 /// The public host key as `TYPE BASE64`, read from `ssh_host_ed25519_key.pub`.
@@ -49,11 +26,6 @@ pub(crate) fn read_host_key(dir: &HostDir) -> Option<String> {
     let text = dir.read(&format!("{}.pub", host_dir::HOST_KEY))?;
     let mut words = text.split_whitespace();
     Some(format!("{} {}", words.next()?, words.next()?))
-}
-
-/// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn path_str(path: &Path) -> String {
@@ -100,9 +72,9 @@ pub(crate) fn run_script(tools: &Tools, dir: &HostDir) -> String {
         "# Written by prov (local provider): the outer process of this host.\n\
          echo $$ > {pid}\n\
          exec {unshare} --mount --uts --pid --fork --kill-child --propagation private /bin/sh {init}\n",
-        pid = sh_quote(&path_str(&dir.file(host_dir::PID))),
-        unshare = sh_quote(&path_str(&tools.unshare)),
-        init = sh_quote(&path_str(&dir.file(host_dir::INIT_SCRIPT))),
+        pid = quote_always(&path_str(&dir.file(host_dir::PID))),
+        unshare = quote_always(&path_str(&tools.unshare)),
+        init = quote_always(&path_str(&dir.file(host_dir::INIT_SCRIPT))),
     )
 }
 
@@ -146,7 +118,7 @@ pub(crate) fn overlaid_tops() -> Vec<String> {
 /// directory (sshd's config, log and pid file) stays the machine's real
 /// one, also when it lies inside an overlaid directory such as `/var`.
 pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[String]) -> String {
-    let q = |path: &Path| sh_quote(&path_str(path));
+    let q = |path: &Path| quote_always(&path_str(path));
     let mount = q(&tools.mount);
     let host = q(dir.path());
     let staged = "/root/.prov-host";
@@ -157,9 +129,9 @@ pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[
             "mkdir -p {upper} {work}
              {mount} -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {lower}
 ",
-            upper = sh_quote(&format!("{layer}/upper")),
-            work = sh_quote(&format!("{layer}/work")),
-            lower = sh_quote(&format!("/{top}")),
+            upper = quote_always(&format!("{layer}/upper")),
+            work = quote_always(&format!("{layer}/work")),
+            lower = quote_always(&format!("/{top}")),
         ));
     }
     format!(
@@ -180,7 +152,7 @@ pub(crate) fn init_script(tools: &Tools, dir: &HostDir, hostname: &str, tops: &[
         init_pid = q(&dir.file(host_dir::INIT_PID)),
         nix = q(&dir.file(host_dir::NIX)),
         home = q(&dir.file(host_dir::HOME)),
-        hostname = sh_quote(hostname),
+        hostname = quote_always(hostname),
         sshd = q(&tools.sshd),
         config = q(&dir.file(host_dir::SSHD_CONFIG)),
         log = q(&dir.file(host_dir::SSHD_LOG)),
@@ -196,10 +168,10 @@ pub(crate) async fn spawn(tools: &Tools, dir: &HostDir) -> Result<(), ProviderEr
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| io_error("open start log", &log_path, &e))?;
+        .map_err(|e| io_error("open start log", &log_path, e))?;
     let log2 = log
         .try_clone()
-        .map_err(|e| io_error("open start log", &log_path, &e))?;
+        .map_err(|e| io_error("open start log", &log_path, e))?;
     let status = tokio::process::Command::new(&tools.setsid)
         .arg("--fork")
         .arg("/bin/sh")
@@ -212,7 +184,7 @@ pub(crate) async fn spawn(tools: &Tools, dir: &HostDir) -> Result<(), ProviderEr
         .stderr(log2)
         .status()
         .await
-        .map_err(|e| io_error("run setsid", &tools.setsid, &e))?;
+        .map_err(|e| io_error("run setsid", &tools.setsid, e))?;
     if status.success() {
         Ok(())
     } else {
@@ -303,7 +275,6 @@ mod tests {
             setsid: "/usr/bin/setsid".into(),
             mount: "/usr/bin/mount".into(),
             sshd: "/usr/sbin/sshd".into(),
-            ssh_keygen: "/usr/bin/ssh-keygen".into(),
         }
     }
 

@@ -586,7 +586,7 @@ impl Provider for VirtualBoxProvider {
             tracing::info!(%name, "removing the VM of an interrupted create");
             self.remove(&uuid).await?;
         }
-        let key = keys::generate_host_key().await?;
+        let key = keys::generate_host_key()?;
         let port = self.ports.allocate(spec.ssh_port).await?;
         let hostname = match request.address.index {
             Some(i) => format!("{}-{i}", request.address.name),
@@ -670,7 +670,9 @@ impl SeedFile {
     fn write(vm: &str, image: &[u8]) -> Result<Self, ProviderError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let failed = |e: std::io::Error| ProviderError::api("write the seed", e.to_string());
+        let failed = |e: std::io::Error| {
+            ProviderError::api_caused_by("write the seed", format!("the seed of VM {vm}"), e)
+        };
         let dir = tempfile::Builder::new()
             .prefix("prov-vbox-seed-")
             .tempdir()

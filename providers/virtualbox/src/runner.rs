@@ -107,9 +107,10 @@ impl VBoxManage {
                         self.program.display()
                     ))
                 } else {
-                    ProviderError::api(
+                    ProviderError::api_caused_by(
                         format!("VBoxManage {subcommand}"),
-                        format!("cannot run {}: {e}", self.program.display()),
+                        format!("cannot run {}", self.program.display()),
+                        e,
                     )
                 }
             })?;
@@ -119,7 +120,13 @@ impl VBoxManage {
                 what: format!("VBoxManage {}", args.join(" ")),
                 seconds: limit.as_secs(),
             })?
-            .map_err(|e| ProviderError::api(format!("VBoxManage {subcommand}"), e.to_string()))?;
+            .map_err(|e| {
+                ProviderError::api_caused_by(
+                    format!("VBoxManage {subcommand}"),
+                    format!("waiting for {}", self.program.display()),
+                    e,
+                )
+            })?;
         Ok(Outcome {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
