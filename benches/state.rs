@@ -16,10 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use prov::apply::{self, ApplyOptions, StateSession};
+use prov::apply::{self, ApplyOptions};
 use prov::plan::{self, BuildOptions};
 use prov::providers::Providers;
 use prov::select::Selection;
+use prov::session::StateSession;
 use prov::spec::Spec;
 use prov_provider::fake::FakeProvider;
 use prov_provider::ResourceConfig;

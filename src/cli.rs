@@ -155,20 +155,22 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     /// A plan saved with `prov plan --out FILE`.
     pub plan_file: Option<PathBuf>,
-    /// Selection and refresh.
+    /// What every command that changes things takes.
     #[command(flatten)]
-    pub select: SelectArgs,
-    /// Do not ask for confirmation (required when not on a terminal).
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// How many resources to work on at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub parallelism: u16,
+    pub change: ChangeArgs,
 }
 
 /// `prov destroy`.
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
+    /// What every command that changes things takes.
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// The options of `apply` and `destroy`.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
     /// Selection and refresh.
     #[command(flatten)]
     pub select: SelectArgs,

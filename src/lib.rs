@@ -17,6 +17,7 @@ pub mod plan;
 pub mod providers;
 pub mod secrets;
 pub mod select;
+pub mod session;
 pub mod spec;
 pub mod ssh;
 pub mod tasks;

@@ -9,7 +9,6 @@
 
 mod node;
 mod schedule;
-mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +19,6 @@ use prov_provider::{Address, Change};
 use crate::plan::file::PlanFile;
 use crate::providers::Providers;
 pub use schedule::Event;
-pub use session::{settle, StateSession};
 
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +65,7 @@ impl ApplyReport {
 pub async fn apply(
     plan: &PlanFile,
     providers: &Providers,
-    session: &Arc<tokio::sync::Mutex<StateSession>>,
+    session: &Arc<tokio::sync::Mutex<crate::session::StateSession>>,
     options: ApplyOptions,
     on_event: impl Fn(&Event) + Send + Sync + 'static,
 ) -> Result<ApplyReport> {

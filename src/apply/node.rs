@@ -7,7 +7,7 @@ use prov_state::{NewResource, ResourceStatus, StateDocument};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::StateSession;
+use crate::session::StateSession;
 
 /// Carries out `action` on `address`; returns the provider id afterwards.
 pub(super) async fn run(

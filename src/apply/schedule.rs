@@ -15,10 +15,11 @@ use prov_provider::{Address, Change};
 use tokio::sync::Mutex;
 
 use super::node;
-use super::{ApplyOptions, ApplyReport, StateSession};
+use super::{ApplyOptions, ApplyReport};
 use crate::interrupt;
 use crate::plan::file::PlanFile;
 use crate::providers::Providers;
+use crate::session::StateSession;
 use crate::tasks::{Joined, Tasks};
 
 /// Progress of one resource, for the caller to show.
@@ -159,12 +160,7 @@ pub(super) async fn run(
                 }
             }
             Joined::Done((address, action), (Err(error), _)) => {
-                on_event(&Event::Failed {
-                    address: address.clone(),
-                    action,
-                    error: format!("{error:#}"),
-                });
-                report.failed.push((address, error));
+                fail(&mut report, &*on_event, address, action, error);
                 failed = true;
             }
             Joined::Abandoned((address, action)) => {
@@ -183,18 +179,30 @@ pub(super) async fn run(
                     "internal error: the {} of {address} panicked: {panic}",
                     verb(action)
                 );
-                on_event(&Event::Failed {
-                    address: address.clone(),
-                    action,
-                    error: format!("{error:#}"),
-                });
-                report.failed.push((address, error));
+                fail(&mut report, &*on_event, address, action, error);
                 failed = true;
             }
         }
     }
     report.skipped = waiting.into_keys().collect();
     Ok(report)
+}
+
+/// Reports `action` on `address` failed with `error`, to the caller and in
+/// the report.
+fn fail(
+    report: &mut ApplyReport,
+    on_event: &(dyn Fn(&Event) + Send + Sync),
+    address: Address,
+    action: Change,
+    error: anyhow::Error,
+) {
+    on_event(&Event::Failed {
+        address: address.clone(),
+        action,
+        error: format!("{error:#}"),
+    });
+    report.failed.push((address, error));
 }
 
 /// The provider call behind `action`, in words.

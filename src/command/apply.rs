@@ -9,13 +9,14 @@ use anyhow::{bail, Result};
 use prov_provider::{Address, Change, ProviderError};
 use prov_state::StateDocument;
 
-use crate::apply::{self, ApplyOptions, Event, StateSession};
-use crate::cli::{ApplyArgs, Cli, DestroyArgs, SelectArgs};
+use crate::apply::{self, ApplyOptions, Event};
+use crate::cli::{ApplyArgs, ChangeArgs, Cli, DestroyArgs};
 use crate::command::plan::{prepare, Prepared};
 use crate::command::{Context, EXIT_OK};
 use crate::deploy::DeployContext;
 use crate::plan::file::PlanFile;
 use crate::plan::{self, Refreshed};
+use crate::session::StateSession;
 use crate::ssh::shell_quote;
 use crate::ui::{self, Painter};
 
@@ -26,48 +27,36 @@ pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
         Some(path) => Some((path.as_path(), load_plan(&ctx, path)?)),
         None => None,
     };
-    let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
-    let confirm = args.plan_file.is_none() && !args.auto_approve;
-    ctx.with_session(cli, "apply", async |session| {
-        let stored = stored(session).await;
-        let prepared = match saved {
-            Some((path, plan)) => from_file(&ctx, cli, path, plan, deploy, stored).await?,
-            None => prepare(&ctx, &args.select, false, deploy, stored).await?,
-        };
-        execute(
-            &ctx,
-            cli,
-            prepared,
-            session,
-            confirm,
-            args.parallelism.into(),
-        )
-        .await
-    })
-    .await
+    change(&ctx, cli, &args.change, saved, false).await
 }
 
 /// Destroys the deployment (or the selected resources).
 pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
     let ctx = Context::load(cli)?;
-    let select = SelectArgs {
-        on: args.select.on.clone(),
-        refresh: args.select.refresh,
-    };
+    change(&ctx, cli, &args.change, None, true).await
+}
+
+/// Plans (or takes the `saved` plan), asks, and applies, under the lock:
+/// apply converges, `destroy` destroys.
+async fn change(
+    ctx: &Context,
+    cli: &Cli,
+    args: &ChangeArgs,
+    saved: Option<(&std::path::Path, PlanFile)>,
+    destroy: bool,
+) -> Result<u8> {
     let deploy = DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
-    ctx.with_session(cli, "destroy", async |session| {
+    // A saved plan was approved when it was made.
+    let confirm = saved.is_none() && !args.auto_approve;
+    let operation = if destroy { "destroy" } else { "apply" };
+    ctx.with_session(cli, operation, async |session| {
         let stored = stored(session).await;
-        let prepared = prepare(&ctx, &select, true, deploy, stored).await?;
-        let confirm = !args.auto_approve;
-        execute(
-            &ctx,
-            cli,
-            prepared,
-            session,
-            confirm,
-            args.parallelism.into(),
-        )
-        .await
+        let prepared = match saved {
+            Some((path, plan)) => from_file(ctx, cli, path, plan, deploy, stored).await?,
+            None => prepare(ctx, &args.select, destroy, deploy, stored).await?,
+        };
+        let parallelism = args.parallelism.into();
+        execute(ctx, cli, prepared, session, confirm, parallelism).await
     })
     .await
 }

@@ -9,7 +9,6 @@ mod plan;
 mod rollback;
 mod s3_backend;
 mod secrets;
-mod session;
 mod state;
 mod validate;
 
@@ -41,7 +40,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             () = cutoff => {
                 // The command was dropped where it stood; sessions it held
                 // finish their last write and release their locks.
-                crate::apply::settle(std::time::Duration::from_secs(3)).await;
+                crate::session::settle(std::time::Duration::from_secs(3)).await;
                 Err(anyhow::Error::new(crate::interrupt::Interrupted))
             }
         }

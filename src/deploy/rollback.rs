@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use super::profile::{current_system, PROFILE};
 use super::target::host_endpoint;
 use super::DeployContext;
-use crate::apply::StateSession;
+use crate::session::StateSession;
 use crate::spec::Goal;
 use crate::ssh::shell_quote;
 

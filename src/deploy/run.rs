@@ -15,9 +15,9 @@ use super::profile::current_system;
 use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, recorded_endpoint, Endpoint};
 use super::{copy, health, DeployContext, Progress};
-use crate::apply::StateSession;
 use crate::interrupt;
 use crate::plan::{DeployChange, SecretChange};
+use crate::session::StateSession;
 use crate::spec::{Goal, OnFailure};
 use crate::ssh::{Connection, SshError};
 
@@ -289,32 +289,21 @@ async fn deploy_one(
     .await?;
 
     // Activate, unless the host already runs it.
-    if goal.sets_profile()
-        && current_system(&connection).await?.as_deref() == Some(change.desired.as_str())
-    {
+    let already_active = goal.sets_profile()
+        && current_system(&connection).await?.as_deref() == Some(change.desired.as_str());
+    let activated = if already_active {
         progress.phase(address, "already active; nothing to activate");
-        uploaded += host_secrets::sync_host(
-            ctx,
-            &connection,
-            address,
-            secrets,
-            Stage::After,
-            session,
-            progress,
-        )
-        .await?;
-        record_deployed(session, address, change, goal, None).await?;
-        return Ok(uploaded);
-    }
-    progress.phase(address, &format!("activating ({})", goal.as_str()));
-    let activation =
-        activate::start(&connection, &change.desired, goal, deploy.confirm_timeout).await?;
-    let outcome = activate::finish(&connection, &endpoint, &activation).await?;
-    let generation = match outcome {
-        Outcome::Confirmed { generation } => generation,
-        Outcome::RolledBack { reason, previous } => {
-            ctx.pool.drop_connection(address).await;
-            bail!("{address} {}: {reason}", rolled_back(previous.as_deref()));
+        None
+    } else {
+        progress.phase(address, &format!("activating ({})", goal.as_str()));
+        let activation =
+            activate::start(&connection, &change.desired, goal, deploy.confirm_timeout).await?;
+        match activate::finish(&connection, &endpoint, &activation).await? {
+            Outcome::Confirmed { generation } => Some((activation, generation)),
+            Outcome::RolledBack { reason, previous } => {
+                ctx.pool.drop_connection(address).await;
+                bail!("{address} {}: {reason}", rolled_back(previous.as_deref()));
+            }
         }
     };
 
@@ -328,6 +317,10 @@ async fn deploy_one(
         progress,
     )
     .await?;
+    let Some((activation, generation)) = activated else {
+        record_deployed(session, address, change, goal, None).await?;
+        return Ok(uploaded);
+    };
 
     if let Some(spec) = &info.health {
         progress.phase(address, "checking health");

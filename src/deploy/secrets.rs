@@ -12,9 +12,9 @@ use prov_state::SecretRecord;
 use tokio::sync::Mutex;
 
 use super::{DeployContext, Progress};
-use crate::apply::StateSession;
 use crate::plan::{SecretAction, SecretChange};
 use crate::secrets::{self, Identities, Plaintext};
+use crate::session::StateSession;
 use crate::spec::{SecretSpec, Spec, UploadWhen};
 use crate::ssh::{shell_quote, Connection};
 

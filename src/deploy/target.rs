@@ -150,7 +150,7 @@ pub fn endpoint(
 /// [`endpoint`]).
 pub async fn host_endpoint<'a>(
     ctx: &'a super::DeployContext,
-    session: &tokio::sync::Mutex<crate::apply::StateSession>,
+    session: &tokio::sync::Mutex<crate::session::StateSession>,
     address: &Address,
 ) -> Result<(&'a HostInfo, Endpoint)> {
     let info = ctx
@@ -178,7 +178,7 @@ pub async fn host_endpoint<'a>(
 /// When state holds no address or no pinned key for it.
 pub async fn recorded_endpoint(
     ctx: &super::DeployContext,
-    session: &tokio::sync::Mutex<crate::apply::StateSession>,
+    session: &tokio::sync::Mutex<crate::session::StateSession>,
     address: &Address,
 ) -> Result<Endpoint> {
     let s = session.lock().await;

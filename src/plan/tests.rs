@@ -10,10 +10,11 @@ use prov_state::{EmbeddedBackend, LockInfo, ResourceStatus, StateBackend, StateD
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::apply::{self, ApplyOptions, StateSession};
+use crate::apply::{self, ApplyOptions};
 use crate::plan::{self, BuildOptions, Refreshed};
 use crate::providers::Providers;
 use crate::select::Selection;
+use crate::session::StateSession;
 use crate::spec::Spec;
 
 fn thing(address: &str, image: &str, size: u32, deps: &[&str]) -> ResourceConfig {
