@@ -16,8 +16,9 @@ PROV_PKGS_BASE=(ca-certificates curl git gcc libc6-dev python3 python3-venv
 PROV_PKGS_BUILD=(pkg-config libvirt-dev)
 
 # Running the quickstart and the deploy tests: Nix builds and copies closures,
-# sshd runs inside each local host, ssh-keygen makes keys, age decrypts what
-# prov encrypts (interop tests).
+# sshd runs inside each local host, the tests use OpenSSH's ssh and
+# ssh-keygen as peers (prov makes its keys itself), age decrypts what prov
+# encrypts (interop tests).
 PROV_PKGS_HOSTS=(nix-bin openssh-server openssh-client age)
 
 # The libvirt tests: libvirtd + the QEMU driver without systemd
