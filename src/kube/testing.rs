@@ -1,0 +1,46 @@
+//! Fixtures shared by the Kubernetes tests: a small cluster and a fixed
+//! clock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use prov_provider::Address;
+
+use super::model::{ApiEndpoint, Cluster, Flavor, Member, Role, DEFAULT_RENEW_BEFORE};
+
+/// 2026-01-01T00:00:00Z.
+pub fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// A member `name` with `roles`, address 192.0.2.N.
+pub fn member(name: &str, n: u8, roles: &[Role]) -> Member {
+    Member {
+        address: Address::host(name, None),
+        node_name: name.to_owned(),
+        roles: roles.iter().copied().collect(),
+        labels: BTreeMap::new(),
+        ips: vec![format!("192.0.2.{n}").parse().unwrap()],
+        dns_names: vec![format!("{name}.example.test")],
+    }
+}
+
+/// Cluster `dev`: control plane `cp` (192.0.2.10, the API endpoint),
+/// workers `w1` (labelled tier=web) and `w2`.
+pub fn cluster(flavor: Flavor) -> Cluster {
+    let mut w1 = member("w1", 11, &[Role::Worker]);
+    w1.labels.insert("tier".into(), "web".into());
+    Cluster {
+        name: "dev".into(),
+        flavor,
+        api_endpoint: ApiEndpoint::new("192.0.2.10"),
+        service_cidr: "10.0.0.0/24".parse().unwrap(),
+        pod_cidr: "10.1.0.0/16".parse().unwrap(),
+        renew_before: DEFAULT_RENEW_BEFORE,
+        members: vec![
+            member("cp", 10, &[Role::ControlPlane]),
+            w1,
+            member("w2", 12, &[Role::Worker]),
+        ],
+    }
+}
