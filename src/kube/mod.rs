@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod cidr;
+pub mod material;
 pub mod model;
 pub mod pki;
 pub mod secret;

@@ -2,11 +2,14 @@
 //! clock.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 use prov_provider::Address;
 
 use super::model::{ApiEndpoint, Cluster, Flavor, Member, Role, DEFAULT_RENEW_BEFORE};
+use super::pki::issue::{issue, Material};
+use super::pki::renewal::{plan, Action, Existing};
 
 /// 2026-01-01T00:00:00Z.
 pub fn now() -> DateTime<Utc> {
@@ -43,4 +46,20 @@ pub fn cluster(flavor: Flavor) -> Cluster {
             member("w2", 12, &[Role::Worker]),
         ],
     }
+}
+
+/// The material of `cluster`, all issued at [`now`].
+pub fn issued(cluster: &Cluster) -> Material {
+    let changes = plan(cluster, &Existing::default(), now());
+    assert!(changes.iter().all(|c| c.action == Action::Issue));
+    issue(cluster, &changes, Material::default(), now()).unwrap()
+}
+
+/// An age identity in a file under `dir`, and its recipient.
+pub fn identity(dir: &Path) -> (PathBuf, String) {
+    use age::secrecy::ExposeSecret;
+    let key = age::x25519::Identity::generate();
+    let path = dir.join("identity.txt");
+    fs_err::write(&path, key.to_string().expose_secret()).unwrap();
+    (path, key.to_public().to_string())
 }

@@ -80,6 +80,43 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, CAs first.
+    pub const ALL: [Kind; 21] = [
+        Self::KubernetesCa,
+        Self::EtcdCa,
+        Self::FrontProxyCa,
+        Self::ServiceAccount,
+        Self::EncryptionKey,
+        Self::K3sToken,
+        Self::ClusterAdmin,
+        Self::ApiServer,
+        Self::ApiServerKubeletClient,
+        Self::ApiServerEtcdClient,
+        Self::ApiServerProxyClient,
+        Self::Etcd,
+        Self::EtcdPeer,
+        Self::ControllerManager,
+        Self::ControllerManagerClient,
+        Self::SchedulerClient,
+        Self::AddonManager,
+        Self::Kubelet,
+        Self::KubeletClient,
+        Self::KubeProxyClient,
+        Self::FlannelClient,
+    ];
+
+    /// The kind whose [`Kind::stem`] is `stem`.
+    #[must_use]
+    pub fn from_stem(stem: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.stem() == stem)
+    }
+
+    /// Whether the item is a random secret with no public part.
+    #[must_use]
+    pub fn is_random(self) -> bool {
+        matches!(self, Self::EncryptionKey | Self::K3sToken)
+    }
+
     /// The file stem (`kube-apiserver`), as the NixOS module names the
     /// files; the CAs keep their kubeadm names.
     #[must_use]

@@ -10,14 +10,7 @@ use super::issue::{issue, Material};
 use super::renewal::{plan, Action, Change};
 use super::*;
 use crate::kube::model::Role;
-use crate::kube::testing::{cluster, member, now};
-
-/// The material of the fixture cluster, issued at the fixed clock.
-fn issued(cluster: &Cluster) -> Material {
-    let changes = plan(cluster, &Default::default(), now());
-    assert!(changes.iter().all(|c| c.action == Action::Issue));
-    issue(cluster, &changes, Material::default(), now()).unwrap()
-}
+use crate::kube::testing::{cluster, issued, member, now};
 
 fn actions(changes: &[Change]) -> Vec<(String, String)> {
     changes
@@ -370,4 +363,12 @@ fn durations_read_like_the_spec() {
         "36h"
     );
     assert_eq!(renewal::human_duration(Duration::from_secs(90)), "90s");
+}
+
+#[test]
+fn stems_name_each_kind_once() {
+    for kind in Kind::ALL {
+        assert_eq!(Kind::from_stem(kind.stem()), Some(kind));
+    }
+    assert_eq!(Kind::from_stem("nope"), None);
 }
