@@ -6,6 +6,8 @@
 
 pub mod check;
 pub mod cidr;
+pub mod files;
+pub mod kubeconfig;
 pub mod material;
 pub mod model;
 pub mod pki;
