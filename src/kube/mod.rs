@@ -10,6 +10,7 @@ pub mod files;
 pub mod kubeconfig;
 pub mod material;
 pub mod model;
+pub mod nixos;
 pub mod pki;
 pub mod secret;
 

@@ -63,3 +63,24 @@ pub fn identity(dir: &Path) -> (PathBuf, String) {
     fs_err::write(&path, key.to_string().expose_secret()).unwrap();
     (path, key.to_public().to_string())
 }
+
+/// Whether `tool` can be run; when it cannot, says so and the test skips
+/// (fails instead when PROV_REQUIRE_TEST_TOOLS is set, as scripts/test.sh
+/// does, so CI cannot pass by skipping).
+pub fn have_tool(tool: &str, install_hint: &str) -> bool {
+    match std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("PROV_REQUIRE_TEST_TOOLS").is_some() => {
+            panic!("cannot run {tool}: {e} ({install_hint})")
+        }
+        Err(e) => {
+            eprintln!("skipping: cannot run {tool}: {e} ({install_hint})");
+            false
+        }
+    }
+}
