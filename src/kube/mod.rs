@@ -15,4 +15,6 @@ pub mod pki;
 pub mod secret;
 
 #[cfg(test)]
+mod interop;
+#[cfg(test)]
 mod testing;
