@@ -200,6 +200,15 @@ impl Member {
         self.roles.contains(&Role::Worker)
     }
 
+    /// Its labels as `NAME=VALUE`, sorted by name.
+    #[must_use]
+    pub fn label_pairs(&self) -> Vec<String> {
+        self.labels
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect()
+    }
+
     /// The address other members reach it at: its first IP, else its node
     /// name.
     #[must_use]

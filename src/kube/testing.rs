@@ -11,6 +11,17 @@ use super::model::{ApiEndpoint, Cluster, Flavor, Member, Role, DEFAULT_RENEW_BEF
 use super::pki::issue::{issue, Material};
 use super::pki::renewal::{plan, Action, Existing};
 
+/// The DNS SANs of the fixture's apiserver certificate, sorted.
+pub const APISERVER_DNS: [&str; 7] = [
+    "cp",
+    "cp.example.test",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "localhost",
+];
+
 /// 2026-01-01T00:00:00Z.
 pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()

@@ -8,7 +8,7 @@ use super::output;
 use crate::kube::model::Flavor;
 use crate::kube::pki::issue::Material;
 use crate::kube::pki::{desired, Form, ItemId, Kind, Usage};
-use crate::kube::testing::{cluster, have_tool, issued};
+use crate::kube::testing::{cluster, have_tool, issued, APISERVER_DNS};
 
 /// Writes `text` to `dir/name`, returning the path as a string.
 fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
@@ -143,15 +143,7 @@ fn the_apiserver_certificate_names_every_way_to_reach_it() {
         );
         String::from_utf8_lossy(&out.stdout).contains("does match certificate")
     };
-    for name in [
-        "cp",
-        "cp.example.test",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "localhost",
-    ] {
+    for name in APISERVER_DNS {
         assert!(x509_check("-checkhost", name), "{name}");
         assert!(
             verifies(&ca, "sslserver", &apiserver, &["-verify_hostname", name]),

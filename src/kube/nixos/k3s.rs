@@ -28,12 +28,7 @@ pub(super) fn body(out: &mut String, cluster: &Cluster, member: &Member) {
             k.string("nodeIP", &ip.to_string());
         }
         if !member.labels.is_empty() {
-            let labels: Vec<String> = member
-                .labels
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect();
-            k.raw("nodeLabel", &nix_list(&labels));
+            k.raw("nodeLabel", &nix_list(&member.label_pairs()));
         }
         if server && !member.is_worker() {
             k.raw(

@@ -74,12 +74,8 @@ fn kubelet(k: &mut Block<'_>, cluster: &Cluster, member: &Member) {
         l.string("tlsKeyFile", &key(Kind::Kubelet));
         client_kubeconfig(l, Kind::KubeletClient);
         if !member.labels.is_empty() {
-            let labels: Vec<String> = member
-                .labels
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect();
-            l.string("extraOpts", &format!("--node-labels={}", labels.join(",")));
+            let labels = member.label_pairs().join(",");
+            l.string("extraOpts", &format!("--node-labels={labels}"));
         }
     });
 }

@@ -151,10 +151,7 @@ fn make(
     material: &Material,
     now: DateTime<Utc>,
 ) -> Result<Item, IssueError> {
-    let generate = |source| IssueError::Generate {
-        id: id.clone(),
-        source,
-    };
+    let generate = generation(id);
     match form {
         Form::Certificate(spec) => certificate(id, spec, material, now),
         Form::KeyPair => {
@@ -187,10 +184,7 @@ fn certificate(
     material: &Material,
     now: DateTime<Utc>,
 ) -> Result<Item, IssueError> {
-    let generate = |source| IssueError::Generate {
-        id: id.clone(),
-        source,
-    };
+    let generate = generation(id);
     let key = KeyPair::generate().map_err(generate)?;
     let lifetime = if spec.usage == Usage::Authority {
         CA_LIFETIME
@@ -250,6 +244,14 @@ fn certificate(
         public: Some(certificate.pem()),
         secret: Secret::new(key.serialize_pem()),
     })
+}
+
+/// What turns rcgen's refusal to make `id` into an [`IssueError`].
+fn generation(id: &ItemId) -> impl Fn(rcgen::Error) -> IssueError + Copy + '_ {
+    move |source| IssueError::Generate {
+        id: id.clone(),
+        source,
+    }
 }
 
 /// Key usage and extended key usage for `usage`.

@@ -10,7 +10,7 @@ use super::issue::{issue, Material};
 use super::renewal::{plan, Action, Change};
 use super::*;
 use crate::kube::model::Role;
-use crate::kube::testing::{cluster, issued, member, now};
+use crate::kube::testing::{cluster, issued, member, now, APISERVER_DNS};
 
 fn actions(changes: &[Change]) -> Vec<(String, String)> {
     changes
@@ -101,18 +101,7 @@ fn identities_and_names_follow_kubeadm_and_the_nixos_module() {
     assert_eq!(admin.organization.as_deref(), Some("system:masters"));
     let apiserver = info(Some("cp"), Kind::ApiServer);
     let dns: Vec<&str> = apiserver.dns_names.iter().map(String::as_str).collect();
-    assert_eq!(
-        dns,
-        [
-            "cp",
-            "cp.example.test",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "localhost"
-        ]
-    );
+    assert_eq!(dns, APISERVER_DNS);
     let ips: Vec<String> = apiserver.ips.iter().map(ToString::to_string).collect();
     assert_eq!(ips, ["10.0.0.1", "127.0.0.1", "192.0.2.10"]);
     assert_eq!(
