@@ -239,14 +239,11 @@ mod tests {
     use super::*;
     use crate::kube::model::{ApiEndpoint, Member, Role, DEFAULT_RENEW_BEFORE};
 
+    /// A member without addresses (the fixture's, else).
     fn member(name: &str, roles: &[Role]) -> Member {
         Member {
-            address: Address::host(name, None),
-            node_name: name.to_owned(),
-            roles: roles.iter().copied().collect(),
-            labels: BTreeMap::new(),
             ips: Vec::new(),
-            dns_names: Vec::new(),
+            ..crate::kube::testing::member(name, 1, roles)
         }
     }
 
