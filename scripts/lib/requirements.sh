@@ -25,6 +25,10 @@ PROV_PKGS_HOSTS=(nix-bin openssh-server openssh-client age)
 # every chain. Only etcd's binaries are used: the tests start it on a free
 # loopback port themselves.
 PROV_PKGS_TEST=(etcd-server etcd-client openssl)
+# kubectl for the same tests, installed only where the machine has none (the
+# machines prov is developed on ship Google's `kubectl` package, which owns
+# /usr/bin/kubectl and would clash with Debian's).
+PROV_PKGS_KUBECTL=(kubernetes-client)
 
 # The libvirt tests: libvirtd + the QEMU driver without systemd
 # (libvirt-daemon-system wants it), QEMU 7.2 (qemu-utils pinned: the
