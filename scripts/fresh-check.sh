@@ -56,7 +56,7 @@ while read -r name; do
   in_list "$name" "${base_names[@]}" && continue
   in_list "$name" "${candidates[@]}" && continue
   prov_have_pkg "$name" && candidates+=("$name")
-done < <(prov_pkg_names "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_HOSTS[@]}" "${PROV_PKGS_LIBVIRT[@]}")
+done < <(prov_pkg_names "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_HOSTS[@]}" "${PROV_PKGS_TEST[@]}" "${PROV_PKGS_KUBECTL[@]}" "${PROV_PKGS_LIBVIRT[@]}")
 
 # Of those, the ones whose purge removes nothing but our own packages and
 # what they pulled in (apt would otherwise take the machine's packages too).

@@ -7,7 +7,9 @@
 #                                 default features (pkg-config, libvirt-dev),
 #                                 nix-bin, openssh, age; /etc/nix/nix.conf for
 #                                 offline single-user Nix
-#   scripts/setup.sh [test]       all of that, and a Python virtualenv with
+#   scripts/setup.sh [test]       all of that, etcd, etcdctl, openssl and (where
+#                                 none is) kubectl for the Kubernetes tests, and
+#                                 a Python virtualenv with
 #                                 moto[server] (local EC2 and S3) and the AWS
 #                                 CLI under $PROV_TOOLS_DIR (~/.cache/prov-tools)
 # (libvirt and QEMU for the VM tests: scripts/libvirt-setup.sh.)
@@ -31,6 +33,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 prov_install_pkgs "${PROV_PKGS_BASE[@]}" "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_HOSTS[@]}"
+if [ "$purpose" = test ]; then
+  prov_install_pkgs "${PROV_PKGS_TEST[@]}"
+  command -v kubectl >/dev/null 2>&1 || prov_install_pkgs "${PROV_PKGS_KUBECTL[@]}"
+fi
 
 # Nix without a daemon, build users or network (as on CI machines): build as
 # root, no sandbox, no binary cache. Only written when there is no config yet.

@@ -12,6 +12,7 @@ pub mod crashpoint;
 pub mod deploy;
 pub mod duration;
 pub mod interrupt;
+pub mod kube;
 pub mod outputs;
 pub mod plan;
 pub mod providers;

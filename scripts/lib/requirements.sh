@@ -21,6 +21,16 @@ PROV_PKGS_BUILD=(pkg-config libvirt-dev)
 # encrypts (interop tests).
 PROV_PKGS_HOSTS=(nix-bin openssh-server openssh-client age)
 
+# The Kubernetes tests (src/kube): real etcd serving prov's certificates
+# with client-certificate auth, etcdctl as its client, openssl verifying
+# every chain. Only etcd's binaries are used: the tests start it on a free
+# loopback port themselves.
+PROV_PKGS_TEST=(etcd-server etcd-client openssl)
+# kubectl for the same tests, installed only where the machine has none (the
+# machines prov is developed on ship Google's `kubectl` package, which owns
+# /usr/bin/kubectl and would clash with Debian's).
+PROV_PKGS_KUBECTL=(kubernetes-client)
+
 # The libvirt tests: libvirtd + the QEMU driver without systemd
 # (libvirt-daemon-system wants it), QEMU 7.2 (qemu-utils pinned: the
 # backports 10.x conflicts with qemu-system-x86 7.2), debootstrap for the
