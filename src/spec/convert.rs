@@ -100,6 +100,7 @@ pub(crate) fn convert(
                 ssh: parts.ssh.clone(),
                 host_key: parts.host_key.clone(),
                 health: parts.health.clone(),
+                kubernetes: checked.kubernetes.hosts.get(name).cloned(),
             };
             hosts.insert(address, info);
         }
@@ -144,6 +145,7 @@ pub(crate) fn convert(
         outputs: outputs(raw),
         deploy: checked.deploy.clone(),
         secrets: checked.secrets.clone(),
+        kubernetes: checked.kubernetes.clusters.clone(),
     }
 }
 

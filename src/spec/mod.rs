@@ -3,6 +3,7 @@
 
 mod check;
 mod check_deploy;
+mod check_kube;
 mod check_libvirt;
 mod check_secrets;
 mod check_virtualbox;
@@ -12,12 +13,14 @@ mod expand;
 mod graph;
 pub mod host;
 mod ingress;
+pub mod kubernetes;
 pub mod model;
 mod nix;
 mod output;
 mod provider_rules;
 mod raw;
 mod raw_deploy;
+mod raw_kube;
 mod raw_secrets;
 pub mod secrets;
 

@@ -32,6 +32,8 @@ pub struct Spec {
     pub deploy: DeploySettings,
     /// `[secrets.NAME]` by name.
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
+    /// `[kubernetes.NAME]` by name.
+    pub kubernetes: BTreeMap<String, super::kubernetes::ClusterSpec>,
 }
 
 impl Spec {
@@ -57,6 +59,7 @@ impl Spec {
             outputs: BTreeMap::new(),
             deploy: DeploySettings::default(),
             secrets: BTreeMap::new(),
+            kubernetes: BTreeMap::new(),
         }
     }
 }
@@ -109,6 +112,8 @@ pub struct HostInfo {
     pub host_key: Option<String>,
     /// Health checks after activation.
     pub health: Option<HealthSpec>,
+    /// Its part in a Kubernetes cluster, if any.
+    pub kubernetes: Option<super::kubernetes::HostKube>,
 }
 
 /// One output: `ADDRESS.ATTRIBUTE`, where ADDRESS may use `[*]` to collect a

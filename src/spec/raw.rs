@@ -47,6 +47,9 @@ pub(crate) struct RawSpec {
     /// `[secrets.NAME]`.
     #[serde(default)]
     pub secrets: BTreeMap<Str, super::raw_secrets::RawSecret>,
+    /// `[kubernetes.NAME]`.
+    #[serde(default)]
+    pub kubernetes: BTreeMap<Str, Spanned<super::raw_kube::RawCluster>>,
 }
 
 /// `[state]`.
@@ -202,6 +205,8 @@ pub(crate) struct RawHost {
     pub ssh: Option<RawSsh>,
     /// `[hosts.NAME.health]`.
     pub health: Option<RawHealth>,
+    /// `[hosts.NAME.kubernetes]`.
+    pub kubernetes: Option<Spanned<super::raw_kube::RawHostKube>>,
 }
 
 impl RawHost {

@@ -46,6 +46,8 @@ pub(crate) struct Checked {
     pub deploy: DeploySettings,
     /// `[secrets.NAME]` by name.
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
+    /// `[kubernetes.NAME]` and each host's part in a cluster.
+    pub kubernetes: super::check_kube::Kubernetes,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -78,6 +80,7 @@ pub(crate) fn check(
         c.name(name, "host");
         c.host(raw, name, host);
     }
+    c.out.kubernetes = super::check_kube::check_kubernetes(raw, &c.out.host_parts, &mut c.diags);
     c.duplicate_names(raw);
     c.machine_names(raw);
     c.provider(raw);
