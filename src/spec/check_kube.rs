@@ -438,7 +438,7 @@ fn rules(
         let span = match &problem {
             Problem::NoControlPlane => name.span(),
             Problem::TooManyControlPlanes { extra, .. } => {
-                extra.first().map_or(name.span(), |a| roles_span(a))
+                extra.first().map_or(name.span(), &roles_span)
             }
             Problem::CidrsOverlap { .. } => or_name(cluster.pod_cidr.as_ref()),
             Problem::NoFirstServiceIp(_) | Problem::ServiceCidrNotIpv4(_) => {
@@ -446,7 +446,7 @@ fn rules(
             }
             Problem::NoRoles(address) => roles_span(address),
             Problem::DuplicateNodeName { members, .. } => {
-                members.last().map_or(name.span(), |a| host_span(a))
+                members.last().map_or(name.span(), &host_span)
             }
             Problem::InvalidNodeName { member, .. } | Problem::InvalidLabel { member, .. } => {
                 host_span(member)

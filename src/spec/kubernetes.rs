@@ -104,8 +104,8 @@ impl ClusterSpec {
             name: self.name.clone(),
             flavor: self.flavor,
             api_endpoint,
-            service_cidr: self.service_cidr.clone(),
-            pod_cidr: self.pod_cidr.clone(),
+            service_cidr: self.service_cidr,
+            pod_cidr: self.pod_cidr,
             renew_before: self.renew_before,
             members,
         }
