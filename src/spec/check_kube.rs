@@ -474,7 +474,7 @@ mod tests {
         format!("[hosts.{name}]\ntarget = \"local\"\n{SYSTEM}[hosts.{name}.kubernetes]\n{kube}")
     }
 
-    fn spec(cluster: &str, hosts: &[String]) -> String {
+    fn spec(cluster: &str, hosts: Vec<String>) -> String {
         format!(
             "deployment = \"k\"\n[kubernetes.dev]\n{cluster}{}",
             hosts.concat()
@@ -488,20 +488,20 @@ mod tests {
         vec![
             (
                 "unknown cluster",
-                spec("", &[cp.clone(), host("x", "cluster = \"prod\"\nroles = [\"worker\"]\n")]),
+                spec("", vec![cp.clone(), host("x", "cluster = \"prod\"\nroles = [\"worker\"]\n")]),
                 (13, 11),
                 "`prod`, which is not declared",
             ),
-            ("no control plane", spec("", &[worker.clone()]), (2, 13), "no control plane"),
+            ("no control plane", spec("", vec![worker.clone()]), (2, 13), "no control plane"),
             (
                 "more control planes than nixos supports",
-                spec("", &[cp.clone(), host("cp2", "cluster = \"dev\"\nroles = [\"control-plane\"]\n")]),
+                spec("", vec![cp.clone(), host("cp2", "cluster = \"dev\"\nroles = [\"control-plane\"]\n")]),
                 (14, 9),
                 "supports 1 control plane",
             ),
             (
                 "overlapping ranges",
-                spec("service_cidr = \"10.0.0.0/16\"\npod_cidr = \"10.0.8.0/24\"\n", &[cp.clone()]),
+                spec("service_cidr = \"10.0.0.0/16\"\npod_cidr = \"10.0.8.0/24\"\n", vec![cp.clone()]),
                 (4, 12),
                 "overlap",
             ),
@@ -519,26 +519,26 @@ mod tests {
             ),
             (
                 "unknown role",
-                spec("", &[host("cp", "cluster = \"dev\"\nroles = [\"master\"]\n")]),
+                spec("", vec![host("cp", "cluster = \"dev\"\nroles = [\"master\"]\n")]),
                 (8, 10),
                 "not a Kubernetes role",
             ),
-            ("unknown flavour", spec("flavor = \"kubeadm\"\n", &[cp.clone()]), (3, 10), "flavour"),
+            ("unknown flavour", spec("flavor = \"kubeadm\"\n", vec![cp.clone()]), (3, 10), "flavour"),
             (
                 "api_host that is no control plane",
-                spec("api_host = \"node\"\n", &[cp.clone(), worker.clone()]),
+                spec("api_host = \"node\"\n", vec![cp.clone(), worker.clone()]),
                 (3, 12),
                 "not a control-plane host",
             ),
             (
                 "bad endpoint",
-                spec("api_endpoint = \"http://cp\"\n", &[cp.clone()]),
+                spec("api_endpoint = \"http://cp\"\n", vec![cp.clone()]),
                 (3, 16),
                 "not an apiserver endpoint",
             ),
             (
                 "renew_before_days out of range",
-                spec("renew_before_days = 400\n", &[cp]),
+                spec("renew_before_days = 400\n", vec![cp]),
                 (3, 21),
                 "renew_before_days",
             ),
