@@ -509,7 +509,7 @@ mod tests {
                 "a role on a host with no system",
                 spec(
                     "",
-                    &[
+                    vec![
                         cp.clone(),
                         "[hosts.bare]\ntarget = \"local\"\n[hosts.bare.kubernetes]\ncluster = \"dev\"\nroles = [\"worker\"]\n".to_owned(),
                     ],
@@ -569,7 +569,7 @@ mod tests {
     fn a_cluster_and_its_members_convert() {
         let source = spec(
             "flavor = \"k3s\"\napi_host = \"cp\"\n",
-            &[
+            vec![
                 host("cp", "cluster = \"dev\"\nroles = [\"control-plane\", \"worker\"]\n"),
                 format!(
                     "[hosts.node]\ntarget = \"local\"\ncount = 2\n{SYSTEM}[hosts.node.kubernetes]\ncluster = \"dev\"\nroles = [\"worker\"]\nlabels = {{ tier = \"web\" }}\n"
