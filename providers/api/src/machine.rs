@@ -105,6 +105,23 @@ impl Ports {
     pub async fn release(&self, port: u16) {
         self.0.lock().await.remove(&port);
     }
+
+    /// Runs `clean_up` (the removal of a failed create), then gives `port`
+    /// back when the create had one; answers with what `clean_up` did.
+    ///
+    /// # Errors
+    /// The error of `clean_up` (the port is given back all the same).
+    pub async fn release_after(
+        &self,
+        port: Option<u16>,
+        clean_up: impl Future<Output = Result<(), ProviderError>>,
+    ) -> Result<(), ProviderError> {
+        let removed = clean_up.await;
+        if let Some(port) = port {
+            self.release(port).await;
+        }
+        removed
+    }
 }
 
 /// A TCP port on 127.0.0.1 that is free now (the kernel picks it).
@@ -219,6 +236,19 @@ mod tests {
         assert_eq!(key.public.split(' ').count(), 2);
         assert!(key.private.contains("OPENSSH PRIVATE KEY"));
         assert!(!format!("{key:?}").contains("PRIVATE"));
+    }
+
+    #[tokio::test]
+    async fn a_released_port_can_be_handed_out_again() {
+        let ports = Ports::default();
+        assert_eq!(ports.allocate(Some(40022)).await.unwrap(), 40022);
+        let removed = ports
+            .release_after(Some(40022), async {
+                Err(ProviderError::api("remove", "x"))
+            })
+            .await;
+        assert!(removed.is_err());
+        assert!(!ports.0.lock().await.contains(&40022));
     }
 
     #[tokio::test]

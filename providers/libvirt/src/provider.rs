@@ -178,21 +178,9 @@ impl Provider for LibvirtProvider {
             Nic::User { port, .. } => Some(self.ports.allocate(*port).await?),
             Nic::Network(_) => None,
         };
-        let clean_up = async {
-            let removed = self.remove(&name).await;
-            if let Some(port) = port {
-                self.ports.release(port).await;
-            }
-            removed
-        };
-        build_or_clean_up(
-            "VM",
-            &name,
-            started,
-            self.build(&request, &spec, &key, port),
-            clean_up,
-        )
-        .await
+        let build = self.build(&request, &spec, &key, port);
+        let clean_up = self.ports.release_after(port, self.remove(&name));
+        build_or_clean_up("VM", &name, started, build, clean_up).await
     }
 
     async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {

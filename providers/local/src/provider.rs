@@ -368,14 +368,8 @@ impl Provider for LocalProvider {
             tracing::info!(dir = %dir.path().display(), "removing the stale directory of a dead host");
             self.destroy(&dir).await?;
         }
-        build_or_clean_up(
-            "host",
-            &id,
-            started,
-            self.start(&dir, &request, &spec, &id),
-            self.destroy(&dir),
-        )
-        .await
+        let build = self.start(&dir, &request, &spec, &id);
+        build_or_clean_up("host", &id, started, build, self.destroy(&dir)).await
     }
 
     async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {

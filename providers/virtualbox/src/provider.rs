@@ -253,19 +253,9 @@ impl Provider for VirtualBoxProvider {
         let key = machine::generate_host_key()?;
         let port = self.ports.allocate(spec.ssh_port).await?;
         let hostname = machine::host_name(request.address);
-        let clean_up = async {
-            let removed = self.remove(&name).await;
-            self.ports.release(port).await;
-            removed
-        };
-        build_or_clean_up(
-            "VM",
-            &name,
-            started,
-            self.build(&spec, &hostname, request.token, &key, port),
-            clean_up,
-        )
-        .await
+        let build = self.build(&spec, &hostname, request.token, &key, port);
+        let clean_up = self.ports.release_after(Some(port), self.remove(&name));
+        build_or_clean_up("VM", &name, started, build, clean_up).await
     }
 
     async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {
