@@ -28,7 +28,6 @@ pub enum ProviderError {
         /// What is wrong.
         message: String,
     },
-    /// The object named does not exist.
     /// Something the provider needs from the machine or account is missing
     /// (a daemon, a storage pool, an image); the message says how to fix it.
     #[error("{provider}: {message}")]
@@ -38,6 +37,7 @@ pub enum ProviderError {
         /// What is missing and how to provide it.
         message: String,
     },
+    /// The object named does not exist.
     #[error("{kind} `{id}` does not exist")]
     NotFound {
         /// Resource kind.
@@ -108,6 +108,14 @@ impl ProviderError {
             operation: operation.into(),
             message: message.into(),
             source: Some(source.into()),
+        }
+    }
+
+    /// The object `id` of `kind` does not exist.
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::NotFound {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
         }
     }
 

@@ -9,15 +9,22 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{AttributeSchema, CreateRequest, Observed, Provider, ProviderError, UpdateRequest};
+use crate::{
+    AttributeSchema, CreateRequest, Observed, Provider, ProviderError, SingleKind, UpdateRequest,
+};
 
-const SCHEMA: &[AttributeSchema] = &[
-    AttributeSchema::force_new("image"),
-    AttributeSchema::in_place("size"),
-    AttributeSchema::in_place("tags"),
-    AttributeSchema::in_place("peers"),
-    AttributeSchema::computed("address"),
-];
+/// The fake's one kind, `thing`, and its attributes.
+const THING: SingleKind = SingleKind {
+    provider: "fake",
+    kind: "thing",
+    schema: &[
+        AttributeSchema::force_new("image"),
+        AttributeSchema::in_place("size"),
+        AttributeSchema::in_place("tags"),
+        AttributeSchema::in_place("peers"),
+        AttributeSchema::computed("address"),
+    ],
+};
 
 /// Objects by id, each with the token it was created with.
 type Objects = BTreeMap<String, (String, Observed)>;
@@ -93,14 +100,6 @@ impl FakeProvider {
         self.misbehaviours.lock().ok()?.get(image).copied()
     }
 
-    fn check_kind(kind: &str) -> Result<(), ProviderError> {
-        if kind == "thing" {
-            Ok(())
-        } else {
-            Err(ProviderError::unknown_kind("fake", kind))
-        }
-    }
-
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Objects>, ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.objects
@@ -112,12 +111,11 @@ impl FakeProvider {
 #[async_trait]
 impl Provider for FakeProvider {
     fn name(&self) -> &str {
-        "fake"
+        THING.provider
     }
 
     fn schema(&self, kind: &str) -> Result<&'static [AttributeSchema], ProviderError> {
-        Self::check_kind(kind)?;
-        Ok(SCHEMA)
+        THING.schema(kind)
     }
 
     async fn read(
@@ -125,7 +123,7 @@ impl Provider for FakeProvider {
         kind: &str,
         ids: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
-        Self::check_kind(kind)?;
+        THING.check(kind)?;
         let objects = self.lock()?;
         Ok(ids
             .iter()
@@ -138,7 +136,7 @@ impl Provider for FakeProvider {
         kind: &str,
         tokens: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
-        Self::check_kind(kind)?;
+        THING.check(kind)?;
         let objects = self.lock()?;
         Ok(objects
             .values()
@@ -148,7 +146,7 @@ impl Provider for FakeProvider {
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
-        Self::check_kind(request.kind)?;
+        THING.check(request.kind)?;
         match self.misbehaviour(request.attributes) {
             None => {}
             Some(Misbehaviour::Fail) => {
@@ -174,14 +172,11 @@ impl Provider for FakeProvider {
     }
 
     async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {
-        Self::check_kind(request.kind)?;
+        THING.check(request.kind)?;
         let mut objects = self.lock()?;
         let (_, object) = objects
             .get_mut(request.id)
-            .ok_or_else(|| ProviderError::NotFound {
-                kind: request.kind.to_owned(),
-                id: request.id.to_owned(),
-            })?;
+            .ok_or_else(|| THING.not_found(request.id))?;
         for change in request.changes {
             match &change.after {
                 Some(v) => object.attributes.insert(change.name.clone(), v.clone()),
@@ -192,7 +187,7 @@ impl Provider for FakeProvider {
     }
 
     async fn delete(&self, kind: &str, id: &str) -> Result<(), ProviderError> {
-        Self::check_kind(kind)?;
+        THING.check(kind)?;
         self.lock()?.remove(id);
         Ok(())
     }

@@ -1,11 +1,14 @@
-//! Helpers for machine-like resources (VMs): the SSH host key a provider
-//! hands to a new machine, so prov can pin it before the first connection,
-//! and waiting for the machine's sshd.
+//! Helpers for machine-like resources (VMs, local hosts): the SSH host key a
+//! provider hands to a new machine, so prov can pin it before the first
+//! connection, waiting for the machine's sshd, its forwarded port, and the
+//! steps every machine provider's create and update share.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::ProviderError;
+use crate::{Address, AttributeChange, Attributes, Observed, ProviderError};
 use tokio::io::AsyncReadExt;
 
 /// A machine's SSH host key (a key pair without comment).
@@ -102,6 +105,23 @@ impl Ports {
     pub async fn release(&self, port: u16) {
         self.0.lock().await.remove(&port);
     }
+
+    /// Runs `clean_up` (the removal of a failed create), then gives `port`
+    /// back when the create had one; answers with what `clean_up` did.
+    ///
+    /// # Errors
+    /// The error of `clean_up` (the port is given back all the same).
+    pub async fn release_after(
+        &self,
+        port: Option<u16>,
+        clean_up: impl Future<Output = Result<(), ProviderError>>,
+    ) -> Result<(), ProviderError> {
+        let removed = clean_up.await;
+        if let Some(port) = port {
+            self.release(port).await;
+        }
+        removed
+    }
 }
 
 /// A TCP port on 127.0.0.1 that is free now (the kernel picks it).
@@ -110,6 +130,99 @@ pub fn free_port() -> Result<u16, ProviderError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| ProviderError::api_caused_by("allocate SSH port", "binding 127.0.0.1:0", e))
+}
+
+/// The guest's host name before cleaning: `web-0` for `web[0]`.
+#[must_use]
+pub fn host_name(address: &Address) -> String {
+    match address.index {
+        Some(i) => format!("{}-{i}", address.name),
+        None => address.name.clone(),
+    }
+}
+
+/// The forwarded SSH port a machine's attributes hold (`ssh_port`), if any.
+#[must_use]
+pub fn ssh_port(attributes: &Attributes) -> Option<u16> {
+    attributes
+        .get("ssh_port")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// Reads machines one at a time for [`crate::Provider::read`]: `observe`
+/// each of `ids` (`None` for one that is gone, which is drift, not an
+/// error), keyed by id.
+///
+/// # Errors
+/// The first error of `observe`.
+pub async fn read_each<'a, F, Fut>(
+    ids: impl IntoIterator<Item = &'a String>,
+    mut observe: F,
+) -> Result<BTreeMap<String, Observed>, ProviderError>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: Future<Output = Result<Option<Observed>, ProviderError>>,
+{
+    let mut found = BTreeMap::new();
+    for id in ids {
+        if let Some(observed) = observe(id).await? {
+            found.insert(id.clone(), observed);
+        }
+    }
+    Ok(found)
+}
+
+/// Refuses an update carrying a change that `in_place` says cannot be made
+/// in place (the plan replaces the machine instead; this guards against a
+/// caller that did not ask the diff). `operation` and `machine` word the
+/// error: `update VM`, `a VM`.
+///
+/// # Errors
+/// [`ProviderError::Api`] naming the first such change.
+pub fn check_in_place(
+    changes: &[AttributeChange],
+    in_place: impl Fn(&str) -> bool,
+    operation: &str,
+    machine: &str,
+) -> Result<(), ProviderError> {
+    match changes.iter().find(|c| !in_place(&c.name)) {
+        Some(change) => Err(ProviderError::api(
+            operation,
+            format!("`{}` of {machine} cannot change in place", change.name),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Runs `build`, the steps of a create after its checks. When they fail,
+/// runs `clean_up` (which removes what they made, so nothing is left
+/// half-created) and returns the create's error; a failed clean-up is
+/// logged, not returned, so it never hides that error. `machine` and `id`
+/// name what is made in the log (`VM`, `prov-dev-web-0`), `started` is when
+/// the create began.
+///
+/// # Errors
+/// The error of `build`.
+pub async fn build_or_clean_up<T>(
+    machine: &str,
+    id: &str,
+    started: Instant,
+    build: impl Future<Output = Result<T, ProviderError>>,
+    clean_up: impl Future<Output = Result<(), ProviderError>>,
+) -> Result<T, ProviderError> {
+    match build.await {
+        Ok(made) => {
+            tracing::debug!(id, elapsed = ?started.elapsed(), "{machine} created");
+            Ok(made)
+        }
+        Err(error) => {
+            if let Err(cleanup) = clean_up.await {
+                tracing::warn!(id, %cleanup, "cannot remove the {machine} of a failed create");
+            }
+            Err(error)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +239,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_released_port_can_be_handed_out_again() {
+        let ports = Ports::default();
+        assert_eq!(ports.allocate(Some(40022)).await.unwrap(), 40022);
+        let removed = ports
+            .release_after(Some(40022), async {
+                Err(ProviderError::api("remove", "x"))
+            })
+            .await;
+        assert!(removed.is_err());
+        assert!(!ports.0.lock().await.contains(&40022));
+    }
+
+    #[tokio::test]
     async fn probe_of_a_closed_port_is_none() {
         let port = free_port().unwrap();
         assert_eq!(
@@ -136,5 +262,67 @@ mod tests {
             .await,
             None
         );
+    }
+
+    #[test]
+    fn names_ports_and_in_place_changes() {
+        assert_eq!(host_name(&Address::host("web", Some(0))), "web-0");
+        assert_eq!(host_name(&Address::host("db", None)), "db");
+        let attributes: Attributes =
+            serde_json::from_value(serde_json::json!({"ssh_port": 40022})).unwrap();
+        assert_eq!(ssh_port(&attributes), Some(40022));
+        assert_eq!(ssh_port(&Attributes::new()), None);
+        let change = |name: &str| AttributeChange {
+            name: name.to_owned(),
+            before: None,
+            after: None,
+            after_unknown: false,
+            forces_replacement: false,
+        };
+        let changes = [change("cpus"), change("base")];
+        check_in_place(&changes[..1], |n| n == "cpus", "update VM", "a VM").unwrap();
+        let error = check_in_place(&changes, |n| n == "cpus", "update VM", "a VM").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "update VM failed: `base` of a VM cannot change in place"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_what_is_there_and_stops_at_an_error() {
+        let ids = ["a".to_owned(), "gone".to_owned()];
+        let found = read_each(&ids, |id| async move {
+            Ok((id != "gone").then(|| Observed {
+                id: id.to_owned(),
+                attributes: Attributes::new(),
+            }))
+        })
+        .await
+        .unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["a"]);
+        let failed = read_each(&ids, |_| async { Err(ProviderError::api("read", "down")) }).await;
+        assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_is_cleaned_up_and_keeps_its_error() {
+        let cleaned = std::sync::atomic::AtomicBool::new(false);
+        let clean_up = || async {
+            cleaned.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(ProviderError::api("remove", "also failed"))
+        };
+        let made = build_or_clean_up("VM", "v", Instant::now(), async { Ok(1) }, clean_up()).await;
+        assert_eq!(made.unwrap(), 1);
+        assert!(!cleaned.load(std::sync::atomic::Ordering::SeqCst));
+        let failed = build_or_clean_up(
+            "VM",
+            "v",
+            Instant::now(),
+            async { Err::<(), _>(ProviderError::api("build", "broke")) },
+            clean_up(),
+        )
+        .await;
+        assert_eq!(failed.unwrap_err().to_string(), "build failed: broke");
+        assert!(cleaned.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

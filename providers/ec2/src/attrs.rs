@@ -1,6 +1,6 @@
 //! Reading typed values out of JSON attributes.
 
-use prov_provider::{Attributes, ProviderError};
+use prov_provider::{Attributes, Observed, ProviderError};
 use serde_json::Value;
 
 use crate::error::config_error;
@@ -11,13 +11,8 @@ pub(crate) fn opt_str<'a>(
     kind: &str,
     name: &str,
 ) -> Result<Option<&'a str>, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(config_error(format!(
-            "{kind} attribute `{name}` must be a string, not {other}"
-        ))),
-    }
+    prov_provider::optional_string(attributes, name)
+        .map_err(|why| config_error(format!("{kind} attribute `{name}` {why}")))
 }
 
 /// The string value of `name`, which must be set.
@@ -72,4 +67,17 @@ where
     v.sort();
     v.dedup();
     Value::Array(v.into_iter().map(Value::String).collect())
+}
+
+/// `observed` with attribute `name` set to `value` (when given): what EC2
+/// never reports back, kept from the request.
+pub(crate) fn with_unreported(
+    mut observed: Observed,
+    name: &str,
+    value: Option<Value>,
+) -> Observed {
+    if let Some(value) = value {
+        observed.attributes.insert(name.to_owned(), value);
+    }
+    observed
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
+use prov_provider::ProviderError;
 
 use crate::error::ApiFailure;
 
@@ -55,6 +56,26 @@ impl Ec2Api {
             tracing::debug!(operation, error = %aws_sdk_ec2::error::DisplayErrorContext(&err), "EC2 API call failed");
             ApiFailure::from_sdk(operation, &self.target, err)
         })
+    }
+}
+
+/// Every item of a paginated Describe call: `page` sends one request with
+/// the given next token and answers with its items and the next token;
+/// pages are fetched until no (or an empty) next token comes back.
+pub(crate) async fn paginate<T, F, Fut>(mut page: F) -> Result<Vec<T>, ProviderError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), ProviderError>>,
+{
+    let mut items = Vec::new();
+    let mut next_token = None;
+    loop {
+        let (page_items, token) = page(next_token.take()).await?;
+        items.extend(page_items);
+        match token {
+            Some(t) if !t.is_empty() => next_token = Some(t),
+            _ => return Ok(items),
+        }
     }
 }
 

@@ -1,10 +1,8 @@
 //! Kind `instance`: one EC2 instance. Its id is `i-…`.
 
-use std::collections::BTreeMap;
-
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
-    AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue,
+    AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue, Tag,
 };
 use aws_smithy_types::base64;
 use prov_provider::{
@@ -12,13 +10,13 @@ use prov_provider::{
 };
 use serde_json::Value;
 
-use crate::attrs::{opt_str, req_str, str_array, str_or_null, str_set};
-use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
-use crate::collect;
+use crate::attrs::{opt_str, req_str, str_array, str_or_null, str_set, with_unreported};
+use crate::client::{filter, paginate, Ec2Api};
 use crate::error::config_error;
 pub(crate) use crate::kinds::INSTANCE as KIND;
+use crate::object::{self, Ec2Object};
+use crate::tags;
 use crate::wait::WaitPolicy;
-use crate::{tags, TOKEN_TAG};
 
 /// What a reviewer is told about an in-place change that restarts the instance.
 pub(crate) const RESTART_EFFECT: &str = "the instance is stopped and started";
@@ -56,132 +54,99 @@ async fn start(
     )
     .await?;
     let instance = wait_for(api, wait, id, "running").await?;
-    let observed = observe(&instance).ok_or_else(|| ProviderError::NotFound {
-        kind: KIND.to_owned(),
-        id: id.to_owned(),
-    })?;
+    let observed = instance
+        .observe()
+        .ok_or_else(|| ProviderError::not_found(KIND, id))?;
     Ok(with_digest(observed, digest))
 }
 
-fn is_gone(instance: &Instance) -> bool {
-    GONE.contains(&state(instance))
-}
+impl Ec2Object for Instance {
+    const KIND: &'static str = KIND;
+    const ID_FILTER: &'static str = "instance-id";
 
-fn observe(instance: &Instance) -> Option<Observed> {
-    let id = instance.instance_id()?;
-    let groups = instance
-        .security_groups()
-        .iter()
-        .filter_map(|g| g.group_id());
-    let attributes: Attributes = [
-        ("ami".to_owned(), str_or_null(instance.image_id())),
-        ("subnet_id".to_owned(), str_or_null(instance.subnet_id())),
-        ("key_name".to_owned(), str_or_null(instance.key_name())),
-        (
-            "instance_type".to_owned(),
-            str_or_null(instance.instance_type().map(InstanceType::as_str)),
-        ),
-        ("security_group_ids".to_owned(), str_array(groups)),
-        ("tags".to_owned(), tags::observed(instance.tags())),
-        (
-            "state".to_owned(),
-            Value::String(state(instance).to_owned()),
-        ),
-        (
-            "running".to_owned(),
-            Value::Bool(matches!(state(instance), "pending" | "running")),
-        ),
-        (
-            "private_ip".to_owned(),
-            str_or_null(instance.private_ip_address()),
-        ),
-        (
-            "public_ip".to_owned(),
-            str_or_null(instance.public_ip_address()),
-        ),
-        (
-            "public_dns".to_owned(),
-            str_or_null(instance.public_dns_name()),
-        ),
-        (
-            "availability_zone".to_owned(),
-            str_or_null(instance.placement().and_then(|p| p.availability_zone())),
-        ),
-    ]
-    .into();
-    Some(Observed {
-        id: id.to_owned(),
-        attributes,
-    })
-}
-
-/// All instances matching `filters`, following pagination.
-async fn describe(api: &Ec2Api, filters: Vec<Filter>) -> Result<Vec<Instance>, ProviderError> {
-    let mut instances = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let out = api
-            .call(
-                "DescribeInstances",
-                api.client()
-                    .describe_instances()
-                    .set_filters(Some(filters.clone()))
-                    .max_results(1000)
-                    .set_next_token(next_token.take())
-                    .send(),
-            )
-            .await?;
-        for reservation in out.reservations() {
-            instances.extend(reservation.instances().iter().cloned());
-        }
-        match out.next_token() {
-            Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
-            _ => return Ok(instances),
-        }
-    }
-}
-
-/// The instance `id` as EC2 reports it now, terminated or not.
-async fn describe_one(api: &Ec2Api, id: &str) -> Result<Option<Instance>, ProviderError> {
-    Ok(describe(api, vec![filter("instance-id", [id])])
-        .await?
-        .into_iter()
-        .find(|i| i.instance_id() == Some(id)))
-}
-
-/// Reads instances by id, one call per 200 ids; terminated and terminating
-/// instances are absent.
-pub(crate) async fn read(
-    api: &Ec2Api,
-    ids: &[String],
-) -> Result<BTreeMap<String, Observed>, ProviderError> {
-    let mut found = BTreeMap::new();
-    for chunk in ids.chunks(MAX_FILTER_VALUES) {
-        let mut instances =
-            describe(api, vec![filter("instance-id", chunk.iter().cloned())]).await?;
-        instances.retain(|i| !is_gone(i));
-        collect::by_id(&mut found, &instances, chunk, observe);
-    }
-    Ok(found)
-}
-
-/// Finds live instances by their `prov:token` tag.
-pub(crate) async fn find_by_token(
-    api: &Ec2Api,
-    tokens: &[String],
-) -> Result<BTreeMap<String, Observed>, ProviderError> {
-    let mut found = BTreeMap::new();
-    for chunk in tokens.chunks(MAX_FILTER_VALUES) {
-        let filters = vec![
-            filter(&format!("tag:{TOKEN_TAG}"), chunk.iter().cloned()),
-            filter("instance-state-name", LIVE.iter().copied()),
-        ];
-        let mut instances = describe(api, filters).await?;
+    /// Sorted by id, so that `find_by_token` picks the same instance of
+    /// several every time.
+    async fn describe(api: &Ec2Api, filters: Vec<Filter>) -> Result<Vec<Self>, ProviderError> {
+        let mut instances = paginate(|next_token| async {
+            let out = api
+                .call(
+                    "DescribeInstances",
+                    api.client()
+                        .describe_instances()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(1000)
+                        .set_next_token(next_token)
+                        .send(),
+                )
+                .await?;
+            let instances = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances().iter().cloned())
+                .collect();
+            Ok((instances, out.next_token().map(str::to_owned)))
+        })
+        .await?;
         instances.sort_by(|a, b| a.instance_id().cmp(&b.instance_id()));
-        instances.retain(|i| !is_gone(i));
-        collect::by_token(&mut found, &instances, chunk, Instance::tags, observe);
+        Ok(instances)
     }
-    Ok(found)
+
+    fn id(&self) -> Option<&str> {
+        self.instance_id()
+    }
+
+    fn tags(&self) -> &[Tag] {
+        self.tags()
+    }
+
+    fn observe(&self) -> Option<Observed> {
+        let id = self.instance_id()?;
+        let groups = self.security_groups().iter().filter_map(|g| g.group_id());
+        let attributes: Attributes = [
+            ("ami".to_owned(), str_or_null(self.image_id())),
+            ("subnet_id".to_owned(), str_or_null(self.subnet_id())),
+            ("key_name".to_owned(), str_or_null(self.key_name())),
+            (
+                "instance_type".to_owned(),
+                str_or_null(self.instance_type().map(InstanceType::as_str)),
+            ),
+            ("security_group_ids".to_owned(), str_array(groups)),
+            ("tags".to_owned(), tags::observed(self.tags())),
+            ("state".to_owned(), Value::String(state(self).to_owned())),
+            (
+                "running".to_owned(),
+                Value::Bool(matches!(state(self), "pending" | "running")),
+            ),
+            (
+                "private_ip".to_owned(),
+                str_or_null(self.private_ip_address()),
+            ),
+            (
+                "public_ip".to_owned(),
+                str_or_null(self.public_ip_address()),
+            ),
+            ("public_dns".to_owned(), str_or_null(self.public_dns_name())),
+            (
+                "availability_zone".to_owned(),
+                str_or_null(self.placement().and_then(|p| p.availability_zone())),
+            ),
+        ]
+        .into();
+        Some(Observed {
+            id: id.to_owned(),
+            attributes,
+        })
+    }
+
+    /// Terminated and terminating instances no longer count.
+    fn exists(&self) -> bool {
+        !GONE.contains(&state(self))
+    }
+
+    /// Only live instances are found by token.
+    fn token_filters() -> Vec<Filter> {
+        vec![filter("instance-state-name", LIVE.iter().copied())]
+    }
 }
 
 /// Waits until instance `id` is in state `target`. Fails early when it ends
@@ -193,14 +158,14 @@ async fn wait_for(
     target: &'static str,
 ) -> Result<Instance, ProviderError> {
     wait.until(&format!("instance {id} to be {target}"), || async move {
-        let Some(instance) = describe_one(api, id).await? else {
+        let Some(instance) = object::describe_one::<Instance>(api, id).await? else {
             return Ok(None);
         };
         let now = state(&instance);
         if now == target {
             return Ok(Some(instance));
         }
-        if is_gone(&instance) {
+        if !instance.exists() {
             let reason = instance
                 .state_reason()
                 .and_then(|r| r.message())
@@ -228,11 +193,9 @@ fn user_data(attributes: &Attributes) -> Result<(Option<&str>, Value), ProviderE
     Ok((text, digest))
 }
 
-fn with_digest(mut observed: Observed, digest: Value) -> Observed {
-    observed
-        .attributes
-        .insert("user_data_sha256".to_owned(), digest);
-    observed
+/// `observed` with the user data's `digest`, which EC2 does not report.
+fn with_digest(observed: Observed, digest: Value) -> Observed {
+    with_unreported(observed, "user_data_sha256", Some(digest))
 }
 
 /// Launches one instance (ClientToken = the request token, tagged with the
@@ -279,7 +242,8 @@ pub(crate) async fn create(
         .ok_or_else(|| ProviderError::api("RunInstances", "the response named no instance"))?;
     tracing::debug!(instance = id, token = request.token, "instance launched");
     let instance = wait_for(api, wait, id, "running").await?;
-    let observed = observe(&instance)
+    let observed = instance
+        .observe()
         .ok_or_else(|| ProviderError::api("DescribeInstances", "instance without an id"))?;
     Ok(with_digest(observed, digest))
 }
@@ -334,25 +298,17 @@ pub(crate) async fn update(
     let id = request.id;
     let attributes = request.attributes;
     let changes = request.changes;
-    let not_found = || ProviderError::NotFound {
-        kind: KIND.to_owned(),
-        id: id.to_owned(),
-    };
     if let Some(c) = changes.iter().find(|c| c.forces_replacement) {
         return Err(ProviderError::Unsupported {
             provider: crate::PROVIDER_NAME.to_owned(),
             operation: format!("changing `{}` of an instance in place", c.name),
         });
     }
-    let current = describe_one(api, id)
-        .await?
-        .filter(|i| !is_gone(i))
-        .ok_or_else(not_found)?;
+    let current = object::existing::<Instance>(api, id).await?;
     let (user_data, digest) = user_data(attributes)?;
 
     if changed(changes, "tags") {
-        let desired = tags::desired(attributes, KIND)?;
-        tags::sync(api, id, &tags::from_ec2(current.tags()), &desired).await?;
+        tags::update(api, KIND, id, current.tags(), attributes).await?;
     }
     if changed(changes, "security_group_ids") {
         let groups = str_set(attributes, KIND, "security_group_ids")?;
@@ -413,12 +369,7 @@ pub(crate) async fn update(
         }
         return start(api, wait, id, digest).await;
     }
-    let observed = describe_one(api, id)
-        .await?
-        .filter(|i| !is_gone(i))
-        .as_ref()
-        .and_then(observe)
-        .ok_or_else(not_found)?;
+    let observed = object::observe_existing::<Instance>(api, id).await?;
     Ok(with_digest(observed, digest))
 }
 
@@ -442,7 +393,7 @@ pub(crate) async fn delete(api: &Ec2Api, wait: &WaitPolicy, id: &str) -> Result<
         Err(f) => return Err(f.into()),
     }
     wait.until(&format!("instance {id} to be terminated"), || async move {
-        Ok(match describe_one(api, id).await? {
+        Ok(match object::describe_one::<Instance>(api, id).await? {
             None => Some(()),
             Some(i) if state(&i) == "terminated" => Some(()),
             Some(_) => None,
@@ -467,21 +418,18 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     if current.contains_key("running") {
         desired.insert("running".to_owned(), Value::Bool(true));
     }
-    let unset = |d: &Attributes, name: &str| d.get(name).is_none_or(Value::is_null);
-    for name in ["subnet_id", "security_group_ids", "instance_type"] {
-        if unset(desired, name) {
-            if let Some(v) = current.get(name) {
-                desired.insert(name.to_owned(), v.clone());
-            }
-        }
-    }
+    prov_provider::keep_current(
+        desired,
+        current,
+        &["subnet_id", "security_group_ids", "instance_type"],
+    );
     if let Some(Value::Array(items)) = desired.get("security_group_ids") {
         if let Some(ids) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
             let sorted = str_array(ids);
             desired.insert("security_group_ids".to_owned(), sorted);
         }
     }
-    if unset(desired, "user_data_sha256") {
+    if prov_provider::is_unset(desired, "user_data_sha256") {
         if let Some(Value::String(text)) = desired.get("user_data") {
             let digest = sha256_hex(text.as_bytes());
             desired.insert("user_data_sha256".to_owned(), Value::String(digest));

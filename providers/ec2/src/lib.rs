@@ -33,8 +33,6 @@ mod attrs;
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
-mod collect;
-#[cfg(feature = "client")]
 mod error;
 #[cfg(feature = "client")]
 mod ingress;
@@ -42,6 +40,8 @@ mod ingress;
 mod instance;
 #[cfg(feature = "client")]
 mod key_pair;
+#[cfg(feature = "client")]
+mod object;
 #[cfg(feature = "client")]
 mod provider;
 #[cfg(feature = "client")]

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::types::{Instance, KeyPairInfo, SecurityGroup};
 use prov_provider::{
-    diff_attributes, AttributeChange, AttributeSchema, Attributes, CreateRequest, Desired,
-    Observed, Provider, ProviderError, UpdateRequest,
+    AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed, Provider, ProviderError,
+    UpdateRequest,
 };
 
 use crate::client::Ec2Api;
 use crate::error::config_error;
 use crate::kinds::Kind;
 use crate::wait::WaitPolicy;
-use crate::{instance, key_pair, security_group, tags, Ec2Settings, PROVIDER_NAME};
+use crate::{instance, key_pair, object, security_group, tags, Ec2Settings, PROVIDER_NAME};
 
 /// The EC2 provider: key pairs, security groups and instances.
 #[derive(Debug)]
@@ -102,18 +103,6 @@ impl Ec2Provider {
     }
 }
 
-/// The desired attributes in the form the provider reports them.
-fn normalize_desired(kind: Kind, desired: &mut Attributes, current: &Attributes) {
-    if let Some(t) = desired.get("tags").map(tags::normalize_value) {
-        desired.insert("tags".to_owned(), t);
-    }
-    match kind {
-        Kind::KeyPair => {}
-        Kind::SecurityGroup => security_group::normalize_desired(desired, current),
-        Kind::Instance => instance::normalize_desired(desired, current),
-    }
-}
-
 #[async_trait]
 impl Provider for Ec2Provider {
     fn name(&self) -> &str {
@@ -124,16 +113,16 @@ impl Provider for Ec2Provider {
         Ok(Kind::parse(kind)?.schema())
     }
 
-    fn diff(
-        &self,
-        kind: &str,
-        desired: &Desired,
-        current: &Attributes,
-    ) -> Result<Vec<AttributeChange>, ProviderError> {
-        let kind = Kind::parse(kind)?;
-        let mut desired = desired.clone();
-        normalize_desired(kind, &mut desired.attributes, current);
-        Ok(diff_attributes(kind.schema(), &desired, current))
+    /// The desired attributes in the form the provider reports them.
+    fn normalize_desired(&self, kind: &str, desired: &mut Attributes, current: &Attributes) {
+        if let Some(t) = desired.get("tags").map(tags::normalize_value) {
+            desired.insert("tags".to_owned(), t);
+        }
+        match Kind::parse(kind) {
+            Ok(Kind::SecurityGroup) => security_group::normalize_desired(desired, current),
+            Ok(Kind::Instance) => instance::normalize_desired(desired, current),
+            Ok(Kind::KeyPair) | Err(_) => {}
+        }
     }
 
     fn update_effects(&self, kind: &str, changes: &[AttributeChange]) -> Vec<String> {
@@ -152,9 +141,9 @@ impl Provider for Ec2Provider {
         ids: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
         match Kind::parse(kind)? {
-            Kind::KeyPair => key_pair::read(&self.api, ids).await,
-            Kind::SecurityGroup => security_group::read(&self.api, ids).await,
-            Kind::Instance => instance::read(&self.api, ids).await,
+            Kind::KeyPair => object::read::<KeyPairInfo>(&self.api, ids).await,
+            Kind::SecurityGroup => object::read::<SecurityGroup>(&self.api, ids).await,
+            Kind::Instance => object::read::<Instance>(&self.api, ids).await,
         }
     }
 
@@ -164,9 +153,9 @@ impl Provider for Ec2Provider {
         tokens: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
         match Kind::parse(kind)? {
-            Kind::KeyPair => key_pair::find_by_token(&self.api, tokens).await,
-            Kind::SecurityGroup => security_group::find_by_token(&self.api, tokens).await,
-            Kind::Instance => instance::find_by_token(&self.api, tokens).await,
+            Kind::KeyPair => object::find_by_token::<KeyPairInfo>(&self.api, tokens).await,
+            Kind::SecurityGroup => object::find_by_token::<SecurityGroup>(&self.api, tokens).await,
+            Kind::Instance => object::find_by_token::<Instance>(&self.api, tokens).await,
         }
     }
 
@@ -201,6 +190,7 @@ impl Provider for Ec2Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prov_provider::Desired;
     use serde_json::json;
 
     fn attrs(v: serde_json::Value) -> Attributes {

@@ -1,19 +1,18 @@
 //! Kind `security_group`: a group with IPv4 ingress rules. Its id is `sg-…`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup};
+use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup, Tag};
 use prov_provider::{Attributes, CreateRequest, Observed, ProviderError, UpdateRequest};
 use serde_json::Value;
 
 use crate::attrs::{opt_str, req_str, str_or_null};
-use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
-use crate::collect;
+use crate::client::{paginate, Ec2Api};
 use crate::error::config_error;
 pub(crate) use crate::kinds::{DEFAULT_DESCRIPTION, SECURITY_GROUP as KIND};
+use crate::object::{self, Ec2Object};
 use crate::wait::WaitPolicy;
-use crate::{ingress, tags, TOKEN_TAG};
+use crate::{ingress, tags};
 
 /// How long delete retries while instances still hold the group.
 pub(crate) const DEPENDENCY_WAIT: WaitPolicy = WaitPolicy {
@@ -21,80 +20,55 @@ pub(crate) const DEPENDENCY_WAIT: WaitPolicy = WaitPolicy {
     interval: Duration::from_secs(2),
 };
 
-fn observe(group: &SecurityGroup) -> Option<Observed> {
-    let id = group.group_id()?;
-    let attributes: Attributes = [
-        ("group_name".to_owned(), str_or_null(group.group_name())),
-        ("description".to_owned(), str_or_null(group.description())),
-        ("vpc_id".to_owned(), str_or_null(group.vpc_id())),
-        (
-            "ingress".to_owned(),
-            ingress::to_value(&ingress::from_permissions(group.ip_permissions())),
-        ),
-        ("tags".to_owned(), tags::observed(group.tags())),
-        ("owner_id".to_owned(), str_or_null(group.owner_id())),
-    ]
-    .into();
-    Some(Observed {
-        id: id.to_owned(),
-        attributes,
-    })
-}
+impl Ec2Object for SecurityGroup {
+    const KIND: &'static str = KIND;
+    const ID_FILTER: &'static str = "group-id";
 
-async fn describe(api: &Ec2Api, filter: Filter) -> Result<Vec<SecurityGroup>, ProviderError> {
-    let mut groups = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let out = api
-            .call(
-                "DescribeSecurityGroups",
-                api.client()
-                    .describe_security_groups()
-                    .filters(filter.clone())
-                    .set_next_token(next_token.take())
-                    .send(),
-            )
-            .await?;
-        groups.extend(out.security_groups().iter().cloned());
-        match out.next_token() {
-            Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
-            _ => return Ok(groups),
-        }
+    async fn describe(api: &Ec2Api, filters: Vec<Filter>) -> Result<Vec<Self>, ProviderError> {
+        paginate(|next_token| async {
+            let out = api
+                .call(
+                    "DescribeSecurityGroups",
+                    api.client()
+                        .describe_security_groups()
+                        .set_filters(Some(filters.clone()))
+                        .set_next_token(next_token)
+                        .send(),
+                )
+                .await?;
+            let next = out.next_token().map(str::to_owned);
+            Ok((out.security_groups().to_vec(), next))
+        })
+        .await
     }
-}
 
-async fn describe_one(api: &Ec2Api, id: &str) -> Result<Option<SecurityGroup>, ProviderError> {
-    Ok(describe(api, filter("group-id", [id]))
-        .await?
-        .into_iter()
-        .find(|g| g.group_id() == Some(id)))
-}
-
-/// Reads groups by id, one call per 200 ids.
-pub(crate) async fn read(
-    api: &Ec2Api,
-    ids: &[String],
-) -> Result<BTreeMap<String, Observed>, ProviderError> {
-    let mut found = BTreeMap::new();
-    for chunk in ids.chunks(MAX_FILTER_VALUES) {
-        let groups = describe(api, filter("group-id", chunk.iter().cloned())).await?;
-        collect::by_id(&mut found, &groups, chunk, observe);
+    fn id(&self) -> Option<&str> {
+        self.group_id()
     }
-    Ok(found)
-}
 
-/// Finds groups by their `prov:token` tag.
-pub(crate) async fn find_by_token(
-    api: &Ec2Api,
-    tokens: &[String],
-) -> Result<BTreeMap<String, Observed>, ProviderError> {
-    let mut found = BTreeMap::new();
-    for chunk in tokens.chunks(MAX_FILTER_VALUES) {
-        let name = format!("tag:{TOKEN_TAG}");
-        let groups = describe(api, filter(&name, chunk.iter().cloned())).await?;
-        collect::by_token(&mut found, &groups, chunk, SecurityGroup::tags, observe);
+    fn tags(&self) -> &[Tag] {
+        self.tags()
     }
-    Ok(found)
+
+    fn observe(&self) -> Option<Observed> {
+        let id = self.group_id()?;
+        let attributes: Attributes = [
+            ("group_name".to_owned(), str_or_null(self.group_name())),
+            ("description".to_owned(), str_or_null(self.description())),
+            ("vpc_id".to_owned(), str_or_null(self.vpc_id())),
+            (
+                "ingress".to_owned(),
+                ingress::to_value(&ingress::from_permissions(self.ip_permissions())),
+            ),
+            ("tags".to_owned(), tags::observed(self.tags())),
+            ("owner_id".to_owned(), str_or_null(self.owner_id())),
+        ]
+        .into();
+        Some(Observed {
+            id: id.to_owned(),
+            attributes,
+        })
+    }
 }
 
 fn desired_rules(attributes: &Attributes) -> Result<ingress::RuleSet, ProviderError> {
@@ -134,14 +108,6 @@ async fn revoke(api: &Ec2Api, id: &str, rules: &ingress::RuleSet) -> Result<(), 
     Ok(())
 }
 
-async fn settled(api: &Ec2Api, wait: &WaitPolicy, id: &str) -> Result<Observed, ProviderError> {
-    wait.until(
-        &format!("security group {id} to be visible"),
-        || async move { Ok(describe_one(api, id).await?.as_ref().and_then(observe)) },
-    )
-    .await
-}
-
 /// Creates the group, tagged with the request's tags and token, then
 /// authorizes its ingress rules.
 pub(crate) async fn create(
@@ -175,7 +141,7 @@ pub(crate) async fn create(
         ProviderError::api("CreateSecurityGroup", "the response named no group id")
     })?;
     authorize(api, id, &rules).await?;
-    settled(api, wait, id).await
+    object::visible::<SecurityGroup>(api, wait, id, &format!("security group {id}")).await
 }
 
 /// Changes ingress rules (revoking what is gone, authorizing what is new)
@@ -185,11 +151,7 @@ pub(crate) async fn update(
     request: UpdateRequest<'_>,
 ) -> Result<Observed, ProviderError> {
     let id = request.id;
-    let not_found = || ProviderError::NotFound {
-        kind: KIND.to_owned(),
-        id: id.to_owned(),
-    };
-    let current = describe_one(api, id).await?.ok_or_else(not_found)?;
+    let current = object::existing::<SecurityGroup>(api, id).await?;
     let changed = |name: &str| request.changes.iter().any(|c| c.name == name);
     if changed("ingress") {
         let desired = desired_rules(request.attributes)?;
@@ -198,14 +160,9 @@ pub(crate) async fn update(
         authorize(api, id, &ingress::minus(&desired, &present)).await?;
     }
     if changed("tags") {
-        let desired = tags::desired(request.attributes, KIND)?;
-        tags::sync(api, id, &tags::from_ec2(current.tags()), &desired).await?;
+        tags::update(api, KIND, id, current.tags(), request.attributes).await?;
     }
-    describe_one(api, id)
-        .await?
-        .as_ref()
-        .and_then(observe)
-        .ok_or_else(not_found)
+    object::observe_existing::<SecurityGroup>(api, id).await
 }
 
 /// Deletes the group, retrying while EC2 reports a dependency (instances
@@ -239,15 +196,10 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
     if let Some(rules) = desired.get("ingress").map(ingress::normalize_value) {
         desired.insert("ingress".to_owned(), rules);
     }
-    if desired.get("description").is_none_or(Value::is_null) {
-        desired.insert(
-            "description".to_owned(),
-            Value::String(DEFAULT_DESCRIPTION.to_owned()),
-        );
-    }
-    if desired.get("vpc_id").is_none_or(Value::is_null) {
-        if let Some(vpc) = current.get("vpc_id") {
-            desired.insert("vpc_id".to_owned(), vpc.clone());
-        }
-    }
+    prov_provider::set_default(
+        desired,
+        "description",
+        Value::String(DEFAULT_DESCRIPTION.to_owned()),
+    );
+    prov_provider::keep_current(desired, current, &["vpc_id"]);
 }

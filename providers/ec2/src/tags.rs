@@ -51,7 +51,7 @@ fn value_text(v: &Value) -> String {
 }
 
 /// The tags EC2 reports, as a map including `prov:token`.
-pub(crate) fn from_ec2(tags: &[Tag]) -> TagMap {
+fn from_ec2(tags: &[Tag]) -> TagMap {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
         .collect()
@@ -95,9 +95,22 @@ pub(crate) fn specification(
         .build()
 }
 
+/// Brings the tags of `resource_id`, now `current`, to the `tags`
+/// attribute of `attributes` (of a `kind`).
+pub(crate) async fn update(
+    api: &Ec2Api,
+    kind: &str,
+    resource_id: &str,
+    current: &[Tag],
+    attributes: &Attributes,
+) -> Result<(), ProviderError> {
+    let desired = desired(attributes, kind)?;
+    sync(api, resource_id, &from_ec2(current), &desired).await
+}
+
 /// Brings the tags of `resource_id` from `current` to `desired` with at most
 /// one CreateTags and one DeleteTags call. `prov:token` is left alone.
-pub(crate) async fn sync(
+async fn sync(
     api: &Ec2Api,
     resource_id: &str,
     current: &TagMap,

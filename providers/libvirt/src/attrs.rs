@@ -3,10 +3,8 @@
 use std::ops::RangeInclusive;
 
 #[cfg(feature = "client")]
-use prov_provider::{Address, AttributeChange, ProviderError};
+use prov_provider::{is_unset, keep_current, set_default, Address, AttributeChange, ProviderError};
 use prov_provider::{AttributeProblem, AttributeReader, AttributeSchema, Attributes};
-#[cfg(feature = "client")]
-use serde_json::Value;
 
 use crate::choices::{Choice, DiskBus, DomainType, Firmware};
 #[cfg(feature = "client")]
@@ -164,11 +162,6 @@ pub(crate) struct VmSpec {
     pub authorized_keys: Vec<String>,
 }
 
-#[cfg(feature = "client")]
-fn is_unset(attributes: &Attributes, name: &str) -> bool {
-    attributes.get(name).is_none_or(Value::is_null)
-}
-
 /// The value of choice attribute `name`: its default when unset.
 fn choice<C: Choice>(reader: &mut AttributeReader<'_>, name: &'static str) -> C {
     let Some(value) = reader.optional_string(name) else {
@@ -288,34 +281,24 @@ pub(crate) fn parse_spec(
 /// in, an unset `ssh_port` keeps the allocated one, key lines trimmed.
 #[cfg(feature = "client")]
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
-    let mut default = |name: &str, value: Value| {
-        if is_unset(desired, name) {
-            desired.insert(name.to_owned(), value);
-        }
-    };
-    default(CPUS, DEFAULT_CPUS.into());
-    default(MEMORY, DEFAULT_MEMORY.into());
-    default(POOL, DEFAULT_POOL.into());
-    default(DOMAIN_TYPE, DomainType::default().name().into());
-    default(DISK_BUS, DiskBus::default().name().into());
-    default(AUTOSTART, false.into());
+    set_default(desired, CPUS, DEFAULT_CPUS.into());
+    set_default(desired, MEMORY, DEFAULT_MEMORY.into());
+    set_default(desired, POOL, DEFAULT_POOL.into());
+    set_default(desired, DOMAIN_TYPE, DomainType::default().name().into());
+    set_default(desired, DISK_BUS, DiskBus::default().name().into());
+    set_default(desired, AUTOSTART, false.into());
     desired.insert(RUNNING.to_owned(), true.into());
     let direct = !is_unset(desired, KERNEL);
     let user_nic = is_unset(desired, NETWORK);
     if direct {
         desired.remove(FIRMWARE);
-    } else if is_unset(desired, FIRMWARE) {
-        desired.insert(FIRMWARE.to_owned(), Firmware::default().name().into());
+    } else {
+        set_default(desired, FIRMWARE, Firmware::default().name().into());
     }
     if user_nic {
-        if is_unset(desired, ISOLATED) {
-            desired.insert(ISOLATED.to_owned(), false.into());
-        }
-        if is_unset(desired, SSH_PORT) {
-            if let Some(port) = current.get(SSH_PORT).filter(|v| !v.is_null()) {
-                desired.insert(SSH_PORT.to_owned(), port.clone());
-            }
-        }
+        set_default(desired, ISOLATED, false.into());
+        // A null port kept here is dropped below with every other null.
+        keep_current(desired, current, &[SSH_PORT]);
     }
     prov_provider::normalize_authorized_keys(desired);
     // Null means "not set": drop it, as `read` does not report unset ones.
@@ -342,7 +325,7 @@ pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
 mod tests {
     use super::*;
     use prov_provider::{diff_attributes, Desired};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn attrs(v: Value) -> Attributes {
         serde_json::from_value(v).unwrap()

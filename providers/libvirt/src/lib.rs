@@ -50,11 +50,15 @@ mod settings;
 // The libvirt client and the provider: the `client` feature (on by default;
 // links libvirt).
 #[cfg(feature = "client")]
+mod build;
+#[cfg(feature = "client")]
 mod conn;
 #[cfg(feature = "client")]
 mod error;
 #[cfg(feature = "client")]
 mod image;
+#[cfg(feature = "client")]
+mod observe;
 #[cfg(feature = "client")]
 mod power;
 #[cfg(feature = "client")]
@@ -86,11 +90,18 @@ pub const PROVIDER_NAME: &str = "libvirt";
 /// The one resource kind this provider manages.
 pub const KIND: &str = "vm";
 
+/// The one kind, its provider and its attributes.
+pub(crate) const VM: prov_provider::SingleKind = prov_provider::SingleKind {
+    provider: PROVIDER_NAME,
+    kind: KIND,
+    schema: attrs::SCHEMA,
+};
+
 /// The attributes of `kind`, known without a provider (spec checks); `None`
 /// for a kind this provider does not manage.
 #[must_use]
 pub fn kind_schema(kind: &str) -> Option<&'static [prov_provider::AttributeSchema]> {
-    (kind == KIND).then_some(attrs::SCHEMA)
+    VM.schema_of(kind)
 }
 
 #[cfg(all(test, feature = "client"))]

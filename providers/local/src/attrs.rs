@@ -2,11 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use prov_provider::{Address, AttributeSchema, Attributes, ProviderError};
-use serde_json::Value;
-
 use crate::address;
 use crate::error::config_error;
+use prov_provider::{Address, AttributeSchema, Attributes, ProviderError};
 
 /// The hostname inside the host's UTS namespace.
 pub(crate) const HOSTNAME: &str = "hostname";
@@ -48,22 +46,13 @@ pub(crate) struct HostSpec {
     pub authorized_keys: Vec<String>,
 }
 
-fn unset(attributes: &Attributes, name: &str) -> bool {
-    attributes.get(name).is_none_or(Value::is_null)
-}
-
 fn string<'a>(
     resource: &Address,
     attributes: &'a Attributes,
     name: &str,
 ) -> Result<Option<&'a str>, ProviderError> {
-    match attributes.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(config_error(format!(
-            "host `{resource}`: `{name}` must be a string, not {other}"
-        ))),
-    }
+    prov_provider::optional_string(attributes, name)
+        .map_err(|why| config_error(format!("host `{resource}`: `{name}` {why}")))
 }
 
 /// Whether `name` is usable as a hostname: 1 to 64 ASCII letters, digits,
@@ -121,13 +110,7 @@ pub(crate) fn authorized_keys_file(keys: &[String]) -> String {
 /// or address keeps the current one (both are chosen at create when unset),
 /// and key lines are trimmed with empty ones dropped.
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
-    for name in [HOSTNAME, ADDRESS] {
-        if unset(desired, name) {
-            if let Some(value) = current.get(name) {
-                desired.insert(name.to_owned(), value.clone());
-            }
-        }
-    }
+    prov_provider::keep_current(desired, current, &[HOSTNAME, ADDRESS]);
     prov_provider::normalize_authorized_keys(desired);
 }
 
@@ -135,7 +118,7 @@ pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) 
 mod tests {
     use super::*;
     use prov_provider::{diff_attributes, Desired};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn attrs(v: Value) -> Attributes {
         serde_json::from_value(v).unwrap()

@@ -57,5 +57,12 @@ pub const PROVIDER_NAME: &str = "local";
 /// The one resource kind this provider manages.
 pub const KIND: &str = "host";
 
+/// The one kind, its provider and its attributes.
+pub(crate) const HOST: prov_provider::SingleKind = prov_provider::SingleKind {
+    provider: PROVIDER_NAME,
+    kind: KIND,
+    schema: attrs::SCHEMA,
+};
+
 /// The port every local host's sshd listens on.
 pub const SSH_PORT: u16 = 22;

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use prov_provider::machine::{build_or_clean_up, check_in_place, read_each};
 use prov_provider::{
-    is_valid_name, Address, AttributeSchema, Attributes, CreateRequest, Observed, Provider,
-    ProviderError, UpdateRequest,
+    Address, AttributeSchema, Attributes, CreateRequest, Observed, Provider, ProviderError,
+    UpdateRequest,
 };
 use serde_json::Value;
 
@@ -18,8 +19,8 @@ use crate::attrs::{self, HostSpec};
 use crate::error::{config_error, io_error};
 use crate::host_dir::{self, is_safe_name, safe_name, HostDir};
 use crate::{
-    check_environment, find_program, process, sshd, LocalSettings, Tools, KIND, PROVIDER_NAME,
-    SSH_PORT,
+    check_environment, find_program, process, sshd, LocalSettings, Tools, HOST, KIND,
+    PROVIDER_NAME, SSH_PORT,
 };
 
 /// How long sshd may take to answer after start.
@@ -46,7 +47,7 @@ impl LocalProvider {
     /// The attributes of `kind`, known without a provider (spec checks).
     #[must_use]
     pub fn kind_schema(kind: &str) -> Option<&'static [AttributeSchema]> {
-        (kind == KIND).then_some(attrs::SCHEMA)
+        HOST.schema_of(kind)
     }
 
     /// Builds a provider after checking the machine: Linux, root, and
@@ -72,11 +73,7 @@ impl LocalProvider {
         settings: &LocalSettings,
         tools: Tools,
     ) -> Result<Self, ProviderError> {
-        if !is_valid_name(deployment) {
-            return Err(config_error(format!(
-                "deployment name `{deployment}` must be letters, digits, `-` and `_`, starting with a letter"
-            )));
-        }
+        HOST.check_deployment(deployment)?;
         // Made absolute now, created by the first create: a plan writes
         // nothing.
         let root = if settings.root.exists() {
@@ -113,7 +110,12 @@ impl LocalProvider {
     }
 
     fn id_for_name(&self, name: &str) -> String {
-        format!("{PROVIDER_NAME}-{}-{name}", self.deployment)
+        format!("{}{name}", self.id_prefix())
+    }
+
+    /// What every id of this deployment's hosts starts with.
+    fn id_prefix(&self) -> String {
+        format!("{PROVIDER_NAME}-{}-", self.deployment)
     }
 
     fn deployment_dir(&self) -> PathBuf {
@@ -122,21 +124,13 @@ impl LocalProvider {
 
     /// The host directory an id stands for.
     fn dir_for_id(&self, id: &str) -> Result<HostDir, ProviderError> {
-        let prefix = format!("{PROVIDER_NAME}-{}-", self.deployment);
+        let prefix = self.id_prefix();
         match id.strip_prefix(&prefix) {
             Some(name) if is_safe_name(name) => Ok(HostDir::new(self.deployment_dir().join(name))),
             _ => Err(config_error(format!(
                 "`{id}` is not the id of a local host of deployment `{}` (expected {prefix}NAME)",
                 self.deployment
             ))),
-        }
-    }
-
-    fn check_kind(kind: &str) -> Result<(), ProviderError> {
-        if kind == KIND {
-            Ok(())
-        } else {
-            Err(ProviderError::unknown_kind(PROVIDER_NAME, kind))
         }
     }
 
@@ -153,19 +147,15 @@ impl LocalProvider {
             tracing::debug!(id, %address, "host does not answer on port 22");
             return None;
         }
-        let keys: Vec<Value> = dir
-            .read(host_dir::AUTHORIZED_KEYS)
-            .unwrap_or_default()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(Value::from)
-            .collect();
+        let keys = dir.read(host_dir::AUTHORIZED_KEYS).unwrap_or_default();
         let mut attributes = Attributes::new();
         let mut set = |name: &str, value: Value| attributes.insert(name.to_owned(), value);
         set(attrs::HOSTNAME, dir.read(host_dir::HOSTNAME)?.into());
         set(attrs::ADDRESS, address.to_string().into());
-        set(attrs::AUTHORIZED_KEYS, Value::Array(keys));
+        set(
+            attrs::AUTHORIZED_KEYS,
+            prov_provider::authorized_keys_from_lines(&keys),
+        );
         set(attrs::SSH_HOST, address.to_string().into());
         set(attrs::SSH_PORT, SSH_PORT.into());
         set(attrs::HOST_KEY, sshd::read_host_key(dir)?.into());
@@ -295,12 +285,11 @@ fn check_root(root: &Path) -> Result<(), ProviderError> {
 #[async_trait]
 impl Provider for LocalProvider {
     fn name(&self) -> &str {
-        PROVIDER_NAME
+        HOST.provider
     }
 
     fn schema(&self, kind: &str) -> Result<&'static [AttributeSchema], ProviderError> {
-        Self::check_kind(kind)?;
-        Ok(attrs::SCHEMA)
+        HOST.schema(kind)
     }
 
     fn normalize_desired(&self, _kind: &str, desired: &mut Attributes, current: &Attributes) {
@@ -312,15 +301,12 @@ impl Provider for LocalProvider {
         kind: &str,
         ids: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
-        Self::check_kind(kind)?;
-        let mut found = BTreeMap::new();
-        for id in ids {
+        HOST.check(kind)?;
+        read_each(ids, |id| async move {
             let dir = self.dir_for_id(id)?;
-            if let Some(observed) = self.observe(&dir, id).await {
-                found.insert(id.clone(), observed);
-            }
-        }
-        Ok(found)
+            Ok(self.observe(&dir, id).await)
+        })
+        .await
     }
 
     async fn find_by_token(
@@ -328,7 +314,7 @@ impl Provider for LocalProvider {
         kind: &str,
         tokens: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError> {
-        Self::check_kind(kind)?;
+        HOST.check(kind)?;
         let wanted: BTreeSet<&str> = tokens.iter().map(String::as_str).collect();
         let mut found = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(self.deployment_dir()) else {
@@ -355,7 +341,7 @@ impl Provider for LocalProvider {
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
-        Self::check_kind(request.kind)?;
+        HOST.check(request.kind)?;
         let started = Instant::now();
         let name = safe_name(request.address);
         if !is_safe_name(&name) {
@@ -382,40 +368,23 @@ impl Provider for LocalProvider {
             tracing::info!(dir = %dir.path().display(), "removing the stale directory of a dead host");
             self.destroy(&dir).await?;
         }
-        match self.start(&dir, &request, &spec, &id).await {
-            Ok(observed) => {
-                tracing::debug!(%id, elapsed = ?started.elapsed(), "host created");
-                Ok(observed)
-            }
-            Err(error) => {
-                if let Err(cleanup) = self.destroy(&dir).await {
-                    tracing::warn!(%id, %cleanup, "cannot clean up after a failed create");
-                }
-                Err(error)
-            }
-        }
+        let build = self.start(&dir, &request, &spec, &id);
+        build_or_clean_up("host", &id, started, build, self.destroy(&dir)).await
     }
 
     async fn update(&self, request: UpdateRequest<'_>) -> Result<Observed, ProviderError> {
-        Self::check_kind(request.kind)?;
+        HOST.check(request.kind)?;
         let dir = self.dir_for_id(request.id)?;
-        let not_found = || ProviderError::NotFound {
-            kind: KIND.to_owned(),
-            id: request.id.to_owned(),
-        };
+        let not_found = || HOST.not_found(request.id);
         if self.observe(&dir, request.id).await.is_none() {
             return Err(not_found());
         }
-        if let Some(change) = request
-            .changes
-            .iter()
-            .find(|c| c.name != attrs::AUTHORIZED_KEYS)
-        {
-            return Err(ProviderError::api(
-                "update host",
-                format!("`{}` of a local host cannot change in place", change.name),
-            ));
-        }
+        check_in_place(
+            request.changes,
+            |name| name == attrs::AUTHORIZED_KEYS,
+            "update host",
+            "a local host",
+        )?;
         let keys = attrs::authorized_keys(request.address, request.attributes)?;
         dir.write(
             host_dir::AUTHORIZED_KEYS,
@@ -426,7 +395,7 @@ impl Provider for LocalProvider {
     }
 
     async fn delete(&self, kind: &str, id: &str) -> Result<(), ProviderError> {
-        Self::check_kind(kind)?;
+        HOST.check(kind)?;
         let dir = self.dir_for_id(id)?;
         let started = Instant::now();
         self.destroy(&dir).await?;

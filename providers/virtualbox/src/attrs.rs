@@ -2,14 +2,12 @@
 
 use std::ops::RangeInclusive;
 
+use crate::error::config_error;
+use crate::KIND;
 use prov_provider::{
     Address, AttributeChange, AttributeProblem, AttributeReader, AttributeSchema, Attributes,
     ProviderError,
 };
-use serde_json::Value;
-
-use crate::error::config_error;
-use crate::KIND;
 
 /// The VM's name in VirtualBox (`prov-DEPLOYMENT-HOST`).
 pub(crate) const NAME: &str = "name";
@@ -129,18 +127,9 @@ pub(crate) fn parse_spec(
 /// `ssh_port` keeps the current one (it is allocated at create), unset cpus
 /// and memory are the defaults, key lines are trimmed.
 pub(crate) fn normalize_desired(desired: &mut Attributes, current: &Attributes) {
-    let unset = |a: &Attributes, n: &str| a.get(n).is_none_or(Value::is_null);
-    if unset(desired, SSH_PORT) {
-        if let Some(value) = current.get(SSH_PORT) {
-            desired.insert(SSH_PORT.to_owned(), value.clone());
-        }
-    }
-    if unset(desired, CPUS) {
-        desired.insert(CPUS.to_owned(), DEFAULT_CPUS.into());
-    }
-    if unset(desired, MEMORY) {
-        desired.insert(MEMORY.to_owned(), DEFAULT_MEMORY.into());
-    }
+    prov_provider::keep_current(desired, current, &[SSH_PORT]);
+    prov_provider::set_default(desired, CPUS, DEFAULT_CPUS.into());
+    prov_provider::set_default(desired, MEMORY, DEFAULT_MEMORY.into());
     prov_provider::normalize_authorized_keys(desired);
 }
 
@@ -155,7 +144,7 @@ pub(crate) fn restarts(changes: &[AttributeChange]) -> bool {
 mod tests {
     use super::*;
     use prov_provider::{diff_attributes, Desired};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn attrs(v: Value) -> Attributes {
         serde_json::from_value(v).unwrap()

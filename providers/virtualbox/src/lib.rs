@@ -50,7 +50,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod attrs;
+mod build;
 mod error;
+mod power;
 mod provider;
 mod runner;
 mod settings;
@@ -65,3 +67,10 @@ pub const PROVIDER_NAME: &str = "virtualbox";
 
 /// The one resource kind this provider manages.
 pub const KIND: &str = "vm";
+
+/// The one kind, its provider and its attributes.
+pub(crate) const VM: prov_provider::SingleKind = prov_provider::SingleKind {
+    provider: PROVIDER_NAME,
+    kind: KIND,
+    schema: attrs::SCHEMA,
+};
