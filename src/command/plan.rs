@@ -58,6 +58,7 @@ pub(super) async fn prepare(
             options: &options,
             refresh: select.refresh,
             secret_key: &secret_key,
+            now: crate::clock::now()?,
         })
         .await?;
         anyhow::Ok((planned, providers, secret_key))

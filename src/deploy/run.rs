@@ -63,6 +63,7 @@ pub async fn apply(
     ctx: &DeployContext,
     deploys: &[DeployChange],
     secrets: &[SecretChange],
+    cluster_files: &super::clusters::ClusterFiles,
     session: &Arc<Mutex<StateSession>>,
     parallelism: usize,
     progress: &Arc<Progress>,
@@ -79,7 +80,7 @@ pub async fn apply(
     queue.extend(secret_hosts.into_iter().map(Job::Secrets));
     // Decrypt everything first: a secret that cannot be decrypted stops the
     // run before anything is sent to any host.
-    let values = match host_secrets::decrypt(ctx, secrets, session).await {
+    let values = match host_secrets::decrypt(ctx, secrets, session, cluster_files).await {
         Ok(values) => Arc::new(values),
         Err(error) => {
             let mut hosts = queue.into_iter().map(|j| j.address().clone());
@@ -176,16 +177,9 @@ async fn secrets_only(
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
     record_keys(session, address, &endpoint, &connection).await?;
-    let done = host_secrets::sync_host(
-        ctx,
-        &connection,
-        address,
-        secrets,
-        Stage::All,
-        session,
-        progress,
-    )
-    .await?;
+    let done =
+        host_secrets::sync_host(&connection, address, secrets, Stage::All, session, progress)
+            .await?;
     if !in_spec {
         // A host that left the spec, now cleaned: state forgets it.
         let mut s = session.lock().await;
@@ -278,7 +272,6 @@ async fn deploy_one(
 
     // Secrets services need when they start go before activation.
     let mut uploaded = host_secrets::sync_host(
-        ctx,
         &connection,
         address,
         secrets,
@@ -308,7 +301,6 @@ async fn deploy_one(
     };
 
     uploaded += host_secrets::sync_host(
-        ctx,
         &connection,
         address,
         secrets,

@@ -6,32 +6,52 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use prov_provider::Address;
 use prov_state::SecretRecord;
 use tokio::sync::Mutex;
 
+use super::clusters::ClusterFiles;
 use super::{DeployContext, Progress};
 use crate::plan::{SecretAction, SecretChange};
 use crate::secrets::{self, Identities, Plaintext};
 use crate::session::StateSession;
-use crate::spec::{SecretSpec, Spec, UploadWhen};
+use crate::spec::{Placement, SecretSpec, Spec, UploadWhen};
 use crate::ssh::{shell_quote, Connection};
 
 /// The plaintext of every secret the changes upload, decrypted once and
-/// checked against the keyed hashes the plan recorded.
+/// checked against the keyed hashes the plan recorded: a `[secrets.NAME]`
+/// by its name (it is the same on every host), a cluster's file by host and
+/// name (each host has its own).
 #[derive(Default)]
 pub struct Values {
-    plaintext: BTreeMap<String, Plaintext>,
-    /// The keyed hash of each value (with the state's key), recorded in
-    /// state once it is uploaded.
-    hmacs: BTreeMap<String, String>,
+    values: BTreeMap<ValueKey, Value>,
+}
+
+/// Which value: `(None, NAME)` for a spec secret, `(Some(HOST), NAME)` for a
+/// cluster's file.
+type ValueKey = (Option<Address>, String);
+
+/// One value to upload.
+struct Value {
+    plaintext: Plaintext,
+    /// How it lands on the host.
+    placement: Placement,
+    /// Its keyed hash (with the state's key), recorded in state once it is
+    /// uploaded.
+    hmac: String,
+}
+
+/// The value key of `change`.
+fn value_key(change: &SecretChange) -> ValueKey {
+    let host = change.cluster.as_ref().map(|_| change.address.clone());
+    (host, change.name.clone())
 }
 
 impl std::fmt::Debug for Values {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Values")
-            .field("secrets", &self.plaintext.keys().collect::<Vec<_>>())
+            .field("secrets", &self.values.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -72,6 +92,7 @@ pub async fn decrypt(
     ctx: &DeployContext,
     changes: &[SecretChange],
     session: &Arc<Mutex<StateSession>>,
+    cluster_files: &ClusterFiles,
 ) -> Result<Values> {
     let key = session.lock().await.doc.secret_hmac_key.clone();
     let mut values = Values::default();
@@ -79,37 +100,75 @@ pub async fn decrypt(
         return Ok(values);
     }
     let identities = Identities::load(&[], Some(ctx.identity()))?;
+    let key = || {
+        key.as_deref()
+            .context("the state has no secret_hmac_key; plan again")
+    };
     for change in changes.iter().filter(|c| c.action == SecretAction::Upload) {
-        if values.plaintext.contains_key(&change.name) {
+        let value_key = value_key(change);
+        if values.values.contains_key(&value_key) {
             continue;
         }
-        let secret = ctx.spec.secrets.get(&change.name).with_context(|| {
-            format!(
-                "secret `{}` is no longer in the spec; plan again",
-                change.name
-            )
-        })?;
-        // A saved plan holds no HMAC: the encrypted file must be the one
-        // the plan was made from.
-        let unchanged = match (&change.hmac, &change.source_sha256) {
-            (Some(_), _) => true,
-            (None, Some(planned)) => source_digest(secret)? == *planned,
-            (None, None) => false,
-        };
-        let plaintext = secrets::decrypt_secret(&change.name, secret, &identities)?;
-        let key = key
-            .as_deref()
-            .context("the state has no secret_hmac_key; plan again")?;
-        let hmac = secrets::keyed_hash(key, &plaintext, secret)?;
-        let planned = change.hmac.as_deref().is_none_or(|h| h == hmac);
-        if !(unchanged && planned) {
-            bail!(
+        let changed = || {
+            anyhow!(
                 "secret `{}` changed since the plan was made; plan again",
                 change.name
-            );
-        }
-        values.plaintext.insert(change.name.clone(), plaintext);
-        values.hmacs.insert(change.name.clone(), hmac);
+            )
+        };
+        let value = if change.cluster.is_some() {
+            // Made by prov (issued at apply when the plan holds no hash).
+            let file = cluster_files
+                .get(&(change.address.clone(), change.name.clone()))
+                .with_context(|| {
+                    format!(
+                        "{} needs no `{}` any more; plan again",
+                        change.address, change.name
+                    )
+                })?;
+            let placement = Placement {
+                destination: file.path.clone(),
+                owner: file.owner.clone(),
+                group: file.group.clone(),
+                mode: file.mode,
+            };
+            let plaintext = Plaintext::new(file.content.expose().as_bytes().to_vec());
+            let hmac = secrets::keyed_hash(key()?, &plaintext, &placement)?;
+            if change.hmac.as_deref().is_some_and(|h| h != hmac) {
+                return Err(changed());
+            }
+            Value {
+                plaintext,
+                placement,
+                hmac,
+            }
+        } else {
+            let secret = ctx.spec.secrets.get(&change.name).with_context(|| {
+                format!(
+                    "secret `{}` is no longer in the spec; plan again",
+                    change.name
+                )
+            })?;
+            // A saved plan holds no HMAC: the encrypted file must be the one
+            // the plan was made from.
+            let unchanged = match (&change.hmac, &change.source_sha256) {
+                (Some(_), _) => true,
+                (None, Some(planned)) => source_digest(secret)? == *planned,
+                (None, None) => false,
+            };
+            let plaintext = secrets::decrypt_secret(&change.name, secret, &identities)?;
+            let placement = secret.placement();
+            let hmac = secrets::keyed_hash(key()?, &plaintext, &placement)?;
+            let planned = change.hmac.as_deref().is_none_or(|h| h == hmac);
+            if !(unchanged && planned) {
+                return Err(changed());
+            }
+            Value {
+                plaintext,
+                placement,
+                hmac,
+            }
+        };
+        values.values.insert(value_key, value);
     }
     Ok(values)
 }
@@ -140,7 +199,6 @@ pub struct HostSecrets<'a> {
 /// # Errors
 /// When writing or removing a file on the host fails.
 pub async fn sync_host(
-    ctx: &DeployContext,
     connection: &Connection,
     address: &Address,
     secrets: &HostSecrets<'_>,
@@ -171,25 +229,14 @@ pub async fn sync_host(
         }
         match change.action {
             SecretAction::Upload => {
-                let secret = ctx
-                    .spec
-                    .secrets
-                    .get(&change.name)
-                    .with_context(|| format!("secret `{}` is not in the spec", change.name))?;
-                let plaintext = values
-                    .plaintext
-                    .get(&change.name)
+                let value = values
+                    .values
+                    .get(&value_key(change))
                     .with_context(|| format!("secret `{}` was not decrypted", change.name))?;
-                upload(
-                    connection,
-                    &secret.destination,
-                    &secret.owner,
-                    &secret.group,
-                    &secret.mode_string(),
-                    plaintext,
-                )
-                .await
-                .with_context(|| format!("uploading secret `{}` to {address}", change.name))?;
+                let placement = &value.placement;
+                upload(connection, placement, &value.plaintext)
+                    .await
+                    .with_context(|| format!("uploading secret `{}` to {address}", change.name))?;
                 if let Some(old) = change
                     .replaces
                     .as_deref()
@@ -203,8 +250,8 @@ pub async fn sync_host(
                     })?;
                 }
                 let record = SecretRecord {
-                    hmac: values.hmacs.get(&change.name).cloned().unwrap_or_default(),
-                    destination: secret.destination.clone(),
+                    hmac: value.hmac.clone(),
+                    destination: placement.destination.clone(),
                 };
                 let mut s = session.lock().await;
                 s.doc.record_secret(address, &change.name, record);
@@ -212,7 +259,10 @@ pub async fn sync_host(
                 drop(s);
                 progress.phase(
                     address,
-                    &format!("uploaded secret {} to {}", change.name, secret.destination),
+                    &format!(
+                        "uploaded secret {} to {}",
+                        change.name, placement.destination
+                    ),
                 );
             }
             SecretAction::Delete => {
@@ -245,14 +295,14 @@ pub async fn sync_host(
 /// the old file, or none, never a short one; the next upload removes any
 /// temp file a killed one left. The plaintext travels only on the SSH
 /// channel's stdin.
-async fn upload(
-    connection: &Connection,
-    destination: &str,
-    owner: &str,
-    group: &str,
-    mode: &str,
-    plaintext: &[u8],
-) -> Result<()> {
+async fn upload(connection: &Connection, placement: &Placement, plaintext: &[u8]) -> Result<()> {
+    let Placement {
+        destination,
+        owner,
+        group,
+        ..
+    } = placement;
+    let mode = placement.mode_string();
     let dir = match destination.rsplit_once('/') {
         Some(("", _)) => "/".to_owned(),
         Some((dir, _)) => dir.to_owned(),
@@ -271,7 +321,7 @@ async fn upload(
         tmp = shell_quote(&tmp),
         owner = shell_quote(owner),
         group = shell_quote(group),
-        mode = shell_quote(mode),
+        mode = shell_quote(&mode),
         dest = shell_quote(destination),
         len = plaintext.len(),
         hash = prov_provider::sha256_hex(plaintext),

@@ -2,7 +2,7 @@
 //! changing either, and rendered for people (text) and machines (JSON,
 //! docs/plan-json.md).
 //!
-//! One pipeline ([`plan`]), four phases, each returning its part of one
+//! One pipeline ([`plan`]), five phases, each returning its part of one
 //! [`Plan`]:
 //!
 //! 1. [`refresh()`]: read the real objects behind state (drift, objects gone,
@@ -10,12 +10,16 @@
 //! 2. [`resources::diff`]: the resource changes that bring them to the spec;
 //! 3. [`deploys::plan`]: the hosts that get a new NixOS system, and how much
 //!    must travel;
-//! 4. [`secrets::plan`]: the secrets to upload to or delete from hosts.
+//! 4. [`clusters::plan`]: each Kubernetes cluster's certificates and keys,
+//!    and the files its members receive;
+//! 5. [`secrets::plan`]: the secrets (and cluster files) to upload to or
+//!    delete from hosts.
 //!
 //! Planning writes nothing: not state, not the spec, not the disk. What apply
 //! needs before it can plan (the deployer's key, the state's secret key) is
 //! made by the command and handed in as [`Inputs`].
 
+pub mod clusters;
 pub mod deploys;
 pub mod file;
 pub mod graph;
@@ -59,6 +63,8 @@ pub struct Inputs<'a> {
     /// The state's key for the secrets' keyed hashes (the stored one, or the
     /// one apply will store).
     pub secret_key: &'a str,
+    /// The time certificates are judged at (`crate::clock::now`).
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// A plan and the refreshed state it was computed against.
@@ -83,6 +89,7 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
         options,
         refresh: full,
         secret_key,
+        now,
     } = inputs;
     let spec = &deploy.spec;
     let refreshed = if full {
@@ -107,8 +114,29 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
     let systems = deploys::plan(deploy, &refreshed.doc, &resources, options, full)
         .await
         .context("planning system deploys")?;
-    let secrets = secrets::plan(deploy, &refreshed.doc, &resources, options, secret_key)?;
+    let clusters = clusters::plan(deploy, &refreshed.doc, options, now)
+        .context("planning Kubernetes certificates")?;
+    let secrets = secrets::plan(
+        deploy,
+        &refreshed.doc,
+        &resources,
+        options,
+        secret_key,
+        &clusters,
+    )?;
     providers.log_api_calls();
-    let plan = resources::assemble(spec, &refreshed, options, resources, systems, secrets);
+    let certificates = clusters
+        .iter()
+        .flat_map(clusters::ClusterPlan::certificate_changes)
+        .collect();
+    let plan = resources::assemble(
+        spec,
+        &refreshed,
+        options,
+        resources,
+        systems,
+        secrets,
+        certificates,
+    );
     Ok(Planned { refreshed, plan })
 }

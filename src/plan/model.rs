@@ -40,6 +40,10 @@ pub struct Plan {
     /// Secrets to upload to or delete from hosts, by host then name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretChange>,
+    /// Kubernetes certificates, keys and secrets issued, reissued or
+    /// removed, by cluster then item (never their content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<super::clusters::CertificateChange>,
     /// Counts by action.
     pub summary: Summary,
 }
@@ -100,6 +104,20 @@ pub struct SecretChange {
     /// the new one is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// For a file of a Kubernetes cluster's material (certificates, keys,
+    /// kubeconfigs, the token): the cluster. Its content is made by prov,
+    /// not read from a `[secrets.NAME]` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// For an upload: the file's owner, group and mode (`0400`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// See `owner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// See `owner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// What happens to a secret on a host.
@@ -177,6 +195,10 @@ pub struct Summary {
     /// Secret uploads and deletions.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub secrets: usize,
+    /// Kubernetes certificates, keys and secrets issued, reissued or
+    /// removed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub certificates: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -187,7 +209,10 @@ impl Plan {
     /// Whether apply would do nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.deploys.is_empty() && self.secrets.is_empty()
+        self.changes.is_empty()
+            && self.deploys.is_empty()
+            && self.secrets.is_empty()
+            && self.certificates.is_empty()
     }
 
     /// The change for `address`, if any.
@@ -204,10 +229,12 @@ impl Summary {
         changes: &[ResourceChange],
         deploys: &[DeployChange],
         secrets: &[SecretChange],
+        certificates: usize,
     ) -> Self {
         let mut summary = Self {
             deploy: deploys.len(),
             secrets: secrets.len(),
+            certificates,
             ..Self::default()
         };
         for change in changes {

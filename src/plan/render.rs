@@ -34,6 +34,9 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
     for deploy in &plan.deploys {
         render_deploy(&mut out, deploy, paint);
     }
+    for certificate in &plan.certificates {
+        render_certificate(&mut out, certificate, paint);
+    }
     for secret in &plan.secrets {
         render_secret(&mut out, secret, paint);
     }
@@ -56,6 +59,16 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
     } else {
         deploys
     };
+    let deploys = if s.certificates > 0 {
+        format!(
+            "{deploys}, {} Kubernetes certificate{} or key{} to issue or remove",
+            s.certificates,
+            if s.certificates == 1 { "" } else { "s" },
+            if s.certificates == 1 { "" } else { "s" }
+        )
+    } else {
+        deploys
+    };
     let _ = writeln!(
         out,
         "{} {} to create, {} to update, {} to replace, {} to destroy{deploys}.",
@@ -66,6 +79,34 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
         s.delete
     );
     out
+}
+
+fn render_certificate(
+    out: &mut String,
+    certificate: &super::clusters::CertificateChange,
+    paint: Painter,
+) {
+    use super::clusters::CertificateAction;
+    let (sign, verb) = match certificate.action {
+        CertificateAction::New => (paint.green("+"), "issued"),
+        CertificateAction::Reissue => (paint.yellow("~"), "reissued"),
+        CertificateAction::Remove => (paint.red("-"), "removed"),
+    };
+    let reason = certificate
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  # {} of cluster {} will be {verb}{reason}",
+        certificate.item, certificate.cluster
+    );
+    let _ = writeln!(
+        out,
+        "  {sign} kubernetes {}/{}\n",
+        certificate.cluster, certificate.item
+    );
 }
 
 fn render_secret(out: &mut String, secret: &super::SecretChange, paint: Painter) {

@@ -96,6 +96,7 @@ pub fn build(
         resources,
         Systems::default(),
         Vec::new(),
+        Vec::new(),
     ))
 }
 
@@ -181,6 +182,7 @@ pub fn assemble(
     resources: ResourceDiff,
     systems: Systems,
     secrets: Vec<SecretChange>,
+    certificates: Vec<super::clusters::CertificateChange>,
 ) -> PlanFile {
     let doc = &refreshed.doc;
     let mut drift: Vec<_> = refreshed
@@ -192,7 +194,7 @@ pub fn assemble(
         .collect();
     drift.sort_by(|a, b| a.address.cmp(&b.address));
     let changes: Vec<ResourceChange> = resources.changes.into_values().collect();
-    let summary = Summary::of(&changes, &systems.deploys, &secrets);
+    let summary = Summary::of(&changes, &systems.deploys, &secrets, certificates.len());
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,
         prov_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -205,6 +207,7 @@ pub fn assemble(
         changes,
         deploys: systems.deploys,
         secrets,
+        certificates,
         summary,
     };
     PlanFile::new(plan, resources.configs)

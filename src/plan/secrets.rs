@@ -8,11 +8,13 @@ use anyhow::Result;
 use prov_provider::Address;
 use prov_state::StateDocument;
 
+use super::clusters::ClusterPlan;
 use super::resources::{BuildOptions, ResourceDiff};
 use super::{SecretAction, SecretChange};
 use crate::deploy::DeployContext;
 use crate::secrets::{self, Identities};
 use crate::select::Selection;
+use crate::spec::{Placement, UploadWhen};
 
 /// Plans secret uploads and deletions for the selected hosts, comparing the
 /// keyed hash of each secret (with the state's `key`) with the one state
@@ -27,6 +29,7 @@ pub fn plan(
     resources: &ResourceDiff,
     options: &BuildOptions,
     key: &str,
+    clusters: &[ClusterPlan],
 ) -> Result<Vec<SecretChange>> {
     if options.destroy {
         return Ok(Vec::new());
@@ -54,7 +57,7 @@ pub fn plan(
         }
         let hmac = {
             let plaintext = secrets::decrypt_secret(name, secret, &identities)?;
-            secrets::keyed_hash(key, &plaintext, secret)?
+            secrets::keyed_hash(key, &plaintext, &secret.placement())?
         };
         for address in targets {
             wanted.insert((address.clone(), name.clone()));
@@ -72,17 +75,57 @@ pub fn plan(
                 Some(_) => ("changed".to_owned(), None),
                 None => ("new".to_owned(), None),
             };
-            changes.push(SecretChange {
-                address: address.clone(),
-                name: name.clone(),
-                action: SecretAction::Upload,
-                destination: secret.destination.clone(),
-                hmac: Some(hmac.clone()),
-                source_sha256: None,
-                upload: Some(secret.upload),
-                reason,
-                replaces,
-            });
+            let mut change = upload(address, name, &secret.placement(), secret.upload, reason);
+            change.hmac = Some(hmac.clone());
+            change.replaces = replaces;
+            changes.push(change);
+        }
+    }
+    for cluster in clusters {
+        for (address, files) in &cluster.files {
+            if !selected(address) {
+                continue;
+            }
+            for (file, known) in files {
+                let name = cluster_file_name(&cluster.cluster.name, &file.path);
+                wanted.insert((address.clone(), name.clone()));
+                let placement = Placement {
+                    destination: file.path.clone(),
+                    owner: file.owner.clone(),
+                    group: file.group.clone(),
+                    mode: file.mode,
+                };
+                let hmac = match known {
+                    true => Some(secrets::keyed_hash(
+                        key,
+                        file.content.expose().as_bytes(),
+                        &placement,
+                    )?),
+                    false => None,
+                };
+                let recorded = doc
+                    .hosts
+                    .get(address)
+                    .and_then(|h| h.secrets.get(&name))
+                    .filter(|_| !fresh(address));
+                let reason = match (recorded, &hmac) {
+                    (Some(r), Some(hmac)) if &r.hmac == hmac => continue,
+                    (Some(_), Some(_)) => "changed",
+                    (Some(_), None) => "reissued at apply",
+                    (None, Some(_)) => "new",
+                    (None, None) => "new, issued at apply",
+                };
+                let mut change = upload(
+                    address,
+                    &name,
+                    &placement,
+                    UploadWhen::Before,
+                    reason.to_owned(),
+                );
+                change.hmac = hmac;
+                change.cluster = Some(cluster.cluster.name.clone());
+                changes.push(change);
+            }
         }
     }
     for (address, record) in &doc.hosts {
@@ -95,6 +138,8 @@ pub fn plan(
             }
             let reason = if spec.secrets.contains_key(name) {
                 "no longer for this host"
+            } else if name.starts_with(CLUSTER_FILE_PREFIX) {
+                "no longer needed by the host's Kubernetes roles"
             } else {
                 "not in the spec"
             };
@@ -155,6 +200,42 @@ fn removed_hosts(
     changes
 }
 
+/// What state and plans call a cluster's file: `kubernetes/CLUSTER/FILE`
+/// (a `[secrets.NAME]` name never holds a `/`).
+#[must_use]
+pub fn cluster_file_name(cluster: &str, path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    format!("{CLUSTER_FILE_PREFIX}{cluster}/{file}")
+}
+
+/// The start of every cluster file's name.
+const CLUSTER_FILE_PREFIX: &str = "kubernetes/";
+
+/// The upload of secret `name` to `address`, landing as `placement`.
+fn upload(
+    address: &Address,
+    name: &str,
+    placement: &Placement,
+    when: UploadWhen,
+    reason: String,
+) -> SecretChange {
+    SecretChange {
+        address: address.clone(),
+        name: name.to_owned(),
+        action: SecretAction::Upload,
+        destination: placement.destination.clone(),
+        hmac: None,
+        source_sha256: None,
+        upload: Some(when),
+        reason,
+        replaces: None,
+        cluster: None,
+        owner: Some(placement.owner.clone()),
+        group: Some(placement.group.clone()),
+        mode: Some(placement.mode_string()),
+    }
+}
+
 /// The deletion of secret `name`, recorded as `recorded`, from `address`.
 fn deletion(
     address: &Address,
@@ -172,5 +253,9 @@ fn deletion(
         upload: None,
         reason,
         replaces: None,
+        cluster: None,
+        owner: None,
+        group: None,
+        mode: None,
     }
 }

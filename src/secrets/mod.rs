@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::spec::{SecretSpec, Spec, HOSTS_RECIPIENT};
+use crate::spec::{Placement, SecretSpec, Spec, HOSTS_RECIPIENT};
 
 /// Decrypted bytes, zeroed when dropped.
 pub type Plaintext = Zeroizing<Vec<u8>>;
@@ -298,7 +298,7 @@ pub fn new_hmac_key() -> Result<String> {
 ///
 /// # Errors
 /// When `key_hex` is not hex.
-pub fn keyed_hash(key_hex: &str, plaintext: &[u8], secret: &SecretSpec) -> Result<String> {
+pub fn keyed_hash(key_hex: &str, plaintext: &[u8], secret: &Placement) -> Result<String> {
     let key =
         Zeroizing::new(hex::decode(key_hex).context("the state's secret_hmac_key is not hex")?);
     let mut mac = Hmac::<Sha256>::new_from_slice(&key)

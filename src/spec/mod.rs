@@ -37,7 +37,7 @@ pub use host::{
 pub use model::{HostInfo, OutputSpec, ProviderSettings, Spec, StateSettings, Target};
 
 pub use check_secrets::allow_missing_secret_files;
-pub use secrets::{SecretSpec, UploadWhen, HOSTS_RECIPIENT};
+pub use secrets::{Placement, SecretSpec, UploadWhen, HOSTS_RECIPIENT};
 
 use error::Diagnostic;
 

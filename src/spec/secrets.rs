@@ -54,11 +54,43 @@ pub struct SecretSpec {
     pub recipients: Vec<String>,
 }
 
-impl SecretSpec {
+/// Where and how a secret's file lands on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The file's path.
+    pub destination: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its group.
+    pub group: String,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+impl Placement {
     /// The mode as four octal digits (`0400`).
     #[must_use]
     pub fn mode_string(&self) -> String {
         format!("{:04o}", self.mode)
+    }
+}
+
+impl SecretSpec {
+    /// The mode as four octal digits (`0400`).
+    #[must_use]
+    pub fn mode_string(&self) -> String {
+        self.placement().mode_string()
+    }
+
+    /// Where and how it lands on its hosts.
+    #[must_use]
+    pub fn placement(&self) -> Placement {
+        Placement {
+            destination: self.destination.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            mode: self.mode,
+        }
     }
 
     /// The hosts of `hosts` this secret goes to.

@@ -1,0 +1,91 @@
+//! Apply's part for Kubernetes clusters: issue what the cluster's material
+//! lacks or must renew (the hosts exist now, so their addresses are known),
+//! save it age-encrypted beside the spec, and hand each member's files to
+//! the secrets path, which uploads them like any secret.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _, Result};
+use chrono::{DateTime, Utc};
+use prov_provider::Address;
+use prov_state::StateDocument;
+
+use super::DeployContext;
+use crate::kube::files::{host_files, HostFile};
+use crate::kube::pki::issue::{issue, Material};
+use crate::kube::pki::renewal::{self, Action};
+use crate::plan::clusters::{model, store};
+use crate::plan::secrets::cluster_file_name;
+use crate::secrets::Identities;
+use crate::spec::kubernetes::ClusterSpec;
+
+/// The content of every cluster file, by host and name
+/// (`kubernetes/CLUSTER/FILE`).
+pub type ClusterFiles = BTreeMap<(Address, String), HostFile>;
+
+/// Issues and saves each cluster's material as state knows the hosts now,
+/// and returns every member's files.
+///
+/// # Errors
+/// When the material cannot be read, decrypted, issued or saved.
+pub fn prepare(
+    ctx: &DeployContext,
+    doc: &StateDocument,
+    now: DateTime<Utc>,
+) -> Result<ClusterFiles> {
+    let spec = &ctx.spec;
+    let mut files = ClusterFiles::new();
+    if spec.kubernetes.is_empty() {
+        return Ok(files);
+    }
+    let identities = Identities::load(&[], Some(ctx.identity()))?;
+    for cluster_spec in spec.kubernetes.values() {
+        let cluster = model(spec, cluster_spec, doc);
+        let store = store(spec, &cluster.name);
+        let existing = store.existing()?;
+        let changes = renewal::plan(&cluster, &existing, now);
+        let material = if existing.public.is_empty() && existing.secrets.is_empty() {
+            Material::default()
+        } else {
+            store
+                .load(&identities)
+                .with_context(|| format!("decrypting cluster {}'s material", cluster.name))?
+        };
+        let issued = issue(&cluster, &changes, material, now)
+            .with_context(|| format!("issuing cluster {}'s material", cluster.name))?;
+        if changes.iter().any(|c| c.action != Action::Keep) {
+            let recipients = recipients(ctx, cluster_spec)?;
+            store
+                .save(&changes, &issued, &recipients)
+                .with_context(|| format!("saving cluster {}'s material", cluster.name))?;
+            tracing::info!(cluster = %cluster.name, dir = %store.dir().display(), "cluster material saved");
+        }
+        for member in &cluster.members {
+            for file in host_files(&cluster, member, &issued)? {
+                let name = cluster_file_name(&cluster.name, &file.path);
+                files.insert((member.address.clone(), name), file);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Who the cluster's private keys are encrypted to: the cluster's
+/// `recipients`, else `[state] encrypt_to`, else the deployer's key (which
+/// then decrypts them).
+fn recipients(ctx: &DeployContext, cluster: &ClusterSpec) -> Result<Vec<String>> {
+    if !cluster.recipients.is_empty() {
+        return Ok(cluster.recipients.clone());
+    }
+    if !ctx.spec.state.encrypt_to.is_empty() {
+        return Ok(ctx.spec.state.encrypt_to.clone());
+    }
+    match ctx.deployer_key() {
+        Some(key) if key != super::PENDING_KEY => Ok(vec![key.to_owned()]),
+        _ => bail!(
+            "cluster {} has no one to encrypt its keys to: give [kubernetes.{}] recipients, or [state] encrypt_to",
+            cluster.name,
+            cluster.name
+        ),
+    }
+}
