@@ -74,6 +74,35 @@ pub enum Command {
     /// Secrets encrypted with age: encrypt, edit, rekey, show, list.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Write a Kubernetes cluster's admin kubeconfig (certificates
+    /// embedded, 0600).
+    Kubeconfig(KubeconfigArgs),
+    /// Kubernetes clusters: `prov k8s certs CLUSTER`.
+    #[command(subcommand)]
+    K8s(K8sCommand),
+}
+
+/// `prov kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The cluster (`[kubernetes.NAME]`).
+    pub cluster: String,
+    /// Write it to this file (mode 0600) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `prov k8s …`.
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Each certificate of a cluster: subject, SANs, issuer, expiry, host.
+    Certs {
+        /// The cluster (`[kubernetes.NAME]`).
+        cluster: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `prov secrets …`.

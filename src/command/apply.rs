@@ -210,19 +210,29 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         let live = ui::Style::detect(cli.color).live_progress;
         let progress = Arc::new(crate::deploy::Progress::new(live));
         // The hosts exist now: the clusters' certificates can name them.
-        let cluster_files = if plan.plan.certificates.is_empty()
+        let clusters = if plan.plan.certificates.is_empty()
             && plan.plan.secrets.iter().all(|s| s.cluster.is_none())
-        {
-            crate::deploy::clusters::ClusterFiles::new()
+            && plan.plan.deploys.iter().all(|d| {
+                deploy
+                    .spec
+                    .hosts
+                    .get(&d.address)
+                    .is_none_or(|h| h.kubernetes.is_none())
+            }) {
+            Arc::new(crate::deploy::clusters::Clusters::default())
         } else {
             let doc = session.lock().await.doc.clone();
-            crate::deploy::clusters::prepare(deploy, &doc, crate::clock::now()?)?
+            Arc::new(crate::deploy::clusters::prepare(
+                deploy,
+                &doc,
+                crate::clock::now()?,
+            )?)
         };
         let deploys = crate::deploy::apply(
             deploy,
             &plan.plan.deploys,
             &plan.plan.secrets,
-            &cluster_files,
+            &clusters,
             session,
             parallelism,
             &progress,

@@ -4,6 +4,7 @@ mod apply;
 mod context;
 mod graph;
 mod import;
+mod kubernetes;
 mod output;
 mod plan;
 mod rollback;
@@ -85,5 +86,7 @@ async fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Rollback(args) => rollback::run(cli, args).await,
         Command::State(command) => state::run(cli, command).await,
         Command::Secrets(command) => secrets::run(cli, command).await,
+        Command::Kubeconfig(args) => kubernetes::kubeconfig(cli, args).await,
+        Command::K8s(command) => kubernetes::run(cli, command).await,
     }
 }

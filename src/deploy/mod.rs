@@ -4,6 +4,7 @@
 mod activate;
 pub mod clusters;
 pub(crate) mod copy;
+pub mod gates;
 mod health;
 mod identity;
 pub mod nix;

@@ -59,11 +59,13 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Builds (or checks) the system described by `source` and returns its
-/// store path.
+/// store path; `modules` is the store directory of the modules prov
+/// generated for the host (`<prov/…>` in a Nix file's configuration).
 ///
 /// # Errors
 /// With Nix's own error message when the build or evaluation fails.
-pub async fn build(source: &SystemSource) -> Result<String> {
+pub async fn build(source: &SystemSource, modules: Option<&str>) -> Result<String> {
+    let search = modules.map(search_path);
     let out = match source {
         SystemSource::StorePath(path) => run("nix-store", &["--realise", path]).await?,
         SystemSource::Nix { file, attr } => {
@@ -71,6 +73,9 @@ pub async fn build(source: &SystemSource) -> Result<String> {
             let mut args = vec![file.as_ref(), "--no-out-link"];
             if let Some(attr) = attr {
                 args.extend(["-A", attr.as_str()]);
+            }
+            if let Some(search) = &search {
+                args.extend(["-I", search.as_str()]);
             }
             run("nix-build", &args).await?
         }
@@ -101,7 +106,8 @@ pub async fn build(source: &SystemSource) -> Result<String> {
 ///
 /// # Errors
 /// With Nix's own message when evaluation fails.
-pub async fn instantiate(source: &SystemSource) -> Result<Option<String>> {
+pub async fn instantiate(source: &SystemSource, modules: Option<&str>) -> Result<Option<String>> {
+    let search = modules.map(search_path);
     let out = match source {
         SystemSource::StorePath(path) => {
             let deriver = run("nix-store", &["--query", "--deriver", path]).await?;
@@ -116,6 +122,9 @@ pub async fn instantiate(source: &SystemSource) -> Result<Option<String>> {
             let mut args = vec![file.as_ref()];
             if let Some(attr) = attr {
                 args.extend(["-A", attr.as_str()]);
+            }
+            if let Some(search) = &search {
+                args.extend(["-I", search.as_str()]);
             }
             run("nix-instantiate", &args).await?
         }
@@ -138,6 +147,36 @@ pub async fn instantiate(source: &SystemSource) -> Result<Option<String>> {
         .map(str::trim)
         .rfind(|l| l.ends_with(".drv"))
         .map(str::to_owned))
+}
+
+/// The name a configuration imports prov's generated modules under:
+/// `imports = [ <prov/kubernetes.nix> ];`.
+pub const MODULES_PREFIX: &str = "prov";
+
+/// `-I prov=DIR`: where `<prov/…>` is found.
+fn search_path(modules: &str) -> String {
+    format!("{MODULES_PREFIX}={modules}")
+}
+
+/// Adds `files` (name, content) as one directory to the store and returns
+/// its path; the same files give the same path.
+///
+/// # Errors
+/// When the files cannot be written or Nix cannot add them.
+pub async fn add_directory(name: &str, files: &[(&str, &str)]) -> Result<String> {
+    let scratch = tempfile::tempdir().context("making a scratch directory")?;
+    let dir = scratch.path().join(name);
+    fs_err::create_dir(&dir)?;
+    for (file, content) in files {
+        fs_err::write(dir.join(file), content)?;
+    }
+    let dir = dir.to_string_lossy().into_owned();
+    let out = run("nix-store", &["--add", &dir]).await?;
+    let path = out.trim();
+    if !path.starts_with("/nix/store/") {
+        bail!("nix-store --add printed `{path}`, not a store path");
+    }
+    Ok(path.to_owned())
 }
 
 /// The closure of `path`: every requisite, dependencies first, with sizes.

@@ -10,11 +10,12 @@ use prov_provider::Address;
 use tokio::sync::Mutex;
 
 use super::activate::{self, Outcome};
+use super::clusters::Clusters;
 use super::nix;
 use super::profile::current_system;
 use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, recorded_endpoint, Endpoint};
-use super::{copy, health, DeployContext, Progress};
+use super::{copy, gates, health, DeployContext, Progress};
 use crate::interrupt;
 use crate::plan::{DeployChange, SecretChange};
 use crate::session::StateSession;
@@ -63,7 +64,7 @@ pub async fn apply(
     ctx: &DeployContext,
     deploys: &[DeployChange],
     secrets: &[SecretChange],
-    cluster_files: &super::clusters::ClusterFiles,
+    clusters: &Arc<Clusters>,
     session: &Arc<Mutex<StateSession>>,
     parallelism: usize,
     progress: &Arc<Progress>,
@@ -80,7 +81,7 @@ pub async fn apply(
     queue.extend(secret_hosts.into_iter().map(Job::Secrets));
     // Decrypt everything first: a secret that cannot be decrypted stops the
     // run before anything is sent to any host.
-    let values = match host_secrets::decrypt(ctx, secrets, session, cluster_files).await {
+    let values = match host_secrets::decrypt(ctx, secrets, session, &clusters.files).await {
         Ok(values) => Arc::new(values),
         Err(error) => {
             let mut hosts = queue.into_iter().map(|j| j.address().clone());
@@ -93,13 +94,24 @@ pub async fn apply(
         }
     };
     let secrets: Arc<[SecretChange]> = secrets.into();
+    // A Kubernetes worker starts once its cluster's control planes of this
+    // run are up, gates passed; if one fails, it never starts.
+    let deploying: Vec<Address> = deploys.iter().map(|d| d.address.clone()).collect();
+    let mut waits: std::collections::BTreeMap<Address, Vec<Address>> = deploying
+        .iter()
+        .map(|a| (a.clone(), clusters.waits_for(a, deploying.iter())))
+        .collect();
     let mut running = Tasks::default();
     let mut stopped = false;
     loop {
         while !stopped && !interrupt::requested() && running.len() < parallelism.max(1) {
-            let Some(job) = queue.pop_front() else {
+            let ready = queue
+                .iter()
+                .position(|job| waits.get(job.address()).is_none_or(Vec::is_empty));
+            let Some(job) = ready.and_then(|i| queue.remove(i)) else {
                 break;
             };
+            let clusters = Arc::clone(clusters);
             let ctx = ctx.clone();
             let session = Arc::clone(session);
             let progress = Arc::clone(progress);
@@ -112,9 +124,11 @@ pub async fn apply(
                     values: &values,
                 };
                 match &job {
-                    Job::Deploy(change) => deploy_one(&ctx, change, &host, &session, &progress)
-                        .await
-                        .map(|n| (true, n)),
+                    Job::Deploy(change) => {
+                        deploy_one(&ctx, change, &host, &clusters, &session, &progress)
+                            .await
+                            .map(|n| (true, n))
+                    }
                     Job::Secrets(address) => {
                         secrets_only(&ctx, address, &host, &session, &progress)
                             .await
@@ -132,6 +146,9 @@ pub async fn apply(
             }
             Joined::Done(address, Ok((deployed, secrets))) => {
                 report.secrets += secrets;
+                for waiting in waits.values_mut() {
+                    waiting.retain(|a| a != &address);
+                }
                 if deployed {
                     report.deployed.push(address);
                 }
@@ -200,6 +217,7 @@ async fn deploy_one(
     ctx: &DeployContext,
     change: &DeployChange,
     secrets: &HostSecrets<'_>,
+    clusters: &Clusters,
     session: &Arc<Mutex<StateSession>>,
     progress: &Progress,
 ) -> Result<usize> {
@@ -210,6 +228,8 @@ async fn deploy_one(
         .as_ref()
         .with_context(|| format!("{address} has no system to deploy"))?;
     let goal = deploy.goal;
+    let rebuilt = rebuild_with_cluster(ctx, change, deploy, session, progress).await?;
+    let change = rebuilt.as_ref().unwrap_or(change);
 
     progress.phase(address, &format!("connecting to {}", endpoint.describe()));
     let connection = reach(ctx, &endpoint).await?;
@@ -314,18 +334,30 @@ async fn deploy_one(
         return Ok(uploaded);
     };
 
-    if let Some(spec) = &info.health {
-        progress.phase(address, "checking health");
-        if let Err(error) = health::check(&connection, spec, &endpoint.target.host).await {
-            if deploy.confirm_timeout.is_zero() {
-                return Err(error.context(format!(
-                    "{address} is unhealthy (rollback is off: confirm_timeout = 0)"
-                )));
-            }
-            progress.phase(address, "unhealthy; rolling back");
-            let previous = activate::rollback(&connection, &activation).await?;
-            bail!("{address} {}: {error:#}", rolled_back(previous.as_deref()));
+    let checked = async {
+        if let Some(spec) = &info.health {
+            progress.phase(address, "checking health");
+            health::check(&connection, spec, &endpoint.target.host)
+                .await
+                .context("unhealthy")?;
         }
+        if let Some((cluster, member)) = clusters.member(address) {
+            for gate in gates::gates(&cluster.cluster, member) {
+                progress.phase(address, &format!("waiting for gate: {gate}"));
+                gates::pass(cluster, member, &gate, &connection).await?;
+            }
+        }
+        anyhow::Ok(())
+    };
+    if let Err(error) = checked.await {
+        if deploy.confirm_timeout.is_zero() {
+            return Err(error.context(format!(
+                "{address} failed its checks (rollback is off: confirm_timeout = 0)"
+            )));
+        }
+        progress.phase(address, "checks failed; rolling back");
+        let previous = activate::rollback(&connection, &activation).await?;
+        bail!("{address} {}: {error:#}", rolled_back(previous.as_deref()));
     }
     record_deployed(session, address, change, goal, generation).await?;
     progress.phase(
@@ -333,6 +365,39 @@ async fn deploy_one(
         &format!("deployed {} ({})", change.desired, goal.as_str()),
     );
     Ok(uploaded)
+}
+
+/// The deploy of a host in a Kubernetes cluster whose generated module
+/// changed since the plan (the hosts created since have addresses now):
+/// the system built again with it. `None` when nothing changed.
+async fn rebuild_with_cluster(
+    ctx: &DeployContext,
+    change: &DeployChange,
+    deploy: &crate::spec::DeploySpec,
+    session: &Arc<Mutex<StateSession>>,
+    progress: &Progress,
+) -> Result<Option<DeployChange>> {
+    let Some(planned) = &change.modules else {
+        return Ok(None);
+    };
+    let address = &change.address;
+    let doc = session.lock().await.doc.clone();
+    let now = super::clusters::modules(&ctx.spec, &doc, address).await?;
+    if now.as_ref() == Some(planned) {
+        return Ok(None);
+    }
+    progress.phase(
+        address,
+        "building again: the cluster's addresses are known now",
+    );
+    let (system, derivation, _) = crate::plan::deploys::build(deploy, now.as_deref()).await?;
+    tracing::info!(host = %address, planned = %change.desired, %system, "rebuilt with the cluster's module as it is now");
+    Ok(Some(DeployChange {
+        desired: system,
+        derivation,
+        modules: now,
+        ..change.clone()
+    }))
 }
 
 /// How a rollback ended, for the error: the system the host went back to,

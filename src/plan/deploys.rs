@@ -50,36 +50,32 @@ pub async fn plan(
         return Ok(systems);
     }
 
+    // The modules prov generates for each host (its Kubernetes role), as
+    // state knows the cluster now.
+    let mut modules: BTreeMap<&Address, Option<String>> = BTreeMap::new();
+    for (address, _, _) in &hosts {
+        let generated = crate::deploy::clusters::modules(&ctx.spec, doc, address).await?;
+        modules.insert(address, generated);
+    }
+    let key = |address: &Address, deploy: &DeploySpec| {
+        let generated = modules.get(address).cloned().flatten();
+        format!("{:?}/{:?}/{generated:?}", deploy.system, deploy.build_on)
+    };
+
     // Build each distinct system once.
-    let mut built: BTreeMap<String, (String, Option<String>, Closure)> = BTreeMap::new();
-    for (_, _, deploy) in &hosts {
-        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
+    let mut built: BTreeMap<String, Built> = BTreeMap::new();
+    for (address, _, deploy) in &hosts {
+        let key = key(address, deploy);
         if built.contains_key(&key) {
             continue;
         }
-        let entry = match deploy.build_on {
-            BuildOn::Local => {
-                let system = nix::build(&deploy.system).await?;
-                let closure = nix::closure(&system).await?;
-                (system, None, closure)
-            }
-            BuildOn::Target => {
-                let derivation = nix::instantiate(&deploy.system).await?.context(
-                    "build_on = \"target\" needs a system with a derivation (nix or flake)",
-                )?;
-                let outputs = nix::run("nix-store", &["--query", "--outputs", &derivation]).await?;
-                let system = outputs.lines().next().unwrap_or_default().trim().to_owned();
-                let closure = nix::closure(&derivation).await?;
-                (system, Some(derivation), closure)
-            }
-        };
-        built.insert(key, entry);
+        let generated = modules.get(address).cloned().flatten();
+        built.insert(key, build(deploy, generated.as_deref()).await?);
     }
 
     let mut tasks = tokio::task::JoinSet::new();
     for (address, info, deploy) in hosts {
-        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
-        let Some((system, derivation, closure)) = built.get(&key).cloned() else {
+        let Some((system, derivation, closure)) = built.get(&key(address, deploy)).cloned() else {
             continue;
         };
         let new_host = resources.is_new(address)
@@ -175,7 +171,6 @@ pub async fn plan(
         let exact = missing.is_some();
         let to_copy = missing.unwrap_or_else(|| closure.paths.clone());
         systems.deploys.push(DeployChange {
-            address,
             goal,
             current,
             desired: system,
@@ -184,8 +179,38 @@ pub async fn plan(
             exact,
             derivation,
             reason,
+            modules: modules.get(&address).cloned().flatten(),
+            address,
         });
     }
     systems.deploys.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(systems)
+}
+
+/// A system built: its store path, the derivation for `build_on =
+/// "target"`, and the closure to copy.
+pub(crate) type Built = (String, Option<String>, Closure);
+
+/// Builds the system of `deploy` (with prov's generated `modules`), or for
+/// `build_on = "target"` instantiates it.
+///
+/// # Errors
+/// When the build or evaluation fails.
+pub(crate) async fn build(deploy: &DeploySpec, modules: Option<&str>) -> Result<Built> {
+    Ok(match deploy.build_on {
+        BuildOn::Local => {
+            let system = nix::build(&deploy.system, modules).await?;
+            let closure = nix::closure(&system).await?;
+            (system, None, closure)
+        }
+        BuildOn::Target => {
+            let derivation = nix::instantiate(&deploy.system, modules)
+                .await?
+                .context("build_on = \"target\" needs a system with a derivation (nix or flake)")?;
+            let outputs = nix::run("nix-store", &["--query", "--outputs", &derivation]).await?;
+            let system = outputs.lines().next().unwrap_or_default().trim().to_owned();
+            let closure = nix::closure(&derivation).await?;
+            (system, Some(derivation), closure)
+        }
+    })
 }

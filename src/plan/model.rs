@@ -74,6 +74,10 @@ pub struct DeployChange {
     /// Why, in words (`new host`, `changed outside prov`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The modules prov generated for the host (its Kubernetes role), as
+    /// the store directory the system was built with (`<prov/…>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
 }
 
 /// What happens to one secret on one host.

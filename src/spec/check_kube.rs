@@ -25,6 +25,10 @@ const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/24";
 const DEFAULT_POD_CIDR: &str = "10.1.0.0/16";
 /// The longest `renew_before_days` (certificates live a year).
 const MAX_RENEW_BEFORE_DAYS: i64 = 364;
+/// How long a gate may take when the spec says nothing.
+const DEFAULT_GATE_TIMEOUT: u64 = 300;
+/// The longest gate timeout accepted: a day.
+const MAX_GATE_TIMEOUT: i64 = 86_400;
 
 /// What the checks made of the spec's Kubernetes parts.
 #[derive(Debug, Default)]
@@ -222,6 +226,23 @@ fn cluster_spec(
             DEFAULT_RENEW_BEFORE
         }
     };
+    let gate_timeout = match &cluster.gate_timeout_seconds {
+        None => Duration::from_secs(DEFAULT_GATE_TIMEOUT),
+        Some(seconds) => match u64::try_from(*seconds.get_ref()) {
+            Ok(n) if (1..=MAX_GATE_TIMEOUT).contains(seconds.get_ref()) => Duration::from_secs(n),
+            _ => {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "gate_timeout_seconds must be from 1 to {MAX_GATE_TIMEOUT}, not {}",
+                        seconds.get_ref()
+                    ),
+                    seconds.span(),
+                ));
+                Duration::from_secs(DEFAULT_GATE_TIMEOUT)
+            }
+        },
+    };
     let recipients = cluster
         .recipients
         .iter()
@@ -238,6 +259,7 @@ fn cluster_spec(
         service_cidr: service_cidr?,
         pod_cidr: pod_cidr?,
         renew_before,
+        gate_timeout,
         recipients,
     })
 }

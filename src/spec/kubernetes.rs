@@ -28,6 +28,8 @@ pub struct ClusterSpec {
     pub pod_cidr: Cidr,
     /// Renew certificates this long before they expire.
     pub renew_before: Duration,
+    /// How long one bring-up gate may take to pass.
+    pub gate_timeout: Duration,
     /// age recipients of the cluster's private keys beside the spec (empty:
     /// `[state] encrypt_to`, else the deployer's key).
     pub recipients: Vec<String>,

@@ -23,6 +23,9 @@ pub(crate) struct RawCluster {
     pub pod_cidr: Option<Str>,
     /// Renew a certificate this many days before it expires (default 30).
     pub renew_before_days: Option<Spanned<i64>>,
+    /// How long one bring-up gate (etcd, apiserver, kubelet, node Ready)
+    /// may take to pass, in seconds (default 300).
+    pub gate_timeout_seconds: Option<Spanned<i64>>,
     /// age recipients the cluster's private keys are encrypted to beside
     /// the spec (default: `[state] encrypt_to`, else the deployer's key).
     pub recipients: Option<StrList>,
