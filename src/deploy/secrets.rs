@@ -217,22 +217,52 @@ pub async fn sync_host(
         .filter(|c| c.action == SecretAction::Upload)
         .map(|c| c.destination.as_str())
         .collect();
+    // Before activation, an upload whose owner or group the new system
+    // creates (a service's user) waits until after it.
+    let absent = match stage {
+        Stage::Before => absent_accounts(connection, &host_changes, values).await?,
+        Stage::After | Stage::All => BTreeSet::new(),
+    };
     for change in host_changes {
         let after = change.upload == Some(UploadWhen::After);
+        let value = values.values.get(&value_key(change));
+        let waits = value.is_some_and(|v| {
+            absent.contains(&v.placement.owner) || absent.contains(&v.placement.group)
+        });
+        // After activation: the `after` uploads, and what waited for its
+        // owner (not recorded with this value yet).
+        let recorded = match (stage, value) {
+            (Stage::After, Some(value)) => {
+                let s = session.lock().await;
+                s.doc
+                    .hosts
+                    .get(&change.address)
+                    .and_then(|h| h.secrets.get(&change.name))
+                    .is_some_and(|r| r.hmac == value.hmac)
+            }
+            _ => false,
+        };
         let now = match stage {
             Stage::All => true,
-            Stage::Before => change.action == SecretAction::Delete || !after,
-            Stage::After => change.action == SecretAction::Upload && after,
+            Stage::Before => change.action == SecretAction::Delete || !(after || waits),
+            Stage::After => change.action == SecretAction::Upload && (after || !recorded),
         };
         if !now {
+            if waits && stage == Stage::Before {
+                progress.phase(
+                    address,
+                    &format!(
+                        "secret {} waits for its owner (made by the activation)",
+                        change.name
+                    ),
+                );
+            }
             continue;
         }
         match change.action {
             SecretAction::Upload => {
-                let value = values
-                    .values
-                    .get(&value_key(change))
-                    .with_context(|| format!("secret `{}` was not decrypted", change.name))?;
+                let value =
+                    value.with_context(|| format!("secret `{}` was not decrypted", change.name))?;
                 let placement = &value.placement;
                 upload(connection, placement, &value.plaintext)
                     .await
@@ -337,6 +367,53 @@ async fn upload(connection: &Connection, placement: &Placement, plaintext: &[u8]
         );
     }
     Ok(())
+}
+
+/// The owners and groups of the uploads in `changes` that do not exist on
+/// the host (yet), in one command.
+async fn absent_accounts(
+    connection: &Connection,
+    changes: &[&SecretChange],
+    values: &Values,
+) -> Result<BTreeSet<String>> {
+    let mut users = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    for change in changes.iter().filter(|c| c.action == SecretAction::Upload) {
+        if let Some(value) = values.values.get(&value_key(change)) {
+            users.insert(value.placement.owner.clone());
+            groups.insert(value.placement.group.clone());
+        }
+    }
+    if users.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let quote = |set: &BTreeSet<String>| {
+        set.iter()
+            .map(|s| shell_quote(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let script = format!(
+        "for u in {}; do getent passwd \"$u\" >/dev/null || echo \"$u\"; done; \
+         for g in {}; do getent group \"$g\" >/dev/null || echo \"$g\"; done",
+        quote(&users),
+        quote(&groups)
+    );
+    let output = connection
+        .exec(&format!("sh -c {}", shell_quote(&script)))
+        .await?;
+    if !output.success() {
+        bail!(
+            "asking the host which accounts exist failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Removes `destination` on the host.
