@@ -128,6 +128,11 @@ pub struct SelectArgs {
     /// alone).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub refresh: bool,
+
+    /// Replace this resource even though nothing forces it (`web[1]`,
+    /// `key_pair.deploy`); repeatable. As Terraform's `-replace`.
+    #[arg(long = "replace", value_name = "ADDRESS")]
+    pub replace: Vec<String>,
 }
 
 /// `prov plan`.

@@ -23,8 +23,11 @@ use crate::ui::{self, Painter};
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
     let ctx = Context::load(cli)?;
+    if args.plan_file.is_some() && !args.change.select.replace.is_empty() {
+        bail!("a saved plan is carried out as it was made: plan again with --replace");
+    }
     let saved = match &args.plan_file {
-        Some(path) => Some((path.as_path(), load_plan(&ctx, path)?)),
+        Some(path) => Some((path.as_path(), load_plan(&ctx.spec, path)?)),
         None => None,
     };
     change(&ctx, cli, &args.change, saved, false).await
@@ -70,8 +73,8 @@ async fn stored(session: &Mutex<StateSession>) -> Option<StateDocument> {
 
 /// Reads a saved plan, opening an encrypted one with the deployer's key or
 /// `PROV_AGE_IDENTITY`.
-fn load_plan(ctx: &Context, path: &std::path::Path) -> Result<PlanFile> {
-    let deployer = super::context::state_identity(&ctx.spec);
+pub(super) fn load_plan(spec: &crate::spec::Spec, path: &std::path::Path) -> Result<PlanFile> {
+    let deployer = super::context::state_identity(spec);
     PlanFile::load(path, |sealed| {
         let identities = crate::secrets::Identities::load(&[], deployer.as_deref())?;
         identities
