@@ -2,6 +2,7 @@
 //! the host lacks over SSH, activate with rollback, check health, record.
 
 mod activate;
+pub mod build;
 pub(crate) mod copy;
 mod health;
 mod identity;

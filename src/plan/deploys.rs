@@ -2,8 +2,6 @@
 //! system, and how much must travel. Builds the systems and asks the hosts;
 //! changes neither.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
 use prov_provider::{Address, AttributeChange};
 use prov_state::StateDocument;
@@ -11,10 +9,9 @@ use serde_json::Value;
 
 use super::resources::{BuildOptions, ResourceDiff};
 use super::{DeployChange, Drift, DriftKind};
-use crate::deploy::nix::{self, Closure};
 use crate::deploy::target::endpoint;
-use crate::deploy::{copy, current_system, DeployContext};
-use crate::spec::{BuildOn, DeploySpec, HostInfo};
+use crate::deploy::{build, copy, current_system, DeployContext};
+use crate::spec::{DeploySpec, HostInfo};
 
 /// What phase 3 found.
 #[derive(Debug, Clone, Default)]
@@ -51,35 +48,16 @@ pub async fn plan(
     }
 
     // Build each distinct system once.
-    let mut built: BTreeMap<String, (String, Option<String>, Closure)> = BTreeMap::new();
-    for (_, _, deploy) in &hosts {
-        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
-        if built.contains_key(&key) {
-            continue;
-        }
-        let entry = match deploy.build_on {
-            BuildOn::Local => {
-                let system = nix::build(&deploy.system).await?;
-                let closure = nix::closure(&system).await?;
-                (system, None, closure)
-            }
-            BuildOn::Target => {
-                let derivation = nix::instantiate(&deploy.system).await?.context(
-                    "build_on = \"target\" needs a system with a derivation (nix or flake)",
-                )?;
-                let outputs = nix::run("nix-store", &["--query", "--outputs", &derivation]).await?;
-                let system = outputs.lines().next().unwrap_or_default().trim().to_owned();
-                let closure = nix::closure(&derivation).await?;
-                (system, Some(derivation), closure)
-            }
-        };
-        built.insert(key, entry);
-    }
+    let built = build::build_each(hosts.iter().map(|(_, _, deploy)| *deploy)).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for (address, info, deploy) in hosts {
-        let key = format!("{:?}/{:?}", deploy.system, deploy.build_on);
-        let Some((system, derivation, closure)) = built.get(&key).cloned() else {
+        let Some(build::Built {
+            system,
+            derivation,
+            closure,
+        }) = built.get(&build::key(deploy)).cloned()
+        else {
             continue;
         };
         let new_host = resources.is_new(address)

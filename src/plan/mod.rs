@@ -20,10 +20,12 @@ pub mod deploys;
 pub mod file;
 pub mod graph;
 mod model;
+pub mod moves;
 pub mod refresh;
 mod render;
 pub mod resources;
 pub mod secrets;
+pub mod secrets_on_hosts;
 #[cfg(test)]
 mod tests;
 
@@ -102,13 +104,29 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
             .await
             .context("looking up interrupted creates")?
     };
+    // Phases 2 to 4 see the records at the addresses `[[moved]]` gives
+    // them; apply records the moves once the plan is confirmed.
+    let (moved_state, moved) = moves::apply(&spec.moved, &refreshed)?;
     let desired = resources::desired(spec, deploy.deployer_key());
-    let resources = resources::diff(spec, &desired, &refreshed, providers, options)?;
-    let systems = deploys::plan(deploy, &refreshed.doc, &resources, options, full)
+    let resources = resources::diff(spec, &desired, &moved_state, providers, options)?;
+    let systems = deploys::plan(deploy, &moved_state.doc, &resources, options, full)
         .await
         .context("planning system deploys")?;
-    let secrets = secrets::plan(deploy, &refreshed.doc, &resources, options, secret_key)?;
+    let presence = if full && !options.destroy {
+        secrets_on_hosts::ask(deploy, &moved_state.doc, &resources, options).await
+    } else {
+        secrets_on_hosts::Presence::Trusted
+    };
+    let secrets = secrets::plan(
+        deploy,
+        &moved_state.doc,
+        &resources,
+        options,
+        secret_key,
+        &presence,
+    )?;
     providers.log_api_calls();
-    let plan = resources::assemble(spec, &refreshed, options, resources, systems, secrets);
+    let mut plan = resources::assemble(spec, &moved_state, options, resources, systems, secrets);
+    plan.plan.moved = moved;
     Ok(Planned { refreshed, plan })
 }

@@ -40,6 +40,9 @@ pub struct Plan {
     /// Secrets to upload to or delete from hosts, by host then name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretChange>,
+    /// Records that move to another address (`[[moved]]`), objects kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<super::moves::Moved>,
     /// Counts by action.
     pub summary: Summary,
 }
@@ -187,7 +190,10 @@ impl Plan {
     /// Whether apply would do nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.deploys.is_empty() && self.secrets.is_empty()
+        self.changes.is_empty()
+            && self.deploys.is_empty()
+            && self.secrets.is_empty()
+            && self.moved.is_empty()
     }
 
     /// The change for `address`, if any.

@@ -211,6 +211,7 @@ pub fn assemble(
         changes,
         deploys: systems.deploys,
         secrets,
+        moved: Vec::new(),
         summary,
     };
     PlanFile::new(plan, resources.configs)

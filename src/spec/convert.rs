@@ -144,6 +144,7 @@ pub(crate) fn convert(
         outputs: outputs(raw),
         deploy: checked.deploy.clone(),
         secrets: checked.secrets.clone(),
+        moved: checked.moved.clone(),
     }
 }
 

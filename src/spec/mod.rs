@@ -13,6 +13,7 @@ mod graph;
 pub mod host;
 mod ingress;
 pub mod model;
+pub mod moved;
 mod nix;
 mod output;
 mod provider_rules;

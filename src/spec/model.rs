@@ -32,6 +32,9 @@ pub struct Spec {
     pub deploy: DeploySettings,
     /// `[secrets.NAME]` by name.
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
+    /// `[[moved]]`: old addresses and the new ones of their objects, in
+    /// order.
+    pub moved: Vec<super::moved::Move>,
 }
 
 impl Spec {
@@ -57,6 +60,7 @@ impl Spec {
             outputs: BTreeMap::new(),
             deploy: DeploySettings::default(),
             secrets: BTreeMap::new(),
+            moved: Vec::new(),
         }
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct RawSpec {
     /// `[secrets.NAME]`.
     #[serde(default)]
     pub secrets: BTreeMap<Str, super::raw_secrets::RawSecret>,
+    /// `[[moved]]`: addresses renamed, objects kept.
+    #[serde(default)]
+    pub moved: Vec<super::moved::RawMoved>,
 }
 
 /// `[state]`.

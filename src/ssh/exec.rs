@@ -220,7 +220,8 @@ async fn receive_output(reader: &mut ChannelReadHalf) -> Received {
     Received::Exited(output)
 }
 
-fn signal_name_of(signal: &Sig) -> String {
+/// The name of `signal` (`TERM`), as OpenSSH prints it.
+pub(super) fn signal_name_of(signal: &Sig) -> String {
     let name = match signal {
         Sig::ABRT => "ABRT",
         Sig::ALRM => "ALRM",

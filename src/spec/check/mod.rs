@@ -46,6 +46,8 @@ pub(crate) struct Checked {
     pub deploy: DeploySettings,
     /// `[secrets.NAME]` by name.
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
+    /// `[[moved]]`, in order.
+    pub moved: Vec<super::moved::Move>,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -86,6 +88,7 @@ pub(crate) fn check(
         c.name(name, "output");
         c.diags.extend(check_output(raw, source, value));
     }
+    c.out.moved = super::moved::check(raw, &mut c.diags);
     if c.diags.is_empty() {
         Ok(c.out)
     } else {
