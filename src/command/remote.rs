@@ -197,6 +197,7 @@ async fn run_on(
     live: bool,
     width: usize,
 ) -> HostOutcome {
+    let padded = format!("{:width$}", host.to_string());
     let connected = match endpoint {
         Ok(endpoint) => target::fresh(&endpoint, target::options()).await,
         Err(error) => Err(error),
@@ -206,12 +207,12 @@ async fn run_on(
         Err(error) => {
             let error = format!("{error:#}");
             if live {
-                eprintln!("{host:width$} | {error}");
+                eprintln!("{padded} | {error}");
             }
             return not_run(host, &error);
         }
     };
-    let prefix = format!("{host:width$} | ");
+    let prefix = format!("{padded} | ");
     let mut lines = Lines::new(prefix, live);
     let ended = run_streaming(&connection, command, &mut lines).await;
     lines.finish();

@@ -43,7 +43,8 @@ pub enum MoveError {
 impl StateDocument {
     /// The records a move of `from` to `to` takes, as (from, to) pairs:
     /// the record at `from` when there is one; else, when `from` has no
-    /// index, every recorded index of it, each to the same index of `to`.
+    /// index and `to` another name, every recorded index of it, each to the
+    /// same index of `to`.
     /// A resource record and a host record at one address move together.
     ///
     /// # Errors
@@ -62,7 +63,9 @@ impl StateDocument {
         let recorded = |a: &Address| self.resources.contains_key(a) || self.hosts.contains_key(a);
         let pairs: Vec<(Address, Address)> = if recorded(from) {
             vec![(from.clone(), to.clone())]
-        } else if from.index.is_none() {
+        } else if from.index.is_none() && from.name != to.name {
+            // Every index moves to another name; to its own name it would
+            // stay where it is (`web` to `web[0]` moves the record `web`).
             let mut indexed: Vec<Address> = self
                 .resources
                 .keys()
