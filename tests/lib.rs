@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod ec2;
+mod everyday;
 mod libvirt;
 mod locking;
 mod moved;
