@@ -64,22 +64,9 @@ fn build_prints_the_systems_the_next_apply_deploys_and_touches_nothing() {
     assert_eq!(none.code, 1, "{none}");
 }
 
-/// `age-keygen`; returns (identity path, public key).
+/// `age-keygen` in the workspace; returns (identity path, public key).
 fn age_identity(ws: &Workspace) -> (String, String) {
-    let path = ws.path().join("plan-id.txt");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = std::fs::read_to_string(&path).unwrap();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (path, public) = crate::secrets::age_keygen(ws, "plan-id");
     (path.to_string_lossy().into_owned(), public)
 }
 

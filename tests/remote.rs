@@ -2,8 +2,6 @@
 //! namespace hosts (their pinned keys, a key that changed), and secrets put
 //! back with `prov upload-secrets` after a host lost them.
 
-use std::process::Command;
-
 use crate::harness::Workspace;
 
 /// Two web hosts and a db host, local, no system (exec and ssh need none).
@@ -128,22 +126,9 @@ fn ssh_runs_a_command_with_the_pinned_key_and_refuses_a_changed_one() {
     assert!(accept.stderr.contains("record none"), "{accept}");
 }
 
-/// `age-keygen -o DIR/id.txt`; returns (identity path, public key).
+/// `age-keygen` in the workspace; returns (identity path, public key).
 fn age_identity(ws: &Workspace) -> (String, String) {
-    let path = ws.path().join("id.txt");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = std::fs::read_to_string(&path).unwrap();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (path, public) = crate::secrets::age_keygen(ws, "id");
     (path.to_string_lossy().into_owned(), public)
 }
 

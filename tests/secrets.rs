@@ -19,7 +19,7 @@ fn random_plaintext(label: &str) -> String {
 }
 
 /// `age-keygen -o DIR/NAME.txt`; returns (identity path, public key).
-fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
+pub(crate) fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
     let path = ws.path().join(format!("{name}.txt"));
     let out = Command::new("age-keygen")
         .arg("-o")

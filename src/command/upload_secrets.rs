@@ -99,7 +99,8 @@ fn uploads_to_existing_hosts(
     doc: &StateDocument,
     planned: Vec<SecretChange>,
 ) -> Vec<SecretChange> {
-    planned
+    let mut missing = std::collections::BTreeSet::new();
+    let uploads = planned
         .into_iter()
         .filter(|change| change.action == SecretAction::Upload)
         .filter(|change| {
@@ -107,12 +108,13 @@ fn uploads_to_existing_hosts(
                 !info.target.has_provider() || doc.resources.contains_key(&change.address)
             });
             if !exists {
-                eprintln!(
-                    "{}: not created yet; `prov apply` creates it with its secrets",
-                    change.address
-                );
+                missing.insert(change.address.clone());
             }
             exists
         })
-        .collect()
+        .collect();
+    for address in missing {
+        eprintln!("{address}: not created yet; `prov apply` creates it with its secrets");
+    }
+    uploads
 }

@@ -6,11 +6,15 @@
 //! [`Plan`]:
 //!
 //! 1. [`refresh()`]: read the real objects behind state (drift, objects gone,
-//!    interrupted creates settled by token);
+//!    interrupted creates settled by token); then the spec's `[[moved]]`
+//!    entries move records to their new addresses, on a copy ([`moves`]:
+//!    apply records them once the plan is confirmed);
 //! 2. [`resources::diff`]: the resource changes that bring them to the spec;
 //! 3. [`deploys::plan`]: the hosts that get a new NixOS system, and how much
 //!    must travel;
-//! 4. [`secrets::plan`]: the secrets to upload to or delete from hosts.
+//! 4. [`secrets::plan`]: the secrets to upload to or delete from hosts
+//!    (the hosts are asked whether recorded files are still there:
+//!    [`secrets_on_hosts`]).
 //!
 //! Planning writes nothing: not state, not the spec, not the disk. What apply
 //! needs before it can plan (the deployer's key, the state's secret key) is

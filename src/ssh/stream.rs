@@ -67,16 +67,8 @@ impl Connection {
     ) -> Result<ExecOutput, SshError> {
         let what = request.command.unwrap_or("(login shell)").to_owned();
         tracing::debug!(host = %self.address, user = %self.user, command = %what, pty = request.terminal.is_some(), "ssh exec (streaming)");
-        let _permit = self.channels.acquire().await;
-        let session_error = |source| SshError::Session {
-            host: self.address.clone(),
-            source,
-        };
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(session_error)?;
+        let (_permit, channel) = self.open_channel().await?;
+        let session_error = |source| self.session_error(source);
         let mut resized = None;
         if let Some(terminal) = request.terminal {
             // The host's defaults for a new terminal (cooked, echoing):
