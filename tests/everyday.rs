@@ -64,28 +64,16 @@ fn build_prints_the_systems_the_next_apply_deploys_and_touches_nothing() {
     assert_eq!(none.code, 1, "{none}");
 }
 
-/// `age-keygen` in the workspace; returns (identity path, public key).
-fn age_identity(ws: &Workspace) -> (String, String) {
-    let (path, public) = crate::secrets::age_keygen(ws, "plan-id");
-    (path.to_string_lossy().into_owned(), public)
-}
-
 #[test]
 fn show_renders_a_saved_plan_also_encrypted_without_touching_state() {
     let ws = Workspace::new();
-    let (identity, public) = age_identity(&ws);
+    let (identity, public) = crate::secrets::age_identity(&ws, "plan-id");
     let spec = format!(
         "deployment = \"shown\"\n[state]\nencrypt_to = [\"{public}\"]\n[hosts.web]\ntarget = \"local\"\ncount = 2\n"
     );
     ws.write("prov.toml", &spec);
-    let with_identity = |args: &[&str]| {
-        let output = ws
-            .command(args)
-            .env("PROV_AGE_IDENTITY", &identity)
-            .output()
-            .unwrap();
-        crate::harness::run_from(output, args)
-    };
+    let env = [("PROV_AGE_IDENTITY", identity.as_str())];
+    let with_identity = |args: &[&str]| crate::secrets::prov_with(&ws, args, b"", &env);
     let planned = with_identity(&["plan", "--out", "saved.plan"]);
     assert_eq!(planned.code, 0, "{planned}");
     let saved = std::fs::read_to_string(ws.path().join("saved.plan")).unwrap();

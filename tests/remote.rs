@@ -126,39 +126,21 @@ fn ssh_runs_a_command_with_the_pinned_key_and_refuses_a_changed_one() {
     assert!(accept.stderr.contains("record none"), "{accept}");
 }
 
-/// `age-keygen` in the workspace; returns (identity path, public key).
-fn age_identity(ws: &Workspace) -> (String, String) {
-    let (path, public) = crate::secrets::age_keygen(ws, "id");
-    (path.to_string_lossy().into_owned(), public)
-}
-
 #[test]
 fn a_secret_gone_from_the_host_is_planned_and_upload_secrets_puts_it_back() {
     let ws = Workspace::new();
-    let (identity, public) = age_identity(&ws);
+    let (identity, public) = crate::secrets::age_identity(&ws, "id");
     ws.write(
         "prov.toml",
         &format!(
             "{SPEC}\n[secrets.token]\nfile = \"token.age\"\nhosts = [\"web\"]\nrecipients = [\"{public}\"]\n"
         ),
     );
-    let prov = |args: &[&str]| {
-        let output = ws
-            .command(args)
-            .env("PROV_AGE_IDENTITY", &identity)
-            .output()
-            .unwrap();
-        crate::harness::run_from(output, args)
-    };
-    let mut encrypt = ws.command(&["secrets", "encrypt", "token"]);
-    encrypt.env("PROV_AGE_IDENTITY", &identity);
-    encrypt.stdin(std::process::Stdio::piped());
-    let mut child = encrypt.spawn().unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"s3cret").unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    let env = [("PROV_AGE_IDENTITY", identity.as_str())];
+    let prov = |args: &[&str]| crate::secrets::prov_with(&ws, args, b"", &env);
+    let encrypted =
+        crate::secrets::prov_with(&ws, &["secrets", "encrypt", "token"], b"s3cret", &env);
+    assert_eq!(encrypted.code, 0, "{encrypted}");
     let applied = prov(&["apply", "--auto-approve"]);
     assert_eq!(applied.code, 0, "{applied}");
     let cat = |host: &str| {
