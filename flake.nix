@@ -26,8 +26,18 @@
         # The libvirt provider (cargo feature `libvirt`, on by default) links
         # libvirt; its unit tests use libvirt's built-in test:///default
         # driver and read the seeds prov writes with isoinfo, xorriso, blkid.
-        nativeBuildInputs = [ pkgs.pkg-config ];
+        nativeBuildInputs = [ pkgs.pkg-config pkgs.installShellFiles ];
         buildInputs = [ pkgs.libvirt ];
+        # Completions and manual pages come from prov itself (clap), so
+        # they need a prov that runs on the build machine.
+        postInstall = pkgs.lib.optionalString (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) ''
+          installShellCompletion --cmd prov \
+            --bash <($out/bin/prov completions bash) \
+            --zsh <($out/bin/prov completions zsh) \
+            --fish <($out/bin/prov completions fish)
+          $out/bin/prov man --dir man
+          installManPage man/*.1
+        '';
         nativeCheckInputs = [ pkgs.cdrkit pkgs.xorriso pkgs.util-linux ];
         PROV_REQUIRE_TEST_TOOLS = "1";
         meta = {

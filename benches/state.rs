@@ -118,6 +118,7 @@ async fn apply_one_by_one(count: usize) {
     let options = BuildOptions {
         selection: Selection::default(),
         destroy: false,
+        ..BuildOptions::default()
     };
     let plan = plan::build(&spec, &refreshed, &providers, &options).unwrap();
     let session = Arc::new(tokio::sync::Mutex::new(StateSession::new(

@@ -74,6 +74,22 @@ pub enum Command {
     /// Secrets encrypted with age: encrypt, edit, rekey, show, list.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Log in to a host, or run one command there: `prov ssh web-0 -- uptime`.
+    Ssh(crate::cli_everyday::SshArgs),
+    /// Run a command on every selected host at once: `prov exec --on @role=web -- uptime`.
+    Exec(crate::cli_everyday::ExecArgs),
+    /// Build the selected hosts' systems and print their store paths
+    /// (touches no host and no state).
+    Build(crate::cli_everyday::BuildArgs),
+    /// Upload the selected hosts' secrets again, and nothing else.
+    UploadSecrets(crate::cli_everyday::UploadSecretsArgs),
+    /// Render a saved plan (`prov plan --out FILE`) without touching state.
+    Show(crate::cli_everyday::ShowArgs),
+    /// Print a shell completion script: `source <(prov completions bash)`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (`prov man | man -l -`), or write one page per
+    /// command with `--dir`.
+    Man(ManArgs),
     /// Write a Kubernetes cluster's admin kubeconfig (certificates
     /// embedded, 0600).
     Kubeconfig(KubeconfigArgs),
@@ -104,6 +120,8 @@ pub enum K8sCommand {
         json: bool,
     },
 }
+
+pub use crate::cli_everyday::{CompletionsArgs, ManArgs};
 
 /// `prov secrets …`.
 #[derive(Debug, Subcommand)]
@@ -157,6 +175,11 @@ pub struct SelectArgs {
     /// alone).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub refresh: bool,
+
+    /// Replace this resource even though nothing forces it (`web[1]`,
+    /// `key_pair.deploy`); repeatable. As Terraform's `-replace`.
+    #[arg(long = "replace", value_name = "ADDRESS")]
+    pub replace: Vec<String>,
 }
 
 /// `prov plan`.
@@ -244,7 +267,12 @@ pub struct OutputArgs {
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// List resource addresses in state.
-    List,
+    List {
+        /// Print JSON: one object per resource (address, provider, kind,
+        /// id, status).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one resource, or the whole document at a serial.
     Show {
         /// The resource address (omit with --serial to show the whole document).
@@ -284,6 +312,18 @@ pub enum StateCommand {
         /// `[state] keep_versions`).
         #[arg(long, value_name = "N", requires = "prune", value_parser = clap::value_parser!(u64).range(1..))]
         keep: Option<u64>,
+        /// Print JSON: one object per version.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a resource and its host record to another address, keeping the
+    /// real object: `prov state mv web app` (every index) or
+    /// `prov state mv web web[0]`.
+    Mv {
+        /// The address in state now.
+        from: String,
+        /// The new address (must not be in state).
+        to: String,
     },
     /// Remove a lock left by a run that is gone.
     ForceUnlock {

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod atomic;
 pub mod cli;
+pub mod cli_everyday;
 pub mod clock;
 pub mod command;
 pub mod crashpoint;

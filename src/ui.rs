@@ -3,6 +3,7 @@
 //! confirmation, and a deploy's progress lines ([`progress`]).
 
 pub mod progress;
+pub mod terminal;
 
 use std::io::{BufRead, IsTerminal, Write};
 

@@ -639,7 +639,7 @@ fn a_host_left_by_another_state_names_the_commands_that_remove_it() {
 
 /// Gives the local host at `dir` a new SSH host key and makes its sshd
 /// reload it.
-fn swap_host_key(dir: &Path) {
+pub(crate) fn swap_host_key(dir: &Path) {
     let key = dir.join("ssh_host_ed25519_key");
     std::fs::remove_file(&key).unwrap();
     std::fs::remove_file(dir.join("ssh_host_ed25519_key.pub")).unwrap();

@@ -64,7 +64,7 @@ fn changed_spec(subnet: &str) -> String {
 
 /// Snapshots `text` with provider ids, addresses and hashes replaced by
 /// placeholders (moto makes new ones every run).
-fn assert_redacted(name: &str, text: &str) {
+pub(crate) fn assert_redacted(name: &str, text: &str) {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\b(i|sg|key|subnet|vpc)-[0-9a-f]{8,17}\b", "$1-[id]");
     settings.add_filter(
@@ -83,7 +83,7 @@ fn assert_redacted(name: &str, text: &str) {
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
-fn check_schema(json: &str) {
+pub(crate) fn check_schema(json: &str) {
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("docs/plan.schema.json")).unwrap(),
     )

@@ -19,7 +19,7 @@ fn random_plaintext(label: &str) -> String {
 }
 
 /// `age-keygen -o DIR/NAME.txt`; returns (identity path, public key).
-fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
+pub(crate) fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
     let path = ws.path().join(format!("{name}.txt"));
     let out = Command::new("age-keygen")
         .arg("-o")
@@ -41,6 +41,12 @@ fn age_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
     (path, public)
 }
 
+/// [`age_keygen`] with the path as text, as `PROV_AGE_IDENTITY` takes it.
+pub(crate) fn age_identity(ws: &Workspace, name: &str) -> (String, String) {
+    let (path, public) = age_keygen(ws, name);
+    (path.to_string_lossy().into_owned(), public)
+}
+
 /// `ssh-keygen -t ed25519`; returns (private key path, public key line).
 fn ssh_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
     let path = ws.path().join(name);
@@ -55,7 +61,7 @@ fn ssh_keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
 }
 
 /// Runs prov with `stdin` and extra environment.
-fn prov_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+pub(crate) fn prov_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
     let mut command = ws.command(args);
     command
         .env("HOME", ws.path())

@@ -23,8 +23,14 @@ use crate::ui::{self, Painter};
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
     let ctx = Context::load(cli)?;
+    if args.plan_file.is_some() && !args.change.select.replace.is_empty() {
+        bail!("a saved plan is carried out as it was made: plan again with --replace");
+    }
     let saved = match &args.plan_file {
-        Some(path) => Some((path.as_path(), load_plan(&ctx, path)?)),
+        Some(path) => Some((
+            path.as_path(),
+            load_plan(super::context::state_identity(&ctx.spec).as_deref(), path)?,
+        )),
         None => None,
     };
     change(&ctx, cli, &args.change, saved, false).await
@@ -68,12 +74,14 @@ async fn stored(session: &Mutex<StateSession>) -> Option<StateDocument> {
     (s.doc.serial > 0).then(|| s.doc.clone())
 }
 
-/// Reads a saved plan, opening an encrypted one with the deployer's key or
-/// `PROV_AGE_IDENTITY`.
-fn load_plan(ctx: &Context, path: &std::path::Path) -> Result<PlanFile> {
-    let deployer = super::context::state_identity(&ctx.spec);
+/// Reads a saved plan, opening an encrypted one with `PROV_AGE_IDENTITY` or
+/// the `deployer`'s key.
+pub(super) fn load_plan(
+    deployer: Option<&std::path::Path>,
+    path: &std::path::Path,
+) -> Result<PlanFile> {
     PlanFile::load(path, |sealed| {
-        let identities = crate::secrets::Identities::load(&[], deployer.as_deref())?;
+        let identities = crate::secrets::Identities::load(&[], deployer)?;
         identities
             .decrypt(sealed)
             .map(|plaintext| zeroize::Zeroizing::new(plaintext.to_vec()))
@@ -192,6 +200,11 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         if !ui::confirm("Do you want to perform these actions?").await? {
             bail!("apply cancelled");
         }
+    }
+    if !plan.plan.moved.is_empty() {
+        let mut s = session.lock().await;
+        plan::moves::record(&mut s.doc, &plan.plan.moved)?;
+        s.save().await?;
     }
     println!();
     let options = ApplyOptions { parallelism };

@@ -1,16 +1,22 @@
 //! One module per command. [`run`] builds the async runtime and dispatches.
 
 mod apply;
+mod build;
+mod completions;
 mod context;
 mod graph;
+mod hosts;
 mod import;
 mod kubernetes;
 mod output;
 mod plan;
+mod remote;
 mod rollback;
 mod s3_backend;
 mod secrets;
+mod show;
 mod state;
+mod upload_secrets;
 mod validate;
 
 use anyhow::{Context as _, Result};
@@ -65,6 +71,7 @@ async fn cutoff(command: &Command) {
             | Command::Import(_)
             | Command::Rollback(_)
             | Command::State(_)
+            | Command::UploadSecrets(_)
     );
     if cooperates {
         interrupt::abandoning().await;
@@ -88,5 +95,12 @@ async fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Secrets(command) => secrets::run(cli, command).await,
         Command::Kubeconfig(args) => kubernetes::kubeconfig(cli, args).await,
         Command::K8s(command) => kubernetes::run(cli, command).await,
+        Command::Ssh(args) => remote::ssh(cli, args).await,
+        Command::Exec(args) => remote::exec(cli, args).await,
+        Command::Build(args) => build::run(cli, args).await,
+        Command::UploadSecrets(args) => upload_secrets::run(cli, args).await,
+        Command::Show(args) => show::run(cli, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }

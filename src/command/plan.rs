@@ -38,9 +38,15 @@ pub(super) async fn prepare(
     deploy: DeployContext,
     stored: Option<StateDocument>,
 ) -> Result<Prepared> {
+    let replace = select
+        .replace
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let options = BuildOptions {
         selection: Selection::parse(&select.on)?,
         destroy,
+        replace,
     };
     let planning = async {
         let doc = stored

@@ -2,6 +2,7 @@
 //! the host lacks over SSH, activate with rollback, check health, record.
 
 mod activate;
+pub mod build;
 pub mod clusters;
 pub(crate) mod copy;
 pub mod gates;

@@ -390,7 +390,9 @@ async fn rebuild_with_cluster(
         address,
         "building again: the cluster's addresses are known now",
     );
-    let (system, derivation, _) = crate::plan::deploys::build(deploy, now.as_deref()).await?;
+    let super::build::Built {
+        system, derivation, ..
+    } = super::build::build_one(deploy, now.as_deref()).await?;
     tracing::info!(host = %address, planned = %change.desired, %system, "rebuilt with the cluster's module as it is now");
     Ok(Some(DeployChange {
         desired: system,

@@ -11,10 +11,9 @@ use serde_json::Value;
 
 use super::resources::{BuildOptions, ResourceDiff};
 use super::{DeployChange, Drift, DriftKind};
-use crate::deploy::nix::{self, Closure};
 use crate::deploy::target::endpoint;
-use crate::deploy::{copy, current_system, DeployContext};
-use crate::spec::{BuildOn, DeploySpec, HostInfo};
+use crate::deploy::{build, copy, current_system, DeployContext};
+use crate::spec::{DeploySpec, HostInfo};
 
 /// What phase 3 found.
 #[derive(Debug, Clone, Default)]
@@ -57,25 +56,22 @@ pub async fn plan(
         let generated = crate::deploy::clusters::modules(&ctx.spec, doc, address).await?;
         modules.insert(address, generated);
     }
-    let key = |address: &Address, deploy: &DeploySpec| {
-        let generated = modules.get(address).cloned().flatten();
-        format!("{:?}/{:?}/{generated:?}", deploy.system, deploy.build_on)
-    };
-
     // Build each distinct system once.
-    let mut built: BTreeMap<String, Built> = BTreeMap::new();
-    for (address, _, deploy) in &hosts {
-        let key = key(address, deploy);
-        if built.contains_key(&key) {
-            continue;
-        }
-        let generated = modules.get(address).cloned().flatten();
-        built.insert(key, build(deploy, generated.as_deref()).await?);
-    }
+    let built =
+        build::build_each(hosts.iter().map(|(address, _, deploy)| {
+            (*deploy, modules.get(address).and_then(|m| m.as_deref()))
+        }))
+        .await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for (address, info, deploy) in hosts {
-        let Some((system, derivation, closure)) = built.get(&key(address, deploy)).cloned() else {
+        let generated = modules.get(address).and_then(|m| m.as_deref());
+        let Some(build::Built {
+            system,
+            derivation,
+            closure,
+        }) = built.get(&build::key(deploy, generated)).cloned()
+        else {
             continue;
         };
         let new_host = resources.is_new(address)
@@ -185,32 +181,4 @@ pub async fn plan(
     }
     systems.deploys.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(systems)
-}
-
-/// A system built: its store path, the derivation for `build_on =
-/// "target"`, and the closure to copy.
-pub(crate) type Built = (String, Option<String>, Closure);
-
-/// Builds the system of `deploy` (with prov's generated `modules`), or for
-/// `build_on = "target"` instantiates it.
-///
-/// # Errors
-/// When the build or evaluation fails.
-pub(crate) async fn build(deploy: &DeploySpec, modules: Option<&str>) -> Result<Built> {
-    Ok(match deploy.build_on {
-        BuildOn::Local => {
-            let system = nix::build(&deploy.system, modules).await?;
-            let closure = nix::closure(&system).await?;
-            (system, None, closure)
-        }
-        BuildOn::Target => {
-            let derivation = nix::instantiate(&deploy.system, modules)
-                .await?
-                .context("build_on = \"target\" needs a system with a derivation (nix or flake)")?;
-            let outputs = nix::run("nix-store", &["--query", "--outputs", &derivation]).await?;
-            let system = outputs.lines().next().unwrap_or_default().trim().to_owned();
-            let closure = nix::closure(&derivation).await?;
-            (system, Some(derivation), closure)
-        }
-    })
 }

@@ -6,14 +6,17 @@
 //! [`Plan`]:
 //!
 //! 1. [`refresh()`]: read the real objects behind state (drift, objects gone,
-//!    interrupted creates settled by token);
+//!    interrupted creates settled by token); then the spec's `[[moved]]`
+//!    entries move records to their new addresses, on a copy ([`moves`]:
+//!    apply records them once the plan is confirmed);
 //! 2. [`resources::diff`]: the resource changes that bring them to the spec;
 //! 3. [`deploys::plan`]: the hosts that get a new NixOS system, and how much
 //!    must travel;
 //! 4. [`clusters::plan`]: each Kubernetes cluster's certificates and keys,
 //!    and the files its members receive;
 //! 5. [`secrets::plan`]: the secrets (and cluster files) to upload to or
-//!    delete from hosts.
+//!    delete from hosts (the hosts are asked whether recorded files are
+//!    still there: [`secrets_on_hosts`]).
 //!
 //! Planning writes nothing: not state, not the spec, not the disk. What apply
 //! needs before it can plan (the deployer's key, the state's secret key) is
@@ -24,10 +27,12 @@ pub mod deploys;
 pub mod file;
 pub mod graph;
 mod model;
+pub mod moves;
 pub mod refresh;
 mod render;
 pub mod resources;
 pub mod secrets;
+pub mod secrets_on_hosts;
 #[cfg(test)]
 mod tests;
 
@@ -76,7 +81,7 @@ pub struct Planned {
     pub plan: PlanFile,
 }
 
-/// Runs the four phases and assembles the plan.
+/// Runs the five phases and assembles the plan.
 ///
 /// # Errors
 /// When a provider cannot be read, a system cannot be built, a host that
@@ -109,19 +114,28 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
             .await
             .context("looking up interrupted creates")?
     };
+    // Phases 2 to 4 see the records at the addresses `[[moved]]` gives
+    // them; apply records the moves once the plan is confirmed.
+    let (moved_state, moved) = moves::apply(&spec.moved, &refreshed)?;
     let desired = resources::desired(spec, deploy.deployer_key());
-    let resources = resources::diff(spec, &desired, &refreshed, providers, options)?;
-    let systems = deploys::plan(deploy, &refreshed.doc, &resources, options, full)
+    let resources = resources::diff(spec, &desired, &moved_state, providers, options)?;
+    let systems = deploys::plan(deploy, &moved_state.doc, &resources, options, full)
         .await
         .context("planning system deploys")?;
-    let clusters = clusters::plan(deploy, &refreshed.doc, options, now)
+    let presence = if full && !options.destroy {
+        secrets_on_hosts::ask(deploy, &moved_state.doc, &resources, options).await
+    } else {
+        secrets_on_hosts::Presence::Trusted
+    };
+    let clusters = clusters::plan(deploy, &moved_state.doc, options, now)
         .context("planning Kubernetes certificates")?;
     let secrets = secrets::plan(
         deploy,
-        &refreshed.doc,
+        &moved_state.doc,
         &resources,
         options,
         secret_key,
+        &presence,
         &clusters,
     )?;
     providers.log_api_calls();
@@ -129,14 +143,15 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
         .iter()
         .flat_map(clusters::ClusterPlan::certificate_changes)
         .collect();
-    let plan = resources::assemble(
+    let mut plan = resources::assemble(
         spec,
-        &refreshed,
+        &moved_state,
         options,
         resources,
         systems,
         secrets,
         certificates,
     );
+    plan.plan.moved = moved;
     Ok(Planned { refreshed, plan })
 }

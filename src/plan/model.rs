@@ -44,6 +44,9 @@ pub struct Plan {
     /// removed, by cluster then item (never their content).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<super::clusters::CertificateChange>,
+    /// Records that move to another address (`[[moved]]`), objects kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<super::moves::Moved>,
     /// Counts by action.
     pub summary: Summary,
 }
@@ -217,6 +220,7 @@ impl Plan {
             && self.deploys.is_empty()
             && self.secrets.is_empty()
             && self.certificates.is_empty()
+            && self.moved.is_empty()
     }
 
     /// The change for `address`, if any.

@@ -28,6 +28,20 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
     }
     out.push_str(&paint.bold("prov will perform the following actions:"));
     out.push_str("\n\n");
+    for moved in &plan.moved {
+        let comment = format!(
+            "# {} has moved to {} (the same object)",
+            moved.from, moved.to
+        );
+        let _ = writeln!(out, "  {}", paint.dim(&comment));
+        let _ = writeln!(
+            out,
+            "  {} {} -> {}\n",
+            paint.yellow(">"),
+            moved.from,
+            moved.to
+        );
+    }
     for change in &plan.changes {
         render_change(&mut out, change, paint);
     }
@@ -68,6 +82,10 @@ pub fn render_text(plan: &Plan, paint: Painter) -> String {
         )
     } else {
         deploys
+    };
+    let deploys = match plan.moved.len() {
+        0 => deploys,
+        n => format!("{deploys}, {n} to move"),
     };
     let _ = writeln!(
         out,

@@ -23,6 +23,8 @@ pub struct BuildOptions {
     pub selection: Selection,
     /// Plan destroying instead of converging.
     pub destroy: bool,
+    /// Resources to replace although nothing forces it (`--replace`).
+    pub replace: BTreeSet<Address>,
 }
 
 /// The resource changes of a plan, and the desired configuration of every
@@ -115,6 +117,7 @@ pub fn diff(
 ) -> Result<ResourceDiff> {
     let doc = &refreshed.doc;
     check_selection(spec, doc, &options.selection)?;
+    check_replace(spec, options)?;
     let by_address: BTreeMap<&Address, &ResourceConfig> =
         desired.iter().map(|c| (&c.address, c)).collect();
     let mut diff = ResourceDiff::default();
@@ -138,7 +141,10 @@ pub fn diff(
                 .resolve(|target, field| lookup(target, field, &diff.changes, &by_address, doc));
             let record = doc.resources.get(&config.address);
             let gone = refreshed.gone.contains(&config.address);
-            let change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
+            let mut change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
+            if options.replace.contains(&config.address) {
+                requested_replacement(&mut change);
+            }
             if change.action != Change::NoOp {
                 diff.configs.insert(config.address.clone(), config.clone());
                 diff.changes.insert(config.address.clone(), change);
@@ -208,10 +214,65 @@ pub fn assemble(
         deploys: systems.deploys,
         secrets,
         certificates,
+        moved: Vec::new(),
         summary,
     };
     PlanFile::new(plan, resources.configs)
 }
+
+/// Every `--replace` address must be a resource of the spec, within `--on`,
+/// and not go with `--destroy`.
+fn check_replace(spec: &Spec, options: &BuildOptions) -> Result<()> {
+    if options.replace.is_empty() {
+        return Ok(());
+    }
+    if options.destroy {
+        bail!("--replace plans a replacement; it does not go with --destroy");
+    }
+    let selected = selected_with_dependencies(spec, &options.selection);
+    for address in &options.replace {
+        if spec.resources.iter().any(|r| &r.address == address) {
+            if !selected.contains(address) {
+                bail!("`--replace {address}` is outside the resources `--on` selects");
+            }
+            continue;
+        }
+        let instances: Vec<String> = spec
+            .resources
+            .iter()
+            .filter(|r| r.address.kind == address.kind && r.address.name == address.name)
+            .map(|r| r.address.to_string())
+            .collect();
+        if instances.is_empty() {
+            bail!("`--replace {address}`: no resource of the spec has that address");
+        }
+        bail!(
+            "`--replace {address}`: name one instance ({}); each is replaced only when named",
+            instances.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Turns the planned change of an existing object into a replacement the
+/// user asked for (`--replace`); a create stays a create.
+fn requested_replacement(change: &mut ResourceChange) {
+    match change.action {
+        Change::Create | Change::Delete => {}
+        Change::Replace => {
+            let why = change.reason.take().unwrap_or_default();
+            change.reason = Some(format!("{REQUESTED}; also {why}"));
+        }
+        Change::NoOp | Change::Update => {
+            change.action = Change::Replace;
+            change.reason = Some(REQUESTED.to_owned());
+            change.effects.clear();
+        }
+    }
+}
+
+/// The reason of a replacement asked for with `--replace`.
+pub const REQUESTED: &str = "requested with --replace";
 
 /// The planned change for one resource in the spec.
 fn plan_one(

@@ -18,7 +18,8 @@ use crate::spec::{Placement, UploadWhen};
 
 /// Plans secret uploads and deletions for the selected hosts, comparing the
 /// keyed hash of each secret (with the state's `key`) with the one state
-/// recorded for the host.
+/// recorded for the host; a secret whose hash matches is uploaded all the
+/// same when `presence` says why (missing on the host, or asked for).
 ///
 /// # Errors
 /// When a secret cannot be decrypted (the message names it and its
@@ -29,6 +30,7 @@ pub fn plan(
     resources: &ResourceDiff,
     options: &BuildOptions,
     key: &str,
+    presence: &super::secrets_on_hosts::Presence,
     clusters: &[ClusterPlan],
 ) -> Result<Vec<SecretChange>> {
     if options.destroy {
@@ -67,7 +69,10 @@ pub fn plan(
                 .and_then(|h| h.secrets.get(name))
                 .filter(|_| !fresh(address));
             let (reason, replaces) = match recorded {
-                Some(r) if r.hmac == hmac => continue,
+                Some(r) if r.hmac == hmac => match presence.reason(address, name) {
+                    None => continue,
+                    Some(why) => (why.to_owned(), None),
+                },
                 Some(r) if r.destination != secret.destination => (
                     format!("moved from {}", r.destination),
                     Some(r.destination.clone()),
@@ -109,7 +114,12 @@ pub fn plan(
                     .and_then(|h| h.secrets.get(&name))
                     .filter(|_| !fresh(address));
                 let reason = match (recorded, &hmac) {
-                    (Some(r), Some(hmac)) if &r.hmac == hmac => continue,
+                    (Some(r), Some(hmac)) if &r.hmac == hmac => {
+                        match presence.reason(address, &name) {
+                            None => continue,
+                            Some(why) => why,
+                        }
+                    }
                     (Some(_), Some(_)) => "changed",
                     (Some(_), None) => "reissued at apply",
                     (None, Some(_)) => "new",

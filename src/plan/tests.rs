@@ -304,6 +304,7 @@ async fn selection_includes_dependencies_and_destroy_takes_dependents() {
     let only_b = BuildOptions {
         selection: Selection::parse(&["b".to_owned()]).unwrap(),
         destroy: false,
+        ..BuildOptions::default()
     };
     let (plan, _, _) = rig.plan(&all, &only_b).await;
     assert_eq!(
@@ -314,6 +315,7 @@ async fn selection_includes_dependencies_and_destroy_takes_dependents() {
     let destroy_a = BuildOptions {
         selection: Selection::parse(&["a".to_owned()]).unwrap(),
         destroy: true,
+        ..BuildOptions::default()
     };
     let (plan, _, _) = rig.plan(&all, &destroy_a).await;
     assert_eq!(
@@ -412,4 +414,48 @@ async fn a_panicking_provider_call_is_reported_with_its_address() {
     assert_eq!(state.resources["q"].status, ResourceStatus::Ready);
     // The intent recorded before the call stays, for the next run to settle.
     assert_eq!(state.resources["p"].status, ResourceStatus::Creating);
+}
+
+#[tokio::test]
+async fn replace_requested_replaces_exactly_the_named_resource() {
+    let rig = Rig::new();
+    let all = spec(vec![thing("a", "img", 1, &[]), thing("b", "img", 1, &[])]);
+    rig.apply(&all, &BuildOptions::default()).await;
+    let replace_a = BuildOptions {
+        replace: ["a".parse().unwrap()].into(),
+        ..BuildOptions::default()
+    };
+    let (plan, _, _) = rig.plan(&all, &replace_a).await;
+    assert_eq!(actions(&plan), [("a".into(), Change::Replace)]);
+    assert_eq!(
+        plan.plan.changes[0].reason.as_deref(),
+        Some(crate::plan::resources::REQUESTED)
+    );
+    let before = rig.state().await.resources["a"].id.clone();
+    rig.apply(&all, &replace_a).await;
+    let after = rig.state().await;
+    assert_ne!(after.resources["a"].id, before, "a new object");
+    let (again, _, _) = rig.plan(&all, &BuildOptions::default()).await;
+    assert!(again.plan.is_empty(), "{:?}", again.plan.changes);
+}
+
+#[tokio::test]
+async fn replace_of_an_address_the_spec_lacks_is_an_error() {
+    let rig = Rig::new();
+    let all = spec(vec![thing("a", "img", 1, &[])]);
+    let doc = StateDocument::new("test");
+    let refreshed = plan::refresh(&doc, &rig.providers, |_| true).await.unwrap();
+    let options = |replace: &str, destroy: bool| BuildOptions {
+        replace: [replace.parse().unwrap()].into(),
+        destroy,
+        ..BuildOptions::default()
+    };
+    let error = plan::build(&all, &refreshed, &rig.providers, &options("nope", false))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no resource of the spec"), "{error}");
+    let error = plan::build(&all, &refreshed, &rig.providers, &options("a", true))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--destroy"), "{error}");
 }

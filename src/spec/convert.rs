@@ -146,6 +146,7 @@ pub(crate) fn convert(
         deploy: checked.deploy.clone(),
         secrets: checked.secrets.clone(),
         kubernetes: checked.kubernetes.clusters.clone(),
+        moved: checked.moved.clone(),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod host;
 mod ingress;
 pub mod kubernetes;
 pub mod model;
+pub mod moved;
 mod nix;
 mod output;
 mod provider_rules;

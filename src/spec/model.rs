@@ -34,6 +34,9 @@ pub struct Spec {
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
     /// `[kubernetes.NAME]` by name.
     pub kubernetes: BTreeMap<String, super::kubernetes::ClusterSpec>,
+    /// `[[moved]]`: old addresses and the new ones of their objects, in
+    /// order.
+    pub moved: Vec<super::moved::Move>,
 }
 
 impl Spec {
@@ -60,6 +63,7 @@ impl Spec {
             deploy: DeploySettings::default(),
             secrets: BTreeMap::new(),
             kubernetes: BTreeMap::new(),
+            moved: Vec::new(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub(crate) struct RawSpec {
     /// `[kubernetes.NAME]`.
     #[serde(default)]
     pub kubernetes: BTreeMap<Str, Spanned<super::raw_kube::RawCluster>>,
+    /// `[[moved]]`: addresses renamed, objects kept.
+    #[serde(default)]
+    pub moved: Vec<super::moved::RawMoved>,
 }
 
 /// `[state]`.

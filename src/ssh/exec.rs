@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use russh::client::Msg;
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::SemaphorePermit;
 
 use super::{shell_quote, Connection, SshError};
 
@@ -76,6 +77,29 @@ impl Connection {
         })
     }
 
+    /// A new session channel, with the permit that lets it be open: bounded
+    /// like the server's MaxSessions, so that many callers queue here
+    /// instead of having channel opens refused by the host.
+    pub(super) async fn open_channel(
+        &self,
+    ) -> Result<(Option<SemaphorePermit<'_>>, Channel<Msg>), SshError> {
+        let permit = self.channels.acquire().await.ok();
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|source| self.session_error(source))?;
+        Ok((permit, channel))
+    }
+
+    /// [`SshError::Session`] on this connection.
+    pub(super) fn session_error(&self, source: russh::Error) -> SshError {
+        SshError::Session {
+            host: self.address.clone(),
+            source,
+        }
+    }
+
     async fn run<R: AsyncRead + Unpin + Send>(
         &self,
         command: &str,
@@ -84,19 +108,11 @@ impl Connection {
     ) -> Result<ExecOutput, SshError> {
         let started = Instant::now();
         tracing::debug!(host = %self.address, user = %self.user, command, "ssh exec");
-        // Bounded like the server's MaxSessions, so that many callers queue here
-        // instead of having channel opens refused by the host.
-        let _permit = self.channels.acquire().await;
-        let session_error = |source| SshError::Session {
-            host: self.address.clone(),
-            source,
-        };
-        let channel = self
-            .handle
-            .channel_open_session()
+        let (_permit, channel) = self.open_channel().await?;
+        channel
+            .exec(true, command)
             .await
-            .map_err(session_error)?;
-        channel.exec(true, command).await.map_err(session_error)?;
+            .map_err(|source| self.session_error(source))?;
         let (mut reader, writer) = channel.split();
 
         let outcome = {
@@ -220,7 +236,8 @@ async fn receive_output(reader: &mut ChannelReadHalf) -> Received {
     Received::Exited(output)
 }
 
-fn signal_name_of(signal: &Sig) -> String {
+/// The name of `signal` (`TERM`), as OpenSSH prints it.
+pub(super) fn signal_name_of(signal: &Sig) -> String {
     let name = match signal {
         Sig::ABRT => "ABRT",
         Sig::ALRM => "ALRM",

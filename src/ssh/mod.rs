@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod exec;
 mod host_key;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ pub use exec::ExecOutput;
 pub use host_key::HostKeyCheck;
 /// Quotes a word for the remote POSIX shell (the provider API's one rule).
 pub use prov_provider::shell::quote as shell_quote;
+pub use stream::{Request, Stream, Terminal, WindowSize};
 
 use host_key::{openssh_line, Expected, Handler};
 

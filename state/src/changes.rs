@@ -153,6 +153,39 @@ impl StateDocument {
         }
     }
 
+    /// Moves the records at `from` to `to` (see
+    /// [`StateDocument::move_pairs`]: a name without index moves every
+    /// index): the resource record and the host record (pinned key, system,
+    /// secrets) of each, the same machine at a new address; records that
+    /// depend on a moved one now name its new address. Returns the pairs
+    /// moved, in address order.
+    ///
+    /// # Errors
+    /// See [`crate::MoveError`]; then nothing moved.
+    pub fn move_address(
+        &mut self,
+        from: &Address,
+        to: &Address,
+    ) -> Result<Vec<(Address, Address)>, crate::MoveError> {
+        let pairs = self.move_pairs(from, to)?;
+        for (source, target) in &pairs {
+            if let Some(record) = self.resources.map_mut().remove(source) {
+                self.resources.map_mut().insert(target.clone(), record);
+            }
+            if let Some(host) = self.hosts.map_mut().remove(source) {
+                self.hosts.map_mut().insert(target.clone(), host);
+            }
+        }
+        for record in self.resources.map_mut().values_mut() {
+            for dependency in &mut record.dependencies {
+                if let Some((_, target)) = pairs.iter().find(|(source, _)| source == dependency) {
+                    *dependency = target.clone();
+                }
+            }
+        }
+        Ok(pairs)
+    }
+
     /// Forgets the host record of `address` (a host that left the spec and
     /// was cleaned of its secrets).
     pub fn forget_host(&mut self, address: &Address) {

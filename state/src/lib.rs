@@ -22,6 +22,7 @@ mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod lock;
+mod moves;
 mod records;
 // S3 state: the `s3` feature (on by default). Without it the settings stay
 // (specs name S3 state either way), the backend does not.
@@ -43,6 +44,7 @@ pub use document::{
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;
 pub use lock::{LockInfo, StateLock};
+pub use moves::MoveError;
 pub use records::Records;
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Settings};

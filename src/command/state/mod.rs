@@ -16,7 +16,24 @@ use migrate::migrate;
 pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
     let ctx = Context::load(cli)?;
     match command {
-        StateCommand::List => {
+        StateCommand::List { json: true } => {
+            let doc = latest(&ctx).await?;
+            let list: Vec<serde_json::Value> = doc
+                .resources
+                .iter()
+                .map(|(address, record)| {
+                    serde_json::json!({
+                        "address": address,
+                        "provider": record.provider,
+                        "kind": record.kind,
+                        "id": record.id,
+                        "status": record.status,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        StateCommand::List { json: false } => {
             for (address, record) in &latest(&ctx).await?.resources {
                 let id = record.id.as_deref().unwrap_or("-");
                 let status = serde_json::to_value(record.status)?;
@@ -47,7 +64,7 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             };
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        StateCommand::History { prune, keep } => {
+        StateCommand::History { prune, keep, json } => {
             if *prune {
                 let keep = keep.or(ctx.spec.state.keep_versions).context(
                     "--prune needs --keep N, or `keep_versions = N` under [state] in the spec",
@@ -61,8 +78,13 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
                     .await?;
                 eprintln!("Pruned {pruned} version(s); history keeps the newest {keep}.");
             }
+            let history = ctx.backend.history().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+                return Ok(EXIT_OK);
+            }
             println!("SERIAL\tWRITTEN\tBY\tRESOURCES");
-            for entry in ctx.backend.history().await? {
+            for entry in history {
                 println!(
                     "{}\t{}\t{}\t{}",
                     entry.serial,
@@ -88,6 +110,21 @@ pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
             .await?;
             for address in addresses {
                 println!("Removed {address} from state (the real object is untouched).");
+            }
+        }
+        StateCommand::Mv { from, to } => {
+            let from: prov_provider::Address = from.parse()?;
+            let to: prov_provider::Address = to.parse()?;
+            let moved = ctx
+                .with_session(cli, "state mv", async |session| {
+                    let mut session = session.lock().await;
+                    let moved = session.doc.move_address(&from, &to)?;
+                    session.save().await?;
+                    anyhow::Ok(moved)
+                })
+                .await?;
+            for (from, to) in moved {
+                println!("Moved {from} to {to} (the real object is untouched).");
             }
         }
         StateCommand::Push { document, force } => {

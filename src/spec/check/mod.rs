@@ -48,6 +48,8 @@ pub(crate) struct Checked {
     pub secrets: BTreeMap<String, super::secrets::SecretSpec>,
     /// `[kubernetes.NAME]` and each host's part in a cluster.
     pub kubernetes: super::check_kube::Kubernetes,
+    /// `[[moved]]`, in order.
+    pub moved: Vec<super::moved::Move>,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -89,6 +91,7 @@ pub(crate) fn check(
         c.name(name, "output");
         c.diags.extend(check_output(raw, source, value));
     }
+    c.out.moved = super::moved::check(raw, &mut c.diags);
     if c.diags.is_empty() {
         Ok(c.out)
     } else {
