@@ -82,6 +82,27 @@ impl DeployContext {
             .map_or(std::path::Path::new(""), |d| d.private.as_path())
     }
 
+    /// How to reach `address` (described by `info`) as `doc` records it,
+    /// with the run's key and host-key policy (see [`target::endpoint`]).
+    ///
+    /// # Errors
+    /// When the host has no address yet, or no key can be pinned.
+    pub fn endpoint(
+        &self,
+        info: &crate::spec::HostInfo,
+        address: &prov_provider::Address,
+        doc: &prov_state::StateDocument,
+    ) -> anyhow::Result<target::Endpoint> {
+        target::endpoint(
+            &self.spec,
+            info,
+            address,
+            doc,
+            self.identity(),
+            self.accept_new_host_keys,
+        )
+    }
+
     /// The deployer's public key line, when the run has one.
     #[must_use]
     pub fn deployer_key(&self) -> Option<&str> {

@@ -159,14 +159,7 @@ pub async fn host_endpoint<'a>(
         .get(address)
         .with_context(|| format!("{address} is not a host of the spec"))?;
     let s = session.lock().await;
-    let endpoint = endpoint(
-        &ctx.spec,
-        info,
-        address,
-        &s.doc,
-        ctx.identity(),
-        ctx.accept_new_host_keys,
-    )?;
+    let endpoint = ctx.endpoint(info, address, &s.doc)?;
     Ok((info, endpoint))
 }
 

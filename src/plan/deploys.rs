@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use super::resources::{BuildOptions, ResourceDiff};
 use super::{DeployChange, Drift, DriftKind};
-use crate::deploy::target::endpoint;
 use crate::deploy::{build, copy, current_system, DeployContext};
 use crate::spec::{DeploySpec, HostInfo};
 
@@ -82,14 +81,7 @@ pub async fn plan(
         // runs is then best effort.
         let updating = resources.is_updated(address);
         let endpoint = if reachable {
-            Some(endpoint(
-                &ctx.spec,
-                info,
-                address,
-                doc,
-                ctx.identity(),
-                ctx.accept_new_host_keys,
-            )?)
+            Some(ctx.endpoint(info, address, doc)?)
         } else {
             None
         };

@@ -10,7 +10,6 @@ use prov_provider::Address;
 use prov_state::StateDocument;
 
 use super::resources::{BuildOptions, ResourceDiff};
-use crate::deploy::target::endpoint;
 use crate::deploy::DeployContext;
 use crate::ssh::shell_quote;
 
@@ -68,14 +67,7 @@ pub async fn ask(
         {
             continue;
         }
-        let reach = endpoint(
-            &ctx.spec,
-            info,
-            address,
-            doc,
-            ctx.identity(),
-            ctx.accept_new_host_keys,
-        );
+        let reach = ctx.endpoint(info, address, doc);
         let files: Vec<(String, String)> = record
             .secrets
             .iter()

@@ -266,19 +266,9 @@ fn cluster_spec(
 
 /// A range as written, or the default.
 fn cidr(value: Option<&Str>, default: &str, diags: &mut Vec<Diagnostic>) -> Option<Cidr> {
-    let Some(value) = value else {
-        return default.parse().ok();
-    };
-    match value.get_ref().parse::<Cidr>() {
-        Ok(cidr) => Some(cidr),
-        Err(error) => {
-            diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                error.to_string(),
-                value.span(),
-            ));
-            None
-        }
+    match value {
+        None => default.parse().ok(),
+        Some(value) => super::check::parse_at(value, diags),
     }
 }
 

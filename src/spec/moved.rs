@@ -102,17 +102,7 @@ pub(crate) fn check(raw: &RawSpec, diags: &mut Vec<Diagnostic>) -> Vec<Move> {
 
 /// `value` as an address, or a diagnostic at it.
 fn address(value: &Str, diags: &mut Vec<Diagnostic>) -> Option<Address> {
-    match value.get_ref().parse::<Address>() {
-        Ok(address) => Some(address),
-        Err(error) => {
-            diags.push(Diagnostic::new(
-                ErrorKind::InvalidValue,
-                error.to_string(),
-                value.span(),
-            ));
-            None
-        }
-    }
+    super::check::parse_at(value, diags)
 }
 
 /// Whether the spec declares `address`'s kind and name: `Some(count)`

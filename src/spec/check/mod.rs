@@ -99,6 +99,25 @@ pub(crate) fn check(
     }
 }
 
+/// `value` parsed as a `T`, or a diagnostic at it saying why not.
+pub(crate) fn parse_at<T>(value: &Str, diags: &mut Vec<Diagnostic>) -> Option<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match value.get_ref().parse::<T>() {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            diags.push(Diagnostic::new(
+                ErrorKind::InvalidValue,
+                error.to_string(),
+                value.span(),
+            ));
+            None
+        }
+    }
+}
+
 /// Whether `s` is a valid name, including the length limit.
 pub(crate) fn valid_name(s: &str) -> bool {
     s.len() <= MAX_NAME_LEN && is_valid_name(s)
