@@ -148,5 +148,5 @@ async fn cluster(ctx: &Context, name: &str) -> Result<Cluster> {
         .read_state()
         .await?
         .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
-    Ok(model(&ctx.spec, spec, &doc))
+    Ok(model(&ctx.spec, spec, &doc, None))
 }

@@ -80,7 +80,7 @@ pub fn prepare(ctx: &DeployContext, doc: &StateDocument, now: DateTime<Utc>) -> 
     }
     let identities = Identities::load(&[], Some(ctx.identity()))?;
     for cluster_spec in spec.kubernetes.values() {
-        let cluster = model(spec, cluster_spec, doc);
+        let cluster = model(spec, cluster_spec, doc, None);
         let store = store(spec, &cluster.name);
         let existing = store.existing()?;
         let changes = renewal::plan(&cluster, &existing, now);
@@ -141,7 +141,8 @@ fn recipients(ctx: &DeployContext, cluster: &ClusterSpec) -> Result<Vec<String>>
 /// The store directory of the modules prov generates for host `address`
 /// (`kubernetes.nix`, its part in a cluster), as state knows the cluster
 /// now; `None` for a host in no cluster. A configuration imports it as
-/// `<prov/kubernetes.nix>`.
+/// `<prov/kubernetes.nix>`. `fresh`: a plan's resource changes (see
+/// [`model`]).
 ///
 /// # Errors
 /// When Nix cannot add the directory to the store.
@@ -149,6 +150,7 @@ pub async fn modules(
     spec: &crate::spec::Spec,
     doc: &StateDocument,
     address: &Address,
+    fresh: Option<&crate::plan::resources::ResourceDiff>,
 ) -> Result<Option<String>> {
     let Some(kube) = spec.hosts.get(address).and_then(|h| h.kubernetes.as_ref()) else {
         return Ok(None);
@@ -156,7 +158,7 @@ pub async fn modules(
     let Some(cluster_spec) = spec.kubernetes.get(&kube.cluster) else {
         return Ok(None);
     };
-    let cluster = model(spec, cluster_spec, doc);
+    let cluster = model(spec, cluster_spec, doc, fresh);
     let Some(member) = cluster.member_at(address) else {
         return Ok(None);
     };

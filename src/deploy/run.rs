@@ -382,7 +382,7 @@ async fn rebuild_with_cluster(
     };
     let address = &change.address;
     let doc = session.lock().await.doc.clone();
-    let now = super::clusters::modules(&ctx.spec, &doc, address).await?;
+    let now = super::clusters::modules(&ctx.spec, &doc, address, None).await?;
     if now.as_ref() == Some(planned) {
         return Ok(None);
     }

@@ -13,7 +13,7 @@ use prov_provider::Address;
 use prov_state::StateDocument;
 use serde::{Deserialize, Serialize};
 
-use super::resources::BuildOptions;
+use super::resources::{BuildOptions, ResourceDiff};
 use crate::deploy::DeployContext;
 use crate::kube::files::{host_files, HostFile};
 use crate::kube::material::Store;
@@ -96,24 +96,42 @@ impl ClusterPlan {
     }
 }
 
-/// The IP addresses state knows for host `address`: the SSH override when
-/// it is one, then the private, local and public addresses its provider
-/// reported (the first is the node IP).
+/// The IP addresses known for host `address`: the SSH override when it is
+/// one, then its private, local and public addresses (the first is the node
+/// IP). Each comes from the spec when the spec sets it (a host whose address
+/// the spec changes is replaced with that address), else from what its
+/// provider reported to state, unless `fresh` says the host is about to be
+/// created or replaced (its new addresses are not known before it exists).
 #[must_use]
-pub fn host_ips(spec: &Spec, doc: &StateDocument, address: &Address) -> Vec<IpAddr> {
+pub fn host_ips(
+    spec: &Spec,
+    doc: &StateDocument,
+    address: &Address,
+    fresh: Option<&ResourceDiff>,
+) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = Vec::new();
     let override_ip = spec
         .hosts
         .get(address)
         .and_then(|h| h.ssh.address.as_deref())
         .and_then(|a| a.parse().ok());
-    let recorded = doc.resources.get(address).map(|r| &r.attributes);
-    let attribute = |name: &str| {
-        recorded
+    let configured = spec
+        .resources
+        .iter()
+        .find(|r| &r.address == address)
+        .map(|r| &r.attributes);
+    let recorded = doc
+        .resources
+        .get(address)
+        .filter(|_| !fresh.is_some_and(|diff| diff.is_new(address)))
+        .map(|r| &r.attributes);
+    let ip = |attributes: Option<&prov_provider::Attributes>, name: &str| {
+        attributes
             .and_then(|a| a.get(name))
             .and_then(serde_json::Value::as_str)
             .and_then(|v| v.parse::<IpAddr>().ok())
     };
+    let attribute = |name: &str| ip(configured, name).or_else(|| ip(recorded, name));
     for ip in [
         override_ip,
         attribute("private_ip"),
@@ -130,10 +148,17 @@ pub fn host_ips(spec: &Spec, doc: &StateDocument, address: &Address) -> Vec<IpAd
     ips
 }
 
-/// The model of `spec`'s cluster as state knows its members now.
+/// The model of `spec`'s cluster as its members' addresses are known now
+/// (`fresh`: the resource changes of a plan, whose new hosts' recorded
+/// addresses are stale; `None` once they exist).
 #[must_use]
-pub fn model(spec: &Spec, cluster: &ClusterSpec, doc: &StateDocument) -> Cluster {
-    cluster.model(&spec.hosts, |address| host_ips(spec, doc, address))
+pub fn model(
+    spec: &Spec,
+    cluster: &ClusterSpec,
+    doc: &StateDocument,
+    fresh: Option<&ResourceDiff>,
+) -> Cluster {
+    cluster.model(&spec.hosts, |address| host_ips(spec, doc, address, fresh))
 }
 
 /// The material store of `cluster`, beside the spec.
@@ -154,6 +179,7 @@ pub fn store(spec: &Spec, cluster: &str) -> Store {
 pub fn plan(
     ctx: &DeployContext,
     doc: &StateDocument,
+    resources: &ResourceDiff,
     options: &BuildOptions,
     now: DateTime<Utc>,
 ) -> Result<Vec<ClusterPlan>> {
@@ -164,7 +190,7 @@ pub fn plan(
     let identities = Identities::load(&[], Some(ctx.identity()))?;
     let mut plans = Vec::new();
     for cluster_spec in spec.kubernetes.values() {
-        let cluster = model(spec, cluster_spec, doc);
+        let cluster = model(spec, cluster_spec, doc, Some(resources));
         let store = store(spec, &cluster.name);
         let existing = store
             .existing()
@@ -185,9 +211,17 @@ pub fn plan(
         // file's shape; its new bytes are made again at apply.
         let tentative = issue(&cluster, &changes, material.clone(), now)
             .with_context(|| format!("issuing cluster {}'s material", cluster.name))?;
+        // Every file as the material makes it now: a planned file equal to
+        // one of them is known (a new member's CA certificate and
+        // kubeconfigs are the other members').
+        let now_files: Vec<HostFile> = cluster
+            .members
+            .iter()
+            .filter_map(|member| host_files(&cluster, member, &material).ok())
+            .flatten()
+            .collect();
         let mut files = BTreeMap::new();
         for member in &cluster.members {
-            let now_files = host_files(&cluster, member, &material).unwrap_or_default();
             let planned = host_files(&cluster, member, &tentative)
                 .with_context(|| format!("the files of {} in {}", member.address, cluster.name))?
                 .into_iter()

@@ -52,7 +52,8 @@ pub async fn plan(
     // state knows the cluster now.
     let mut modules: BTreeMap<&Address, Option<String>> = BTreeMap::new();
     for (address, _, _) in &hosts {
-        let generated = crate::deploy::clusters::modules(&ctx.spec, doc, address).await?;
+        let generated =
+            crate::deploy::clusters::modules(&ctx.spec, doc, address, Some(resources)).await?;
         modules.insert(address, generated);
     }
     // Build each distinct system once.

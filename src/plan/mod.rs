@@ -127,7 +127,7 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
     } else {
         secrets_on_hosts::Presence::Trusted
     };
-    let clusters = clusters::plan(deploy, &moved_state.doc, options, now)
+    let clusters = clusters::plan(deploy, &moved_state.doc, &resources, options, now)
         .context("planning Kubernetes certificates")?;
     let secrets = secrets::plan(
         deploy,
