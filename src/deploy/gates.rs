@@ -121,7 +121,10 @@ pub async fn pass(
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {ATTEMPT_LIMIT:?}")));
         match outcome {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                tracing::info!(host = %member.address, %gate, attempts, "gate passed");
+                return Ok(());
+            }
             Err(error) if started.elapsed() + INTERVAL >= gates.timeout => {
                 bail!(
                     "gate `{gate}` did not pass within {}s ({attempts} attempts): {error:#}",
@@ -160,10 +163,10 @@ async fn once(
                 crate::kube::model::host_port(&member.reachable_host(), ETCD_CLIENT_PORT)
             );
             let body = get(&url, &public(ca), &public(client), client.secret.expose()).await?;
-            let health: serde_json::Value =
-                serde_json::from_str(&body).with_context(|| format!("{url} answered {body}"))?;
+            let health: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("{url} answered {:?}", excerpt(&body)))?;
             if health["health"] != "true" {
-                bail!("{url} answered {body}");
+                bail!("{url} answered {:?}", excerpt(&body));
             }
             Ok(())
         }
@@ -178,7 +181,12 @@ async fn once(
                 "readyz"
             };
             let url = format!("{}/{path}", cluster.api_endpoint.url());
-            get(&url, &public(ca), &public(admin), admin.secret.expose()).await?;
+            let body = get(&url, &public(ca), &public(admin), admin.secret.expose()).await?;
+            // A ready apiserver says exactly `ok`; a 2xx with anything else
+            // (a proxy's page, a server that answers every path) is not it.
+            if body.trim() != "ok" {
+                bail!("{url} answered {:?}, not ok", excerpt(&body));
+            }
             Ok(())
         }
         Gate::NodeReady(node) => {
@@ -188,8 +196,8 @@ async fn once(
             );
             let url = format!("{}/api/v1/nodes/{node}", cluster.api_endpoint.url());
             let body = get(&url, &public(ca), &public(admin), admin.secret.expose()).await?;
-            let object: serde_json::Value =
-                serde_json::from_str(&body).with_context(|| format!("{url} answered {body}"))?;
+            let object: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("{url} answered {:?}", excerpt(&body)))?;
             let ready = object["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -272,7 +280,32 @@ async fn get(url: &str, ca: &str, cert: &str, key: &str) -> Result<String> {
         .to_bytes();
     let body = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
-        bail!("GET {url} answered {status}: {}", body.trim());
+        bail!("GET {url} answered {status}: {:?}", excerpt(&body));
     }
     Ok(body)
+}
+
+/// The start of an answer, for an error message: its first line, at most
+/// 120 characters.
+fn excerpt(body: &str) -> String {
+    let line = body.trim().lines().next().unwrap_or_default();
+    match line.char_indices().nth(120) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_keep_the_first_line_only() {
+        assert_eq!(excerpt("ok\n"), "ok");
+        assert_eq!(
+            excerpt("Error opening 'readyz'\r\nmore\n"),
+            "Error opening 'readyz'"
+        );
+        assert_eq!(excerpt(&"x".repeat(200)).chars().count(), 121);
+    }
 }
