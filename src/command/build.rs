@@ -49,7 +49,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<u8> {
             .await?
             .unwrap_or_else(|| prov_state::StateDocument::new(&spec.deployment));
         for (address, _) in &hosts {
-            let generated = crate::deploy::clusters::modules(&spec, &doc, address).await?;
+            let generated = crate::deploy::clusters::modules(&spec, &doc, address, None).await?;
             modules.insert((*address).clone(), generated);
         }
     }
