@@ -11,6 +11,7 @@ mod crash;
 mod deploy;
 mod ec2;
 mod everyday;
+mod kubernetes;
 mod libvirt;
 mod locking;
 mod moved;

@@ -76,7 +76,8 @@ pub(crate) fn prov_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&st
     crate::harness::run_from(output, args)
 }
 
-fn ok_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+/// [`prov_with`], asserting it exits 0.
+pub(crate) fn ok_with(ws: &Workspace, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
     let run = prov_with(ws, args, stdin, env);
     assert_eq!(run.code, 0, "prov {args:?} failed:\n{run}");
     run
@@ -151,6 +152,24 @@ fn files_containing(
     needles: &[&str],
     hits: &mut Vec<PathBuf>,
 ) {
+    let matches = |bytes: &[u8]| {
+        needles
+            .iter()
+            .any(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
+    };
+    files_matching(dir, since, &matches, &|_| false, hits);
+}
+
+/// Every regular file under `dir` (not following symlinks, not looking into
+/// what `skip` names) written since `since`, at most 64 MiB, whose bytes
+/// `matches`.
+pub(crate) fn files_matching(
+    dir: &Path,
+    since: std::time::SystemTime,
+    matches: &dyn Fn(&[u8]) -> bool,
+    skip: &dyn Fn(&Path) -> bool,
+    hits: &mut Vec<PathBuf>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -159,8 +178,11 @@ fn files_containing(
             continue;
         };
         let path = entry.path();
+        if skip(&path) {
+            continue;
+        }
         if kind.is_dir() {
-            files_containing(&path, since, needles, hits);
+            files_matching(&path, since, matches, skip, hits);
         } else if kind.is_file() {
             let Ok(meta) = entry.metadata() else { continue };
             let recent = meta.modified().is_ok_and(|m| m >= since);
@@ -170,10 +192,7 @@ fn files_containing(
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            if needles
-                .iter()
-                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
-            {
+            if matches(&bytes) {
                 hits.push(path);
             }
         }
