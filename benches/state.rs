@@ -53,6 +53,7 @@ fn thing(i: usize) -> ResourceConfig {
         attributes,
         references: BTreeMap::new(),
         depends_on: std::collections::BTreeSet::new(),
+        names: Vec::new(),
     }
 }
 

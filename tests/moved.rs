@@ -1,7 +1,9 @@
-//! Keeping machines across address changes, against EC2 (moto): `--replace`
-//! replaces exactly the instance named, `prov state mv` and `[[moved]]`
-//! rename hosts and change `count` indexing without touching an instance.
+//! Keeping machines across address changes, against EC2 (moto) and local
+//! hosts: `--replace` replaces exactly the instance named, `prov state mv`
+//! and `[[moved]]` rename hosts and change `count` indexing without
+//! touching a machine, which keeps the names it was created with.
 
+use crate::deploy::{host_spec, write_systems};
 use crate::harness::{ec2_spec, Moto, Workspace};
 use crate::plan_output::{assert_redacted, check_schema};
 
@@ -86,15 +88,8 @@ fn state_mv_renames_a_host_and_keeps_its_instances() {
         "Moved web[0] to app[0] (the real object is untouched).\nMoved web[1] to app[1] (the real object is untouched).\n"
     );
     ws.write("prov.toml", &web.replace("[hosts.web]", "[hosts.app]"));
-    // The instances stay; only the tags that carry the address follow it.
-    let plan = ws.prov(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 2, "{plan}");
-    assert!(
-        plan.stdout
-            .contains("0 to create, 2 to update, 0 to replace, 0 to destroy"),
-        "{plan}"
-    );
-    ws.ok(&["apply", "--auto-approve"]);
+    // The instances stay, with the names they were given (their Name and
+    // prov:address tags say what they were created as).
     assert_plan_empty(&ws);
     assert_eq!(ids(&ws, &["app[0]", "app[1]"]), before);
     let tagged: Vec<String> = moto
@@ -102,7 +97,64 @@ fn state_mv_renames_a_host_and_keeps_its_instances() {
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    assert_eq!(tagged, ["app[0]", "app[1]"]);
+    assert_eq!(tagged, ["web[0]", "web[1]"]);
+
+    // A change that replaces one makes a new instance, named for its
+    // address; the other keeps its names through an update.
+    ws.write(
+        "prov.toml",
+        &web.replace("[hosts.web]", "[hosts.app]")
+            .replace("t3.micro", "t3.small"),
+    );
+    ws.ok(&["apply", "--auto-approve", "--replace", "app[1]"]);
+    assert_plan_empty(&ws);
+    let after = ids(&ws, &["app[0]", "app[1]"]);
+    assert_eq!(after[0], before[0]);
+    assert_ne!(after[1], before[1]);
+    let mut tagged: Vec<(String, String)> = moto.instances("rename");
+    tagged.sort();
+    let address_of = |id: &str| {
+        tagged
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, a)| a.clone())
+            .unwrap()
+    };
+    assert_eq!(address_of(&after[0]), "web[0]");
+    assert_eq!(address_of(&after[1]), "app[1]");
+}
+
+#[test]
+fn a_moved_local_host_keeps_its_container_and_its_system() {
+    let ws = crate::deploy::workspace();
+    write_systems(&ws, &[("web", "1", "")]);
+    let spec = host_spec("keep", &["web"], 30, "");
+    ws.write("prov.toml", &spec);
+    ws.ok(&["apply", "--auto-approve"]);
+    let record = ws.state()["resources"]["web"].clone();
+    let dir = ws.host_dir("keep", "web");
+    let system = crate::deploy::profile(&dir).unwrap();
+
+    // Renamed in the spec with a [[moved]] entry: the same container, the
+    // same system, nothing replaced or activated.
+    let renamed = spec.replace("[hosts.web]", "[hosts.app]");
+    ws.write(
+        "prov.toml",
+        &format!("{renamed}\n[[moved]]\nfrom = \"web\"\nto = \"app\"\n"),
+    );
+    let plan = ws.prov(&["plan", "--json"]);
+    assert_eq!(plan.code, 0, "{plan}");
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["summary"]["replace"], 0, "{plan:#}");
+    assert_eq!(plan["summary"]["create"], 0, "{plan:#}");
+    assert_eq!(plan["summary"]["delete"], 0, "{plan:#}");
+    ws.ok(&["apply", "--auto-approve"]);
+    assert_plan_empty(&ws);
+    let moved = ws.state()["resources"]["app"].clone();
+    assert_eq!(moved["id"], record["id"], "{moved:#}");
+    assert_eq!(moved["attributes"]["pid"], record["attributes"]["pid"]);
+    assert_eq!(crate::deploy::profile(&dir).unwrap(), system);
+    assert_eq!(crate::deploy::activations(&dir).len(), 1);
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub fn named<'a>(spec: &'a Spec, text: &str) -> Result<(&'a Address, &'a HostInf
     let by_machine_name = spec
         .hosts
         .iter()
-        .find(|(address, _)| machine_name(address) == text);
+        .find(|(address, _)| address.machine_name() == text);
     match by_machine_name {
         Some(found) => Ok(found),
         None => {
@@ -62,15 +62,6 @@ pub fn named<'a>(spec: &'a Spec, text: &str) -> Result<(&'a Address, &'a HostInf
                 }
             )
         }
-    }
-}
-
-/// `web-0` for `web[0]`, `db` for `db`.
-#[must_use]
-pub fn machine_name(address: &Address) -> String {
-    match address.index {
-        Some(index) => format!("{}-{index}", address.name),
-        None => address.name.clone(),
     }
 }
 

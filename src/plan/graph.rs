@@ -96,6 +96,7 @@ mod tests {
             attributes: Default::default(),
             references: Default::default(),
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+            names: Vec::new(),
         }
     }
 

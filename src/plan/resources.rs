@@ -135,16 +135,34 @@ pub fn diff(
                     .join(", ")
             ),
         };
-        for config in order.into_iter().filter(|c| selected.contains(&c.address)) {
-            let provider = providers.get(&config.provider)?;
-            let resolved = config
-                .resolve(|target, field| lookup(target, field, &diff.changes, &by_address, doc));
-            let record = doc.resources.get(&config.address);
-            let gone = refreshed.gone.contains(&config.address);
-            let mut change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
-            if options.replace.contains(&config.address) {
-                requested_replacement(&mut change);
+        for spec_config in order.into_iter().filter(|c| selected.contains(&c.address)) {
+            let provider = providers.get(&spec_config.provider)?;
+            let record = doc.resources.get(&spec_config.address);
+            let gone = refreshed.gone.contains(&spec_config.address);
+            let requested = options.replace.contains(&spec_config.address);
+            // A moved object keeps the names it was created with; a new
+            // object (a replacement) takes its own address's.
+            let kept = record
+                .and_then(|r| r.names_from.as_ref())
+                .map(|from| spec_config.with_names_of(&spec.deployment, from));
+            let mut planned = None;
+            for config in kept.iter().chain([spec_config]) {
+                let resolved = config.resolve(|target, field| {
+                    lookup(target, field, &diff.changes, &by_address, doc)
+                });
+                let mut change = plan_one(provider.as_ref(), config, &resolved, record, gone)?;
+                if requested {
+                    requested_replacement(&mut change);
+                }
+                let replaces = matches!(change.action, Change::Replace | Change::Create);
+                planned = Some((config, change));
+                if !replaces {
+                    break;
+                }
             }
+            let Some((config, change)) = planned else {
+                continue;
+            };
             if change.action != Change::NoOp {
                 diff.configs.insert(config.address.clone(), config.clone());
                 diff.changes.insert(config.address.clone(), change);

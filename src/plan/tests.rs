@@ -42,6 +42,7 @@ fn thing(address: &str, image: &str, size: u32, deps: &[&str]) -> ResourceConfig
         attributes,
         references,
         depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+        names: Vec::new(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
-use prov_provider::{Address, Attributes, ResourceConfig};
+use prov_provider::{Address, Attributes, DerivedName, NameForm, ResourceConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -237,11 +237,10 @@ pub(crate) fn vm(
     let mut set = |name: &str, value: Value| {
         attributes.insert(name.to_owned(), value);
     };
-    let host_part = match address.index {
-        Some(i) => format!("{}-{i}", address.name),
-        None => address.name.clone(),
-    };
-    set("name", format!("prov-{deployment}-{host_part}").into());
+    set(
+        "name",
+        NameForm::ProvMachine.render(deployment, &address).into(),
+    );
     if let Some(base) = &host.base {
         let text = expanded_quiet(base);
         let value = if text.contains('/') {
@@ -300,6 +299,7 @@ pub(crate) fn vm(
         attributes,
         references: BTreeMap::new(),
         depends_on,
+        names: vec![DerivedName::attribute("name", NameForm::ProvMachine)],
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use prov_provider::{Address, Attributes, ResourceConfig};
+use prov_provider::{Address, Attributes, DerivedName, NameForm, ResourceConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -101,13 +101,9 @@ pub(crate) fn vm(
     depends_on: BTreeSet<Address>,
 ) -> ResourceConfig {
     let mut attributes = Attributes::new();
-    let host_part = match address.index {
-        Some(i) => format!("{}-{i}", address.name),
-        None => address.name.clone(),
-    };
     attributes.insert(
         "name".into(),
-        format!("prov-{deployment}-{host_part}").into(),
+        NameForm::ProvMachine.render(deployment, &address).into(),
     );
     if let Some(base) = &host.base {
         let base = base.get_ref();
@@ -135,6 +131,7 @@ pub(crate) fn vm(
         attributes,
         references: BTreeMap::new(),
         depends_on,
+        names: vec![DerivedName::attribute("name", NameForm::ProvMachine)],
     }
 }
 

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use prov_provider::{sha256_hex, Address, Attributes, Reference, ResourceConfig};
+use prov_provider::{
+    sha256_hex, Address, Attributes, DerivedName, NameForm, Reference, ResourceConfig,
+};
 use serde_json::{Map, Value};
 
 use super::check::{Checked, KEY_PAIR, SECURITY_GROUP};
@@ -36,7 +38,9 @@ pub(crate) fn convert(
         let key = checked.public_keys.get(name).cloned().unwrap_or_default();
         attributes.insert("public_key".into(), key.into());
         attributes.insert("tags".into(), tags(&deployment, &address, &kp.tags, false));
-        resources.push(plain(address, attributes));
+        let mut names = tag_names(&kp.tags, false);
+        names.push(DerivedName::attribute("key_name", NameForm::DeploymentName));
+        resources.push(plain(address, attributes, names));
     }
     for (name, sg) in &raw.security_groups {
         let name = name.get_ref();
@@ -61,7 +65,12 @@ pub(crate) fn convert(
         let ingress = rules.iter().map(|r| r.to_json()).collect();
         attributes.insert("ingress".into(), Value::Array(ingress));
         attributes.insert("tags".into(), tags(&deployment, &address, &sg.tags, false));
-        resources.push(plain(address, attributes));
+        let mut names = tag_names(&sg.tags, false);
+        names.push(DerivedName::attribute(
+            "group_name",
+            NameForm::DeploymentName,
+        ));
+        resources.push(plain(address, attributes, names));
     }
     for (name, host) in &raw.hosts {
         let name = name.get_ref();
@@ -154,11 +163,7 @@ pub(crate) fn convert(
 /// fills `authorized_keys` with the deployer's public key.
 fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig {
     let mut attributes = Attributes::new();
-    let hostname = match address.index {
-        Some(i) => format!("{}-{i}", address.name),
-        None => address.name.clone(),
-    };
-    attributes.insert("hostname".into(), hostname.into());
+    attributes.insert("hostname".into(), address.machine_name().into());
     if let Some(fixed) = &host.address {
         attributes.insert("address".into(), fixed.get_ref().as_str().into());
     }
@@ -170,6 +175,7 @@ fn local_host(raw: &RawSpec, address: Address, host: &RawHost) -> ResourceConfig
         attributes,
         references: BTreeMap::new(),
         depends_on: host_dependencies(raw, host),
+        names: vec![DerivedName::attribute("hostname", NameForm::Machine)],
     }
 }
 
@@ -196,7 +202,7 @@ fn host_addresses(name: &str, host: &RawHost) -> Vec<Address> {
 }
 
 /// A resource whose kind is its address kind and that refers to nothing.
-fn plain(address: Address, attributes: Attributes) -> ResourceConfig {
+fn plain(address: Address, attributes: Attributes, names: Vec<DerivedName>) -> ResourceConfig {
     ResourceConfig {
         kind: address.kind.clone(),
         address,
@@ -204,6 +210,7 @@ fn plain(address: Address, attributes: Attributes) -> ResourceConfig {
         attributes,
         references: BTreeMap::new(),
         depends_on: BTreeSet::new(),
+        names,
     }
 }
 
@@ -273,6 +280,7 @@ fn instance(
         attributes,
         references,
         depends_on,
+        names: tag_names(&host.tags, true),
     }
 }
 
@@ -295,6 +303,20 @@ fn tags(deployment: &str, address: &Address, user: &Tags, name: bool) -> Value {
     map.insert("prov:deployment".into(), deployment.into());
     map.insert("prov:address".into(), address.to_string().into());
     Value::Object(map)
+}
+
+/// The tags [`tags`] makes from the address: `prov:address`, and `Name`
+/// unless the user sets it.
+fn tag_names(user: &Tags, name: bool) -> Vec<DerivedName> {
+    let mut names = vec![DerivedName::key("tags", "prov:address", NameForm::Address)];
+    if name && !user.keys().any(|k| k.get_ref() == "Name") {
+        names.push(DerivedName::key(
+            "tags",
+            "Name",
+            NameForm::DeploymentAddress,
+        ));
+    }
+    names
 }
 
 /// `ADDRESS.ATTRIBUTE`, split at the last dot.

@@ -59,10 +59,7 @@ pub struct HostKube {
 /// a counted one (`node[1]` is `node-1`), as local hosts name themselves.
 #[must_use]
 pub fn node_name(address: &Address) -> String {
-    match address.index {
-        Some(index) => format!("{}-{index}", address.name),
-        None => address.name.clone(),
-    }
+    address.machine_name()
 }
 
 impl ClusterSpec {

@@ -86,6 +86,7 @@ impl StateDocument {
                 token: Some(token.clone()),
                 attributes: Default::default(),
                 dependencies: new.dependencies.to_vec(),
+                names_from: None,
             },
         );
         token
@@ -157,8 +158,10 @@ impl StateDocument {
     /// [`StateDocument::move_pairs`]: a name without index moves every
     /// index): the resource record and the host record (pinned key, system,
     /// secrets) of each, the same machine at a new address; records that
-    /// depend on a moved one now name its new address. Returns the pairs
-    /// moved, in address order.
+    /// depend on a moved one now name its new address; a moved resource
+    /// remembers where its object was created (`names_from`: it keeps the
+    /// names made from that address). Returns the pairs moved, in address
+    /// order.
     ///
     /// # Errors
     /// See [`crate::MoveError`]; then nothing moved.
@@ -169,7 +172,9 @@ impl StateDocument {
     ) -> Result<Vec<(Address, Address)>, crate::MoveError> {
         let pairs = self.move_pairs(from, to)?;
         for (source, target) in &pairs {
-            if let Some(record) = self.resources.map_mut().remove(source) {
+            if let Some(mut record) = self.resources.map_mut().remove(source) {
+                let created_at = record.names_from.take().unwrap_or_else(|| source.clone());
+                record.names_from = (&created_at != target).then_some(created_at);
                 self.resources.map_mut().insert(target.clone(), record);
             }
             if let Some(host) = self.hosts.map_mut().remove(source) {
@@ -213,6 +218,7 @@ impl StateDocument {
                 token: None,
                 attributes,
                 dependencies: new.dependencies.to_vec(),
+                names_from: None,
             },
         );
     }

@@ -200,6 +200,11 @@ pub struct ResourceRecord {
     /// Addresses this resource depends on (destroyed after it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Address>,
+    /// The address its object was created at, when it has moved since
+    /// (`state mv`, `[[moved]]`): the names prov made from an address (an
+    /// EC2 `Name` tag, a domain's or a local host's name) are that one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_from: Option<Address>,
 }
 
 /// What `switch-to-configuration` is asked to do (as in Colmena and NixOps).

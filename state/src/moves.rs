@@ -183,6 +183,31 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_record_remembers_where_its_object_was_created() {
+        let mut doc = recorded();
+        assert_eq!(doc.resources["web[1]"].names_from, None);
+        doc.move_address(&address("web[1]"), &address("solo"))
+            .unwrap();
+        doc.move_address(&address("solo"), &address("solo[0]"))
+            .unwrap();
+        assert_eq!(
+            doc.resources["solo[0]"].names_from,
+            Some(address("web[1]")),
+            "the first address, through every move"
+        );
+        doc.move_address(&address("solo[0]"), &address("web[1]"))
+            .unwrap();
+        assert_eq!(doc.resources["web[1]"].names_from, None, "back home");
+        doc.move_address(&address("web[0]"), &address("app"))
+            .unwrap();
+        doc.record_intent(&address("app"), NEW);
+        assert_eq!(
+            doc.resources["app"].names_from, None,
+            "a new object at the address has its own names"
+        );
+    }
+
+    #[test]
     fn a_move_that_would_lose_a_record_moves_nothing() {
         let mut doc = recorded();
         let before = doc.clone();

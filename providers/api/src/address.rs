@@ -44,6 +44,15 @@ impl Address {
     pub fn is_host(&self) -> bool {
         self.kind == HOST_KIND
     }
+
+    /// The machine name: `web-0` for `web[0]`, `db` for `db`.
+    #[must_use]
+    pub fn machine_name(&self) -> String {
+        match self.index {
+            Some(index) => format!("{}-{index}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Address {

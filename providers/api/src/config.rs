@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Address;
+use crate::{Address, DerivedName};
 
 /// Attribute values by name, sorted so that everything built from them is
 /// deterministic.
@@ -43,6 +43,23 @@ pub struct ResourceConfig {
     /// `depends_on`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub depends_on: BTreeSet<Address>,
+    /// The attributes whose values prov made from the address (not saved in
+    /// plans: a plan holds the values already chosen).
+    #[serde(skip)]
+    pub names: Vec<DerivedName>,
+}
+
+impl ResourceConfig {
+    /// This configuration with the names it would have at `names_from`
+    /// (where its object was created, before a move).
+    #[must_use]
+    pub fn with_names_of(&self, deployment: &str, names_from: &Address) -> Self {
+        let mut kept = self.clone();
+        for name in &self.names {
+            name.set(&mut kept.attributes, deployment, names_from);
+        }
+        kept
+    }
 }
 
 /// Desired attributes after references were resolved as far as possible.
@@ -127,6 +144,7 @@ mod tests {
             ]
             .into(),
             depends_on: [sg.clone(), kp].into(),
+            names: Vec::new(),
         };
         let desired = config.resolve(|target, _| (target == &sg).then(|| json!("sg-1")));
         assert_eq!(desired.attributes["security_groups"], json!(["sg-1"]));

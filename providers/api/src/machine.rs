@@ -135,10 +135,7 @@ pub fn free_port() -> Result<u16, ProviderError> {
 /// The guest's host name before cleaning: `web-0` for `web[0]`.
 #[must_use]
 pub fn host_name(address: &Address) -> String {
-    match address.index {
-        Some(i) => format!("{}-{i}", address.name),
-        None => address.name.clone(),
-    }
+    address.machine_name()
 }
 
 /// The forwarded SSH port a machine's attributes hold (`ssh_port`), if any.
