@@ -76,36 +76,106 @@ fn desired_rules(attributes: &Attributes) -> Result<ingress::RuleSet, ProviderEr
         .map_err(|e| config_error(format!("security_group: {e}")))
 }
 
-async fn authorize(api: &Ec2Api, id: &str, rules: &ingress::RuleSet) -> Result<(), ProviderError> {
-    if rules.is_empty() {
-        return Ok(());
+/// Which way [`change_rules`] changes a group's ingress.
+#[derive(Debug, Clone, Copy)]
+enum RuleChange {
+    Authorize,
+    Revoke,
+}
+
+impl RuleChange {
+    fn operation(self) -> &'static str {
+        match self {
+            Self::Authorize => "AuthorizeSecurityGroupIngress",
+            Self::Revoke => "RevokeSecurityGroupIngress",
+        }
     }
-    api.call(
-        "AuthorizeSecurityGroupIngress",
-        api.client()
-            .authorize_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(ingress::to_permissions(rules)))
-            .send(),
-    )
-    .await?;
-    Ok(())
+
+    /// The code AWS refuses a request with when some of its rules are (for
+    /// authorize) or are not (for revoke) there already.
+    fn done_already(self) -> &'static str {
+        match self {
+            Self::Authorize => "InvalidPermission.Duplicate",
+            Self::Revoke => "InvalidPermission.NotFound",
+        }
+    }
+
+    /// Of `rules`, what is still to do with the group's `present` rules.
+    fn left(self, rules: &ingress::RuleSet, present: &ingress::RuleSet) -> ingress::RuleSet {
+        match self {
+            Self::Authorize => ingress::minus(rules, present),
+            Self::Revoke => ingress::minus(rules, &ingress::minus(rules, present)),
+        }
+    }
+}
+
+async fn authorize(api: &Ec2Api, id: &str, rules: &ingress::RuleSet) -> Result<(), ProviderError> {
+    change_rules(api, id, rules, RuleChange::Authorize).await
 }
 
 async fn revoke(api: &Ec2Api, id: &str, rules: &ingress::RuleSet) -> Result<(), ProviderError> {
-    if rules.is_empty() {
-        return Ok(());
+    change_rules(api, id, rules, RuleChange::Revoke).await
+}
+
+/// Authorizes or revokes `rules` on group `id`.
+///
+/// The SDK sends a request again when its answer is lost (a connection
+/// closed, a timeout), and AWS may have applied the first one: the second
+/// is then refused as a whole (`InvalidPermission.Duplicate` or
+/// `.NotFound`) and changes nothing. Then the group is read and what is
+/// still to do is sent.
+async fn change_rules(
+    api: &Ec2Api,
+    id: &str,
+    rules: &ingress::RuleSet,
+    change: RuleChange,
+) -> Result<(), ProviderError> {
+    let mut rules = rules.clone();
+    // Bounded: each refusal means a rule was done meanwhile.
+    for _ in 0..3 {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let permissions = Some(ingress::to_permissions(&rules));
+        let sent = match change {
+            RuleChange::Authorize => {
+                let request = api
+                    .client()
+                    .authorize_security_group_ingress()
+                    .group_id(id)
+                    .set_ip_permissions(permissions);
+                api.call(change.operation(), request.send()).await.map(drop)
+            }
+            RuleChange::Revoke => {
+                let request = api
+                    .client()
+                    .revoke_security_group_ingress()
+                    .group_id(id)
+                    .set_ip_permissions(permissions);
+                api.call(change.operation(), request.send()).await.map(drop)
+            }
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(failure) if failure.has_code(change.done_already()) => {
+                tracing::debug!(
+                    id,
+                    ?change,
+                    "some rules were done already; sending the rest"
+                );
+                let current = object::existing::<SecurityGroup>(api, id).await?;
+                let present = ingress::from_permissions(current.ip_permissions());
+                rules = change.left(&rules, &present);
+            }
+            Err(failure) => return Err(failure.into()),
+        }
     }
-    api.call(
-        "RevokeSecurityGroupIngress",
-        api.client()
-            .revoke_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(ingress::to_permissions(rules)))
-            .send(),
-    )
-    .await?;
-    Ok(())
+    Err(ProviderError::api(
+        change.operation(),
+        format!(
+            "security group {id}: AWS keeps refusing rules that the group does not show as done"
+        ),
+    ))
 }
 
 /// Creates the group, tagged with the request's tags and token, then

@@ -16,6 +16,9 @@ use prov_provider::{
 use prov_provider_ec2::{Ec2Provider, Ec2Settings};
 use serde_json::{json, Value};
 
+#[path = "moto/lossy.rs"]
+mod lossy;
+
 const AMI: &str = "ami-12c6146b";
 const ED25519_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk9nCQyFp8bQDR8oKgg0hW9dhC8K7uaWr9AEnRb6N7Y test";
@@ -389,6 +392,81 @@ async fn security_group_lifecycle() {
         .unwrap()
         .is_empty());
     p.delete("security_group", &created.id).await.unwrap();
+}
+
+/// The SDK sends a request again when its answer is lost (a connection
+/// closed, a timeout); AWS may have applied the first one. Ingress rules
+/// authorized twice must not fail the create.
+#[tokio::test]
+async fn a_lost_answer_to_authorize_does_not_fail_the_create() {
+    let moto = Moto::start();
+    let proxy = lossy::LossyProxy::start(moto.port, "AuthorizeSecurityGroupIngress");
+    let p = provider_for(format!("http://127.0.0.1:{}", proxy.port)).await;
+    let address = Address::new("security_group", "lossy", None);
+    let desired = attrs(json!({
+        "group_name": "lossy",
+        "description": "lossy",
+        "ingress": [
+            {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["192.0.2.0/24"]},
+            {"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]},
+        ],
+        "tags": core_tags(&address, json!({})),
+    }));
+    let created = p
+        .create(CreateRequest {
+            address: &address,
+            kind: "security_group",
+            token: "tok-lossy",
+            attributes: &desired,
+        })
+        .await;
+    assert!(
+        proxy.seen() >= 2,
+        "the answer was lost and the request sent again"
+    );
+    let created = created.unwrap();
+    assert_eq!(
+        created.attributes["ingress"],
+        json!([
+            {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["192.0.2.0/24"]},
+            {"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]},
+        ])
+    );
+}
+
+/// As above, for the rules an update revokes.
+#[tokio::test]
+async fn a_lost_answer_to_revoke_does_not_fail_the_update() {
+    let moto = Moto::start();
+    let proxy = lossy::LossyProxy::start(moto.port, "RevokeSecurityGroupIngress");
+    let p = provider_for(format!("http://127.0.0.1:{}", proxy.port)).await;
+    let address = Address::new("security_group", "lossy", None);
+    let ssh =
+        json!({"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["192.0.2.0/24"]});
+    let https =
+        json!({"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]});
+    let with = |rules: Value| {
+        attrs(json!({
+            "group_name": "lossy",
+            "description": "lossy",
+            "ingress": rules,
+            "tags": core_tags(&address, json!({})),
+        }))
+    };
+    let created = create(&p, &address, "tok-lossy", &with(json!([ssh, https]))).await;
+    let (updated, _) = update(
+        &p,
+        &address,
+        &created.id,
+        &created.attributes,
+        &with(json!([https])),
+    )
+    .await;
+    assert!(
+        proxy.seen() >= 2,
+        "the answer was lost and the request sent again"
+    );
+    assert_eq!(updated.attributes["ingress"], json!([https]));
 }
 
 #[tokio::test]
