@@ -258,9 +258,26 @@ pub struct RollbackArgs {
 pub struct OutputArgs {
     /// One output only.
     pub name: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
+    /// Print JSON (the same as `--format json`).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// `text` (NAME = VALUE), `json`, `env` (`PROV_OUTPUT_NAME='value'`
+    /// lines for `eval`), or `github` (appended to `$GITHUB_OUTPUT`).
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+}
+
+/// How `prov output` writes the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// `NAME = VALUE` lines (one value: the value alone).
+    Text,
+    /// A JSON object (one value: that value).
+    Json,
+    /// `PROV_OUTPUT_NAME='VALUE'` lines, shell-quoted, for `eval`.
+    Env,
+    /// `NAME=VALUE` entries appended to the file `$GITHUB_OUTPUT` names.
+    Github,
 }
 
 /// `prov state …`.

@@ -178,4 +178,34 @@ fn state_list_history_and_output_print_json() {
         2,
         "{outputs}"
     );
+
+    // For a shell: variables to eval.
+    let env = ws.ok(&["output", "--format", "env"]).stdout;
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{env}printf %s \"$PROV_OUTPUT_ADDRESSES\""))
+        .output()
+        .unwrap();
+    let read: serde_json::Value = serde_json::from_slice(&shell.stdout).unwrap();
+    assert_eq!(read, outputs["addresses"], "{env}");
+
+    // For GitHub Actions: appended to $GITHUB_OUTPUT, as `name=value`.
+    let github = ws.path().join("github-output");
+    std::fs::write(&github, "earlier=1\n").unwrap();
+    let path = github.to_str().unwrap();
+    let run = crate::secrets::prov_with(
+        &ws,
+        &["output", "--format", "github"],
+        b"",
+        &[("GITHUB_OUTPUT", path)],
+    );
+    assert_eq!(run.code, 0, "{run}");
+    let written = std::fs::read_to_string(&github).unwrap();
+    assert_eq!(
+        written,
+        format!("earlier=1\naddresses={}\n", outputs["addresses"])
+    );
+    let unset = ws.prov(&["output", "--format", "github"]);
+    assert_eq!(unset.code, 1, "{unset}");
+    assert!(unset.stderr.contains("$GITHUB_OUTPUT"), "{unset}");
 }

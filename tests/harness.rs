@@ -229,6 +229,8 @@ impl Workspace {
             .env("NO_COLOR", "1")
             .env_remove("PROV_LOG")
             .env_remove("PROV_STATE_DIR")
+            // A run on GitHub Actions must not append to the runner's file.
+            .env_remove("GITHUB_OUTPUT")
             .env("PROV_LOCAL_ROOT", self.local_root())
             .envs(aws_env())
             .stdin(Stdio::null());
