@@ -7,11 +7,11 @@
 //! that keep their images in different places (prov's own example and test
 //! use this).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
-use prov_provider::{Address, Attributes, DerivedName, NameForm, ResourceConfig};
+use prov_provider::{Address, Attributes, NameForm, ResourceConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -292,15 +292,13 @@ pub(crate) fn vm(
         }
     }
     set("authorized_keys", Value::Array(Vec::new()));
-    ResourceConfig {
+    super::convert::virtual_machine(
         address,
-        provider: Target::Libvirt.name().into(),
-        kind: prov_provider_libvirt::KIND.into(),
+        Target::Libvirt,
+        prov_provider_libvirt::KIND,
         attributes,
-        references: BTreeMap::new(),
         depends_on,
-        names: vec![DerivedName::attribute("name", NameForm::ProvMachine)],
-    }
+    )
 }
 
 #[cfg(test)]

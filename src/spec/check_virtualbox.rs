@@ -1,10 +1,10 @@
 //! `target = "virtualbox"` hosts and `[providers.virtualbox]`: the raw table,
 //! checks and conversion to a `virtualbox` `vm` resource.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use prov_provider::{Address, Attributes, DerivedName, NameForm, ResourceConfig};
+use prov_provider::{Address, Attributes, NameForm, ResourceConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -124,15 +124,13 @@ pub(crate) fn vm(
     attributes.insert("cpus".into(), cpus.into());
     attributes.insert("memory".into(), memory.into());
     attributes.insert("authorized_keys".into(), Value::Array(Vec::new()));
-    ResourceConfig {
+    super::convert::virtual_machine(
         address,
-        provider: Target::VirtualBox.name().into(),
-        kind: prov_provider_virtualbox::KIND.into(),
+        Target::VirtualBox,
+        prov_provider_virtualbox::KIND,
         attributes,
-        references: BTreeMap::new(),
         depends_on,
-        names: vec![DerivedName::attribute("name", NameForm::ProvMachine)],
-    }
+    )
 }
 
 #[cfg(test)]

@@ -201,6 +201,26 @@ fn host_addresses(name: &str, host: &RawHost) -> Vec<Address> {
     }
 }
 
+/// A virtual machine host (libvirt, VirtualBox): named
+/// `prov-DEPLOYMENT-MACHINE` in its `name` attribute, referring to nothing.
+pub(super) fn virtual_machine(
+    address: Address,
+    target: Target,
+    kind: &str,
+    attributes: Attributes,
+    depends_on: BTreeSet<Address>,
+) -> ResourceConfig {
+    ResourceConfig {
+        address,
+        provider: target.name().into(),
+        kind: kind.into(),
+        attributes,
+        references: BTreeMap::new(),
+        depends_on,
+        names: vec![DerivedName::attribute("name", NameForm::ProvMachine)],
+    }
+}
+
 /// A resource whose kind is its address kind and that refers to nothing.
 fn plain(address: Address, attributes: Attributes, names: Vec<DerivedName>) -> ResourceConfig {
     ResourceConfig {
