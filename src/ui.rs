@@ -2,6 +2,7 @@
 //! that decides color and live lines), logging setup, colors, errors,
 //! confirmation, and a deploy's progress lines ([`progress`]).
 
+pub mod logging;
 pub mod progress;
 pub mod terminal;
 
@@ -72,16 +73,10 @@ impl Style {
 
 /// Sets up tracing to stderr, filtered by `PROV_LOG` (e.g. `PROV_LOG=debug`,
 /// `PROV_LOG=prov=trace`); warnings only by default. Log lines step around
-/// a deploy's live progress lines ([`progress::LogWriter`]).
+/// a deploy's live progress lines ([`progress::LogWriter`]); see
+/// [`logging`].
 pub fn init_tracing(style: Style) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(progress::LogWriter)
-        .with_ansi(style.stderr_color)
-        .with_target(true)
-        .try_init();
+    logging::init(style);
 }
 
 /// Prints an error and its causes to stderr.

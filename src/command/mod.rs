@@ -35,10 +35,7 @@ pub const EXIT_CHANGES: u8 = 2;
 /// Any failure, with context; `main` prints it and exits 1, or 130 when the
 /// chain holds [`crate::interrupt::Interrupted`].
 pub fn run(cli: Cli) -> Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let result = runtime.block_on(async {
         crate::interrupt::install().context("installing the Ctrl-C handler")?;
         let cutoff = cutoff(&cli.command);
@@ -54,7 +51,22 @@ pub fn run(cli: Cli) -> Result<u8> {
     });
     // Blocking work left behind (a read of stdin) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // What is dropped from here to the exit logs nothing (see ui::logging).
+    crate::ui::logging::thread_ending();
     result
+}
+
+/// The async runtime every command runs on; each of its threads stops
+/// logging before it exits (see [`crate::ui::logging`]).
+///
+/// # Errors
+/// When the runtime cannot be started.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_stop(crate::ui::logging::thread_ending)
+        .build()
+        .context("starting the async runtime")
 }
 
 /// When a command still running after a signal is dropped. Commands that
