@@ -72,20 +72,30 @@ pub(crate) async fn create(
     let name = req_str(attributes, KIND, "key_name")?;
     let public_key = req_str(attributes, KIND, "public_key")?;
     let tags = tags::desired(attributes, KIND)?;
-    api.call(
-        "ImportKeyPair",
-        api.client()
-            .import_key_pair()
-            .key_name(name)
-            .public_key_material(Blob::new(public_key.as_bytes()))
-            .tag_specifications(tags::specification(
-                ResourceType::KeyPair,
-                &tags,
-                Some(request.token),
-            ))
-            .send(),
-    )
-    .await?;
+    let imported = api
+        .call(
+            "ImportKeyPair",
+            api.client()
+                .import_key_pair()
+                .key_name(name)
+                .public_key_material(Blob::new(public_key.as_bytes()))
+                .tag_specifications(tags::specification(
+                    ResourceType::KeyPair,
+                    &tags,
+                    Some(request.token),
+                ))
+                .send(),
+        )
+        .await;
+    match imported {
+        Ok(_) => {}
+        // Sent again after its answer was lost: the key pair is this
+        // request's own if it carries the token.
+        Err(failure)
+            if failure.has_code("InvalidKeyPair.Duplicate")
+                && object::made_by::<KeyPairInfo>(api, request.token, name).await? => {}
+        Err(failure) => return Err(failure.into()),
+    }
     let made =
         object::visible::<KeyPairInfo>(api, wait, name, &format!("key pair `{name}`")).await?;
     Ok(with_public_key(made, attributes))

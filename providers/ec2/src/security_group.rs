@@ -206,12 +206,28 @@ pub(crate) async fn create(
                 ))
                 .send(),
         )
-        .await?;
-    let id = out.group_id().ok_or_else(|| {
-        ProviderError::api("CreateSecurityGroup", "the response named no group id")
-    })?;
-    authorize(api, id, &rules).await?;
-    object::visible::<SecurityGroup>(api, wait, id, &format!("security group {id}")).await
+        .await;
+    let id = match out {
+        Ok(out) => out
+            .group_id()
+            .ok_or_else(|| {
+                ProviderError::api("CreateSecurityGroup", "the response named no group id")
+            })?
+            .to_owned(),
+        // Sent again after its answer was lost: the group is this request's
+        // own if it carries the token.
+        Err(failure) if failure.has_code("InvalidGroup.Duplicate") => {
+            let found =
+                object::find_by_token::<SecurityGroup>(api, &[request.token.to_owned()]).await?;
+            match found.into_values().next() {
+                Some(ours) => ours.id,
+                None => return Err(failure.into()),
+            }
+        }
+        Err(failure) => return Err(failure.into()),
+    };
+    authorize(api, &id, &rules).await?;
+    object::visible::<SecurityGroup>(api, wait, &id, &format!("security group {id}")).await
 }
 
 /// Changes ingress rules (revoking what is gone, authorizing what is new)

@@ -434,6 +434,55 @@ async fn a_lost_answer_to_authorize_does_not_fail_the_create() {
     );
 }
 
+/// A create whose answer is lost: the SDK sends it again and AWS says the
+/// object exists. It is ours (it carries the request's token), so the create
+/// goes on with it instead of failing and leaving it for the next run.
+#[tokio::test]
+async fn a_lost_answer_to_a_create_finds_the_object_by_its_token() {
+    let moto = Moto::start();
+    for (action, address, attributes) in [
+        (
+            "ImportKeyPair",
+            Address::new("key_pair", "lossy", None),
+            json!({"key_name": "lossy", "public_key": ED25519_KEY}),
+        ),
+        (
+            "CreateSecurityGroup",
+            Address::new("security_group", "lossy", None),
+            json!({
+                "group_name": "lossy",
+                "description": "lossy",
+                "ingress": [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["192.0.2.0/24"]}],
+            }),
+        ),
+    ] {
+        let proxy = lossy::LossyProxy::start(moto.port, action);
+        let p = provider_for(format!("http://127.0.0.1:{}", proxy.port)).await;
+        let mut attributes = attrs(attributes);
+        attributes.insert("tags".into(), core_tags(&address, json!({})));
+        let token = format!("tok-{action}");
+        let created = p
+            .create(CreateRequest {
+                address: &address,
+                kind: kind_of(&address),
+                token: &token,
+                attributes: &attributes,
+            })
+            .await;
+        assert!(
+            proxy.seen() >= 2,
+            "{action}: the answer was lost and the request sent again"
+        );
+        let created = created.unwrap_or_else(|e| panic!("{action}: {e}"));
+        let found = p.find_by_token(kind_of(&address), &[token]).await.unwrap();
+        assert_eq!(found.len(), 1, "{action}: one object");
+        assert_eq!(found.values().next().unwrap().id, created.id, "{action}");
+        if action == "CreateSecurityGroup" {
+            assert_eq!(created.attributes["ingress"], attributes["ingress"]);
+        }
+    }
+}
+
 /// As above, for the rules an update revokes.
 #[tokio::test]
 async fn a_lost_answer_to_revoke_does_not_fail_the_update() {
