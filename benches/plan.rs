@@ -1,7 +1,7 @@
 //! Planning benchmarks. Prints figures; asserts nothing.
 //!
 //! `cargo bench --bench plan` measures, with the built `prov` binary:
-//! 1. `prov plan --refresh=false` over synthetic state of 1,000 and 10,000
+//! 1. `prov plan --refresh=false` over synthetic state of 1,000, 10,000 and 100,000
 //!    instances: wall time and peak memory (max RSS);
 //! 2. `prov plan` with refresh of 500 instances in a local moto server: wall
 //!    time and the number of EC2 API calls prov made.
@@ -251,7 +251,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    for count in [1_000, 10_000] {
+    for count in [1_000, 10_000, 100_000] {
         plan_without_refresh(count);
     }
     if std::env::var_os("PROV_BENCH_SKIP_MOTO").is_none() {

@@ -14,38 +14,56 @@ use prov_provider::{Address, ResourceConfig};
 pub fn topological(configs: &[ResourceConfig]) -> Result<Vec<&ResourceConfig>, Vec<Address>> {
     let by_address: BTreeMap<&Address, &ResourceConfig> =
         configs.iter().map(|c| (&c.address, c)).collect();
-    let mut remaining: BTreeMap<&Address, BTreeSet<&Address>> = configs
+    // Kahn's algorithm in waves: each wave is every resource whose
+    // dependencies are all in earlier waves, in address order. Linear in
+    // resources and edges (the wave loop used to scan every remaining
+    // resource per resource placed: 8 of 12 s of a 100,000-resource plan).
+    let mut waiting: BTreeMap<&Address, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&Address, Vec<&Address>> = BTreeMap::new();
+    for config in configs {
+        let known = config
+            .depends_on
+            .iter()
+            .filter(|d| by_address.contains_key(d));
+        let mut count = 0;
+        for dependency in known {
+            dependents
+                .entry(dependency)
+                .or_default()
+                .push(&config.address);
+            count += 1;
+        }
+        waiting.insert(&config.address, count);
+    }
+    let mut wave: Vec<&Address> = waiting
         .iter()
-        .map(|c| {
-            let deps = c
-                .depends_on
-                .iter()
-                .filter(|d| by_address.contains_key(d))
-                .collect();
-            (&c.address, deps)
-        })
+        .filter(|(_, count)| **count == 0)
+        .map(|(address, _)| *address)
         .collect();
     let mut order = Vec::with_capacity(configs.len());
-    while !remaining.is_empty() {
-        let ready: Vec<&Address> = remaining
-            .iter()
-            .filter(|(_, deps)| deps.is_empty())
-            .map(|(a, _)| *a)
-            .collect();
-        if ready.is_empty() {
-            return Err(remaining.keys().map(|a| (*a).clone()).collect());
-        }
-        for address in ready {
-            remaining.remove(address);
-            for deps in remaining.values_mut() {
-                deps.remove(address);
-            }
+    while !wave.is_empty() {
+        let mut next = BTreeSet::new();
+        for address in wave {
+            waiting.remove(address);
             if let Some(config) = by_address.get(address) {
                 order.push(*config);
             }
+            for dependent in dependents.get(address).into_iter().flatten() {
+                if let Some(count) = waiting.get_mut(dependent) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        next.insert(*dependent);
+                    }
+                }
+            }
         }
+        wave = next.into_iter().collect();
     }
-    Ok(order)
+    if waiting.is_empty() {
+        Ok(order)
+    } else {
+        Err(waiting.keys().map(|a| (*a).clone()).collect())
+    }
 }
 
 /// The graph in Graphviz DOT: one node per resource, an edge from each

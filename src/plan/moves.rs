@@ -2,6 +2,8 @@
 //! before the resource diff, so the diff sees each object at its new
 //! address and keeps it; apply records the same moves once confirmed.
 
+use std::borrow::Cow;
+
 use anyhow::{bail, Context as _, Result};
 use prov_provider::Address;
 use prov_state::{MoveError, StateDocument};
@@ -21,11 +23,18 @@ pub struct Moved {
 
 /// `refreshed` with `moves` applied in order (an entry whose source is not
 /// in state is done already, or never was: it is skipped), and the records
-/// moved. Drift and objects found gone follow their records.
+/// moved. Drift and objects found gone follow their records. Without
+/// `[[moved]]` entries the state is borrowed, not copied.
 ///
 /// # Errors
 /// When an entry would move a record onto another one.
-pub fn apply(moves: &[Move], refreshed: &Refreshed) -> Result<(Refreshed, Vec<Moved>)> {
+pub fn apply<'a>(
+    moves: &[Move],
+    refreshed: &'a Refreshed,
+) -> Result<(Cow<'a, Refreshed>, Vec<Moved>)> {
+    if moves.is_empty() {
+        return Ok((Cow::Borrowed(refreshed), Vec::new()));
+    }
     let mut moved_state = refreshed.clone();
     let mut moved = Vec::new();
     for entry in moves {
@@ -49,7 +58,7 @@ pub fn apply(moves: &[Move], refreshed: &Refreshed) -> Result<(Refreshed, Vec<Mo
         }
     }
     moved_state.drift.sort_by(|a, b| a.address.cmp(&b.address));
-    Ok((moved_state, moved))
+    Ok((Cow::Owned(moved_state), moved))
 }
 
 /// Records the moves of a confirmed plan in `doc` (the state it was planned
