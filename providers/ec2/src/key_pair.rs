@@ -93,7 +93,9 @@ pub(crate) async fn create(
         // request's own if it carries the token.
         Err(failure)
             if failure.has_code("InvalidKeyPair.Duplicate")
-                && object::made_by::<KeyPairInfo>(api, request.token, name).await? => {}
+                && object::made_with::<KeyPairInfo>(api, request.token)
+                    .await?
+                    .is_some_and(|ours| ours.id == name) => {}
         Err(failure) => return Err(failure.into()),
     }
     let made =

@@ -134,18 +134,17 @@ pub(crate) async fn find_by_token<T: Ec2Object>(
     Ok(found)
 }
 
-/// Whether the object `id` exists and carries the create token `token`:
-/// made by the request that token belongs to.
+/// The object carrying the create token `token`, if any: the one the
+/// create request holding that token made.
 ///
 /// # Errors
 /// When the objects cannot be described.
-pub(crate) async fn made_by<T: Ec2Object>(
+pub(crate) async fn made_with<T: Ec2Object>(
     api: &Ec2Api,
     token: &str,
-    id: &str,
-) -> Result<bool, ProviderError> {
+) -> Result<Option<Observed>, ProviderError> {
     let found = find_by_token::<T>(api, &[token.to_owned()]).await?;
-    Ok(found.values().any(|observed| observed.id == id))
+    Ok(found.into_values().next())
 }
 
 /// Adds to `found` (keyed by id) every object of `objects` whose id was asked

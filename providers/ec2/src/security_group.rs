@@ -217,9 +217,7 @@ pub(crate) async fn create(
         // Sent again after its answer was lost: the group is this request's
         // own if it carries the token.
         Err(failure) if failure.has_code("InvalidGroup.Duplicate") => {
-            let found =
-                object::find_by_token::<SecurityGroup>(api, &[request.token.to_owned()]).await?;
-            match found.into_values().next() {
+            match object::made_with::<SecurityGroup>(api, request.token).await? {
                 Some(ours) => ours.id,
                 None => return Err(failure.into()),
             }
