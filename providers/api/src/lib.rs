@@ -37,7 +37,7 @@ pub use diff::{diff_attributes, AttributeChange, Change};
 pub use error::{BoxedError, ProviderError};
 pub use names::{DerivedName, NameForm};
 pub use problem::{AttributeProblem, ProblemKind};
-pub use provider::{CreateRequest, Observed, Provider, UpdateRequest};
+pub use provider::{CreateRequest, Marked, Observed, Provider, UpdateRequest};
 pub use reader::AttributeReader;
 pub use schema::{AttributeSchema, UpdateMode};
 pub use single_kind::SingleKind;

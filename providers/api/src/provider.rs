@@ -20,6 +20,24 @@ pub struct Observed {
     pub attributes: Attributes,
 }
 
+/// An object found by the marks prov puts on what it makes (EC2 tags), not
+/// through state: what [`Provider::find_marked`] answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marked {
+    /// The provider's kind name (`instance`, `key_pair`, `security_group`).
+    pub kind: String,
+    /// The provider id (what `Provider::delete(kind, id)` takes).
+    pub id: String,
+    /// Its `prov:*` marks and `Name`: `prov:deployment`, `prov:address`,
+    /// `prov:env`, `prov:env-id`, `prov:expires-at`, `prov:owner`, …
+    /// (every tag whose key starts with `prov:`, plus `Name`).
+    pub marks: BTreeMap<String, String>,
+    /// When it was made, RFC 3339 UTC, when the provider knows (EC2:
+    /// instance LaunchTime, key pair CreateTime; security groups have none
+    /// → `None`).
+    pub created: Option<String>,
+}
+
 /// Everything a provider needs to create one object.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateRequest<'a> {
@@ -116,6 +134,18 @@ pub trait Provider: Send + Sync + fmt::Debug {
         tokens: &[String],
     ) -> Result<BTreeMap<String, Observed>, ProviderError>;
 
+    /// The live objects marked as made for `deployment` (`prov:deployment` =
+    /// `deployment`), whatever state says; `None` when this provider cannot
+    /// search by marks. Objects being deleted or gone (terminated
+    /// instances) are not listed. Sorted by (kind, id), so output is stable.
+    ///
+    /// # Errors
+    /// When the API cannot be reached or refuses the call.
+    async fn find_marked(&self, deployment: &str) -> Result<Option<Vec<Marked>>, ProviderError> {
+        let _ = deployment;
+        Ok(None)
+    }
+
     /// Creates one object and waits until it is usable.
     ///
     /// # Errors
@@ -134,4 +164,32 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the API refuses or the object does not go away.
     async fn delete(&self, kind: &str, id: &str) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeProvider;
+
+    #[tokio::test]
+    async fn providers_without_marks_answer_none() {
+        let provider = FakeProvider::new();
+        assert_eq!(provider.find_marked("d").await.unwrap(), None);
+    }
+
+    #[test]
+    fn marked_round_trips_through_json() {
+        let marked = Marked {
+            kind: "instance".to_owned(),
+            id: "i-1".to_owned(),
+            marks: [("prov:deployment".to_owned(), "d".to_owned())].into(),
+            created: None,
+        };
+        let text = serde_json::to_string(&marked).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"instance","id":"i-1","marks":{"prov:deployment":"d"},"created":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Marked>(&text).unwrap(), marked);
+    }
 }
