@@ -1,6 +1,6 @@
 //! Kind `instance`: one EC2 instance. Its id is `i-…`.
 
-use aws_sdk_ec2::primitives::Blob;
+use aws_sdk_ec2::primitives::{Blob, DateTime};
 use aws_sdk_ec2::types::{
     AttributeValue, Filter, Instance, InstanceType, ResourceType, SecureBlobAttributeValue, Tag,
 };
@@ -143,8 +143,14 @@ impl Ec2Object for Instance {
         !GONE.contains(&state(self))
     }
 
-    /// Only live instances are found by token.
-    fn token_filters() -> Vec<Filter> {
+    /// LaunchTime. EC2 moves it to the last start, so an instance that was
+    /// stopped and started again reports a time later than its creation.
+    fn created(&self) -> Option<&DateTime> {
+        self.launch_time()
+    }
+
+    /// Only live instances are found (by token, by marks).
+    fn live_filters() -> Vec<Filter> {
         vec![filter("instance-state-name", LIVE.iter().copied())]
     }
 }

@@ -1,6 +1,6 @@
 //! Kind `key_pair`: an imported OpenSSH public key. Its id is the key name.
 
-use aws_sdk_ec2::primitives::Blob;
+use aws_sdk_ec2::primitives::{Blob, DateTime};
 use aws_sdk_ec2::types::{Filter, KeyPairInfo, ResourceType, Tag};
 use prov_provider::{Attributes, CreateRequest, Observed, ProviderError, UpdateRequest};
 use serde_json::Value;
@@ -35,6 +35,10 @@ impl Ec2Object for KeyPairInfo {
 
     fn tags(&self) -> &[Tag] {
         self.tags()
+    }
+
+    fn created(&self) -> Option<&DateTime> {
+        self.create_time()
     }
 
     fn observe(&self) -> Option<Observed> {

@@ -23,7 +23,9 @@
 //! (instances) without one call per object, so it leaves them out and the
 //! core keeps the recorded values; `create` and `update` do report them.
 //! Every object is tagged `prov:token` at creation (for `find_by_token`);
-//! observed `tags` never include that tag.
+//! observed `tags` never include that tag. `find_marked` lists the live
+//! objects whose `prov:deployment` tag names a deployment, whatever state
+//! says, with their `prov:*` tags and `Name`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -1,16 +1,19 @@
 //! What the objects of every kind share: described by filters, 200 values
 //! at a time, sorted into the maps `read` and `find_by_token` answer with,
-//! looked up one by one, and waited for until EC2 shows them.
+//! found by their `prov:deployment` mark (`find_marked`), looked up one by
+//! one, and waited for until EC2 shows them.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ec2::types::{Filter, Tag};
-use prov_provider::{Observed, ProviderError};
+use prov_provider::{Marked, Observed, ProviderError};
 
 use crate::client::{filter, Ec2Api, MAX_FILTER_VALUES};
+use crate::tags::{self, DEPLOYMENT_TAG};
 use crate::wait::WaitPolicy;
-use crate::{tags, TOKEN_TAG};
+use crate::TOKEN_TAG;
 
 /// An EC2 object of one of the kinds (the SDK's type for it).
 pub(crate) trait Ec2Object: Sized + Send + Sync {
@@ -40,8 +43,14 @@ pub(crate) trait Ec2Object: Sized + Send + Sync {
         true
     }
 
-    /// Filters `find_by_token` adds to the token's.
-    fn token_filters() -> Vec<Filter> {
+    /// When the object was made, if EC2 reports it.
+    fn created(&self) -> Option<&DateTime> {
+        None
+    }
+
+    /// Filters that leave out, on the server, what [`Ec2Object::exists`]
+    /// would (`find_by_token` and `find_marked` add them to theirs).
+    fn live_filters() -> Vec<Filter> {
         Vec::new()
     }
 }
@@ -126,12 +135,51 @@ pub(crate) async fn find_by_token<T: Ec2Object>(
     let mut found = BTreeMap::new();
     for chunk in tokens.chunks(MAX_FILTER_VALUES) {
         let mut filters = vec![filter(&format!("tag:{TOKEN_TAG}"), chunk.iter().cloned())];
-        filters.extend(T::token_filters());
+        filters.extend(T::live_filters());
         let mut objects = T::describe(api, filters).await?;
         objects.retain(T::exists);
         by_token(&mut found, &objects, chunk, T::tags, T::observe);
     }
     Ok(found)
+}
+
+/// The existing objects whose `prov:deployment` tag is `deployment`: one
+/// Describe call, and more where the API pages.
+///
+/// The server filters by the tag, and every object it returns is checked
+/// again here: a server that ignores the filter, or reads the value as a
+/// pattern (EC2 filters take `*` and `?` wildcards), must not make objects
+/// of another deployment look like ours, since the caller may delete them.
+pub(crate) async fn find_marked<T: Ec2Object>(
+    api: &Ec2Api,
+    deployment: &str,
+) -> Result<Vec<Marked>, ProviderError> {
+    let mut filters = vec![filter(&format!("tag:{DEPLOYMENT_TAG}"), [deployment])];
+    filters.extend(T::live_filters());
+    let objects = T::describe(api, filters).await?;
+    Ok(marked(&objects, deployment))
+}
+
+/// Of `objects`, those that exist and are marked as made for `deployment`,
+/// with their marks.
+fn marked<T: Ec2Object>(objects: &[T], deployment: &str) -> Vec<Marked> {
+    objects
+        .iter()
+        .filter(|o| o.exists() && tags::deployment_of(o.tags()) == Some(deployment))
+        .filter_map(|o| {
+            Some(Marked {
+                kind: T::KIND.to_owned(),
+                id: o.id()?.to_owned(),
+                marks: tags::marks(o.tags()),
+                created: o.created().and_then(rfc3339),
+            })
+        })
+        .collect()
+}
+
+/// `time` as RFC 3339 UTC (`2024-05-01T12:00:00Z`); `None` out of range.
+fn rfc3339(time: &DateTime) -> Option<String> {
+    time.fmt(DateTimeFormat::DateTime).ok()
 }
 
 /// The object carrying the create token `token`, if any: the one the
@@ -184,5 +232,82 @@ fn by_token<T>(
             continue;
         }
         found.insert(token.to_owned(), observed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, KeyPairInfo};
+
+    use super::*;
+
+    fn tag(key: &str, value: &str) -> Tag {
+        Tag::builder().key(key).value(value).build()
+    }
+
+    fn instance(id: &str, state: InstanceStateName, deployment: Option<&str>) -> Instance {
+        let mut builder = Instance::builder()
+            .instance_id(id)
+            .state(InstanceState::builder().name(state).build())
+            .launch_time(DateTime::from_secs(1_714_564_800))
+            .tags(tag("Name", id))
+            .tags(tag("team", "ops"));
+        if let Some(d) = deployment {
+            builder = builder.tags(tag(DEPLOYMENT_TAG, d));
+        }
+        builder.build()
+    }
+
+    /// What a server that ignores the tag filter (or reads `?` as a
+    /// wildcard) would return: only the objects of the deployment asked
+    /// for, and only live ones, are listed.
+    #[test]
+    fn marked_checks_the_deployment_itself() {
+        let instances = [
+            instance("i-1", InstanceStateName::Running, Some("d")),
+            instance("i-2", InstanceStateName::Running, Some("other")),
+            instance("i-3", InstanceStateName::Running, None),
+            instance("i-4", InstanceStateName::Terminated, Some("d")),
+            instance("i-5", InstanceStateName::ShuttingDown, Some("d")),
+            instance("i-6", InstanceStateName::Stopped, Some("d")),
+            instance("i-7", InstanceStateName::Running, Some("D")),
+        ];
+        let found = marked(&instances, "d");
+        let ids: Vec<&str> = found.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["i-1", "i-6"]);
+        assert_eq!(found[0].kind, "instance");
+        assert_eq!(
+            found[0].marks,
+            [
+                ("Name".to_owned(), "i-1".to_owned()),
+                (DEPLOYMENT_TAG.to_owned(), "d".to_owned()),
+            ]
+            .into()
+        );
+        assert_eq!(found[0].created.as_deref(), Some("2024-05-01T12:00:00Z"));
+        assert!(marked(&instances, "?").is_empty());
+        assert!(marked(&instances, "*").is_empty());
+    }
+
+    #[test]
+    fn marked_key_pairs_have_a_creation_time_when_reported() {
+        let key_pairs = [
+            KeyPairInfo::builder()
+                .key_name("k")
+                .tags(tag(DEPLOYMENT_TAG, "d"))
+                .build(),
+            KeyPairInfo::builder()
+                .key_name("other")
+                .create_time(DateTime::from_secs(0))
+                .tags(tag(DEPLOYMENT_TAG, "d2"))
+                .build(),
+        ];
+        let found = marked(&key_pairs, "d");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].kind.as_str(), found[0].id.as_str()),
+            ("key_pair", "k")
+        );
+        assert_eq!(found[0].created, None);
     }
 }

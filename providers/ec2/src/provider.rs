@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::types::{Instance, KeyPairInfo, SecurityGroup};
 use prov_provider::{
-    AttributeChange, AttributeSchema, Attributes, CreateRequest, Observed, Provider, ProviderError,
-    UpdateRequest,
+    AttributeChange, AttributeSchema, Attributes, CreateRequest, Marked, Observed, Provider,
+    ProviderError, UpdateRequest,
 };
 
 use crate::client::Ec2Api;
@@ -159,6 +159,21 @@ impl Provider for Ec2Provider {
         }
     }
 
+    /// One Describe call per kind (more where the API pages), filtered on
+    /// the server by `tag:prov:deployment` and checked again here.
+    async fn find_marked(&self, deployment: &str) -> Result<Option<Vec<Marked>>, ProviderError> {
+        if deployment.is_empty() {
+            return Err(config_error(
+                "finding objects by their marks needs a deployment name",
+            ));
+        }
+        let mut found = object::find_marked::<KeyPairInfo>(&self.api, deployment).await?;
+        found.extend(object::find_marked::<SecurityGroup>(&self.api, deployment).await?);
+        found.extend(object::find_marked::<Instance>(&self.api, deployment).await?);
+        found.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+        Ok(Some(found))
+    }
+
     async fn create(&self, request: CreateRequest<'_>) -> Result<Observed, ProviderError> {
         tracing::debug!(address = %request.address, kind = request.kind, "creating");
         match Kind::parse(request.kind)? {
@@ -274,6 +289,14 @@ mod tests {
             p.update_effects("instance", &changes),
             ["the instance is started"]
         );
+    }
+
+    #[tokio::test]
+    async fn find_marked_needs_a_deployment_name() {
+        let p = provider().await;
+        let err = p.find_marked("").await.unwrap_err();
+        assert!(matches!(err, ProviderError::Config { .. }), "{err:?}");
+        assert_eq!(p.api_calls(), 0);
     }
 
     #[tokio::test]

@@ -13,6 +13,15 @@ use crate::TOKEN_TAG;
 /// Tag keys to values.
 pub(crate) type TagMap = BTreeMap<String, String>;
 
+/// The tag naming the deployment an object was made for.
+pub(crate) const DEPLOYMENT_TAG: &str = "prov:deployment";
+
+/// Keys starting with this are prov's marks.
+const MARK_PREFIX: &str = "prov:";
+
+/// The one tag outside `prov:` that marks report too.
+const NAME_TAG: &str = "Name";
+
 /// The desired `tags` attribute as a map; non-string values are written as
 /// their JSON text. `prov:token` is never taken from the attribute.
 pub(crate) fn desired(attributes: &Attributes, kind: &str) -> Result<TagMap, ProviderError> {
@@ -62,6 +71,22 @@ pub(crate) fn token_of(tags: &[Tag]) -> Option<&str> {
     tags.iter()
         .find(|t| t.key() == Some(TOKEN_TAG))
         .and_then(Tag::value)
+}
+
+/// The value of the `prov:deployment` tag, if any.
+pub(crate) fn deployment_of(tags: &[Tag]) -> Option<&str> {
+    tags.iter()
+        .find(|t| t.key() == Some(DEPLOYMENT_TAG))
+        .and_then(Tag::value)
+}
+
+/// prov's marks among `tags`: every tag whose key starts with `prov:`
+/// (`prov:token` included), plus `Name`.
+pub(crate) fn marks(tags: &[Tag]) -> TagMap {
+    from_ec2(tags)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(MARK_PREFIX) || k == NAME_TAG)
+        .collect()
 }
 
 /// The observed `tags` attribute: every tag but `prov:token`.
@@ -164,6 +189,25 @@ mod tests {
         ];
         assert_eq!(observed(&tags), json!({"Name": "web"}));
         assert_eq!(token_of(&tags), Some("t-1"));
+    }
+
+    #[test]
+    fn marks_are_prov_tags_and_name() {
+        let tags = [
+            Tag::builder().key("Name").value("web").build(),
+            Tag::builder().key("team").value("ops").build(),
+            Tag::builder().key("prov").value("not a mark").build(),
+            Tag::builder().key(DEPLOYMENT_TAG).value("d").build(),
+            Tag::builder().key("prov:env").value("e1").build(),
+            Tag::builder().key(TOKEN_TAG).value("t-1").build(),
+        ];
+        let marks = marks(&tags);
+        assert_eq!(
+            marks.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["Name", DEPLOYMENT_TAG, "prov:env", TOKEN_TAG]
+        );
+        assert_eq!(deployment_of(&tags), Some("d"));
+        assert_eq!(deployment_of(&tags[..3]), None);
     }
 
     #[test]
