@@ -794,3 +794,184 @@ async fn unreachable_endpoint_is_reported() {
     }
     assert!(p.api_calls() >= 1);
 }
+
+/// The marks a deployment `d` puts on an object at `address`, with a user
+/// tag that is not a mark.
+fn marked_tags(deployment: &str, address: &Address) -> Value {
+    json!({
+        "prov:deployment": deployment,
+        "prov:address": address.to_string(),
+        "prov:env": "e1",
+        "prov:env-id": "env-6f1c",
+        "prov:expires-at": "2030-01-01T00:00:00Z",
+        "team": "ops",
+    })
+}
+
+/// The marks `find_marked` should report for an object tagged `tags` and
+/// created with `token`: the `prov:*` tags and `Name`, the token included.
+fn expected_marks(tags: &Value, token: &str) -> BTreeMap<String, String> {
+    let mut marks: BTreeMap<String, String> = tags
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("prov:") || *k == "Name")
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    marks.insert("prov:token".to_owned(), token.to_owned());
+    marks
+}
+
+/// Kinds and ids of what `find_marked(deployment)` lists.
+async fn marked_ids(p: &Ec2Provider, deployment: &str) -> Vec<(String, String)> {
+    p.find_marked(deployment)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.kind, m.id))
+        .collect()
+}
+
+#[tokio::test]
+async fn find_marked_lists_the_live_objects_of_a_deployment() {
+    let (_moto, p) = setup().await;
+    let kp_address = Address::new("key_pair", "deploy", None);
+    let kp_tags = marked_tags("d", &kp_address);
+    let kp = create(
+        &p,
+        &kp_address,
+        "tok-m-kp",
+        &attrs(json!({"key_name": "d-deploy", "public_key": ED25519_KEY, "tags": kp_tags})),
+    )
+    .await;
+    let sg_address = Address::new("security_group", "web", None);
+    let sg_tags = marked_tags("d", &sg_address);
+    let sg = create(
+        &p,
+        &sg_address,
+        "tok-m-sg",
+        &attrs(json!({"group_name": "d-web", "tags": sg_tags})),
+    )
+    .await;
+    let web_address = Address::host("web", Some(0));
+    let mut web_tags = marked_tags("d", &web_address);
+    web_tags["Name"] = json!("d-web[0]");
+    let web = create(
+        &p,
+        &web_address,
+        "tok-m-web",
+        &attrs(json!({
+            "ami": AMI, "instance_type": "t3.micro", "key_name": "d-deploy",
+            "security_group_ids": [sg.id], "tags": web_tags,
+        })),
+    )
+    .await;
+    // Another deployment's instance, and one prov did not make.
+    let other_address = Address::host("web", Some(0));
+    let other = create(
+        &p,
+        &other_address,
+        "tok-m-other",
+        &attrs(json!({"ami": AMI, "tags": marked_tags("other", &other_address)})),
+    )
+    .await;
+    let untagged = p
+        .sdk_client()
+        .run_instances()
+        .image_id(AMI)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let untagged = untagged.instances()[0].instance_id().unwrap().to_owned();
+
+    let before = p.api_calls();
+    let found = p.find_marked("d").await.unwrap().unwrap();
+    // DescribeKeyPairs, DescribeSecurityGroups, DescribeInstances: counted.
+    assert_eq!(p.api_calls() - before, 3);
+    let ids: Vec<(&str, &str)> = found
+        .iter()
+        .map(|m| (m.kind.as_str(), m.id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("instance", web.id.as_str()),
+            ("key_pair", "d-deploy"),
+            ("security_group", sg.id.as_str()),
+        ]
+    );
+    assert!(!ids.iter().any(|(_, id)| *id == other.id || *id == untagged));
+    assert_eq!(found[0].marks, expected_marks(&web_tags, "tok-m-web"));
+    assert_eq!(found[0].marks["Name"], "d-web[0]");
+    assert_eq!(found[1].marks, expected_marks(&kp_tags, "tok-m-kp"));
+    assert_eq!(found[2].marks, expected_marks(&sg_tags, "tok-m-sg"));
+    assert!(!found[0].marks.contains_key("team"));
+    assert_eq!(kp.id, found[1].id);
+
+    // Creation times: the instance's launch time as EC2 reports it, the key
+    // pair's create time; a security group has none.
+    let described = p
+        .sdk_client()
+        .describe_instances()
+        .instance_ids(&web.id)
+        .send()
+        .await
+        .unwrap();
+    let launch_time = described.reservations()[0].instances()[0]
+        .launch_time()
+        .unwrap()
+        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+        .unwrap();
+    assert_eq!(found[0].created.as_deref(), Some(launch_time.as_str()));
+    let kp_created = found[1].created.as_deref().unwrap();
+    assert!(
+        kp_created.len() >= 20 && kp_created.as_bytes()[10] == b'T' && kp_created.ends_with('Z'),
+        "{kp_created}"
+    );
+    assert_eq!(found[2].created, None);
+
+    assert_eq!(
+        marked_ids(&p, "other").await,
+        [("instance".to_owned(), other.id.clone())]
+    );
+    assert!(marked_ids(&p, "nobody").await.is_empty());
+
+    // moto (5.2) honours the `tag:prov:deployment` filter of all three
+    // Describe calls. EC2 filter values are patterns (`?`, `*`), and moto
+    // matches them too: it answers a filter of `?` with the objects of `d`.
+    // They are not listed, because the tag is checked again on our side.
+    let by_pattern = p
+        .sdk_client()
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prov:deployment")
+                .values("?")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let served: Vec<&str> = by_pattern
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id())
+        .collect();
+    assert_eq!(served, [web.id.as_str()]);
+    assert!(marked_ids(&p, "?").await.is_empty());
+    assert!(marked_ids(&p, "*").await.is_empty());
+
+    // A deleted (terminated) instance is no longer listed.
+    p.delete("instance", &web.id).await.unwrap();
+    assert_eq!(
+        marked_ids(&p, "d").await,
+        [
+            ("key_pair".to_owned(), "d-deploy".to_owned()),
+            ("security_group".to_owned(), sg.id.clone()),
+        ]
+    );
+}
