@@ -40,4 +40,9 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
 
     /// The document as it was at `serial`.
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError>;
+
+    /// The names of the environments kept beside this state (`prov env`),
+    /// sorted: each has a state of its own, at the place the backend's
+    /// settings give for it. One listing, however many there are.
+    async fn environments(&self) -> Result<Vec<String>, StateError>;
 }

@@ -312,6 +312,12 @@ impl StateDocument {
         }
     }
 
+    /// Makes this the state of the environment `environment` (or of none),
+    /// or changes its record (`prov env extend`, a cancelled `env run`).
+    pub fn set_environment(&mut self, environment: Option<crate::EnvironmentRecord>) {
+        self.environment = environment;
+    }
+
     /// Sets the output values.
     pub fn set_outputs(&mut self, outputs: impl IntoIterator<Item = (String, Value)>) {
         *self.outputs.map_mut() = outputs.into_iter().collect();

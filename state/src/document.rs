@@ -48,6 +48,39 @@ pub struct StateDocument {
     /// after `destroy` or `state rm` forgot an address's record.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub creates: u64,
+    /// When this is the state of an environment (`prov env up NAME`): which
+    /// one, whose, until when, and what tearing it down needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentRecord>,
+}
+
+/// An environment: an independent copy of a deployment with its own state
+/// (`prov env up NAME`), living until `expires`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    /// Its name (`pr-42`).
+    pub name: String,
+    /// A UUID per incarnation: an environment brought down and up again
+    /// under the same name is another one (objects carry it as
+    /// `prov:env-id`).
+    pub id: String,
+    /// Who brought it up (`PROV_OWNER`, the CI actor, or `user@host`).
+    pub owner: String,
+    /// When it was first brought up.
+    #[serde(with = "crate::timestamp")]
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// When it expires: `prov gc` destroys it after this (plus the grace).
+    #[serde(with = "crate::timestamp")]
+    pub expires: chrono::DateTime<chrono::Utc>,
+    /// Given up on (its `env run` was cancelled): `prov gc` destroys it at
+    /// once, grace or not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub doomed: bool,
+    /// What destroying it needs besides state (the providers' settings), so
+    /// that `prov env down` and `prov gc` work without the spec. Opaque to
+    /// this crate.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub settings: Value,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
@@ -146,6 +179,7 @@ impl StateDocument {
             secret_hmac_key: None,
             encrypted: None,
             creates: 0,
+            environment: None,
         }
     }
 
@@ -160,6 +194,7 @@ impl StateDocument {
             && self.secret_hmac_key == other.secret_hmac_key
             && self.encrypted == other.encrypted
             && self.creates == other.creates
+            && self.environment == other.environment
     }
 }
 

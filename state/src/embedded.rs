@@ -10,6 +10,9 @@
 //!   from which `prov state recover` rebuilds a damaged database (the damaged
 //!   one is kept as `state.db.damaged-TIME`).
 //!
+//! - `envs/NAME/`: the state of the environment `NAME` (`prov env`), laid
+//!   out the same way.
+//!
 //! The directory is `0700` and every file in it `0600`.
 
 mod copy;
@@ -87,7 +90,17 @@ impl EmbeddedBackend {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+
+    /// The directory of the environment `name`'s state, beside the
+    /// deployment's in `dir`: `DIR/envs/NAME`.
+    #[must_use]
+    pub fn environment_dir(dir: &Path, name: &str) -> PathBuf {
+        dir.join(ENVIRONMENTS).join(name)
+    }
 }
+
+/// The directory under a state directory that holds its environments'.
+const ENVIRONMENTS: &str = "envs";
 
 impl std::fmt::Debug for EmbeddedBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -284,5 +297,27 @@ impl StateBackend for EmbeddedBackend {
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || with_db(&inner, |db, path| store::read_serial(db, path, serial))).await
+    }
+
+    async fn environments(&self) -> Result<Vec<String>, StateError> {
+        let dir = self.inner.dir.join(ENVIRONMENTS);
+        blocking(move || {
+            let entries = match fs_err::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type()?.is_dir() && crate::environment::check_name(&name).is_ok() {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
     }
 }

@@ -18,6 +18,7 @@ mod changes;
 mod delta;
 mod document;
 mod embedded;
+pub mod environment;
 mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
@@ -38,8 +39,8 @@ pub use atomic::write_atomic;
 pub use backend::StateBackend;
 pub use changes::{idempotency_token, Deployed, Forgotten, NewResource};
 pub use document::{
-    Goal, HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus, SecretRecord,
-    StateDocument, FORMAT_VERSION,
+    EnvironmentRecord, Goal, HistoryEntry, HostRecord, ReachRecord, ResourceRecord, ResourceStatus,
+    SecretRecord, StateDocument, FORMAT_VERSION,
 };
 pub use embedded::{EmbeddedBackend, Recovered};
 pub use error::StateError;

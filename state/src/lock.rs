@@ -99,4 +99,9 @@ pub trait StateLock: Send + Sync + std::fmt::Debug {
 
     /// Releases the lock.
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;
+
+    /// Removes the state this lock guards, every version of it, and then
+    /// the lock itself: what `prov env down` does last, so that an
+    /// environment leaves nothing behind.
+    async fn remove(self: Box<Self>) -> Result<(), StateError>;
 }

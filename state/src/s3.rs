@@ -18,6 +18,10 @@
 //!   A killed run leaves its lock behind: the message names it and
 //!   `prov state force-unlock ID` removes it.
 //!
+//! An environment `NAME` (`prov env`) of that deployment keeps the same
+//! three under `KEY.envs/NAME/state.json`; listing `KEY.envs/` with
+//! delimiter `/` names every environment in one call per thousand.
+//!
 //! Each version also carries its history entry as user metadata
 //! (`x-amz-meta-prov-serial`, `-written-at`, `-written-by`, `-resources`,
 //! `-lineage`), so `history` reads headers only.
@@ -257,6 +261,14 @@ impl StateBackend for S3Backend {
 
     async fn read_serial(&self, serial: u64) -> Result<Option<StateDocument>, StateError> {
         self.inner.read_serial(serial).await
+    }
+
+    async fn environments(&self) -> Result<Vec<String>, StateError> {
+        let prefix = self.inner.settings.environments_prefix();
+        let mut names = self.inner.store().await?.list_names(&prefix).await?;
+        names.retain(|name| crate::environment::check_name(name).is_ok());
+        names.sort();
+        Ok(names)
     }
 }
 

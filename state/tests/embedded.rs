@@ -444,3 +444,24 @@ async fn history_storage_grows_with_the_changes_not_with_the_document() {
         Some(&docs[149])
     );
 }
+
+#[tokio::test]
+async fn environments_live_under_envs_and_leave_nothing_when_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let env = |name: &str| EmbeddedBackend::new(EmbeddedBackend::environment_dir(&dir, name));
+    let (a, b) = (env("a"), env("b"));
+    // Something that is no environment is not listed.
+    std::fs::create_dir_all(dir.join("envs").join("Not_a_name")).unwrap();
+    suite::environments_are_apart_listed_and_removed(&EmbeddedBackend::new(&dir), &a, &b).await;
+    let l = a
+        .lock(LockInfo::for_this_process("env down"), Duration::ZERO)
+        .await
+        .unwrap();
+    l.remove().await.unwrap();
+    assert!(
+        !dir.join("envs").join("a").exists(),
+        "its directory is gone"
+    );
+    assert!(dir.join("envs").join("b").join("state.db").exists());
+}

@@ -76,6 +76,11 @@ impl StateLock for EmbeddedLock {
         let Self { mut held, .. } = *self;
         blocking(move || held.release()).await
     }
+
+    async fn remove(self: Box<Self>) -> Result<(), StateError> {
+        let Self { mut held, .. } = *self;
+        blocking(move || held.remove()).await
+    }
 }
 
 /// Runs `f` on the database opened under the lock `lock_id`, then hardens

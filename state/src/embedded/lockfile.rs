@@ -111,12 +111,21 @@ fn write_record(file: &mut fs_err::File, info: &LockInfo) -> Result<(), StateErr
 /// Takes the `flock` once (no waiting) and writes the holder record, without
 /// opening the database (`state recover` moves a damaged one aside first).
 pub(super) fn take_flock(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlock, StateError> {
-    perms::ensure_dir(&inner.dir)?;
     let path = inner.lock_path();
-    let mut file = open(&path, true)?;
-    if !try_flock(&file)? {
-        return Err(locked(&path));
-    }
+    // A state removed while we opened its lock file (`prov env down`)
+    // leaves us a locked file no longer at its path: open it again.
+    let mut attempts = 0;
+    let mut file = loop {
+        perms::ensure_dir(&inner.dir)?;
+        let file = open(&path, true)?;
+        if !try_flock(&file)? {
+            return Err(locked(&path));
+        }
+        attempts += 1;
+        if is_at_path(&file, &path)? || attempts >= 3 {
+            break file;
+        }
+    };
     write_record(&mut file, info)?;
     Ok(HeldFlock {
         file,
@@ -140,6 +149,17 @@ pub(super) fn try_acquire(inner: &Arc<Inner>, info: &LockInfo) -> Result<HeldFlo
         db,
     });
     Ok(held)
+}
+
+/// Whether `file` is still the file at `path` (same device and inode).
+fn is_at_path(file: &fs_err::File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let open = file.metadata()?;
+    match fs_err::metadata(path) {
+        Ok(there) => Ok(there.dev() == open.dev() && there.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens the database and checks it against the copy of its latest version.
@@ -191,6 +211,56 @@ impl HeldFlock {
             result = result.and(Err(e.into()));
         }
         result
+    }
+}
+
+impl HeldFlock {
+    /// Removes the state this lock guards (the database, its copy, a
+    /// damaged database kept aside), then the lock file (unlinked while
+    /// still locked, so a waiter that opened it sees it gone), releases the
+    /// lock and removes the directory when nothing else is left in it.
+    pub(super) fn remove(&mut self) -> Result<(), StateError> {
+        if self.released {
+            return Err(StateError::Conflict(format!(
+                "removing {} after its lock was released",
+                self.inner.dir.display()
+            )));
+        }
+        {
+            let mut slot = self.inner.slot();
+            if slot.as_ref().is_some_and(|o| o.lock_id == self.lock_id) {
+                drop(slot.take());
+            }
+        }
+        let dir = self.inner.dir.clone();
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if name == "state.db" || name.starts_with("state.db.damaged-") {
+                fs_err::remove_dir_all(&path)?;
+            } else if name == copy::NAME || name.starts_with(&format!("{}.", copy::NAME)) {
+                fs_err::remove_file(&path)?;
+            }
+        }
+        fs_err::remove_file(self.inner.lock_path())?;
+        self.released = true;
+        unflock(&self.file)?;
+        match fs_err::remove_dir(&dir) {
+            Ok(()) => Ok(()),
+            // Something else lives there (keys beside a deployment's state),
+            // or a new state was begun after the lock went: it stays.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -394,4 +394,33 @@ impl StateLock for S3Lock {
         this.released = true;
         this.inner.release(&this.info.id).await
     }
+
+    async fn remove(self: Box<Self>) -> Result<(), StateError> {
+        let mut this = self;
+        this.inner.remove_versions(&this.info.id).await?;
+        this.released = true;
+        this.inner.release(&this.info.id).await
+    }
+}
+
+impl Inner {
+    /// Deletes every version (history first, then the state object) while
+    /// the lock `id` is held; the lock itself stays for the caller to
+    /// release.
+    async fn remove_versions(&self, id: &str) -> Result<(), StateError> {
+        self.check_held(id).await?;
+        let store = self.store().await?;
+        let mut keys = store.list(&self.history_prefix).await?;
+        keys.push(self.key.clone());
+        for key in keys {
+            if let Err(refusal) = store.delete(&key, None).await? {
+                return Err(store.unexpected("DeleteObject", &key, refusal));
+            }
+        }
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        Ok(())
+    }
 }

@@ -20,6 +20,9 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// Named profile from the AWS config files.
     pub profile: Option<String>,
+    /// An environment (`prov env`): its state is
+    /// `KEY.envs/NAME/state.json`, beside the deployment's.
+    pub environment: Option<String>,
 }
 
 impl S3Settings {
@@ -31,6 +34,7 @@ impl S3Settings {
             bucket: bucket.into(),
             key: key.into(),
             workspace: None,
+            environment: None,
             region: None,
             endpoint: None,
             profile: None,
@@ -72,15 +76,44 @@ impl S3Settings {
                 ));
             }
         }
+        if let Some(name) = &self.environment {
+            crate::environment::check_name(name)?;
+        }
         Ok(())
     }
 
-    /// The key of the state object, workspace prefix included.
-    #[must_use]
-    pub fn object_key(&self) -> String {
+    /// The key of the deployment's state object, workspace prefix included
+    /// (the environment's, if any, is under [`S3Settings::environments_prefix`]).
+    fn deployment_key(&self) -> String {
         match &self.workspace {
             Some(workspace) => format!("workspaces/{workspace}/{}", self.key),
             None => self.key.clone(),
+        }
+    }
+
+    /// The key of the state object: the deployment's (workspace prefix
+    /// included), or its environment's.
+    #[must_use]
+    pub fn object_key(&self) -> String {
+        match &self.environment {
+            Some(name) => format!("{}{name}/state.json", self.environments_prefix()),
+            None => self.deployment_key(),
+        }
+    }
+
+    /// What the keys of every environment of the deployment start with
+    /// (`KEY.envs/`): one listing with delimiter `/` names them all.
+    #[must_use]
+    pub fn environments_prefix(&self) -> String {
+        format!("{}.envs/", self.deployment_key())
+    }
+
+    /// These settings for the environment `name` of the same deployment.
+    #[must_use]
+    pub fn for_environment(&self, name: &str) -> Self {
+        Self {
+            environment: Some(name.to_owned()),
+            ..self.clone()
         }
     }
 
@@ -157,6 +190,15 @@ mod tests {
         s.validate().unwrap();
         s.workspace = Some("../x".into());
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn an_environment_lives_under_the_deployment_key() {
+        let s = S3Settings::new("b-1", "d/state.json").for_environment("pr-7");
+        assert_eq!(s.object_key(), "d/state.json.envs/pr-7/state.json");
+        assert_eq!(s.environments_prefix(), "d/state.json.envs/");
+        s.validate().unwrap();
+        assert!(s.for_environment("../x").validate().is_err());
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl Store {
 
     /// Reads `key`; `None` when it does not exist.
     pub(super) async fn get(&self, key: &str) -> Result<Option<Object>, StateError> {
+        tracing::debug!(operation = "GetObject", key, "S3 call");
         let resp = match self
             .client
             .get_object()
@@ -254,6 +255,7 @@ impl Store {
 
     /// The headers of `key`; `None` when it does not exist.
     pub(super) async fn head(&self, key: &str) -> Result<Option<Head>, StateError> {
+        tracing::debug!(operation = "HeadObject", key, "S3 call");
         match self
             .client
             .head_object()
@@ -281,6 +283,7 @@ impl Store {
         metadata: &[(&str, String)],
         cond: Cond<'_>,
     ) -> Result<Result<String, Refusal>, StateError> {
+        tracing::debug!(operation = "PutObject", key, "S3 call");
         let mut req = self
             .client
             .put_object()
@@ -307,6 +310,7 @@ impl Store {
         key: &str,
         etag: Option<&str>,
     ) -> Result<Result<(), Refusal>, StateError> {
+        tracing::debug!(operation = "DeleteObject", key, "S3 call");
         let mut req = self.client.delete_object().bucket(&self.bucket).key(key);
         if let Some(etag) = etag {
             req = req.if_match(etag);
@@ -328,6 +332,7 @@ impl Store {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix);
+            tracing::debug!(operation = "ListObjectsV2", prefix, "S3 call");
             if let Some(token) = &token {
                 req = req.continuation_token(token);
             }
@@ -355,6 +360,45 @@ impl Store {
         })
     }
 
+    /// The names one level below `prefix`: the common prefixes of a
+    /// listing with delimiter `/`, without `prefix` and the trailing `/`.
+    pub(super) async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..1000 {
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/");
+            tracing::debug!(operation = "ListObjectsV2", prefix, "S3 call");
+            if let Some(token) = &token {
+                req = req.continuation_token(token);
+            }
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(err) => {
+                    let refusal = self.failure("ListObjectsV2", prefix, &err)?;
+                    return Err(self.unexpected("ListObjectsV2", prefix, refusal));
+                }
+            };
+            names.extend(resp.common_prefixes().iter().filter_map(|p| {
+                let name = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
+                Some(name.to_owned())
+            }));
+            match resp.next_continuation_token() {
+                Some(next) if resp.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(names),
+            }
+        }
+        Err(StateError::S3 {
+            operation: "ListObjectsV2",
+            target: self.url(prefix),
+            message: "more than a million names under the prefix".to_owned(),
+        })
+    }
+
     /// The ETag S3 returned, which every successful read and write carries.
     fn etag(
         &self,
@@ -370,7 +414,12 @@ impl Store {
     }
 
     /// The error for a refusal the operation does not expect.
-    fn unexpected(&self, operation: &'static str, key: &str, refusal: Refusal) -> StateError {
+    pub(super) fn unexpected(
+        &self,
+        operation: &'static str,
+        key: &str,
+        refusal: Refusal,
+    ) -> StateError {
         let message = match refusal {
             Refusal::Precondition => "412 Precondition Failed for an unconditional request",
             Refusal::Contention => "409 Conflict: a concurrent write is in progress",

@@ -27,3 +27,30 @@ state_backend_suite!(fresh);
 async fn suite_runs_in_sequence() {
     suite::run_all(fresh).await;
 }
+
+#[tokio::test]
+async fn environments_live_under_the_key_and_leave_nothing_when_removed() {
+    let client = moto::raw_client().await;
+    let bucket = moto::new_bucket(&client).await;
+    let settings = moto::settings(&bucket);
+    let base = moto::backend(settings.clone()).await;
+    let a = moto::backend(settings.for_environment("a")).await;
+    let b = moto::backend(settings.for_environment("b")).await;
+    suite::environments_are_apart_listed_and_removed(&base, &a, &b).await;
+    let listed = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    keys.sort_unstable();
+    assert!(
+        keys.iter().all(|k| k.starts_with("demo/state.json.envs/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"demo/state.json.envs/b/state.json"),
+        "{keys:?}"
+    );
+}

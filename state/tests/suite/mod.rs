@@ -396,3 +396,43 @@ pub async fn every_version_reads_back_as_written_and_prune_keeps_the_newest(b: &
     assert_eq!(b.read_serial(79).await.unwrap(), None);
     guard.unlock().await.unwrap();
 }
+
+/// Environments (`prov env`): `a` and `b` are the states of the
+/// environments `a` and `b` of the deployment whose state is `base`. Each
+/// is a state of its own; `base` lists them; removing one (under its lock)
+/// leaves nothing of it, and its name can be used again.
+pub async fn environments_are_apart_listed_and_removed(
+    base: &dyn StateBackend,
+    a: &dyn StateBackend,
+    b: &dyn StateBackend,
+) {
+    assert_eq!(base.environments().await.unwrap(), Vec::<String>::new());
+    for (env, serial) in [(a, 3), (b, 1)] {
+        let lineage = lineage();
+        let lock = lock(env, "env up").await;
+        for s in 1..=serial {
+            lock.write(&doc(&lineage, s, 1)).await.unwrap();
+        }
+        lock.unlock().await.unwrap();
+    }
+    assert_eq!(base.environments().await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        base.read().await.unwrap(),
+        None,
+        "the deployment's own state is apart"
+    );
+    assert_eq!(a.history().await.unwrap().len(), 3);
+
+    lock(a, "env down").await.remove().await.unwrap();
+    assert_eq!(a.read().await.unwrap(), None);
+    assert_eq!(a.history().await.unwrap(), vec![]);
+    assert_eq!(a.lock_holder().await.unwrap(), None);
+    assert_eq!(base.environments().await.unwrap(), ["b"]);
+    assert_eq!(b.read().await.unwrap().unwrap().serial, 1, "b is untouched");
+
+    // The name is free again: a new state begins at any serial.
+    let lock = lock(a, "env up").await;
+    lock.write(&doc(&lineage(), 1, 0)).await.unwrap();
+    lock.unlock().await.unwrap();
+    assert_eq!(a.read().await.unwrap().unwrap().serial, 1);
+}
