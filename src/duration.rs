@@ -1,9 +1,9 @@
-//! Human durations on the command line: `30s`, `5m`, `500ms`, `1h`, or plain
-//! seconds.
+//! Human durations on the command line and in the spec: `30s`, `5m`,
+//! `500ms`, `1h`, `7d`, or plain seconds.
 
 use std::time::Duration;
 
-/// Parses `30s`, `5m`, `500ms`, `1h` or a plain number of seconds.
+/// Parses `30s`, `5m`, `500ms`, `1h`, `7d` or a plain number of seconds.
 ///
 /// # Errors
 /// A message naming the accepted forms.
@@ -20,9 +20,26 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
-        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(too_long)?),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
     };
     Ok(duration)
+}
+
+/// `duration` the way [`parse`] reads it, in its largest whole unit
+/// (`2h`, `90m`, `45s`, `1500ms`).
+#[must_use]
+pub fn show(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_millis() != 0 || secs == 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 #[cfg(test)]
@@ -35,8 +52,12 @@ mod tests {
         assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse("2d").unwrap(), Duration::from_secs(2 * 86_400));
         assert!(parse("x").is_err());
-        assert!(parse("5d").is_err());
+        assert!(parse("5w").is_err());
+        for text in ["2d", "36h", "90m", "45s", "1500ms", "0ms"] {
+            assert_eq!(show(parse(text).unwrap()), text);
+        }
     }
 
     #[test]

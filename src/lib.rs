@@ -7,12 +7,14 @@
 pub mod apply;
 pub mod atomic;
 pub mod cli;
+pub mod cli_env;
 pub mod cli_everyday;
 pub mod clock;
 pub mod command;
 pub mod crashpoint;
 pub mod deploy;
 pub mod duration;
+pub mod environments;
 pub mod interrupt;
 pub mod kube;
 pub mod outputs;

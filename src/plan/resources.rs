@@ -144,7 +144,7 @@ pub fn diff(
             // object (a replacement) takes its own address's.
             let kept = record
                 .and_then(|r| r.names_from.as_ref())
-                .map(|from| spec_config.with_names_of(&spec.deployment, from));
+                .map(|from| spec_config.with_names_of(&spec.naming(), from));
             let mut planned = None;
             for config in kept.iter().chain([spec_config]) {
                 let resolved = config.resolve(|target, field| {

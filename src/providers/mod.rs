@@ -19,6 +19,15 @@ use crate::spec::Spec;
 /// spec's `[providers.local] root` (tests, CI isolation).
 const ENV_LOCAL_ROOT: &str = "PROV_LOCAL_ROOT";
 
+/// The local provider's root `PROV_LOCAL_ROOT` sets, which wins over the
+/// spec's.
+#[must_use]
+pub fn local_root_override() -> Option<std::path::PathBuf> {
+    std::env::var_os(ENV_LOCAL_ROOT)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
 /// Providers by name.
 #[derive(Debug, Default, Clone)]
 pub struct Providers {
@@ -50,14 +59,16 @@ impl Providers {
 
     /// The provider of `target`, with the spec's settings.
     async fn build(&mut self, target: Target, spec: &Spec) -> Result<Arc<dyn Provider>> {
-        let deployment = spec.deployment.as_str();
+        // In an environment, objects are named for it (`DEPLOYMENT-ENV`).
+        let naming = spec.naming();
+        let deployment = naming.as_str();
         let settings = &spec.providers;
         Ok(match target {
             Target::Ec2 => self.ec2(settings).await?,
             Target::Local => {
                 let mut local = settings.local.clone().unwrap_or_default();
-                if let Some(root) = std::env::var_os(ENV_LOCAL_ROOT) {
-                    local.root = root.into();
+                if let Some(root) = local_root_override() {
+                    local.root = root;
                 }
                 let provider = prov_provider_local::LocalProvider::new(deployment, &local)
                     .context("setting up the local provider")?;
@@ -98,6 +109,12 @@ impl Providers {
         let mut providers = Self::default();
         providers.map.insert(provider.name().to_owned(), provider);
         providers
+    }
+
+    /// The names of the providers built.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
     }
 
     /// The provider called `name`.

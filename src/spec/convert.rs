@@ -156,6 +156,9 @@ pub(crate) fn convert(
         secrets: checked.secrets.clone(),
         kubernetes: checked.kubernetes.clusters.clone(),
         moved: checked.moved.clone(),
+        environments: checked.environments,
+        environment: None,
+        env_templates: env_templates(raw),
     }
 }
 
@@ -306,8 +309,43 @@ fn instance(
 
 fn user_tags(tags: &Tags) -> BTreeMap<String, String> {
     tags.iter()
-        .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+        .map(|(k, v)| {
+            let value = crate::environments::render(v, crate::environments::DEFAULT_NAME);
+            (k.get_ref().clone(), value)
+        })
         .collect()
+}
+
+/// Every user tag value that names the environment (`${env}`), as
+/// written, by host or resource address.
+fn env_templates(raw: &RawSpec) -> Vec<crate::environments::Template> {
+    let mut templates = Vec::new();
+    let mut add = |address: &Address, tags: &Tags| {
+        for (key, value) in tags {
+            if crate::environments::names_env(value) {
+                templates.push(crate::environments::Template {
+                    address: address.clone(),
+                    key: key.get_ref().clone(),
+                    text: value.clone(),
+                });
+            }
+        }
+    };
+    for (name, kp) in &raw.key_pairs {
+        add(&Address::new(KEY_PAIR, name.get_ref(), None), &kp.tags);
+    }
+    for (name, sg) in &raw.security_groups {
+        add(
+            &Address::new(SECURITY_GROUP, name.get_ref(), None),
+            &sg.tags,
+        );
+    }
+    for (name, host) in &raw.hosts {
+        for address in host_addresses(name.get_ref(), host) {
+            add(&address, &host.tags);
+        }
+    }
+    templates
 }
 
 /// User tags plus prov's: `prov:deployment`, `prov:address` and, for
@@ -318,7 +356,8 @@ fn tags(deployment: &str, address: &Address, user: &Tags, name: bool) -> Value {
         map.insert("Name".into(), format!("{deployment}-{address}").into());
     }
     for (k, v) in user {
-        map.insert(k.get_ref().clone(), v.as_str().into());
+        let value = crate::environments::render(v, crate::environments::DEFAULT_NAME);
+        map.insert(k.get_ref().clone(), value.into());
     }
     map.insert("prov:deployment".into(), deployment.into());
     map.insert("prov:address".into(), address.to_string().into());

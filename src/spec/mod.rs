@@ -8,6 +8,7 @@ mod check_libvirt;
 mod check_secrets;
 mod check_virtualbox;
 mod convert;
+pub mod environments;
 mod error;
 mod expand;
 mod graph;

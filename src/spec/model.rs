@@ -37,6 +37,13 @@ pub struct Spec {
     /// `[[moved]]`: old addresses and the new ones of their objects, in
     /// order.
     pub moved: Vec<super::moved::Move>,
+    /// `[environments]`.
+    pub environments: super::environments::EnvironmentSettings,
+    /// The environment this spec is applied as (`prov env up NAME`), if
+    /// any: names and tags carry it ([`Spec::in_environment`]).
+    pub environment: Option<prov_state::EnvironmentRecord>,
+    /// Tag values that name the environment (`${env}`), as written.
+    pub env_templates: Vec<crate::environments::Template>,
 }
 
 impl Spec {
@@ -64,6 +71,9 @@ impl Spec {
             secrets: BTreeMap::new(),
             kubernetes: BTreeMap::new(),
             moved: Vec::new(),
+            environments: super::environments::EnvironmentSettings::default(),
+            environment: None,
+            env_templates: Vec::new(),
         }
     }
 }

@@ -53,6 +53,9 @@ pub(crate) struct RawSpec {
     /// `[[moved]]`: addresses renamed, objects kept.
     #[serde(default)]
     pub moved: Vec<super::moved::RawMoved>,
+    /// `[environments]`.
+    #[serde(default)]
+    pub environments: Option<super::environments::RawEnvironments>,
 }
 
 /// `[state]`.

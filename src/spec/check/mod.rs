@@ -50,6 +50,8 @@ pub(crate) struct Checked {
     pub kubernetes: super::check_kube::Kubernetes,
     /// `[[moved]]`, in order.
     pub moved: Vec<super::moved::Move>,
+    /// `[environments]`.
+    pub environments: super::environments::EnvironmentSettings,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -92,6 +94,7 @@ pub(crate) fn check(
         c.diags.extend(check_output(raw, source, value));
     }
     c.out.moved = super::moved::check(raw, &mut c.diags);
+    c.out.environments = super::environments::check(raw.environments.as_ref(), &mut c.diags);
     if c.diags.is_empty() {
         Ok(c.out)
     } else {
