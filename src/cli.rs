@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "PROV_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Work on the environment NAME (`prov env up NAME` made it) instead
+    /// of the deployment itself: its state, names and tags.
+    #[arg(long = "env", global = true, env = "PROV_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+
     /// How long to wait for a state lock held by another run (0: fail at once).
     #[arg(long, global = true, default_value = "0s", value_parser = crate::duration::parse)]
     pub lock_timeout: Duration,
@@ -96,6 +101,13 @@ pub enum Command {
     /// Kubernetes clusters: `prov k8s certs CLUSTER`.
     #[command(subcommand)]
     K8s(K8sCommand),
+    /// Ephemeral environments: independent copies of the deployment with
+    /// a time to live (`up`, `down`, `ls`, `extend`, `run`, `name`).
+    #[command(subcommand)]
+    Env(crate::cli_env::EnvCommand),
+    /// Destroy environments past their expiry (plus `[environments]
+    /// gc_grace`) and doomed ones; a dry run unless --yes.
+    Gc(crate::cli_env::GcArgs),
 }
 
 /// `prov kubeconfig`.

@@ -26,6 +26,8 @@ pub struct StateSession {
     describe: String,
     /// `[state] keep_versions`, applied when the session closes.
     keep_versions: Option<u64>,
+    /// Remove the state instead of only releasing the lock on close.
+    remove: bool,
 }
 
 enum Request {
@@ -37,6 +39,7 @@ enum Request {
     /// Prune history to the newest N versions (when given and this
     /// session wrote any), release the lock and stop.
     Close(Option<u64>, oneshot::Sender<Result<(), StateError>>),
+    Remove(oneshot::Sender<Result<(), StateError>>),
 }
 
 impl std::fmt::Debug for Request {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Request {
             Self::Save(doc, _) => write!(f, "Save(serial {})", doc.serial),
             Self::Check(_) => f.write_str("Check"),
             Self::Close(..) => f.write_str("Close"),
+            Self::Remove(_) => f.write_str("Remove"),
         }
     }
 }
@@ -72,6 +76,7 @@ impl StateSession {
             writer: tx,
             describe,
             keep_versions: None,
+            remove: false,
         }
     }
 
@@ -112,9 +117,19 @@ impl StateSession {
     /// # Errors
     /// When the backend cannot release it.
     pub async fn close(self) -> Result<()> {
+        if self.remove {
+            ask(&self.writer, Request::Remove).await??;
+            return Ok(());
+        }
         let keep = self.keep_versions;
         ask(&self.writer, |reply| Request::Close(keep, reply)).await??;
         Ok(())
+    }
+
+    /// Makes [`StateSession::close`] remove the state, every version of it
+    /// and then the lock (`prov env down`), instead of releasing the lock.
+    pub fn remove_when_closed(&mut self) {
+        self.remove = true;
     }
 }
 
@@ -200,6 +215,10 @@ async fn writer(
                     }
                 }
                 let _ = reply.send(lock.unlock().await);
+                return;
+            }
+            Request::Remove(reply) => {
+                let _ = reply.send(lock.remove().await);
                 return;
             }
         }

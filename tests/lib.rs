@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod ec2;
+mod environments;
 mod everyday;
 mod kubernetes;
 mod libvirt;

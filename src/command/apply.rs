@@ -22,7 +22,7 @@ use crate::ui::{self, Painter};
 
 /// Converges the deployment (or carries out a saved plan).
 pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     if args.plan_file.is_some() && !args.change.select.replace.is_empty() {
         bail!("a saved plan is carried out as it was made: plan again with --replace");
     }
@@ -38,7 +38,7 @@ pub async fn run(cli: &Cli, args: &ApplyArgs) -> Result<u8> {
 
 /// Destroys the deployment (or the selected resources).
 pub async fn destroy(cli: &Cli, args: &DestroyArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     change(&ctx, cli, &args.change, None, true).await
 }
 
@@ -62,8 +62,43 @@ async fn change(
             None => prepare(ctx, &args.select, destroy, deploy, stored).await?,
         };
         let parallelism = args.parallelism.into();
-        execute(ctx, cli, prepared, session, confirm, parallelism).await
+        execute(
+            ctx,
+            cli,
+            prepared,
+            session,
+            confirm,
+            parallelism,
+            Sink::Stdout,
+        )
+        .await
     })
+    .await
+}
+
+/// Plans and applies (or, with `destroy`, destroys) without asking, in a
+/// session the caller holds: what `prov env up` and `prov env down` do
+/// once they have the environment's lock.
+pub(super) async fn converge_in(
+    ctx: &Context,
+    cli: &Cli,
+    args: &ChangeArgs,
+    destroy: bool,
+    deploy: DeployContext,
+    session: &Arc<Mutex<StateSession>>,
+    sink: Sink,
+) -> Result<u8> {
+    let stored = stored(session).await;
+    let prepared = prepare(ctx, &args.select, destroy, deploy, stored).await?;
+    execute(
+        ctx,
+        cli,
+        prepared,
+        session,
+        false,
+        args.parallelism.into(),
+        sink,
+    )
     .await
 }
 
@@ -140,6 +175,7 @@ async fn execute(
     session: &Arc<Mutex<StateSession>>,
     confirm: bool,
     parallelism: usize,
+    sink: Sink,
 ) -> Result<u8> {
     let Prepared {
         refreshed,
@@ -163,6 +199,7 @@ async fn execute(
         deploy: &deploy,
         session,
         parallelism,
+        sink,
     };
     apply_confirmed(ctx, cli, &run, confirm).await
 }
@@ -174,6 +211,28 @@ struct Run<'a> {
     deploy: &'a crate::deploy::DeployContext,
     session: &'a Arc<Mutex<StateSession>>,
     parallelism: usize,
+    /// Where the plan and progress go.
+    sink: Sink,
+}
+
+/// Where an apply prints its plan and progress: standard output, or
+/// standard error when standard output is a machine's (`prov gc --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sink {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Sink {
+    /// A writer to it.
+    fn out(self) -> Box<dyn Write> {
+        match self {
+            Self::Stdout => Box::new(std::io::stdout()),
+            Self::Stderr => Box::new(std::io::stderr()),
+        }
+    }
 }
 
 async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool) -> Result<u8> {
@@ -183,9 +242,10 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         deploy,
         session,
         parallelism,
+        sink,
     } = *run;
     let paint = Painter::for_stdout(cli.color);
-    print!("{}", plan::render_text(&plan.plan, paint));
+    let _ = write!(sink.out(), "{}", plan::render_text(&plan.plan, paint));
     // Keep what refresh learned (settled creates, objects gone) even when
     // there is nothing else to do.
     session.lock().await.save().await?;
@@ -206,10 +266,10 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
         plan::moves::record(&mut s.doc, &plan.plan.moved)?;
         s.save().await?;
     }
-    println!();
+    let _ = writeln!(sink.out());
     let options = ApplyOptions { parallelism };
     let report = apply::apply(plan, providers, session, options, move |event| {
-        print_event(event, paint);
+        print_event(event, paint, sink);
     })
     .await?;
     finish_outputs(ctx, &mut *session.lock().await).await?;
@@ -219,7 +279,7 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
     let deployed = if report.failed.is_empty()
         && !(plan.plan.deploys.is_empty() && plan.plan.secrets.is_empty())
     {
-        println!();
+        let _ = writeln!(sink.out());
         let live = ui::Style::detect(cli.color).live_progress;
         let progress = Arc::new(crate::deploy::Progress::new(live));
         // The hosts exist now: the clusters' certificates can name them.
@@ -271,7 +331,8 @@ async fn apply_confirmed(ctx: &Context, cli: &Cli, run: &Run<'_>, confirm: bool)
             if d.deployed.len() == 1 { "" } else { "s" }
         )
     });
-    println!(
+    let _ = writeln!(
+        sink.out(),
         "\n{} {}{deploy_summary}.",
         paint.bold("Apply finished:"),
         report.summary()
@@ -375,7 +436,7 @@ async fn finish_outputs(ctx: &Context, session: &mut StateSession) -> Result<()>
     session.save().await
 }
 
-fn print_event(event: &Event, paint: Painter) {
+fn print_event(event: &Event, paint: Painter, sink: Sink) {
     let verb = |action: Change, done: bool| match (action, done) {
         (Change::Create, false) => "creating…",
         (Change::Create, true) => "created",
@@ -387,7 +448,7 @@ fn print_event(event: &Event, paint: Painter) {
         (Change::Delete, true) => "destroyed",
         (Change::NoOp, _) => "unchanged",
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = sink.out();
     let _ = match event {
         Event::Started { address, action } => writeln!(out, "{address}: {}", verb(*action, false)),
         Event::Finished {

@@ -33,10 +33,33 @@ impl Context {
     ///
     /// # Errors
     /// When the spec is invalid.
-    pub fn load(cli: &Cli) -> Result<Self> {
+    /// With `--env NAME`, the spec applied as that environment, on its
+    /// state.
+    ///
+    /// # Errors
+    /// When the spec is invalid, or `--env` names no environment.
+    pub async fn load(cli: &Cli) -> Result<Self> {
         let spec = spec::load(&cli.file)?;
-        let backend = open_backend(&spec, cli.state_dir.as_deref())?;
-        Ok(Self { spec, backend })
+        let Some(name) = &cli.env else {
+            let backend = open_backend(&spec, cli.state_dir.as_deref())?;
+            return Ok(Self { spec, backend });
+        };
+        let backend = open_environment_backend(&spec, cli.state_dir.as_deref(), name)?;
+        let record = backend
+            .read()
+            .await
+            .with_context(|| format!("reading {}", backend.describe()))?
+            .and_then(|doc| doc.environment)
+            .with_context(|| {
+                format!(
+                    "there is no environment `{name}` ({} holds none); bring it up with `prov env up {name}`",
+                    backend.describe()
+                )
+            })?;
+        Ok(Self {
+            spec: spec.in_environment(record),
+            backend,
+        })
     }
 
     /// Takes the state lock for `operation`, waiting as long as
@@ -172,7 +195,32 @@ pub fn open_backend_encrypted(
     state_dir: Option<&Path>,
     allow_plaintext: bool,
 ) -> Result<Arc<dyn StateBackend>> {
-    let backend = open_plain_backend(spec, state_dir)?;
+    let backend = open_plain_backend(spec, state_dir, None)?;
+    wrap(spec, backend, allow_plaintext)
+}
+
+/// The backend of the environment `name`'s state, beside the deployment's
+/// (`DIR/envs/NAME`, `KEY.envs/NAME/state.json`), encrypted like it.
+///
+/// # Errors
+/// An invalid environment name; as [`open_backend`].
+pub fn open_environment_backend(
+    spec: &Spec,
+    state_dir: Option<&Path>,
+    name: &str,
+) -> Result<Arc<dyn StateBackend>> {
+    prov_state::environment::check_name(name).map_err(anyhow::Error::msg)?;
+    let backend = open_plain_backend(spec, state_dir, Some(name))?;
+    wrap(spec, backend, false)
+}
+
+/// `backend` in encryption when `[state] encrypt_to` is set, else in the
+/// check that refuses encrypted documents.
+fn wrap(
+    spec: &Spec,
+    backend: Arc<dyn StateBackend>,
+    allow_plaintext: bool,
+) -> Result<Arc<dyn StateBackend>> {
     if spec.state.encrypt_to.is_empty() {
         return Ok(Arc::new(crate::secrets::state::PlaintextBackend::new(
             backend,
@@ -209,10 +257,18 @@ pub fn embedded_dir(spec: &Spec, state_dir: Option<&Path>) -> Option<std::path::
     }
 }
 
-fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn StateBackend>> {
+fn open_plain_backend(
+    spec: &Spec,
+    state_dir: Option<&Path>,
+    environment: Option<&str>,
+) -> Result<Arc<dyn StateBackend>> {
     match &spec.state.backend {
         StateBackendSettings::Embedded => {
             let dir = state_dir.map_or_else(|| spec.state.path.clone(), Path::to_path_buf);
+            let dir = match environment {
+                Some(name) => EmbeddedBackend::environment_dir(&dir, name),
+                None => dir,
+            };
             Ok(Arc::new(EmbeddedBackend::new(dir)))
         }
         StateBackendSettings::S3(settings) => {
@@ -225,7 +281,10 @@ fn open_plain_backend(spec: &Spec, state_dir: Option<&Path>) -> Result<Arc<dyn S
                     dir.display()
                 );
             }
-            super::s3_backend::open(settings)
+            match environment {
+                Some(name) => super::s3_backend::open(&settings.for_environment(name)),
+                None => super::s3_backend::open(settings),
+            }
         }
     }
 }

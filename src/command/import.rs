@@ -9,7 +9,7 @@ use crate::command::{Context, EXIT_OK};
 
 /// Records an existing object under an address of the spec.
 pub async fn run(cli: &Cli, args: &ImportArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let address: Address = args.address.parse()?;
     let config = ctx
         .spec

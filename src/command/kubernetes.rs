@@ -18,7 +18,7 @@ use crate::secrets::Identities;
 
 /// `prov kubeconfig CLUSTER [-o FILE]`.
 pub async fn kubeconfig(cli: &Cli, args: &KubeconfigArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let cluster = cluster(&ctx, &args.cluster).await?;
     let store = store(&ctx.spec, &cluster.name);
     let deployer = crate::command::context::state_identity(&ctx.spec);
@@ -56,7 +56,7 @@ pub async fn run(cli: &Cli, command: &K8sCommand) -> Result<u8> {
 /// Each certificate of a cluster, read from the public files beside the
 /// spec (no key is decrypted).
 async fn certs(cli: &Cli, name: &str, as_json: bool) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let cluster = cluster(&ctx, name).await?;
     let existing = store(&ctx.spec, &cluster.name).existing()?;
     let mut rows = Vec::new();

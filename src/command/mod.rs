@@ -1,14 +1,15 @@
 //! One module per command. [`run`] builds the async runtime and dispatches.
 
-mod apply;
+pub(crate) mod apply;
 mod build;
 mod completions;
 mod context;
+mod env;
 mod graph;
 mod hosts;
 mod import;
 mod kubernetes;
-mod output;
+pub(crate) mod output;
 mod plan;
 mod remote;
 mod rollback;
@@ -84,6 +85,13 @@ async fn cutoff(command: &Command) {
             | Command::Rollback(_)
             | Command::State(_)
             | Command::UploadSecrets(_)
+            | Command::Env(
+                crate::cli_env::EnvCommand::Up(_)
+                    | crate::cli_env::EnvCommand::Down(_)
+                    | crate::cli_env::EnvCommand::Extend(_)
+                    | crate::cli_env::EnvCommand::Run(_)
+            )
+            | Command::Gc(_)
     );
     if cooperates {
         interrupt::abandoning().await;
@@ -114,5 +122,7 @@ async fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Show(args) => show::run(cli, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::Env(command) => env::run(cli, command).await,
+        Command::Gc(args) => env::gc(cli, args).await,
     }
 }

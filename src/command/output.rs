@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "PROV_OUTPUT_";
 
 /// Prints output values from state.
 pub async fn run(cli: &Cli, args: &OutputArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let mut outputs: BTreeMap<String, Value> = ctx
         .read_state()
         .await?

@@ -86,7 +86,7 @@ pub(super) async fn prepare(
 /// is created: no deployer key (the plan says apply makes it) and, while no
 /// state exists, no state directory or lock.
 pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let writes = args.out.is_some();
     let deploy = DeployContext::new(&ctx.spec, writes, cli.accept_new_host_keys)?;
     let plan_stored = async |deploy| {

@@ -28,7 +28,7 @@ const EXIT_SIGNALLED: u8 = 255;
 /// Logs in to one host (a PTY when stdin and stdout are terminals), or runs
 /// one command there; exits with the remote command's status.
 pub async fn ssh(cli: &Cli, args: &SshArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     refuse_new_keys(cli)?;
     let (address, info) = super::hosts::named(&ctx.spec, &args.host)?;
     let deploy = DeployContext::new(&ctx.spec, false, false)?;
@@ -119,7 +119,7 @@ impl HostOutcome {
 /// output prefixed with the host's address as it comes (or one JSON array
 /// at the end); fails naming the hosts where it failed.
 pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     refuse_new_keys(cli)?;
     let hosts = super::hosts::selected(&ctx.spec, &args.select.on)?;
     if hosts.is_empty() {

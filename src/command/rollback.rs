@@ -8,7 +8,7 @@ use crate::command::{Context, EXIT_OK};
 
 /// Switches a host back to an earlier generation and records it.
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     let address: Address = args.host.parse()?;
     let deploy = crate::deploy::DeployContext::new(&ctx.spec, true, cli.accept_new_host_keys)?;
     let now = ctx

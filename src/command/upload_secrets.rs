@@ -20,7 +20,7 @@ use crate::ui::{self, Painter};
 /// Uploads every secret of the selected hosts that exist, under the lock,
 /// recording each in state.
 pub async fn run(cli: &Cli, args: &UploadSecretsArgs) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     // A pattern that matches no host is a typo, not an empty run.
     super::hosts::selected(&ctx.spec, &args.select.on)?;
     if ctx.spec.secrets.is_empty() {

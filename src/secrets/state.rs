@@ -145,6 +145,10 @@ impl StateBackend for EncryptedBackend {
             None => Ok(None),
         }
     }
+
+    async fn environments(&self) -> Result<Vec<String>, StateError> {
+        self.inner.environments().await
+    }
 }
 
 /// The lock of an [`EncryptedBackend`]: the wrapped backend's lock, sealing
@@ -185,6 +189,10 @@ impl StateLock for EncryptedLock {
 
     async fn unlock(self: Box<Self>) -> Result<(), StateError> {
         self.inner.unlock().await
+    }
+
+    async fn remove(self: Box<Self>) -> Result<(), StateError> {
+        self.inner.remove().await
     }
 }
 
@@ -254,6 +262,10 @@ impl StateBackend for PlaintextBackend {
             .await?
             .map(|d| self.check(d))
             .transpose()
+    }
+
+    async fn environments(&self) -> Result<Vec<String>, StateError> {
+        self.inner.environments().await
     }
 }
 

@@ -14,7 +14,7 @@ use migrate::migrate;
 
 /// Runs one state subcommand.
 pub async fn run(cli: &Cli, command: &StateCommand) -> Result<u8> {
-    let ctx = Context::load(cli)?;
+    let ctx = Context::load(cli).await?;
     match command {
         StateCommand::List { json: true } => {
             let doc = latest(&ctx).await?;
