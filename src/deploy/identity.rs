@@ -48,7 +48,7 @@ fn deployer_identity(spec: &Spec) -> Result<(PathBuf, String)> {
             let key = generated_key_path(spec);
             if !key.exists() {
                 if let Some(dir) = key.parent() {
-                    generate(dir, &key)?;
+                    generate_once(dir, &key)?;
                 }
             }
             key
@@ -98,6 +98,31 @@ fn read_public(private: PathBuf) -> Result<(PathBuf, String)> {
     Ok((private, public))
 }
 
+/// Generates the key unless another run did meanwhile: runs in one
+/// directory at once (`prov env up a` and `b`) take turns on a lock file
+/// beside the key, and the second finds the first's key, both files
+/// written.
+fn generate_once(dir: &Path, key: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::create_dir_all(dir)?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let lock_path = dir.join(".generate.lock");
+    let lock = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let made = if key.exists() {
+        Ok(())
+    } else {
+        generate(dir, key)
+    };
+    drop(lock);
+    made
+}
+
 /// Generates the deployer key in-process, in the files `ssh-keygen -t
 /// ed25519 -C prov-deployer` would write, in a directory only its owner
 /// can enter.
@@ -113,6 +138,36 @@ fn generate(dir: &Path, key: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two `prov env up` in one directory at once both make the deployer
+    /// key when there is none (found by the environments test: the second
+    /// failed with "File exists"). Every one of them must end with the same
+    /// key.
+    #[test]
+    fn runs_at_once_all_get_the_one_generated_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = Spec::of_resources("d", Vec::new());
+        spec.source = tmp.path().join("prov.toml");
+        let spec = std::sync::Arc::new(spec);
+        for _ in 0..5 {
+            let _ = std::fs::remove_dir_all(tmp.path().join(".prov"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let runs: Vec<_> = (0..8)
+                .map(|_| {
+                    let (spec, start) = (spec.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        deployer_identity(&spec).map(|(_, public)| public)
+                    })
+                })
+                .collect();
+            let keys: Vec<String> = runs
+                .into_iter()
+                .map(|r| r.join().unwrap().unwrap())
+                .collect();
+            assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+        }
+    }
 
     #[test]
     fn generated_key_is_private_and_read_back_without_comment() {

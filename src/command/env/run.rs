@@ -46,6 +46,10 @@ pub(super) async fn run(cli: &Cli, args: &EnvRunArgs) -> Result<u8> {
     }
     if let Err(error) = up {
         eprintln!("prov: environment {name} did not come up: {error:#}");
+        if held_elsewhere(&error) {
+            // Another run has it: it is not this run's to tear down.
+            return Err(error.context(format!("prov env run: bringing {name} up")));
+        }
         if args.keep_on_failure {
             eprintln!("prov: --keep-on-failure: environment {name} is left up (`prov env down {name}`, or gc once it expires)");
         } else {
@@ -113,6 +117,16 @@ pub(super) async fn run(cli: &Cli, args: &EnvRunArgs) -> Result<u8> {
     } else {
         Ok(EXIT_TEARDOWN_FAILED)
     }
+}
+
+/// Whether `error` is another run holding the environment's lock.
+fn held_elsewhere(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<prov_state::StateError>(),
+            Some(prov_state::StateError::Locked { .. } | prov_state::StateError::LockedUnknown { .. })
+        )
+    })
 }
 
 /// Tears `name` down; says what failed. Whether it went.
