@@ -356,7 +356,7 @@ fn a_cancelled_env_run_is_doomed_within_five_seconds_and_gc_finishes_it() {
         "exited {took:?} after SIGINT\n{run}"
     );
     assert!(run.stderr.contains("doomed"), "{run}");
-    eprintln!("env run exited {took:?} after SIGINT");
+    eprintln!("env run exited {took:?} after SIGINT\n{run}");
     let listed = ls(&ws, &[]);
     if let Some(env) = listed.first() {
         assert_eq!(env["status"], "doomed", "{env}");
