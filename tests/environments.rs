@@ -469,6 +469,10 @@ fn env_down_after_the_spec_is_deleted_destroys_everything() {
     assert!(host_dir_exists(&ws, "gone-e", "box"));
     let output = ws.ok(&["--env", "e", "output", "box_address"]);
     assert!(output.stdout.starts_with("127.0.0."), "{output}");
+    // The deployment itself still works beside its environments (its
+    // state directory holds theirs).
+    ws.ok(&["apply", "--auto-approve", "--on", "key_pair.deploy"]);
+    ws.ok(&["destroy", "--auto-approve"]);
     std::fs::remove_file(ws.path().join("prov.toml")).unwrap();
     let down = ws.ok(&["env", "down", "e"]);
     assert!(down.stdout.contains("is down"), "{down}");

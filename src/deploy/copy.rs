@@ -76,6 +76,38 @@ pub async fn substitute(connection: &Connection, paths: &[String]) {
     }
 }
 
+/// Has the host substitute `paths` from the binary cache at `substituter`,
+/// trusting `public_key` (and no lookup it cached as missing). Best effort:
+/// what it could not fetch is still missing afterwards.
+pub async fn substitute_from(
+    connection: &Connection,
+    paths: &[String],
+    substituter: &str,
+    public_key: &str,
+) {
+    if paths.is_empty() {
+        return;
+    }
+    let list = paths.join("\n") + "\n";
+    let quote = prov_provider::shell::quote_always;
+    let command = connection.privileged(&format!(
+        "xargs -r nix-store --realise --option substituters {} --option trusted-public-keys {} \
+         --option narinfo-cache-negative-ttl 0 >/dev/null || true",
+        quote(substituter),
+        quote(public_key)
+    ));
+    match connection
+        .exec_with_input(&command, list.as_bytes(), &|_| {})
+        .await
+    {
+        Ok(output) => tracing::debug!(
+            "substitution from the cache: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => tracing::debug!("substitution from the cache failed: {error:#}"),
+    }
+}
+
 /// Streams `paths` (dependency order) to the host; `progress(bytes)` is
 /// called as bytes go out.
 ///

@@ -3,6 +3,7 @@
 
 mod activate;
 pub mod build;
+pub mod cache;
 pub mod clusters;
 pub(crate) mod copy;
 pub mod gates;
@@ -37,6 +38,9 @@ pub struct DeployContext {
     pub deployer: Option<Deployer>,
     /// Record host keys seen for the first time (`--accept-new-host-keys`).
     pub accept_new_host_keys: bool,
+    /// The binary cache hosts substitute from, with prov's signing key
+    /// (apply only: a plan signs nothing).
+    pub cache: Option<(crate::spec::cache::CacheSettings, cache::CacheKey)>,
 }
 
 /// Whether deploying `spec` needs the deployer's key: a host with a system,
@@ -66,11 +70,16 @@ impl DeployContext {
         } else {
             None
         };
+        let cache = match &spec.cache {
+            Some(settings) if make_key => Some((settings.clone(), cache::CacheKey::ensure(spec)?)),
+            _ => None,
+        };
         Ok(Self {
             spec: spec.clone(),
             pool: Pool::default(),
             deployer,
             accept_new_host_keys,
+            cache,
         })
     }
 

@@ -94,6 +94,22 @@ pub async fn apply(
         }
     };
     let secrets: Arc<[SecretChange]> = secrets.into();
+    // Fill the cache once, before any host asks it; if that fails, every
+    // host gets its paths over SSH as without a cache.
+    let filled;
+    let ctx = match fill_cache(ctx, deploys, progress).await {
+        Ok(()) => ctx,
+        Err(error) => {
+            progress.note(&format!(
+                "the cache could not be filled ({error:#}); copying over SSH instead"
+            ));
+            filled = DeployContext {
+                cache: None,
+                ..ctx.clone()
+            };
+            &filled
+        }
+    };
     // A Kubernetes worker starts once its cluster's control planes of this
     // run are up, gates passed; if one fails, it never starts.
     let deploying: Vec<Address> = deploys.iter().map(|d| d.address.clone()).collect();
@@ -177,6 +193,42 @@ pub async fn apply(
     report
 }
 
+/// Uploads to the cache every path of the deploys' closures it lacks.
+async fn fill_cache(
+    ctx: &DeployContext,
+    deploys: &[DeployChange],
+    progress: &Progress,
+) -> Result<()> {
+    let Some((cache, key)) = &ctx.cache else {
+        return Ok(());
+    };
+    if deploys.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut paths = std::collections::BTreeSet::new();
+    for change in deploys {
+        let top = change.derivation.as_ref().unwrap_or(&change.desired);
+        paths.extend(nix::closure(top).await?.paths);
+    }
+    let paths: Vec<String> = paths.into_iter().collect();
+    let published = super::cache::publish(cache, key, &paths).await?;
+    progress.note(&format!(
+        "cache {}: uploaded {} of {} paths ({}) in {:.1}s",
+        cache.url(),
+        published.uploaded,
+        published.paths,
+        copy::human_bytes(published.bytes),
+        started.elapsed().as_secs_f64()
+    ));
+    tracing::info!(
+        uploaded = published.uploaded,
+        bytes = published.bytes,
+        "cache filled"
+    );
+    Ok(())
+}
+
 /// Uploads and deletes the secrets of a host whose system does not change.
 async fn secrets_only(
     ctx: &DeployContext,
@@ -249,6 +301,31 @@ async fn deploy_one(
         );
         copy::substitute(&connection, &missing).await;
         missing = copy::missing(&connection, &closure).await?;
+    }
+    if let Some((cache, key)) = ctx.cache.as_ref().filter(|_| !missing.is_empty()) {
+        let wanted = missing.len();
+        progress.phase(
+            address,
+            &format!("substituting {wanted} paths from the cache {}", cache.url()),
+        );
+        copy::substitute_from(&connection, &missing, &cache.substituter, &key.public).await;
+        missing = copy::missing(&connection, &closure).await?;
+        if missing.is_empty() {
+            progress.phase(
+                address,
+                &format!("substituted {wanted} paths from the cache"),
+            );
+        } else {
+            tracing::warn!(host = %address, paths = missing.len(), "paths the cache did not give the host go over SSH");
+            progress.phase(
+                address,
+                &format!(
+                    "substituted {} paths from the cache; {} it lacks go over SSH",
+                    wanted - missing.len(),
+                    missing.len()
+                ),
+            );
+        }
     }
     let total = closure.bytes_of(&missing);
     progress.phase(

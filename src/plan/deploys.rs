@@ -169,6 +169,11 @@ pub async fn plan(
             derivation,
             reason,
             modules: modules.get(&address).cloned().flatten(),
+            via_cache: ctx
+                .spec
+                .cache
+                .as_ref()
+                .map(crate::spec::cache::CacheSettings::url),
             address,
         });
     }

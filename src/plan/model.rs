@@ -81,6 +81,10 @@ pub struct DeployChange {
     /// the store directory the system was built with (`<prov/…>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<String>,
+    /// The binary cache (`[cache]`, `s3://BUCKET/PREFIX`) the host
+    /// substitutes the paths from; absent: they go over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_cache: Option<String>,
 }
 
 /// What happens to one secret on one host.

@@ -161,12 +161,16 @@ fn render_deploy(out: &mut String, deploy: &super::DeployChange, paint: Painter)
     let current = deploy.current.as_deref().unwrap_or("(none)");
     let _ = writeln!(out, "      {current} -> {}", deploy.desired);
     let bytes = crate::deploy::human_bytes(deploy.bytes);
+    let via = deploy.via_cache.as_ref().map_or_else(
+        || " over SSH".to_owned(),
+        |url| format!(" from the cache {url}"),
+    );
     if deploy.exact {
-        let _ = writeln!(out, "      copy {} paths ({bytes})", deploy.paths);
+        let _ = writeln!(out, "      copy {} paths ({bytes}){via}", deploy.paths);
     } else {
         let _ = writeln!(
             out,
-            "      copy up to {} paths ({bytes}; the host cannot be asked yet)",
+            "      copy up to {} paths ({bytes}; the host cannot be asked yet){via}",
             deploy.paths
         );
     }

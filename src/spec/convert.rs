@@ -157,6 +157,7 @@ pub(crate) fn convert(
         kubernetes: checked.kubernetes.clusters.clone(),
         moved: checked.moved.clone(),
         environments: checked.environments,
+        cache: checked.cache.clone(),
         environment: None,
         env_templates: env_templates(raw),
     }

@@ -1,6 +1,7 @@
 //! The spec front end: reads a deployment spec (TOML for now), checks it and
 //! converts it into the [`Spec`] model, with located, rustc-style errors.
 
+pub mod cache;
 mod check;
 mod check_deploy;
 mod check_kube;

@@ -39,6 +39,8 @@ pub struct Spec {
     pub moved: Vec<super::moved::Move>,
     /// `[environments]`.
     pub environments: super::environments::EnvironmentSettings,
+    /// `[cache]`: the binary cache hosts substitute from.
+    pub cache: Option<super::cache::CacheSettings>,
     /// The environment this spec is applied as (`prov env up NAME`), if
     /// any: names and tags carry it ([`Spec::in_environment`]).
     pub environment: Option<prov_state::EnvironmentRecord>,
@@ -72,6 +74,7 @@ impl Spec {
             kubernetes: BTreeMap::new(),
             moved: Vec::new(),
             environments: super::environments::EnvironmentSettings::default(),
+            cache: None,
             environment: None,
             env_templates: Vec::new(),
         }

@@ -56,6 +56,9 @@ pub(crate) struct RawSpec {
     /// `[environments]`.
     #[serde(default)]
     pub environments: Option<super::environments::RawEnvironments>,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: Option<super::cache::RawCache>,
 }
 
 /// `[state]`.

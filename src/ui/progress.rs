@@ -67,6 +67,20 @@ impl Progress {
         }
     }
 
+    /// A line about the whole run (the cache being filled), above the
+    /// hosts' lines.
+    pub fn note(&self, text: &str) {
+        match &self.live {
+            Some(live) => {
+                let _ = live.multi.println(text);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
     /// A running figure (`copied 1.2 of 3.4 MiB`): shown live only (indicatif
     /// draws at most 20 times a second).
     pub fn tick(&self, host: &Address, text: &str) {

@@ -48,6 +48,6 @@ pub use lock::{LockInfo, StateLock};
 pub use moves::MoveError;
 pub use records::Records;
 #[cfg(feature = "s3")]
-pub use s3::{S3Backend, S3Settings};
+pub use s3::{ObjectPrefix, S3Backend, S3Settings};
 #[cfg(not(feature = "s3"))]
 pub use s3_settings::S3Settings;

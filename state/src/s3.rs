@@ -34,6 +34,7 @@
 mod history;
 mod lock;
 mod meta;
+mod objects;
 mod settings;
 mod store;
 mod write;
@@ -47,6 +48,7 @@ use serde::Deserialize;
 use crate::{
     HistoryEntry, LockInfo, StateBackend, StateDocument, StateError, StateLock, FORMAT_VERSION,
 };
+pub use objects::ObjectPrefix;
 pub use settings::S3Settings;
 use store::Store;
 use write::Seen;

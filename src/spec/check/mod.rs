@@ -52,6 +52,8 @@ pub(crate) struct Checked {
     pub moved: Vec<super::moved::Move>,
     /// `[environments]`.
     pub environments: super::environments::EnvironmentSettings,
+    /// `[cache]`.
+    pub cache: Option<super::cache::CacheSettings>,
 }
 
 /// Checks `raw`, resolving files against `base_dir`; `source` is the text the
@@ -95,6 +97,7 @@ pub(crate) fn check(
     }
     c.out.moved = super::moved::check(raw, &mut c.diags);
     c.out.environments = super::environments::check(raw.environments.as_ref(), &mut c.diags);
+    c.out.cache = super::cache::check(raw.cache.as_ref(), &mut c.diags);
     if c.diags.is_empty() {
         Ok(c.out)
     } else {

@@ -17,11 +17,14 @@ pub(super) const DAMAGED_PREFIX: &str = "state.db.damaged-";
 
 /// What prov creates in a state directory: the lock, the database, the copy
 /// of the latest version (and its temporary file while it is written), a
-/// damaged database kept aside, and the deployer's generated SSH key (`ssh/`,
-/// in the default `.prov`).
+/// damaged database kept aside, the deployer's generated SSH key (`ssh/`,
+/// in the default `.prov`), the binary cache's signing key (`cache/`), and
+/// the environments' states (`envs/`).
 fn is_own(name: &str) -> bool {
-    matches!(name, "lock" | "state.db" | "ssh" | super::copy::NAME)
-        || name.starts_with(DAMAGED_PREFIX)
+    matches!(
+        name,
+        "lock" | "state.db" | "ssh" | "cache" | super::ENVIRONMENTS | super::copy::NAME
+    ) || name.starts_with(DAMAGED_PREFIX)
         || name.starts_with(&crate::atomic::temp_prefix(super::copy::NAME))
 }
 

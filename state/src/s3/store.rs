@@ -304,6 +304,30 @@ impl Store {
         }
     }
 
+    /// Writes `key` unconditionally, without metadata; readable by anyone
+    /// (ACL `public-read`) when `public`.
+    pub(super) async fn put_plain(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        public: bool,
+    ) -> Result<Result<(), Refusal>, StateError> {
+        tracing::debug!(operation = "PutObject", key, bytes = body.len(), "S3 call");
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        if public {
+            req = req.acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead);
+        }
+        match req.send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => Ok(Err(self.failure("PutObject", key, &err)?)),
+        }
+    }
+
     /// Deletes `key`, only if its ETag is `etag` (when given).
     pub(super) async fn delete(
         &self,
