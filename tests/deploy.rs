@@ -195,9 +195,19 @@ fn changing_one_system_copies_only_new_paths_and_activates_only_that_host() {
     // A new toplevel and a new payload; the shared base paths stay.
     assert_eq!(deploys[0]["paths"], 2, "{json}");
 
-    let run = ws.ok(&["apply", "--auto-approve"]);
+    let mut apply = ws.command(&["apply", "--auto-approve"]);
+    apply.env("PROV_LOG", "prov::ssh=debug");
+    let run = crate::harness::run_from(apply.output().unwrap(), &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
     assert!(run.stdout.contains("alpha: copied 2 paths"), "{run}");
     assert!(!run.stdout.contains("beta:"), "{run}");
+    // Apply copies what its plan found missing, without asking again.
+    let asked = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ssh exec done") && l.contains("--check-validity"))
+        .count();
+    assert_eq!(asked, 2, "each host asked once, by the plan:\n{run}");
     let arrived: BTreeSet<String> = store_paths(&alpha).difference(&before).cloned().collect();
     assert_eq!(arrived.len(), 2, "{arrived:?}");
     assert!(arrived.iter().all(|p| p.ends_with("-2")), "{arrived:?}");

@@ -292,8 +292,20 @@ async fn deploy_one(
         .derivation
         .clone()
         .unwrap_or_else(|| change.desired.clone());
-    let closure = nix::closure(&to_copy).await?;
-    let mut missing = copy::missing(&connection, &closure).await?;
+    // What planning learnt, when this run planned it and nothing was
+    // rebuilt since; else asked now.
+    let planned = change
+        .known
+        .as_ref()
+        .filter(|known| rebuilt.is_none() && known.closure.system == to_copy);
+    let (closure, mut missing) = match planned {
+        Some(known) => (known.closure.clone(), known.missing.clone()),
+        None => {
+            let closure = nix::closure(&to_copy).await?;
+            let missing = copy::missing(&connection, &closure).await?;
+            (closure, missing)
+        }
+    };
     if deploy.substitute_on_destination && !missing.is_empty() {
         progress.phase(
             address,
@@ -337,12 +349,13 @@ async fn deploy_one(
         ),
     );
     let started = Instant::now();
+    let count = missing.len();
     let tick = |sent: u64| {
         progress.tick(
             address,
             &format!(
                 "copying {} paths: {} of {}",
-                missing.len(),
+                count,
                 copy::human_bytes(sent),
                 copy::human_bytes(total)
             ),
@@ -350,7 +363,19 @@ async fn deploy_one(
     };
     let copied = copy::send(&connection, &missing, &tick)
         .await
-        .with_context(|| format!("copying the closure to {address}"))?;
+        .with_context(|| {
+            if planned.is_some() {
+                // The plan's answer was used: the host may have lost paths
+                // since (a garbage collection); the next run asks again.
+                format!(
+                    "copying the closure to {address} (the {} paths the plan found missing; \
+                     the next run asks the host again)",
+                    count
+                )
+            } else {
+                format!("copying the closure to {address}")
+            }
+        })?;
     progress.phase(
         address,
         &format!(

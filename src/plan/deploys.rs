@@ -158,6 +158,12 @@ pub async fn plan(
             continue;
         }
         let exact = missing.is_some();
+        let known = missing.clone().map(|missing| {
+            std::sync::Arc::new(crate::plan::model::Known {
+                closure: closure.clone(),
+                missing,
+            })
+        });
         let to_copy = missing.unwrap_or_else(|| closure.paths.clone());
         systems.deploys.push(DeployChange {
             goal,
@@ -174,6 +180,7 @@ pub async fn plan(
                 .cache
                 .as_ref()
                 .map(crate::spec::cache::CacheSettings::url),
+            known,
             address,
         });
     }

@@ -85,6 +85,20 @@ pub struct DeployChange {
     /// substitutes the paths from; absent: they go over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via_cache: Option<String>,
+    /// What planning learnt (the closure, the paths the host lacks), for
+    /// the apply that follows in the same run not to ask again. Never in a
+    /// saved plan: applying one asks the host afresh.
+    #[serde(skip)]
+    pub known: Option<std::sync::Arc<Known>>,
+}
+
+/// The closure planning computed for a host and the paths it lacked then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// The closure copied (the system's, or its derivation's).
+    pub closure: crate::deploy::nix::Closure,
+    /// The paths of it the host lacked when asked.
+    pub missing: Vec<String>,
 }
 
 /// What happens to one secret on one host.

@@ -167,7 +167,8 @@ async fn collect(
     if let Some(holder) = backend.lock_holder().await? {
         if !holder_is_gone(&holder) {
             return Ok(format!(
-                "skipped: locked by {holder}, which is still running"
+                "skipped: locked by {holder}, not provably gone (`prov --env {} state force-unlock ID` once it is)",
+                env.name
             ));
         }
         tracing::info!(lock = %holder, "taking over the lock of a run that is gone");
