@@ -790,3 +790,36 @@ fn the_evaluated_form_of_a_failing_nix_spec_is_private() {
     let meta = std::fs::metadata(ws.path().join("bad.nix.evaluated.toml")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{run}");
 }
+
+#[test]
+fn hosts_lacking_the_same_paths_share_one_export() {
+    let ws = workspace();
+    write_systems(&ws, &[("node", "1", "sharedPaths = 8; sharedKiB = 512;")]);
+    ws.write(
+        "prov.toml",
+        "deployment = \"shared\"\n[hosts.node]\ntarget = \"local\"\ncount = 3\n\
+         nix = { file = \"v.nix\", attr = \"node\" }\n",
+    );
+    let mut apply = ws.command(&["apply", "--auto-approve"]);
+    apply.env("PROV_LOG", "prov::deploy=info");
+    let run = crate::harness::run_from(apply.output().unwrap(), &["apply"]);
+    assert_eq!(run.code, 0, "{run}");
+    let exports = run.stderr.matches("exporting once for every host").count();
+    assert_eq!(exports, 1, "three hosts, one export:\n{run}");
+    assert_eq!(run.stdout.matches("copied 10 paths").count(), 3, "{run}");
+    let system = built(&ws, "node");
+    for i in 0..3 {
+        let dir = ws.host_dir("shared", &format!("node-{i}"));
+        assert_eq!(profile(&dir).as_deref(), Some(system.as_str()));
+    }
+    let verify = ws.ok(&[
+        "exec",
+        "--",
+        "nix-store --verify --check-contents 2>&1; echo verified",
+    ]);
+    assert_eq!(verify.stdout.matches("verified").count(), 3, "{verify}");
+    assert!(
+        !verify.stdout.contains("corrupt") && !verify.stdout.contains("modified"),
+        "{verify}"
+    );
+}

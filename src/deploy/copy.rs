@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::AsyncReadExt;
 
-use super::nix::{self, Closure};
+use super::nix::Closure;
 use crate::ssh::Connection;
 
 /// What a copy moved.
@@ -116,21 +115,14 @@ pub async fn substitute_from(
 /// it got.
 pub async fn send(
     connection: &Connection,
+    exports: &super::export::Exports,
     paths: &[String],
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Copied> {
     if paths.is_empty() {
         return Ok(Copied::default());
     }
-    let mut export = nix::export(paths)?;
-    let stdout = export
-        .stdout
-        .take()
-        .context("nix-store --export has no stdout")?;
-    let mut stderr = export
-        .stderr
-        .take()
-        .context("nix-store --export has no stderr")?;
+    let export = exports.open(paths).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     let report = move |bytes: u64| {
@@ -138,13 +130,10 @@ pub async fn send(
         progress(bytes);
     };
     let command = connection.privileged("nix-store --import");
-    let result = connection.exec_with_input(&command, stdout, &report).await;
-    let status = export
-        .wait()
-        .await
-        .context("waiting for nix-store --export")?;
-    let mut export_errors = String::new();
-    let _ = stderr.read_to_string(&mut export_errors).await;
+    let result = connection
+        .exec_with_input(&command, export.stream, &report)
+        .await;
+    let exported = export.done.await.context("the export reader stopped")?;
     let bytes = sent.load(Ordering::Relaxed);
     let output = result.with_context(|| {
         format!(
@@ -152,12 +141,7 @@ pub async fn send(
             human_bytes(bytes)
         )
     })?;
-    if !status.success() {
-        bail!(
-            "nix-store --export failed ({status}): {}",
-            export_errors.trim()
-        );
-    }
+    exported?;
     if !output.success() {
         bail!(
             "nix-store --import on the host failed ({}) after {}: {}",

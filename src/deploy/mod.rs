@@ -6,6 +6,7 @@ pub mod build;
 pub mod cache;
 pub mod clusters;
 pub(crate) mod copy;
+pub mod export;
 pub mod gates;
 mod health;
 mod identity;
@@ -41,6 +42,8 @@ pub struct DeployContext {
     /// The binary cache hosts substitute from, with prov's signing key
     /// (apply only: a plan signs nothing).
     pub cache: Option<(crate::spec::cache::CacheSettings, cache::CacheKey)>,
+    /// The run's exports, each streamed to every host that needs it.
+    pub exports: std::sync::Arc<export::Exports>,
 }
 
 /// Whether deploying `spec` needs the deployer's key: a host with a system,
@@ -80,6 +83,7 @@ impl DeployContext {
             deployer,
             accept_new_host_keys,
             cache,
+            exports: std::sync::Arc::default(),
         })
     }
 

@@ -361,7 +361,7 @@ async fn deploy_one(
             ),
         );
     };
-    let copied = copy::send(&connection, &missing, &tick)
+    let copied = copy::send(&connection, &ctx.exports, &missing, &tick)
         .await
         .with_context(|| {
             if planned.is_some() {
