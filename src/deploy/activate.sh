@@ -70,8 +70,8 @@ wait_while() {
   shift
   deadline=$(($(date +%s) + limit))
   ticks=0
-  while "$@" && [ "$(date +%s)" -le "$deadline" ] && [ "$ticks" -lt $((limit * 40 + 40)) ]; do
-    sleep 0.05
+  while "$@" && [ "$(date +%s)" -le "$deadline" ] && [ "$ticks" -lt $((limit * 50 + 50)) ]; do
+    sleep 0.02
     ticks=$((ticks + 1))
   done
 }
