@@ -124,7 +124,10 @@ fn held_elsewhere(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<prov_state::StateError>(),
-            Some(prov_state::StateError::Locked { .. } | prov_state::StateError::LockedUnknown { .. })
+            Some(
+                prov_state::StateError::Locked { .. }
+                    | prov_state::StateError::LockedUnknown { .. }
+            )
         )
     })
 }
