@@ -96,7 +96,7 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
         secret_key,
         now,
     } = inputs;
-    let spec = &deploy.spec;
+    let spec: &crate::spec::Spec = &deploy.spec;
     let refreshed = if full {
         refresh(doc, providers, |_| true)
             .await
