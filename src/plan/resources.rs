@@ -1,6 +1,7 @@
 //! Phase 2 of planning, the resource diff: a pure function of the spec, the
 //! refreshed state and the providers' schemas.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
@@ -60,23 +61,29 @@ impl ResourceDiff {
 
 /// The spec's resources as the providers are to see them: machines prov
 /// creates authorize `deployer_key` (the deployer's public key line), when
-/// the run has one.
+/// the run has one. Only those are copied (to add the key); every other
+/// resource is the spec's own, borrowed: at fleet scale a copy of them all
+/// was tens of MiB.
 #[must_use]
-pub fn desired(spec: &Spec, deployer_key: Option<&str>) -> Vec<ResourceConfig> {
-    let mut resources = spec.resources.clone();
-    let Some(key) = deployer_key else {
-        return resources;
-    };
-    for resource in resources
-        .iter_mut()
-        .filter(|r| crate::providers::Target::provider_receives_deployer_key(&r.provider))
-    {
-        resource.attributes.insert(
-            "authorized_keys".into(),
-            Value::Array(vec![Value::from(key.to_owned())]),
-        );
-    }
-    resources
+pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<Cow<'a, ResourceConfig>> {
+    spec.resources
+        .iter()
+        .map(|resource| match deployer_key {
+            Some(key)
+                if crate::providers::Target::provider_receives_deployer_key(
+                    &resource.provider,
+                ) =>
+            {
+                let mut resource = resource.clone();
+                resource.attributes.insert(
+                    "authorized_keys".into(),
+                    Value::Array(vec![Value::from(key.to_owned())]),
+                );
+                Cow::Owned(resource)
+            }
+            _ => Cow::Borrowed(resource),
+        })
+        .collect()
 }
 
 /// Plans the resource changes only (no system deploys or secrets): the pure
@@ -103,14 +110,14 @@ pub fn build(
 }
 
 /// The changes that bring `refreshed` to `desired` (the spec's resources,
-/// see [`desired`]).
+/// see [`desired`]: owned or borrowed).
 ///
 /// # Errors
 /// When a resource names a provider or kind that is not configured, the
 /// dependency graph has a cycle, or `--on` matches nothing.
-pub fn diff(
+pub fn diff<C: Borrow<ResourceConfig>>(
     spec: &Spec,
-    desired: &[ResourceConfig],
+    desired: &[C],
     refreshed: &Refreshed,
     providers: &Providers,
     options: &BuildOptions,
@@ -118,8 +125,13 @@ pub fn diff(
     let doc = &refreshed.doc;
     check_selection(spec, doc, &options.selection)?;
     check_replace(spec, options)?;
-    let by_address: BTreeMap<&Address, &ResourceConfig> =
-        desired.iter().map(|c| (&c.address, c)).collect();
+    let by_address: BTreeMap<&Address, &ResourceConfig> = desired
+        .iter()
+        .map(|c| {
+            let c = c.borrow();
+            (&c.address, c)
+        })
+        .collect();
     let mut diff = ResourceDiff::default();
 
     if !options.destroy {
