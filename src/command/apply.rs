@@ -157,7 +157,7 @@ async fn from_file(
     };
     let providers = ctx.providers(&doc).await?;
     Ok(Prepared {
-        stored,
+        stored: stored.map(Arc::new),
         refreshed: Refreshed::unrefreshed(doc),
         plan,
         providers,
@@ -178,16 +178,19 @@ async fn execute(
     sink: Sink,
 ) -> Result<u8> {
     let Prepared {
+        stored,
         refreshed,
         plan,
         providers,
         deploy,
         secret_key,
-        ..
     } = prepared;
+    // The stored document may share the refreshed one: let it go first, so
+    // the session takes the refreshed document without copying it.
+    drop(stored);
     {
         let mut s = session.lock().await;
-        s.doc = refreshed.doc;
+        s.doc = Arc::unwrap_or_clone(refreshed.doc);
         // Every state applied to has a key: the secrets' keyed hashes and
         // the MACs that bind saved plans to it use it (the plan hashed with
         // it).

@@ -1,5 +1,7 @@
 //! `prov plan`, and the planning steps apply and destroy share.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use prov_state::StateDocument;
 
@@ -15,8 +17,9 @@ use crate::ui::Painter;
 /// A plan ready to show or apply.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// State as stored before this run.
-    pub stored: Option<StateDocument>,
+    /// State as stored before this run (shared with `refreshed` until
+    /// refresh changes it).
+    pub stored: Option<Arc<StateDocument>>,
     /// State after refresh.
     pub refreshed: Refreshed,
     /// The plan.
@@ -38,6 +41,7 @@ pub(super) async fn prepare(
     deploy: DeployContext,
     stored: Option<StateDocument>,
 ) -> Result<Prepared> {
+    let stored = stored.map(Arc::new);
     let replace = select
         .replace
         .iter()
@@ -51,7 +55,7 @@ pub(super) async fn prepare(
     let planning = async {
         let doc = stored
             .clone()
-            .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+            .unwrap_or_else(|| Arc::new(StateDocument::new(&ctx.spec.deployment)));
         let secret_key = match &doc.secret_hmac_key {
             Some(key) => key.clone(),
             None => crate::secrets::new_hmac_key()?,
@@ -111,7 +115,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     if let Some(out) = &args.out {
         let mut saved = plan.clone();
         crate::deploy::secrets::record_sources(&ctx.spec, &mut saved.plan.secrets)?;
-        saved.seal(&prepared.refreshed.doc, prepared.stored.as_ref())?;
+        saved.seal(&prepared.refreshed.doc, prepared.stored.as_deref())?;
         saved.save(out, &ctx.spec.state.encrypt_to)?;
         if !args.json {
             println!(
