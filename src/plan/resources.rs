@@ -70,9 +70,7 @@ pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<Cow<'a, Re
         .iter()
         .map(|resource| match deployer_key {
             Some(key)
-                if crate::providers::Target::provider_receives_deployer_key(
-                    &resource.provider,
-                ) =>
+                if crate::providers::Target::provider_receives_deployer_key(&resource.provider) =>
             {
                 let mut resource = resource.clone();
                 resource.attributes.insert(
