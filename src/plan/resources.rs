@@ -1,7 +1,7 @@
 //! Phase 2 of planning, the resource diff: a pure function of the spec, the
 //! refreshed state and the providers' schemas.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
@@ -59,13 +59,32 @@ impl ResourceDiff {
     }
 }
 
+/// One resource as the providers are to see it: the spec's own, or a copy
+/// with something added (see [`desired`]). Two words, whichever it is.
+#[derive(Debug)]
+pub enum DesiredConfig<'a> {
+    /// The spec's configuration, as it is.
+    Spec(&'a ResourceConfig),
+    /// A copy with the deployer's key.
+    Keyed(Box<ResourceConfig>),
+}
+
+impl Borrow<ResourceConfig> for DesiredConfig<'_> {
+    fn borrow(&self) -> &ResourceConfig {
+        match self {
+            Self::Spec(config) => config,
+            Self::Keyed(config) => config,
+        }
+    }
+}
+
 /// The spec's resources as the providers are to see them: machines prov
 /// creates authorize `deployer_key` (the deployer's public key line), when
 /// the run has one. Only those are copied (to add the key); every other
 /// resource is the spec's own, borrowed: at fleet scale a copy of them all
 /// was tens of MiB.
 #[must_use]
-pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<Cow<'a, ResourceConfig>> {
+pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<DesiredConfig<'a>> {
     spec.resources
         .iter()
         .map(|resource| match deployer_key {
@@ -77,9 +96,9 @@ pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<Cow<'a, Re
                     "authorized_keys".into(),
                     Value::Array(vec![Value::from(key.to_owned())]),
                 );
-                Cow::Owned(resource)
+                DesiredConfig::Keyed(Box::new(resource))
             }
-            _ => Cow::Borrowed(resource),
+            _ => DesiredConfig::Spec(resource),
         })
         .collect()
 }
@@ -409,7 +428,8 @@ fn lookup(
 
 /// Addresses in the spec selected by `selection`, plus everything they depend
 /// on (transitively): a selected host is never created without its key pair.
-fn selected_with_dependencies(spec: &Spec, selection: &Selection) -> BTreeSet<Address> {
+/// Borrowed from the spec: at fleet scale a copy of every address is MiB.
+fn selected_with_dependencies<'a>(spec: &'a Spec, selection: &Selection) -> BTreeSet<&'a Address> {
     let by_address: BTreeMap<&Address, &ResourceConfig> =
         spec.resources.iter().map(|c| (&c.address, c)).collect();
     let mut stack: Vec<&Address> = spec
@@ -420,7 +440,7 @@ fn selected_with_dependencies(spec: &Spec, selection: &Selection) -> BTreeSet<Ad
         .collect();
     let mut selected = BTreeSet::new();
     while let Some(address) = stack.pop() {
-        if selected.insert(address.clone()) {
+        if selected.insert(address) {
             if let Some(config) = by_address.get(address) {
                 stack.extend(config.depends_on.iter());
             }
