@@ -102,6 +102,19 @@ impl Context {
         Ok(doc)
     }
 
+    /// Whether any state was written, without reading it (see
+    /// [`StateBackend::exists`]): whose it is, [`Context::read_state`]
+    /// checks.
+    ///
+    /// # Errors
+    /// When state cannot be read.
+    pub async fn state_exists(&self) -> Result<bool> {
+        self.backend
+            .exists()
+            .await
+            .with_context(|| format!("reading {}", self.backend.describe()))
+    }
+
     /// The providers the spec's resources and `doc`'s records use.
     ///
     /// # Errors

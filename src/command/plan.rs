@@ -97,7 +97,9 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
         let stored = ctx.read_state().await?;
         prepare(&ctx, &args.select, args.destroy, deploy, stored).await
     };
-    let prepared = if writes || ctx.read_state().await?.is_some() {
+    // Whether state exists decides whether to lock; it is read (and whose
+    // it is checked) once, under the lock.
+    let prepared = if writes || ctx.state_exists().await? {
         ctx.with_lock(cli, "plan", async |_| plan_stored(deploy).await)
             .await?
     } else {

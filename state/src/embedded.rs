@@ -301,6 +301,18 @@ impl StateBackend for EmbeddedBackend {
         .await
     }
 
+    /// Opens the database (checking it against its copy) and looks for
+    /// a latest serial: no document is rebuilt or decoded.
+    async fn exists(&self) -> Result<bool, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            with_db(&inner, |db, path| {
+                Ok(store::latest_serial(db, path)?.is_some())
+            })
+        })
+        .await
+    }
+
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || with_db(&inner, store::history)).await

@@ -42,6 +42,7 @@ async fn reading_a_missing_state_creates_nothing() {
     let dir = tmp.path().join(".prov");
     let b = EmbeddedBackend::new(&dir);
     assert_eq!(b.read().await.unwrap(), None);
+    assert!(!b.exists().await.unwrap());
     assert_eq!(b.history().await.unwrap(), vec![]);
     assert_eq!(b.lock_holder().await.unwrap(), None);
     b.force_unlock("anything").await.unwrap();

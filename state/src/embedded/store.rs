@@ -306,7 +306,7 @@ impl Parts {
 }
 
 /// The latest serial, if any.
-fn latest_serial(db: &sled::Db, path: &Path) -> Result<Option<u64>, StateError> {
+pub(super) fn latest_serial(db: &sled::Db, path: &Path) -> Result<Option<u64>, StateError> {
     let meta = db.open_tree(META).map_err(db_err(path))?;
     meta.get(LATEST)
         .map_err(db_err(path))?
