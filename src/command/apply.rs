@@ -130,7 +130,7 @@ async fn from_file(
     ctx: &Context,
     cli: &Cli,
     path: &std::path::Path,
-    plan: PlanFile,
+    mut plan: PlanFile,
     deploy: DeployContext,
     stored: Option<StateDocument>,
 ) -> Result<Prepared> {
@@ -145,9 +145,10 @@ async fn from_file(
     plan.verify(stored.as_ref())?;
     // Start from the state the plan saw (refreshed then), not the stored
     // one; the state's key is the stored one (a plan file holds none).
+    // Checked, the plan's copy is taken, not copied again.
     let mut doc = plan
         .prior
-        .clone()
+        .take()
         .or_else(|| stored.clone())
         .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
     doc.set_secret_key(stored.as_ref().and_then(|s| s.secret_hmac_key.clone()));

@@ -99,23 +99,24 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
     };
     // Whether state exists decides whether to lock; it is read (and whose
     // it is checked) once, under the lock.
-    let prepared = if writes || ctx.state_exists().await? {
+    let mut prepared = if writes || ctx.state_exists().await? {
         ctx.with_lock(cli, "plan", async |_| plan_stored(deploy).await)
             .await?
     } else {
         plan_stored(deploy).await?
     };
-    let plan = &prepared.plan;
+    let changes = !prepared.plan.plan.is_empty();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan.plan)?);
+        println!("{}", serde_json::to_string_pretty(&prepared.plan.plan)?);
     } else {
         print!(
             "{}",
-            plan::render_text(&plan.plan, Painter::for_stdout(cli.color))
+            plan::render_text(&prepared.plan.plan, Painter::for_stdout(cli.color))
         );
     }
     if let Some(out) = &args.out {
-        let mut saved = plan.clone();
+        // Shown, the plan is made into the file as it is, not copied.
+        let saved = &mut prepared.plan;
         crate::deploy::secrets::record_sources(&ctx.spec, &mut saved.plan.secrets)?;
         saved.seal(&prepared.refreshed.doc, prepared.stored.as_deref())?;
         saved.save(out, &ctx.spec.state.encrypt_to)?;
@@ -127,7 +128,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
             );
         }
     }
-    Ok(if args.detailed_exitcode && !plan.plan.is_empty() {
+    Ok(if args.detailed_exitcode && changes {
         EXIT_CHANGES
     } else {
         EXIT_OK
