@@ -426,16 +426,37 @@ fn lookup(
     }
 }
 
+/// The resources of the spec that `--on` selects, with what they depend on.
+enum Selected<'a> {
+    /// Every one (no `--on`).
+    All,
+    /// These (borrowed from the spec: at fleet scale a copy of every
+    /// address is MiB).
+    Only(BTreeSet<&'a Address>),
+}
+
+impl Selected<'_> {
+    /// Whether the spec's resource at `address` is selected.
+    fn contains(&self, address: &Address) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(addresses) => addresses.contains(address),
+        }
+    }
+}
+
 /// Addresses in the spec selected by `selection`, plus everything they depend
 /// on (transitively): a selected host is never created without its key pair.
-/// Borrowed from the spec: at fleet scale a copy of every address is MiB.
-fn selected_with_dependencies<'a>(spec: &'a Spec, selection: &Selection) -> BTreeSet<&'a Address> {
+fn selected_with_dependencies<'a>(spec: &'a Spec, selection: &Selection) -> Selected<'a> {
+    if selection.is_all() {
+        return Selected::All;
+    }
     let by_address: BTreeMap<&Address, &ResourceConfig> =
         spec.resources.iter().map(|c| (&c.address, c)).collect();
     let mut stack: Vec<&Address> = spec
         .resources
         .iter()
-        .filter(|c| selection.matches(&c.address, &user_tags(spec, &c.address)))
+        .filter(|c| selection.matches(&c.address, user_tags(spec, &c.address)))
         .map(|c| &c.address)
         .collect();
     let mut selected = BTreeSet::new();
@@ -446,7 +467,7 @@ fn selected_with_dependencies<'a>(spec: &'a Spec, selection: &Selection) -> BTre
             }
         }
     }
-    selected
+    Selected::Only(selected)
 }
 
 /// Addresses to delete: state records not in the spec (or all of them for
@@ -494,8 +515,8 @@ fn check_selection(spec: &Spec, doc: &StateDocument, selection: &Selection) -> R
     let candidates: Vec<(&Address, BTreeMap<String, String>)> = spec
         .resources
         .iter()
-        .map(|c| (&c.address, user_tags(spec, &c.address)))
-        .chain(spec.hosts.keys().map(|a| (a, user_tags(spec, a))))
+        .map(|c| (&c.address, user_tags(spec, &c.address).clone()))
+        .chain(spec.hosts.keys().map(|a| (a, user_tags(spec, a).clone())))
         .chain(recorded.iter().map(|a| (a, recorded_tags(doc, a))))
         .collect();
     let unmatched = selection.unmatched(&candidates);
@@ -513,18 +534,18 @@ fn in_scope(spec: &Spec, selection: &Selection, address: &Address, doc: &StateDo
     if selection.is_all() {
         return true;
     }
-    let mut tags = user_tags(spec, address);
+    let tags = user_tags(spec, address);
     if tags.is_empty() {
-        tags = recorded_tags(doc, address);
+        return selection.matches(address, &recorded_tags(doc, address));
     }
-    selection.matches(address, &tags)
+    selection.matches(address, tags)
 }
 
-fn user_tags(spec: &Spec, address: &Address) -> BTreeMap<String, String> {
-    spec.hosts
-        .get(address)
-        .map(|h| h.tags.clone())
-        .unwrap_or_default()
+/// The user tags of the host at `address` (none for other resources),
+/// borrowed: a copy per resource was a good part of planning a fleet.
+fn user_tags<'a>(spec: &'a Spec, address: &Address) -> &'a BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    spec.hosts.get(address).map_or(&NONE, |h| &h.tags)
 }
 
 fn recorded_tags(doc: &StateDocument, address: &Address) -> BTreeMap<String, String> {
