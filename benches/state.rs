@@ -114,7 +114,7 @@ async fn apply_one_by_one(count: usize) {
         .lock(LockInfo::for_this_process("apply"), Default::default())
         .await
         .unwrap();
-    let doc = StateDocument::new("bench");
+    let doc = Arc::new(StateDocument::new("bench"));
     let refreshed = plan::refresh(&doc, &providers, |_| true).await.unwrap();
     let options = BuildOptions {
         selection: Selection::default(),
@@ -125,7 +125,7 @@ async fn apply_one_by_one(count: usize) {
     let session = Arc::new(tokio::sync::Mutex::new(StateSession::new(
         Arc::clone(&backend),
         guard,
-        refreshed.doc,
+        Arc::unwrap_or_clone(refreshed.doc),
         None,
     )));
     let report = apply::apply(

@@ -130,7 +130,7 @@ async fn from_file(
     ctx: &Context,
     cli: &Cli,
     path: &std::path::Path,
-    plan: PlanFile,
+    mut plan: PlanFile,
     deploy: DeployContext,
     stored: Option<StateDocument>,
 ) -> Result<Prepared> {
@@ -145,9 +145,10 @@ async fn from_file(
     plan.verify(stored.as_ref())?;
     // Start from the state the plan saw (refreshed then), not the stored
     // one; the state's key is the stored one (a plan file holds none).
+    // Checked, the plan's copy is taken, not copied again.
     let mut doc = plan
         .prior
-        .clone()
+        .take()
         .or_else(|| stored.clone())
         .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
     doc.set_secret_key(stored.as_ref().and_then(|s| s.secret_hmac_key.clone()));
@@ -157,7 +158,7 @@ async fn from_file(
     };
     let providers = ctx.providers(&doc).await?;
     Ok(Prepared {
-        stored,
+        stored: stored.map(Arc::new),
         refreshed: Refreshed::unrefreshed(doc),
         plan,
         providers,
@@ -178,16 +179,19 @@ async fn execute(
     sink: Sink,
 ) -> Result<u8> {
     let Prepared {
+        stored,
         refreshed,
         plan,
         providers,
         deploy,
         secret_key,
-        ..
     } = prepared;
+    // The stored document may share the refreshed one: let it go first, so
+    // the session takes the refreshed document without copying it.
+    drop(stored);
     {
         let mut s = session.lock().await;
-        s.doc = refreshed.doc;
+        s.doc = Arc::unwrap_or_clone(refreshed.doc);
         // Every state applied to has a key: the secrets' keyed hashes and
         // the MACs that bind saved plans to it use it (the plan hashed with
         // it).

@@ -22,8 +22,8 @@ use crate::spec::{self, Spec};
 /// The spec and its state backend.
 #[derive(Debug)]
 pub struct Context {
-    /// The validated spec.
-    pub spec: Spec,
+    /// The validated spec, shared with the run's [`crate::deploy::DeployContext`].
+    pub spec: Arc<Spec>,
     /// Where its state lives.
     pub backend: Arc<dyn StateBackend>,
 }
@@ -42,7 +42,10 @@ impl Context {
         let spec = spec::load(&cli.file)?;
         let Some(name) = &cli.env else {
             let backend = open_backend(&spec, cli.state_dir.as_deref())?;
-            return Ok(Self { spec, backend });
+            return Ok(Self {
+                spec: Arc::new(spec),
+                backend,
+            });
         };
         let backend = open_environment_backend(&spec, cli.state_dir.as_deref(), name)?;
         let record = backend
@@ -57,7 +60,7 @@ impl Context {
                 )
             })?;
         Ok(Self {
-            spec: spec.in_environment(record),
+            spec: Arc::new(spec.in_environment(record)),
             backend,
         })
     }
@@ -97,6 +100,19 @@ impl Context {
             }
         }
         Ok(doc)
+    }
+
+    /// Whether any state was written, without reading it (see
+    /// [`StateBackend::exists`]): whose it is, [`Context::read_state`]
+    /// checks.
+    ///
+    /// # Errors
+    /// When state cannot be read.
+    pub async fn state_exists(&self) -> Result<bool> {
+        self.backend
+            .exists()
+            .await
+            .with_context(|| format!("reading {}", self.backend.describe()))
     }
 
     /// The providers the spec's resources and `doc`'s records use.

@@ -31,6 +31,7 @@ pub fn selected<'a>(spec: &'a Spec, on: &[String]) -> Result<Vec<(&'a Address, &
         .hosts
         .iter()
         .filter(|(address, info)| selection.matches(address, &info.tags))
+        .map(|(address, info)| (address, &**info))
         .collect())
 }
 
@@ -41,8 +42,8 @@ pub fn selected<'a>(spec: &'a Spec, on: &[String]) -> Result<Vec<(&'a Address, &
 /// When no host of the spec has that address or name.
 pub fn named<'a>(spec: &'a Spec, text: &str) -> Result<(&'a Address, &'a HostInfo)> {
     if let Ok(address) = text.parse::<Address>() {
-        if let Some(found) = spec.hosts.get_key_value(&address) {
-            return Ok(found);
+        if let Some((address, info)) = spec.hosts.get_key_value(&address) {
+            return Ok((address, info));
         }
     }
     let by_machine_name = spec
@@ -50,7 +51,7 @@ pub fn named<'a>(spec: &'a Spec, text: &str) -> Result<(&'a Address, &'a HostInf
         .iter()
         .find(|(address, _)| address.machine_name() == text);
     match by_machine_name {
-        Some(found) => Ok(found),
+        Some((address, info)) => Ok((address, info)),
         None => {
             let names: Vec<String> = spec.hosts.keys().map(ToString::to_string).collect();
             bail!(

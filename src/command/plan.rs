@@ -1,5 +1,7 @@
 //! `prov plan`, and the planning steps apply and destroy share.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use prov_state::StateDocument;
 
@@ -15,8 +17,9 @@ use crate::ui::Painter;
 /// A plan ready to show or apply.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// State as stored before this run.
-    pub stored: Option<StateDocument>,
+    /// State as stored before this run (shared with `refreshed` until
+    /// refresh changes it).
+    pub stored: Option<Arc<StateDocument>>,
     /// State after refresh.
     pub refreshed: Refreshed,
     /// The plan.
@@ -38,6 +41,7 @@ pub(super) async fn prepare(
     deploy: DeployContext,
     stored: Option<StateDocument>,
 ) -> Result<Prepared> {
+    let stored = stored.map(Arc::new);
     let replace = select
         .replace
         .iter()
@@ -51,7 +55,7 @@ pub(super) async fn prepare(
     let planning = async {
         let doc = stored
             .clone()
-            .unwrap_or_else(|| StateDocument::new(&ctx.spec.deployment));
+            .unwrap_or_else(|| Arc::new(StateDocument::new(&ctx.spec.deployment)));
         let secret_key = match &doc.secret_hmac_key {
             Some(key) => key.clone(),
             None => crate::secrets::new_hmac_key()?,
@@ -93,25 +97,28 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
         let stored = ctx.read_state().await?;
         prepare(&ctx, &args.select, args.destroy, deploy, stored).await
     };
-    let prepared = if writes || ctx.read_state().await?.is_some() {
+    // Whether state exists decides whether to lock; it is read (and whose
+    // it is checked) once, under the lock.
+    let mut prepared = if writes || ctx.state_exists().await? {
         ctx.with_lock(cli, "plan", async |_| plan_stored(deploy).await)
             .await?
     } else {
         plan_stored(deploy).await?
     };
-    let plan = &prepared.plan;
+    let changes = !prepared.plan.plan.is_empty();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan.plan)?);
+        println!("{}", serde_json::to_string_pretty(&prepared.plan.plan)?);
     } else {
         print!(
             "{}",
-            plan::render_text(&plan.plan, Painter::for_stdout(cli.color))
+            plan::render_text(&prepared.plan.plan, Painter::for_stdout(cli.color))
         );
     }
     if let Some(out) = &args.out {
-        let mut saved = plan.clone();
+        // Shown, the plan is made into the file as it is, not copied.
+        let saved = &mut prepared.plan;
         crate::deploy::secrets::record_sources(&ctx.spec, &mut saved.plan.secrets)?;
-        saved.seal(&prepared.refreshed.doc, prepared.stored.as_ref())?;
+        saved.seal(&prepared.refreshed.doc, prepared.stored.as_deref())?;
         saved.save(out, &ctx.spec.state.encrypt_to)?;
         if !args.json {
             println!(
@@ -121,7 +128,7 @@ pub async fn run(cli: &Cli, args: &PlanArgs) -> Result<u8> {
             );
         }
     }
-    Ok(if args.detailed_exitcode && !plan.plan.is_empty() {
+    Ok(if args.detailed_exitcode && changes {
         EXIT_CHANGES
     } else {
         EXIT_OK

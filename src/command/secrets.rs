@@ -16,7 +16,7 @@ pub async fn run(cli: &Cli, command: &SecretsCommand) -> Result<u8> {
     // The encrypted files need not exist yet: `encrypt` and `edit` create them.
     crate::spec::allow_missing_secret_files();
     let ctx = Context::load(cli).await?;
-    let spec = &ctx.spec;
+    let spec: &crate::spec::Spec = &ctx.spec;
     let deployer = crate::deploy::Deployer::ensure(spec)
         .ok()
         .map(|d| d.private);

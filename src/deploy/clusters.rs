@@ -73,7 +73,7 @@ impl Clusters {
 /// # Errors
 /// When the material cannot be read, decrypted, issued or saved.
 pub fn prepare(ctx: &DeployContext, doc: &StateDocument, now: DateTime<Utc>) -> Result<Clusters> {
-    let spec = &ctx.spec;
+    let spec: &crate::spec::Spec = &ctx.spec;
     let mut out = Clusters::default();
     if spec.kubernetes.is_empty() {
         return Ok(out);

@@ -24,14 +24,17 @@ pub use profile::{current_system, PROFILE};
 pub use rollback::rollback_host;
 pub use run::{apply, DeployReport};
 
+use std::sync::Arc;
+
 use crate::spec::Spec;
 use target::Pool;
 
 /// What every deploy step of one run shares.
 #[derive(Debug, Clone)]
 pub struct DeployContext {
-    /// The spec.
-    pub spec: Spec,
+    /// The spec: the command's own, shared, not copied (at fleet scale a
+    /// spec is tens of MiB).
+    pub spec: Arc<Spec>,
     /// One SSH connection per host for the run.
     pub pool: Pool,
     /// The deployer's key, when the run needs one (a host with a system or
@@ -63,7 +66,11 @@ impl DeployContext {
     ///
     /// # Errors
     /// When the deployer's key cannot be read or generated.
-    pub fn new(spec: &Spec, make_key: bool, accept_new_host_keys: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        spec: &Arc<Spec>,
+        make_key: bool,
+        accept_new_host_keys: bool,
+    ) -> anyhow::Result<Self> {
         let deployer = if needs_deployer_key(spec) {
             Some(if make_key {
                 Deployer::ensure(spec)?
@@ -78,7 +85,7 @@ impl DeployContext {
             _ => None,
         };
         Ok(Self {
-            spec: spec.clone(),
+            spec: Arc::clone(spec),
             pool: Pool::default(),
             deployer,
             accept_new_host_keys,

@@ -183,7 +183,9 @@ impl Spec {
         for template in &self.env_templates {
             if let Some(host) = self.hosts.get_mut(&template.address) {
                 if host.tags.contains_key(&template.key) {
-                    host.tags
+                    // The host's own copy (its group shared one).
+                    std::sync::Arc::make_mut(host)
+                        .tags
                         .insert(template.key.clone(), render(&template.text, &record.name));
                 }
             }

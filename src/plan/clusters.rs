@@ -183,7 +183,7 @@ pub fn plan(
     options: &BuildOptions,
     now: DateTime<Utc>,
 ) -> Result<Vec<ClusterPlan>> {
-    let spec = &ctx.spec;
+    let spec: &crate::spec::Spec = &ctx.spec;
     if options.destroy || spec.kubernetes.is_empty() {
         return Ok(Vec::new());
     }

@@ -42,7 +42,7 @@ pub async fn plan(
         .hosts
         .iter()
         .filter(|(address, info)| options.selection.matches(address, &info.tags))
-        .filter_map(|(address, info)| info.deploy.as_ref().map(|d| (address, info, d)))
+        .filter_map(|(address, info)| info.deploy.as_ref().map(|d| (address, &**info, d)))
         .collect();
     if hosts.is_empty() || options.destroy {
         return Ok(systems);

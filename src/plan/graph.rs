@@ -1,26 +1,35 @@
 //! The dependency graph between resources: topological order and Graphviz DOT.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use prov_provider::{Address, ResourceConfig};
 
-/// Orders `configs` so every resource comes after what it depends on; ties in
-/// address order (deterministic). Dependencies outside `configs` are ignored.
+/// Orders `configs` (owned or borrowed) so every resource comes after what
+/// it depends on; ties in address order (deterministic). Dependencies
+/// outside `configs` are ignored.
 ///
 /// # Errors
 /// The addresses left on a cycle (the spec front end rejects cycles first, so
 /// this is a safety net).
-pub fn topological(configs: &[ResourceConfig]) -> Result<Vec<&ResourceConfig>, Vec<Address>> {
-    let by_address: BTreeMap<&Address, &ResourceConfig> =
-        configs.iter().map(|c| (&c.address, c)).collect();
+pub fn topological<C: Borrow<ResourceConfig>>(
+    configs: &[C],
+) -> Result<Vec<&ResourceConfig>, Vec<Address>> {
+    let by_address: BTreeMap<&Address, &ResourceConfig> = configs
+        .iter()
+        .map(|c| {
+            let c = c.borrow();
+            (&c.address, c)
+        })
+        .collect();
     // Kahn's algorithm in waves: each wave is every resource whose
     // dependencies are all in earlier waves, in address order. Linear in
     // resources and edges (the wave loop used to scan every remaining
     // resource per resource placed: 8 of 12 s of a 100,000-resource plan).
     let mut waiting: BTreeMap<&Address, usize> = BTreeMap::new();
     let mut dependents: BTreeMap<&Address, Vec<&Address>> = BTreeMap::new();
-    for config in configs {
+    for config in configs.iter().map(Borrow::borrow) {
         let known = config
             .depends_on
             .iter()

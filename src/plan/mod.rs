@@ -36,6 +36,8 @@ pub mod secrets_on_hosts;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use anyhow::{Context as _, Result};
 use prov_state::StateDocument;
 
@@ -54,8 +56,9 @@ use file::PlanFile;
 /// What planning reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
-    /// State as stored (a new document when there is none).
-    pub doc: &'a StateDocument,
+    /// State as stored (a new document when there is none), shared with
+    /// the refreshed state until refresh changes it.
+    pub doc: &'a Arc<StateDocument>,
     /// The providers of the spec's resources and of state's records.
     pub providers: &'a Providers,
     /// The spec (in `deploy.spec`), the deployer's key, the SSH pool.
@@ -96,7 +99,7 @@ pub async fn plan(inputs: Inputs<'_>) -> Result<Planned> {
         secret_key,
         now,
     } = inputs;
-    let spec = &deploy.spec;
+    let spec: &crate::spec::Spec = &deploy.spec;
     let refreshed = if full {
         refresh(doc, providers, |_| true)
             .await

@@ -3,6 +3,7 @@
 //! address and keeps it; apply records the same moves once confirmed.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use prov_provider::Address;
@@ -38,7 +39,7 @@ pub fn apply<'a>(
     let mut moved_state = refreshed.clone();
     let mut moved = Vec::new();
     for entry in moves {
-        let pairs = match moved_state.doc.move_address(&entry.from, &entry.to) {
+        let pairs = match Arc::make_mut(&mut moved_state.doc).move_address(&entry.from, &entry.to) {
             Ok(pairs) => pairs,
             Err(MoveError::Missing(_)) => continue,
             Err(error) => {
@@ -138,7 +139,7 @@ mod tests {
         );
         assert_eq!(after.doc.resources["db"].id.as_deref(), Some("id-web[1]"));
         assert!(refreshed.doc.resources.contains_key(&address("web[0]")));
-        let mut recorded = refreshed.doc.clone();
+        let mut recorded = StateDocument::clone(&refreshed.doc);
         record(&mut recorded, &moved).unwrap();
         assert_eq!(recorded.resources, after.doc.resources);
     }

@@ -16,8 +16,11 @@ use crate::providers::Providers;
 #[derive(Debug, Clone)]
 pub struct Refreshed {
     /// The state with observed attributes merged in, objects that are gone
-    /// removed, and interrupted creates settled.
-    pub doc: StateDocument,
+    /// removed, and interrupted creates settled. Shared with the stored
+    /// document it came from until refresh changes something
+    /// ([`Arc::make_mut`]): at fleet scale a copy is hundreds of MiB, and
+    /// `--refresh=false` usually changes nothing.
+    pub doc: Arc<StateDocument>,
     /// What changed outside prov.
     pub drift: Vec<Drift>,
     /// Addresses whose objects were deleted outside prov.
@@ -27,9 +30,9 @@ pub struct Refreshed {
 impl Refreshed {
     /// State taken as it is, without asking any provider.
     #[must_use]
-    pub fn unrefreshed(doc: StateDocument) -> Self {
+    pub fn unrefreshed(doc: impl Into<Arc<StateDocument>>) -> Self {
         Self {
-            doc,
+            doc: doc.into(),
             drift: Vec::new(),
             gone: BTreeSet::new(),
         }
@@ -53,13 +56,14 @@ struct Found {
 }
 
 /// Reads every object recorded in `doc` (only records for which `in_scope`
-/// holds) and returns the refreshed state. Makes one `read` call and at most
-/// one `find_by_token` call per provider and kind.
+/// holds) and returns the refreshed state, which shares `doc` until it
+/// differs. Makes one `read` call and at most one `find_by_token` call per
+/// provider and kind.
 ///
 /// # Errors
 /// When a provider call fails.
 pub async fn refresh(
-    doc: &StateDocument,
+    doc: &Arc<StateDocument>,
     providers: &Providers,
     in_scope: impl Fn(&Address) -> bool,
 ) -> Result<Refreshed> {
@@ -109,7 +113,7 @@ pub async fn refresh(
         });
     }
 
-    let mut refreshed = Refreshed::unrefreshed(doc.clone());
+    let mut refreshed = Refreshed::unrefreshed(Arc::clone(doc));
     while let Some(joined) = tasks.join_next().await {
         let found = joined.context("a refresh task panicked")??;
         let provider = providers.get(&found.key.0)?;
@@ -123,7 +127,7 @@ pub async fn refresh(
         for (address, token) in &batch.by_token {
             if let Some(observed) = found.by_token.get(token) {
                 tracing::info!(%address, id = %observed.id, "found the object of an interrupted create");
-                refreshed.doc.record_found_by_token(
+                Arc::make_mut(&mut refreshed.doc).record_found_by_token(
                     address,
                     &observed.id,
                     observed.attributes.clone(),
@@ -156,7 +160,7 @@ fn merge_read(
                     attributes: Vec::new(),
                 });
             }
-            refreshed.doc.record_gone(address);
+            Arc::make_mut(&mut refreshed.doc).record_gone(address);
             refreshed.gone.insert(address.clone());
         }
         Some(observed) => {
@@ -176,9 +180,7 @@ fn merge_read(
                     });
                 }
             }
-            refreshed
-                .doc
-                .record_observed(address, &observed.id, attributes);
+            Arc::make_mut(&mut refreshed.doc).record_observed(address, &observed.id, attributes);
         }
     }
 }

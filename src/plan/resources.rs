@@ -1,6 +1,7 @@
 //! Phase 2 of planning, the resource diff: a pure function of the spec, the
 //! refreshed state and the providers' schemas.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
@@ -58,25 +59,48 @@ impl ResourceDiff {
     }
 }
 
+/// One resource as the providers are to see it: the spec's own, or a copy
+/// with something added (see [`desired`]). Two words, whichever it is.
+#[derive(Debug)]
+pub enum DesiredConfig<'a> {
+    /// The spec's configuration, as it is.
+    Spec(&'a ResourceConfig),
+    /// A copy with the deployer's key.
+    Keyed(Box<ResourceConfig>),
+}
+
+impl Borrow<ResourceConfig> for DesiredConfig<'_> {
+    fn borrow(&self) -> &ResourceConfig {
+        match self {
+            Self::Spec(config) => config,
+            Self::Keyed(config) => config,
+        }
+    }
+}
+
 /// The spec's resources as the providers are to see them: machines prov
 /// creates authorize `deployer_key` (the deployer's public key line), when
-/// the run has one.
+/// the run has one. Only those are copied (to add the key); every other
+/// resource is the spec's own, borrowed: at fleet scale a copy of them all
+/// was tens of MiB.
 #[must_use]
-pub fn desired(spec: &Spec, deployer_key: Option<&str>) -> Vec<ResourceConfig> {
-    let mut resources = spec.resources.clone();
-    let Some(key) = deployer_key else {
-        return resources;
-    };
-    for resource in resources
-        .iter_mut()
-        .filter(|r| crate::providers::Target::provider_receives_deployer_key(&r.provider))
-    {
-        resource.attributes.insert(
-            "authorized_keys".into(),
-            Value::Array(vec![Value::from(key.to_owned())]),
-        );
-    }
-    resources
+pub fn desired<'a>(spec: &'a Spec, deployer_key: Option<&str>) -> Vec<DesiredConfig<'a>> {
+    spec.resources
+        .iter()
+        .map(|resource| match deployer_key {
+            Some(key)
+                if crate::providers::Target::provider_receives_deployer_key(&resource.provider) =>
+            {
+                let mut resource = resource.clone();
+                resource.attributes.insert(
+                    "authorized_keys".into(),
+                    Value::Array(vec![Value::from(key.to_owned())]),
+                );
+                DesiredConfig::Keyed(Box::new(resource))
+            }
+            _ => DesiredConfig::Spec(resource),
+        })
+        .collect()
 }
 
 /// Plans the resource changes only (no system deploys or secrets): the pure
@@ -103,14 +127,14 @@ pub fn build(
 }
 
 /// The changes that bring `refreshed` to `desired` (the spec's resources,
-/// see [`desired`]).
+/// see [`desired`]: owned or borrowed).
 ///
 /// # Errors
 /// When a resource names a provider or kind that is not configured, the
 /// dependency graph has a cycle, or `--on` matches nothing.
-pub fn diff(
+pub fn diff<C: Borrow<ResourceConfig>>(
     spec: &Spec,
-    desired: &[ResourceConfig],
+    desired: &[C],
     refreshed: &Refreshed,
     providers: &Providers,
     options: &BuildOptions,
@@ -118,8 +142,13 @@ pub fn diff(
     let doc = &refreshed.doc;
     check_selection(spec, doc, &options.selection)?;
     check_replace(spec, options)?;
-    let by_address: BTreeMap<&Address, &ResourceConfig> =
-        desired.iter().map(|c| (&c.address, c)).collect();
+    let by_address: BTreeMap<&Address, &ResourceConfig> = desired
+        .iter()
+        .map(|c| {
+            let c = c.borrow();
+            (&c.address, c)
+        })
+        .collect();
     let mut diff = ResourceDiff::default();
 
     if !options.destroy {
@@ -397,26 +426,48 @@ fn lookup(
     }
 }
 
+/// The resources of the spec that `--on` selects, with what they depend on.
+enum Selected<'a> {
+    /// Every one (no `--on`).
+    All,
+    /// These (borrowed from the spec: at fleet scale a copy of every
+    /// address is MiB).
+    Only(BTreeSet<&'a Address>),
+}
+
+impl Selected<'_> {
+    /// Whether the spec's resource at `address` is selected.
+    fn contains(&self, address: &Address) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(addresses) => addresses.contains(address),
+        }
+    }
+}
+
 /// Addresses in the spec selected by `selection`, plus everything they depend
 /// on (transitively): a selected host is never created without its key pair.
-fn selected_with_dependencies(spec: &Spec, selection: &Selection) -> BTreeSet<Address> {
+fn selected_with_dependencies<'a>(spec: &'a Spec, selection: &Selection) -> Selected<'a> {
+    if selection.is_all() {
+        return Selected::All;
+    }
     let by_address: BTreeMap<&Address, &ResourceConfig> =
         spec.resources.iter().map(|c| (&c.address, c)).collect();
     let mut stack: Vec<&Address> = spec
         .resources
         .iter()
-        .filter(|c| selection.matches(&c.address, &user_tags(spec, &c.address)))
+        .filter(|c| selection.matches(&c.address, user_tags(spec, &c.address)))
         .map(|c| &c.address)
         .collect();
     let mut selected = BTreeSet::new();
     while let Some(address) = stack.pop() {
-        if selected.insert(address.clone()) {
+        if selected.insert(address) {
             if let Some(config) = by_address.get(address) {
                 stack.extend(config.depends_on.iter());
             }
         }
     }
-    selected
+    Selected::Only(selected)
 }
 
 /// Addresses to delete: state records not in the spec (or all of them for
@@ -464,8 +515,8 @@ fn check_selection(spec: &Spec, doc: &StateDocument, selection: &Selection) -> R
     let candidates: Vec<(&Address, BTreeMap<String, String>)> = spec
         .resources
         .iter()
-        .map(|c| (&c.address, user_tags(spec, &c.address)))
-        .chain(spec.hosts.keys().map(|a| (a, user_tags(spec, a))))
+        .map(|c| (&c.address, user_tags(spec, &c.address).clone()))
+        .chain(spec.hosts.keys().map(|a| (a, user_tags(spec, a).clone())))
         .chain(recorded.iter().map(|a| (a, recorded_tags(doc, a))))
         .collect();
     let unmatched = selection.unmatched(&candidates);
@@ -483,18 +534,18 @@ fn in_scope(spec: &Spec, selection: &Selection, address: &Address, doc: &StateDo
     if selection.is_all() {
         return true;
     }
-    let mut tags = user_tags(spec, address);
+    let tags = user_tags(spec, address);
     if tags.is_empty() {
-        tags = recorded_tags(doc, address);
+        return selection.matches(address, &recorded_tags(doc, address));
     }
-    selection.matches(address, &tags)
+    selection.matches(address, tags)
 }
 
-fn user_tags(spec: &Spec, address: &Address) -> BTreeMap<String, String> {
-    spec.hosts
-        .get(address)
-        .map(|h| h.tags.clone())
-        .unwrap_or_default()
+/// The user tags of the host at `address` (none for other resources),
+/// borrowed: a copy per resource was a good part of planning a fleet.
+fn user_tags<'a>(spec: &'a Spec, address: &Address) -> &'a BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    spec.hosts.get(address).map_or(&NONE, |h| &h.tags)
 }
 
 fn recorded_tags(doc: &StateDocument, address: &Address) -> BTreeMap<String, String> {

@@ -37,7 +37,7 @@ pub fn plan(
         return Ok(Vec::new());
     }
     let selection = &options.selection;
-    let spec = &ctx.spec;
+    let spec: &crate::spec::Spec = &ctx.spec;
     let selected = |address: &Address| {
         spec.hosts
             .get(address)

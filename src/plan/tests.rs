@@ -81,7 +81,7 @@ impl Rig {
             .unwrap();
         let stored = self.backend.read().await.unwrap();
         guard.unlock().await.unwrap();
-        let doc = stored.clone().unwrap_or_else(|| StateDocument::new("test"));
+        let doc = Arc::new(stored.clone().unwrap_or_else(|| StateDocument::new("test")));
         let refreshed = plan::refresh(&doc, &self.providers, |_| true)
             .await
             .unwrap();
@@ -112,7 +112,7 @@ impl Rig {
         let session = Arc::new(Mutex::new(StateSession::new(
             self.backend.clone(),
             guard,
-            refreshed.doc,
+            Arc::unwrap_or_clone(refreshed.doc),
             stored,
         )));
         session.lock().await.save().await.unwrap();
@@ -444,7 +444,7 @@ async fn replace_requested_replaces_exactly_the_named_resource() {
 async fn replace_of_an_address_the_spec_lacks_is_an_error() {
     let rig = Rig::new();
     let all = spec(vec![thing("a", "img", 1, &[])]);
-    let doc = StateDocument::new("test");
+    let doc = Arc::new(StateDocument::new("test"));
     let refreshed = plan::refresh(&doc, &rig.providers, |_| true).await.unwrap();
     let options = |replace: &str, destroy: bool| BuildOptions {
         replace: [replace.parse().unwrap()].into(),

@@ -135,6 +135,10 @@ impl StateBackend for EncryptedBackend {
         }
     }
 
+    async fn exists(&self) -> Result<bool, StateError> {
+        self.inner.exists().await
+    }
+
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {
         self.inner.history().await
     }
@@ -250,6 +254,10 @@ impl StateBackend for PlaintextBackend {
 
     async fn read(&self) -> Result<Option<StateDocument>, StateError> {
         self.inner.read().await?.map(|d| self.check(d)).transpose()
+    }
+
+    async fn exists(&self) -> Result<bool, StateError> {
+        self.inner.exists().await
     }
 
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {

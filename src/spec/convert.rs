@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use prov_provider::{
     sha256_hex, Address, Attributes, DerivedName, NameForm, Reference, ResourceConfig,
@@ -29,7 +30,7 @@ pub(crate) fn convert(
 ) -> Spec {
     let deployment = raw.deployment.get_ref().clone();
     let mut resources = Vec::new();
-    let mut hosts = BTreeMap::new();
+    let mut hosts = Vec::new();
     for (name, kp) in &raw.key_pairs {
         let name = name.get_ref();
         let address = Address::new(KEY_PAIR, name, None);
@@ -78,6 +79,18 @@ pub(crate) fn convert(
         let Some(target) = host.target() else {
             continue;
         };
+        // One for every host of the group (`count`): what it holds is the
+        // group's.
+        let info = Arc::new(HostInfo {
+            name: name.clone(),
+            tags: user_tags(&host.tags),
+            target,
+            deploy: parts.deploy.clone(),
+            ssh: parts.ssh.clone(),
+            host_key: parts.host_key.clone(),
+            health: parts.health.clone(),
+            kubernetes: checked.kubernetes.hosts.get(name).cloned(),
+        });
         for address in host_addresses(name, host) {
             match target {
                 Target::Ec2 => {
@@ -101,20 +114,15 @@ pub(crate) fn convert(
                 )),
                 Target::Ssh => {}
             }
-            let info = HostInfo {
-                name: name.clone(),
-                tags: user_tags(&host.tags),
-                target,
-                deploy: parts.deploy.clone(),
-                ssh: parts.ssh.clone(),
-                host_key: parts.host_key.clone(),
-                health: parts.health.clone(),
-                kubernetes: checked.kubernetes.hosts.get(name).cloned(),
-            };
-            hosts.insert(address, info);
+            hosts.push((address, Arc::clone(&info)));
         }
     }
     resources.sort_by(|a, b| a.address.cmp(&b.address));
+    // Grown by doubling: up to half of it unused, at fleet scale MiB.
+    resources.shrink_to_fit();
+    // Collected, not inserted one by one: a map built in one go has full
+    // nodes, one built by inserting in order half-empty ones.
+    let hosts: BTreeMap<Address, Arc<HostInfo>> = hosts.into_iter().collect();
     Spec {
         source: path.to_owned(),
         deployment,

@@ -69,7 +69,7 @@ impl ClusterSpec {
     #[must_use]
     pub fn model(
         &self,
-        hosts: &BTreeMap<Address, HostInfo>,
+        hosts: &BTreeMap<Address, std::sync::Arc<HostInfo>>,
         ips: impl Fn(&Address) -> Vec<IpAddr>,
     ) -> Cluster {
         let members: Vec<Member> = hosts

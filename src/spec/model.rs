@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use prov_provider::{Address, ResourceConfig};
 
@@ -24,8 +25,9 @@ pub struct Spec {
     pub state: StateSettings,
     /// Every resource, hosts expanded by `count`, sorted by address.
     pub resources: Vec<ResourceConfig>,
-    /// Host metadata used for selection (`--on`), by host address.
-    pub hosts: BTreeMap<Address, HostInfo>,
+    /// Host metadata used for selection (`--on`), by host address; the
+    /// hosts of one group (`count`) share theirs.
+    pub hosts: BTreeMap<Address, Arc<HostInfo>>,
     /// Outputs by name.
     pub outputs: BTreeMap<String, OutputSpec>,
     /// `[deploy]`: deployment-wide settings for system deploys.

@@ -95,7 +95,10 @@ impl SecretSpec {
 
     /// The hosts of `hosts` this secret goes to.
     #[must_use]
-    pub fn targets<'a>(&self, hosts: &'a BTreeMap<Address, HostInfo>) -> Vec<&'a Address> {
+    pub fn targets<'a>(
+        &self,
+        hosts: &'a BTreeMap<Address, std::sync::Arc<HostInfo>>,
+    ) -> Vec<&'a Address> {
         let Ok(selection) = Selection::parse(&self.hosts) else {
             return Vec::new();
         };

@@ -35,6 +35,13 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// The latest document, or `None` when nothing was ever written.
     async fn read(&self) -> Result<Option<StateDocument>, StateError>;
 
+    /// Whether anything was ever written: whether [`StateBackend::read`]
+    /// would find a document, told without decoding it where the backend
+    /// can (a document that then does not read fails the read, not this).
+    async fn exists(&self) -> Result<bool, StateError> {
+        Ok(self.read().await?.is_some())
+    }
+
     /// Every stored version, oldest first.
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError>;
 

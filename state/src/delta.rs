@@ -51,13 +51,18 @@ pub(crate) fn step(prev: Value, next: &Value, next_len: usize, chain: u64) -> St
     Step::Patch { ops, chain }
 }
 
-/// Applies the stored patch `ops` of version `serial` to `doc`.
-pub(crate) fn apply(doc: &mut Value, serial: u64, ops: &[u8]) -> Result<(), StateError> {
-    let patch: json_patch::Patch = serde_json::from_slice(ops).map_err(|e| {
+/// Decodes the stored patch `ops` of version `serial`.
+pub(crate) fn decode_patch(serial: u64, ops: &[u8]) -> Result<json_patch::Patch, StateError> {
+    serde_json::from_slice(ops).map_err(|e| {
         StateError::Corrupt(format!(
             "the patch of version {serial} does not decode: {e}"
         ))
-    })?;
+    })
+}
+
+/// Applies the stored patch `ops` of version `serial` to `doc`.
+pub(crate) fn apply(doc: &mut Value, serial: u64, ops: &[u8]) -> Result<(), StateError> {
+    let patch = decode_patch(serial, ops)?;
     json_patch::patch(doc, &patch.0).map_err(|e| {
         StateError::Corrupt(format!(
             "the patch of version {serial} does not apply to the version before it: {e}"
@@ -74,6 +79,15 @@ pub(crate) fn is_patch(bytes: &[u8]) -> bool {
 
 /// Parses a whole version for patching.
 pub(crate) fn parse(serial: u64, bytes: &[u8]) -> Result<Value, StateError> {
+    parse_as(serial, bytes)
+}
+
+/// Parses a whole version as `T` (what a [`Value`] of it would decode
+/// to, where `T` reads it whole).
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
+    serial: u64,
+    bytes: &[u8],
+) -> Result<T, StateError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StateError::Corrupt(format!("version {serial} does not decode: {e}")))
 }

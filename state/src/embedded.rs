@@ -199,13 +199,17 @@ fn rebuild(inner: &Arc<Inner>, info: &LockInfo) -> Result<Recovered, StateError>
     let doc = copy::read(&inner.dir)?;
     let db_path = inner.db_path();
     if db_path.exists() {
-        match lockfile::open_checked(inner) {
-            Ok(db) => {
-                let latest = store::latest_header(&db, &db_path)?;
+        // Damaged: it does not open, or (opening checks the header only)
+        // its latest version does not read.
+        let latest = lockfile::open_checked(inner).and_then(|db| {
+            store::read_latest(&db, &db_path).map_err(|e| copy::explain(&inner.dir, e))
+        });
+        match latest {
+            Ok(latest) => {
                 return Err(StateError::Conflict(format!(
                     "the database {} is not damaged (its latest serial is {}, its copy's {}): nothing to recover",
                     db_path.display(),
-                    latest.map_or_else(|| "none".to_owned(), |(_, s)| s.to_string()),
+                    latest.map_or_else(|| "none".to_owned(), |d| d.serial.to_string()),
                     doc.serial
                 )));
             }
@@ -286,7 +290,27 @@ impl StateBackend for EmbeddedBackend {
 
     async fn read(&self) -> Result<Option<StateDocument>, StateError> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || with_db(&inner, store::read_latest)).await
+        // Opening checked the latest version's header only: a document
+        // that does not rebuild or decode is found here, and is damage the
+        // copy can repair as much as one that does not open.
+        blocking(move || {
+            with_db(&inner, |db, path| {
+                store::read_latest(db, path).map_err(|e| copy::explain(&inner.dir, e))
+            })
+        })
+        .await
+    }
+
+    /// Opens the database (checking it against its copy) and looks for
+    /// a latest serial: no document is rebuilt or decoded.
+    async fn exists(&self) -> Result<bool, StateError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            with_db(&inner, |db, path| {
+                Ok(store::latest_serial(db, path)?.is_some())
+            })
+        })
+        .await
     }
 
     async fn history(&self) -> Result<Vec<HistoryEntry>, StateError> {

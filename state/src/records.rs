@@ -9,9 +9,47 @@ use serde::{Deserialize, Serialize};
 
 /// A [`BTreeMap`] readable through [`Deref`]; only this crate inserts,
 /// removes or changes entries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Records<K: Ord, V>(BTreeMap<K, V>);
+
+/// Read as a map is, but built in one go: a map built by inserting the
+/// (sorted) entries one by one has half-empty nodes, which at fleet scale
+/// is tens of MiB of a document. Of entries with the same key the last
+/// one counts, as with inserting.
+impl<'de, K, V> Deserialize<'de> for Records<K, V>
+where
+    K: Ord + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Collects a map's entries, then builds the map from them.
+struct EntriesVisitor<K, V>(std::marker::PhantomData<(K, V)>);
+
+impl<'de, K, V> serde::de::Visitor<'de> for EntriesVisitor<K, V>
+where
+    K: Ord + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    type Value = Records<K, V>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // A size hint from the input is not trusted beyond a little.
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Records(entries.into_iter().collect()))
+    }
+}
 
 impl<K: Ord, V> Default for Records<K, V> {
     fn default() -> Self {

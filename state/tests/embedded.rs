@@ -42,6 +42,7 @@ async fn reading_a_missing_state_creates_nothing() {
     let dir = tmp.path().join(".prov");
     let b = EmbeddedBackend::new(&dir);
     assert_eq!(b.read().await.unwrap(), None);
+    assert!(!b.exists().await.unwrap());
     assert_eq!(b.history().await.unwrap(), vec![]);
     assert_eq!(b.lock_holder().await.unwrap(), None);
     b.force_unlock("anything").await.unwrap();
@@ -464,4 +465,44 @@ async fn environments_live_under_envs_and_leave_nothing_when_removed() {
         "its directory is gone"
     );
     assert!(dir.join("envs").join("b").join("state.db").exists());
+}
+
+/// Opening the database reads only the latest version's header, so a
+/// latest patch that does not apply is found when the document is read:
+/// that read says the database is damaged and names its copy, as opening
+/// it did, and `recover` rebuilds it from the copy.
+#[tokio::test]
+async fn a_latest_patch_that_does_not_apply_is_damage_the_copy_repairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".prov");
+    let backend = EmbeddedBackend::new(&dir);
+    let docs = suite::applied_one_by_one(&StateDocument::new("s").lineage, 3);
+    let guard = backend
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    for d in &docs {
+        guard.write(d).await.unwrap();
+    }
+    guard.unlock().await.unwrap();
+    {
+        let db = sled::open(dir.join("state.db")).unwrap();
+        let patches = db.open_tree("patches").unwrap();
+        let key = 3u64.to_be_bytes();
+        assert!(patches.get(key).unwrap().is_some(), "version 3 is a patch");
+        let broken =
+            br#"[{"op":"replace","path":"/serial","value":3},{"op":"remove","path":"/nowhere"}]"#;
+        patches.insert(key, &broken[..]).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(backend.exists().await.unwrap());
+    let err = backend.read().await.unwrap_err();
+    assert!(matches!(err, StateError::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains("latest.json"), "{err}");
+    let recovered = backend
+        .recover(LockInfo::for_this_process("state recover"))
+        .await
+        .unwrap();
+    assert_eq!(recovered.serial, 3);
+    assert_eq!(backend.read().await.unwrap().as_ref(), docs.last());
 }

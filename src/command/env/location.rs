@@ -120,6 +120,12 @@ impl Base {
         spec.environments = self.spec.environments;
         spec.providers = crate::environments::recorded::restore(&record.settings)?;
         let spec = spec.in_environment(record.clone());
-        Ok((Context { spec, backend }, record))
+        Ok((
+            Context {
+                spec: Arc::new(spec),
+                backend,
+            },
+            record,
+        ))
     }
 }

@@ -73,7 +73,7 @@ async fn up(
         environments::recorded::record(&spec.providers, crate::providers::local_root_override())?;
     let now = crate::clock::now()?;
     let ctx = Context {
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
         backend: Arc::clone(&backend),
     };
     ctx.with_session(cli, &format!("env up {name}"), async |session| {
@@ -100,7 +100,7 @@ async fn up(
             prov_state::timestamp::format(&record.expires)
         );
         let env = Context {
-            spec: spec.clone().in_environment(record),
+            spec: Arc::new(spec.clone().in_environment(record)),
             backend: Arc::clone(&backend),
         };
         let deploy = DeployContext::new(&env.spec, true, cli.accept_new_host_keys)?;

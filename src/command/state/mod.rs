@@ -178,7 +178,7 @@ async fn encrypt_state(cli: &Cli, spec: &crate::spec::Spec) -> Result<()> {
     }
     let backend = super::context::open_backend_encrypted(spec, cli.state_dir.as_deref(), true)?;
     let ctx = Context {
-        spec: spec.clone(),
+        spec: std::sync::Arc::new(spec.clone()),
         backend,
     };
     let serial = ctx

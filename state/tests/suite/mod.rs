@@ -176,6 +176,7 @@ async fn lock(b: &dyn StateBackend, operation: &str) -> Box<dyn prov_state::Stat
 /// An empty state reads as nothing, with no history.
 pub async fn empty_read_is_none(b: &dyn StateBackend) {
     assert_eq!(b.read().await.unwrap(), None);
+    assert!(!b.exists().await.unwrap());
     assert_eq!(b.history().await.unwrap(), vec![]);
     assert_eq!(b.read_serial(1).await.unwrap(), None);
     assert_eq!(b.lock_holder().await.unwrap(), None);
@@ -184,11 +185,14 @@ pub async fn empty_read_is_none(b: &dyn StateBackend) {
 /// A written document reads back equal.
 pub async fn write_then_read_back(b: &dyn StateBackend) {
     let guard = lock(b, "apply").await;
+    assert!(!b.exists().await.unwrap(), "locked, nothing written yet");
     let d = doc(&lineage(), 1, 2);
     guard.write(&d).await.unwrap();
     assert_eq!(b.read().await.unwrap().as_ref(), Some(&d));
+    assert!(b.exists().await.unwrap());
     guard.unlock().await.unwrap();
     assert_eq!(b.read().await.unwrap(), Some(d.clone()));
+    assert!(b.exists().await.unwrap());
     assert_eq!(b.read_serial(1).await.unwrap(), Some(d));
 }
 
