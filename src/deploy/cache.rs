@@ -61,21 +61,20 @@ impl CacheKey {
     }
 }
 
-/// Generates the key pair under a lock in `dir` (0700; the secret 0600).
+/// Generates the key pair in `dir` (the secret 0600), once (see
+/// [`super::identity::once_in_private_dir`]).
 fn generate(dir: &Path, name: &str, secret: &Path, public: &Path) -> Result<()> {
+    super::identity::once_in_private_dir(
+        dir,
+        || secret.exists() && public.exists(),
+        || generate_files(dir, name, secret, public),
+    )
+}
+
+/// `nix-store --generate-binary-cache-key` into staged names, then renamed
+/// into place (the public half first: the secret's presence means both).
+fn generate_files(dir: &Path, name: &str, secret: &Path, public: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    fs_err::create_dir_all(dir)?;
-    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let lock = fs_err::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".generate.lock"))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .context("locking the cache key directory")?;
-    if secret.exists() && public.exists() {
-        return Ok(());
-    }
     let staged_secret = dir.join(format!(".{name}.sec.new"));
     let staged_public = dir.join(format!(".{name}.pub.new"));
     let _ = fs_err::remove_file(&staged_secret);

@@ -103,6 +103,18 @@ fn read_public(private: PathBuf) -> Result<(PathBuf, String)> {
 /// beside the key, and the second finds the first's key, both files
 /// written.
 fn generate_once(dir: &Path, key: &Path) -> Result<()> {
+    once_in_private_dir(dir, || key.exists(), || generate(dir, key))
+}
+
+/// Runs `make` in `dir` (made `0700`) unless `done()` says it is done, holding
+/// a lock file there: runs in one directory at once take turns, and the
+/// second finds the first's work whole. Shared by the deployer key and the
+/// cache's signing key.
+pub(super) fn once_in_private_dir(
+    dir: &Path,
+    done: impl Fn() -> bool,
+    make: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs_err::create_dir_all(dir)?;
     fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -114,11 +126,7 @@ fn generate_once(dir: &Path, key: &Path) -> Result<()> {
         .open(&lock_path)?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", lock_path.display()))?;
-    let made = if key.exists() {
-        Ok(())
-    } else {
-        generate(dir, key)
-    };
+    let made = if done() { Ok(()) } else { make() };
     drop(lock);
     made
 }

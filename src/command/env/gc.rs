@@ -73,11 +73,17 @@ pub async fn run(cli: &Cli, args: &GcArgs) -> Result<u8> {
     let base = Base::load(cli, &args.location)?;
     let now = crate::clock::now()?;
     let listed = list(&base, now).await?;
-    let (orphans, not_searched) = if args.orphans {
+    // The providers searched for orphans are the ones that delete them.
+    let providers = if args.orphans {
         if !base.from_file {
             bail!("`prov gc --orphans` needs the spec (its deployment and providers): run it where {} is", cli.file.display());
         }
-        orphans(&base, &listed, now, args.min_age).await?
+        orphan_providers(&base).await?
+    } else {
+        Providers::default()
+    };
+    let (orphans, not_searched) = if args.orphans {
+        orphans(&base, &providers, &listed, now, args.min_age).await?
     } else {
         (Vec::new(), Vec::new())
     };
@@ -119,7 +125,6 @@ pub async fn run(cli: &Cli, args: &GcArgs) -> Result<u8> {
             });
         }
         if !report.orphans.is_empty() && report.stopped.is_none() {
-            let providers = orphan_providers(&base).await?;
             for orphan in &mut report.orphans {
                 if budget == 0 {
                     report.stopped = Some("--max-deletions reached".to_owned());
@@ -224,11 +229,11 @@ async fn orphan_providers(base: &Base) -> Result<Providers> {
 /// providers that cannot search.
 async fn orphans(
     base: &Base,
+    providers: &Providers,
     listed: &[Listed],
     now: DateTime<Utc>,
     min_age: std::time::Duration,
 ) -> Result<(Vec<Orphan>, Vec<String>)> {
-    let providers = orphan_providers(base).await?;
     let mut found = Vec::new();
     let mut not_searched = Vec::new();
     for name in providers.names() {

@@ -127,12 +127,7 @@ fn next_record(
     ttl_given: bool,
     settings: serde_json::Value,
 ) -> Result<EnvironmentRecord> {
-    let until = |ttl: std::time::Duration| -> Result<DateTime<Utc>> {
-        chrono::Duration::from_std(ttl)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .context("the time to live is too long")
-    };
+    let until = |ttl| expiry(now, ttl);
     match stored {
         Some(record) if record.doomed => bail!(
             "environment `{name}` is being torn down (its `env run` was cancelled); \
@@ -160,6 +155,14 @@ fn next_record(
             settings,
         }),
     }
+}
+
+/// `now` plus `ttl`.
+fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .context("the time to live is too long")
 }
 
 /// What tearing an environment down came to.
@@ -278,10 +281,7 @@ async fn extend(cli: &Cli, args: &EnvExtendArgs) -> Result<u8> {
             bail!("environment `{}` is being torn down", args.name);
         }
         let now = crate::clock::now()?;
-        record.expires = chrono::Duration::from_std(ttl)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .context("the time to live is too long")?;
+        record.expires = expiry(now, ttl)?;
         let expires = record.expires;
         doc.set_environment(Some(record));
         doc.set_serial(doc.serial + 1);

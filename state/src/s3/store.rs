@@ -348,54 +348,47 @@ impl Store {
     /// Every key under `prefix`.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        // 1000 keys a page: a million versions is far beyond any real state.
-        for _ in 0..1000 {
-            let mut req = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix);
-            tracing::debug!(operation = "ListObjectsV2", prefix, "S3 call");
-            if let Some(token) = &token {
-                req = req.continuation_token(token);
-            }
-            let resp = match req.send().await {
-                Ok(resp) => resp,
-                Err(err) => {
-                    let refusal = self.failure("ListObjectsV2", prefix, &err)?;
-                    return Err(self.unexpected("ListObjectsV2", prefix, refusal));
-                }
-            };
+        self.pages(prefix, None, |page| {
             keys.extend(
-                resp.contents()
+                page.contents()
                     .iter()
                     .filter_map(|o| o.key().map(str::to_owned)),
             );
-            match resp.next_continuation_token() {
-                Some(next) if resp.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(keys),
-            }
-        }
-        Err(StateError::S3 {
-            operation: "ListObjectsV2",
-            target: self.url(prefix),
-            message: "more than a million objects under the history prefix".to_owned(),
         })
+        .await?;
+        Ok(keys)
     }
 
     /// The names one level below `prefix`: the common prefixes of a
     /// listing with delimiter `/`, without `prefix` and the trailing `/`.
     pub(super) async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StateError> {
         let mut names = Vec::new();
+        self.pages(prefix, Some("/"), |page| {
+            names.extend(page.common_prefixes().iter().filter_map(|p| {
+                let name = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
+                Some(name.to_owned())
+            }));
+        })
+        .await?;
+        Ok(names)
+    }
+
+    /// Lists `prefix` (with `delimiter`), handing each page to `each`.
+    async fn pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output),
+    ) -> Result<(), StateError> {
         let mut token: Option<String> = None;
+        // 1000 keys a page: a million is far beyond any real state.
         for _ in 0..1000 {
             let mut req = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(prefix)
-                .delimiter("/");
+                .set_delimiter(delimiter.map(str::to_owned));
             tracing::debug!(operation = "ListObjectsV2", prefix, "S3 call");
             if let Some(token) = &token {
                 req = req.continuation_token(token);
@@ -407,19 +400,16 @@ impl Store {
                     return Err(self.unexpected("ListObjectsV2", prefix, refusal));
                 }
             };
-            names.extend(resp.common_prefixes().iter().filter_map(|p| {
-                let name = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
-                Some(name.to_owned())
-            }));
+            each(&resp);
             match resp.next_continuation_token() {
                 Some(next) if resp.is_truncated() == Some(true) => token = Some(next.to_owned()),
-                _ => return Ok(names),
+                _ => return Ok(()),
             }
         }
         Err(StateError::S3 {
             operation: "ListObjectsV2",
             target: self.url(prefix),
-            message: "more than a million names under the prefix".to_owned(),
+            message: "more than a million objects under the prefix".to_owned(),
         })
     }
 
