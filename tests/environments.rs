@@ -117,24 +117,6 @@ fn plant(moto: &Moto, tags: &[(&str, &str)]) -> String {
         .to_owned()
 }
 
-/// Keys under `prefix` in `bucket`.
-fn keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
-    let out = moto.aws(&[
-        "s3api",
-        "list-objects-v2",
-        "--bucket",
-        bucket,
-        "--prefix",
-        prefix,
-    ]);
-    out["Contents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| o["Key"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Lines of a child's pipe as they come.
 fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -253,7 +235,8 @@ fn environments_side_by_side_on_one_s3_state_and_one_name_admits_one_run() {
         );
     }
     // The deployment itself has no state: environments are apart from it.
-    assert!(keys(&moto, "envs", "shop/state.json")
+    assert!(moto
+        .keys("envs", "shop/state.json")
         .iter()
         .all(|k| k.starts_with("shop/state.json.envs/")));
 
@@ -301,7 +284,7 @@ fn environments_side_by_side_on_one_s3_state_and_one_name_admits_one_run() {
         "Name=tag:prov:deployment,Values=shop",
     ]);
     assert_eq!(kps["KeyPairs"].as_array().unwrap().len(), 0, "{kps}");
-    assert_eq!(keys(&moto, "envs", "shop/"), Vec::<String>::new());
+    assert_eq!(moto.keys("envs", "shop/"), Vec::<String>::new());
     let listed = ws.ok(&["env", "ls", "--state", "s3://envs/shop/state.json"]);
     assert!(listed.stdout.contains("No environments"), "{listed}");
 }
@@ -389,7 +372,9 @@ fn gc_collects_what_a_killed_env_up_made_and_leaves_others_alone() {
     assert_eq!(made.len(), 1, "the create went through: {made:?}");
     let made = made[0].0.clone();
     assert!(
-        !keys(&moto, "gc-state", "fleet/state.json.envs/k/state.json.lock").is_empty(),
+        !moto
+            .keys("gc-state", "fleet/state.json.envs/k/state.json.lock")
+            .is_empty(),
         "its lock is left"
     );
 
@@ -452,7 +437,7 @@ fn gc_collects_what_a_killed_env_up_made_and_leaves_others_alone() {
     assert!(live(&moto, &other), "another deployment's instance stays");
     assert!(live(&moto, &untagged), "an untagged instance stays");
     assert_eq!(
-        keys(&moto, "gc-state", "fleet/state.json.envs/"),
+        moto.keys("gc-state", "fleet/state.json.envs/"),
         Vec::<String>::new()
     );
     let again = gc(&["gc", "--orphans"]);

@@ -74,6 +74,24 @@ impl Moto {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// Keys under `prefix` in `bucket`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.aws(&[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+        ]);
+        out["Contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o["Key"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Running (or pending) instances tagged with `deployment`, as
     /// `(instance id, prov:address tag)`, sorted by address.
     pub fn instances(&self, deployment: &str) -> Vec<(String, String)> {

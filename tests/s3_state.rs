@@ -21,24 +21,6 @@ fn create_bucket(moto: &Moto, bucket: &str) {
     moto.aws(&["s3api", "create-bucket", "--bucket", bucket]);
 }
 
-/// Keys under `prefix` in `bucket`.
-fn keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
-    let out = moto.aws(&[
-        "s3api",
-        "list-objects-v2",
-        "--bucket",
-        bucket,
-        "--prefix",
-        prefix,
-    ]);
-    out["Contents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| o["Key"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// `prov state history` without its header.
 fn history_lines(ws: &Workspace) -> Vec<String> {
     let run = ws.ok(&["state", "history"]);
@@ -255,12 +237,9 @@ fn eight_applies_at_once_exactly_one_applies_ten_rounds() {
         // The lock was released.
         let plan = ws.prov(&["plan", "--detailed-exitcode"]);
         assert_eq!(plan.code, 0, "{plan}");
-        assert!(keys(
-            &moto,
-            "race-state",
-            &format!("{deployment}/state.json.lock")
-        )
-        .is_empty());
+        assert!(moto
+            .keys("race-state", &format!("{deployment}/state.json.lock"))
+            .is_empty());
         timings.push(round_started.elapsed());
     }
     eprintln!(
@@ -330,7 +309,7 @@ fn sigkill_during_apply_leaves_a_lock_that_force_unlock_clears() {
         "{blocked}"
     );
     let lock_key = "s3crash/state.json.lock";
-    assert_eq!(keys(&moto, "crash-state", lock_key), [lock_key]);
+    assert_eq!(moto.keys("crash-state", lock_key), [lock_key]);
     // `plan` is refused the same way.
     let plan = ws.prov(&["plan"]);
     assert_eq!(plan.code, 1, "{plan}");
@@ -347,7 +326,7 @@ fn sigkill_during_apply_leaves_a_lock_that_force_unlock_clears() {
         unlocked.stdout.contains(&format!("Released lock {id}")),
         "{unlocked}"
     );
-    assert!(keys(&moto, "crash-state", lock_key).is_empty());
+    assert!(moto.keys("crash-state", lock_key).is_empty());
 
     // Apply converges: three instances, none duplicated, all recorded.
     let run = ws.ok(&["apply", "--auto-approve"]);
@@ -411,7 +390,7 @@ fn migration_embedded_to_s3_and_back_keeps_the_document() {
         assert!(run.stdout.contains(part), "`{part}` missing:\n{run}");
     }
     assert_eq!(ws.state(), before, "the source is unchanged");
-    let mut objects = keys(&moto, "migrate-state", "team/");
+    let mut objects = moto.keys("migrate-state", "team/");
     objects.sort();
     assert!(
         objects.contains(&"team/moving.json".to_owned()),
@@ -510,7 +489,7 @@ fn team_example_keeps_its_state_in_s3() {
     let spec = spec.to_str().unwrap();
     ws.ok(&["-f", spec, "apply", "--auto-approve"]);
     assert_eq!(moto.instances("team").len(), 2);
-    let objects = keys(&moto, "prov-team-state", "team/");
+    let objects = moto.keys("prov-team-state", "team/");
     assert!(
         objects.contains(&"team/state.json".to_owned()),
         "{objects:?}"
@@ -619,7 +598,7 @@ fn sigint_during_an_s3_apply_saves_state_releases_the_lock_and_exits_130() {
     // No lock is left: the next command runs without force-unlock.
     let lock_key = "s3int/state.json.lock";
     assert!(
-        keys(&moto, "int-state", lock_key).is_empty(),
+        moto.keys("int-state", lock_key).is_empty(),
         "the lock was released:\n{stderr}"
     );
     // What finished was saved: the two instances created before the
