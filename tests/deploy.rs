@@ -379,7 +379,8 @@ fn a_connection_dropped_mid_copy_fails_clearly_and_the_rerun_completes() {
     ws.ok(&["apply", "--auto-approve"]);
     let dir = ws.host_dir("dropped", "big");
 
-    // A large new payload, then kill the import on the host mid-stream.
+    // A large new payload, then kill the host's store process (`nix-store
+    // --serve --write`, which takes the stream) mid-stream.
     write_systems(
         &ws,
         &[("big", "2", "payloadKiB = 200000; sharedPaths = 6;")],
@@ -394,7 +395,7 @@ fn a_connection_dropped_mid_copy_fails_clearly_and_the_rerun_completes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = false;
     while Instant::now() < deadline && !killed {
-        for pid in host_processes(&dir, "nix-store --import") {
+        for pid in host_processes(&dir, "nix-store --serve") {
             killed |= std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status()

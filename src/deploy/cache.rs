@@ -200,35 +200,6 @@ pub async fn publish(
     Ok(published)
 }
 
-/// A store path as `nix path-info --json` describes it.
-#[cfg(feature = "s3")]
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Info {
-    path: String,
-    nar_hash: String,
-    nar_size: u64,
-    #[serde(default)]
-    references: Vec<String>,
-}
-
-/// `nix path-info --json` of `paths`.
-#[cfg(feature = "s3")]
-async fn infos(paths: &[&str]) -> Result<Vec<Info>> {
-    if paths.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut args = vec![
-        "--extra-experimental-features",
-        "nix-command",
-        "path-info",
-        "--json",
-    ];
-    args.extend(paths);
-    let json = super::nix::run("nix", &args).await?;
-    serde_json::from_str(&json).context("reading nix path-info --json")
-}
-
 /// The staging cache takes a path only when its references are valid
 /// there, and for a binary cache "valid" means "has a narinfo": each
 /// reference of `lacking` that the cache has already gets a narinfo made
@@ -238,35 +209,31 @@ async fn infos(paths: &[&str]) -> Result<Vec<Info>> {
 async fn stand_in_references(stage: &Path, lacking: &[&String]) -> Result<()> {
     let wanted: BTreeSet<&str> = lacking.iter().map(|p| p.as_str()).collect();
     let mut references = BTreeSet::new();
-    for chunk in lacking.chunks(256) {
-        for info in infos(&chunk.iter().map(|p| p.as_str()).collect::<Vec<_>>()).await? {
-            references.extend(
-                info.references
-                    .into_iter()
-                    .filter(|r| !wanted.contains(r.as_str())),
-            );
-        }
+    for info in super::pathinfo::query(lacking).await? {
+        references.extend(
+            info.references
+                .into_iter()
+                .filter(|r| !wanted.contains(r.as_str())),
+        );
     }
     let references: Vec<String> = references.into_iter().collect();
-    for chunk in references.chunks(256) {
-        for info in infos(&chunk.iter().map(String::as_str).collect::<Vec<_>>()).await? {
-            let Some(hash) = hash_part(&info.path) else {
-                continue;
-            };
-            let refs: Vec<&str> = info
-                .references
-                .iter()
-                .filter_map(|r| r.strip_prefix("/nix/store/"))
-                .collect();
-            let text = format!(
-                "StorePath: {}\nURL: nar/{hash}.nar\nCompression: none\nNarHash: {}\nNarSize: {}\nReferences: {}\n",
-                info.path,
-                info.nar_hash,
-                info.nar_size,
-                refs.join(" ")
-            );
-            fs_err::write(stage.join(format!("{hash}.narinfo")), text)?;
-        }
+    for info in super::pathinfo::query(&references).await? {
+        let Some(hash) = hash_part(&info.path) else {
+            continue;
+        };
+        let refs: Vec<&str> = info
+            .references
+            .iter()
+            .filter_map(|r| r.strip_prefix("/nix/store/"))
+            .collect();
+        let text = format!(
+            "StorePath: {}\nURL: nar/{hash}.nar\nCompression: none\nNarHash: {}\nNarSize: {}\nReferences: {}\n",
+            info.path,
+            info.nar_hash,
+            info.nar_size,
+            refs.join(" ")
+        );
+        fs_err::write(stage.join(format!("{hash}.narinfo")), text)?;
     }
     Ok(())
 }

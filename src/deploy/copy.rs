@@ -1,6 +1,7 @@
 //! Copying a closure: ask the host which paths it lacks, then stream only
-//! those, in dependency order, over one SSH channel
-//! (`nix-store --export` here into `nix-store --import` there).
+//! those, in dependency order, over one SSH channel (`nix-store --export`
+//! here, reframed into the serve protocol `nix copy` speaks, into
+//! `nix-store --serve --write` there).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::nix::Closure;
-use crate::ssh::Connection;
+use super::profile::PROFILE;
+use super::serve;
+use crate::ssh::{shell_quote, Connection};
 
 /// What a copy moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,10 +38,39 @@ pub async fn missing_of(connection: &Connection, paths: &[String]) -> Result<Vec
     if paths.is_empty() {
         return Ok(Vec::new());
     }
+    Ok(ask(connection, paths, false).await?.missing)
+}
+
+/// What one look at a host found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    /// The system the host's profile points at (when asked, and it has one).
+    pub current: Option<String>,
+    /// The paths it lacks, in the order asked.
+    pub missing: Vec<String>,
+}
+
+/// What the host runs and which paths of `closure` it lacks, in one
+/// command (one round trip, one session on the host).
+///
+/// # Errors
+/// When the host cannot be asked.
+pub async fn survey(connection: &Connection, closure: &Closure) -> Result<Survey> {
+    ask(connection, &closure.paths, true).await
+}
+
+async fn ask(connection: &Connection, paths: &[String], profile: bool) -> Result<Survey> {
     let list = paths.join("\n") + "\n";
-    let command = connection.privileged("xargs -r nix-store --check-validity --print-invalid");
+    let mut command = String::new();
+    if profile {
+        command = format!(
+            "printf 'profile %s\\n' \"$(readlink -f {} 2>/dev/null)\"; ",
+            shell_quote(PROFILE)
+        );
+    }
+    command.push_str("xargs -r nix-store --check-validity --print-invalid");
     let output = connection
-        .exec_with_input(&command, list.as_bytes(), &|_| {})
+        .exec_with_input(&connection.privileged(&command), list.as_bytes(), &|_| {})
         .await
         .context("asking the host which store paths it lacks")?;
     if !output.success() {
@@ -48,16 +80,29 @@ pub async fn missing_of(connection: &Connection, paths: &[String]) -> Result<Vec
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    let invalid: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    Ok(paths
-        .iter()
-        .filter(|p| invalid.contains(*p))
-        .cloned()
-        .collect())
+    let mut current = None;
+    let mut invalid = std::collections::BTreeSet::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        match line.strip_prefix("profile ") {
+            Some(system) if profile => {
+                current = Some(system.trim().to_owned()).filter(|s| s.starts_with("/nix/store/"));
+            }
+            _ => {
+                let line = line.trim();
+                if !line.is_empty() {
+                    invalid.insert(line.to_owned());
+                }
+            }
+        }
+    }
+    Ok(Survey {
+        current,
+        missing: paths
+            .iter()
+            .filter(|p| invalid.contains(*p))
+            .cloned()
+            .collect(),
+    })
 }
 
 /// Lets the host fetch `paths` from its own substituters (best effort).
@@ -107,12 +152,13 @@ pub async fn substitute_from(
     }
 }
 
-/// Streams `paths` (dependency order) to the host; `progress(bytes)` is
-/// called as bytes go out.
+/// Sends `paths` (dependency order) to the host as `nix copy` does, over
+/// the serve protocol into `nix-store --serve --write` (see [`serve`]);
+/// `progress(bytes)` is called as bytes go out.
 ///
 /// # Errors
-/// When the export, the stream or the import fails; the message says how far
-/// it got.
+/// When the export, the stream or the host's store fails; the message says
+/// how far it got.
 pub async fn send(
     connection: &Connection,
     exports: &super::export::Exports,
@@ -123,17 +169,19 @@ pub async fn send(
         return Ok(Copied::default());
     }
     let export = exports.open(paths).await?;
+    let infos = export.infos().await?;
+    let (input, framed) = tokio::io::duplex(FRAMING_BUFFER);
+    let framing = tokio::spawn(async move { serve::reframe(export.stream, &infos, framed).await });
     let sent = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     let report = move |bytes: u64| {
         counter.store(bytes, Ordering::Relaxed);
         progress(bytes);
     };
-    let command = connection.privileged("nix-store --import");
-    let result = connection
-        .exec_with_input(&command, export.stream, &report)
-        .await;
+    let command = connection.privileged(serve::COMMAND);
+    let result = connection.exec_with_input(&command, input, &report).await;
     let exported = export.done.await.context("the export reader stopped")?;
+    let framed = framing.await.context("the copy's framing stopped")?;
     let bytes = sent.load(Ordering::Relaxed);
     let output = result.with_context(|| {
         format!(
@@ -142,29 +190,45 @@ pub async fn send(
         )
     })?;
     exported?;
+    match framed {
+        Ok(()) | Err(serve::ReframeError::HostGone) => {}
+        Err(error) => return Err(error).context("sending the closure"),
+    }
+    let reply = serve::read_reply(&output.stdout);
+    if let Ok(serve::Reply {
+        version: Some(version),
+        ..
+    }) = &reply
+    {
+        if !serve::supported(*version) {
+            bail!(
+                "the host's Nix speaks the serve protocol {}; prov copies with 2.5 or later \
+                 (what `nix copy` uses): upgrade Nix on the host",
+                serve::version_text(*version)
+            );
+        }
+    }
     if !output.success() {
         bail!(
-            "nix-store --import on the host failed ({}) after {}: {}",
+            "`{}` on the host failed ({}) after {}: {}",
+            serve::COMMAND,
             status_text(&output),
             human_bytes(bytes),
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    let imported = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with("/nix/store/"))
-        .count();
-    if imported != paths.len() {
-        bail!(
-            "the host imported {imported} of {} store paths",
-            paths.len()
-        );
+    let added = reply?.added;
+    if added != paths.len() {
+        bail!("the host added {added} of {} store paths", paths.len());
     }
     Ok(Copied {
-        paths: imported,
+        paths: added,
         bytes,
     })
 }
+
+/// Between the framing and the SSH channel.
+const FRAMING_BUFFER: usize = 256 * 1024;
 
 /// `exit 3`, or `killed by signal KILL`.
 #[must_use]

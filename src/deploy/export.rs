@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, DuplexStream};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, OnceCell};
+
+use super::pathinfo::PathInfo;
 use tokio::task::JoinHandle;
 
 /// How much a reader moves at a time.
@@ -35,6 +37,10 @@ struct Written {
 /// One export being (or having been) written to its file.
 #[derive(Debug)]
 struct Shared {
+    /// The paths it holds, in order.
+    paths: Vec<String>,
+    /// What the local store records about them, asked once.
+    infos: OnceCell<Arc<[PathInfo]>>,
     file: PathBuf,
     written: watch::Receiver<Written>,
     /// Keeps the directory (and the file) for as long as the export is
@@ -50,6 +56,18 @@ pub struct Stream {
     pub stream: DuplexStream,
     /// The reader's outcome: the export's error, if it failed.
     pub done: JoinHandle<Result<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Stream {
+    /// What the local store records about the exported paths, in their
+    /// order: asked once per export, whichever host asks first.
+    ///
+    /// # Errors
+    /// When Nix cannot be asked.
+    pub async fn infos(&self) -> Result<Arc<[PathInfo]>> {
+        self.shared.infos().await
+    }
 }
 
 impl Exports {
@@ -66,17 +84,31 @@ impl Exports {
                 None => {
                     let shared = Arc::new(Shared::start(paths)?);
                     running.insert(paths.to_vec(), Arc::clone(&shared));
+                    // Asked while the export starts, not after.
+                    let asking = Arc::clone(&shared);
+                    tokio::spawn(async move { asking.infos().await });
                     shared
                 }
             }
         };
         let (stream, writer) = tokio::io::duplex(CHUNK);
-        let done = tokio::spawn(follow(shared, writer));
-        Ok(Stream { stream, done })
+        let done = tokio::spawn(follow(Arc::clone(&shared), writer));
+        Ok(Stream {
+            stream,
+            done,
+            shared,
+        })
     }
 }
 
 impl Shared {
+    async fn infos(&self) -> Result<Arc<[PathInfo]>> {
+        self.infos
+            .get_or_try_init(|| async { super::pathinfo::query(&self.paths).await.map(Arc::from) })
+            .await
+            .cloned()
+    }
+
     /// Starts `nix-store --export PATHS` into a new temporary file.
     fn start(paths: &[String]) -> Result<Self> {
         tracing::info!(
@@ -100,6 +132,8 @@ impl Shared {
             tx.send_modify(|w| w.done = Some(outcome.map_err(|e| format!("{e:#}"))));
         });
         Ok(Self {
+            paths: paths.to_vec(),
+            infos: OnceCell::new(),
             file,
             written: rx,
             _dir: dir,

@@ -11,10 +11,12 @@ pub mod gates;
 mod health;
 mod identity;
 pub mod nix;
+pub mod pathinfo;
 mod profile;
 mod rollback;
 mod run;
 pub mod secrets;
+mod serve;
 pub mod target;
 
 pub use crate::ui::progress::Progress;
