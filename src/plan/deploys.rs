@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::resources::{BuildOptions, ResourceDiff};
 use super::{DeployChange, Drift, DriftKind};
-use crate::deploy::{build, copy, current_system, DeployContext};
+use crate::deploy::{build, copy, DeployContext};
 use crate::spec::{DeploySpec, HostInfo};
 
 /// What phase 3 found.
@@ -48,6 +48,20 @@ pub async fn plan(
         return Ok(systems);
     }
 
+    // Connect to every host that is asked while the systems build: the
+    // handshakes overlap the build instead of following it.
+    let mut asked = BTreeMap::new();
+    for (address, info, _) in &hosts {
+        let new_host = resources.is_new(address)
+            || (info.target.has_provider() && !doc.resources.contains_key(*address));
+        if refresh && !new_host {
+            let endpoint = ctx.endpoint(info, address, doc)?;
+            let pool = ctx.pool.clone();
+            let connecting = tokio::spawn(async move { pool.get(&endpoint).await });
+            asked.insert(*address, AbortOnDrop(connecting));
+        }
+    }
+
     // The modules prov generates for each host (its Kubernetes role), as
     // state knows the cluster now.
     let mut modules: BTreeMap<&Address, Option<String>> = BTreeMap::new();
@@ -76,24 +90,21 @@ pub async fn plan(
         };
         let new_host = resources.is_new(address)
             || (info.target.has_provider() && !doc.resources.contains_key(address));
-        let reachable = refresh && !new_host;
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it
         // runs is then best effort.
         let updating = resources.is_updated(address);
-        let endpoint = if reachable {
-            Some(ctx.endpoint(info, address, doc)?)
-        } else {
-            None
-        };
+        let connecting = asked.remove(address);
         let recorded = doc.hosts.get(address).cloned().unwrap_or_default();
-        let pool = ctx.pool.clone();
         let address = address.clone();
         let goal = deploy.goal;
         tasks.spawn(async move {
-            let (current, missing) = match &endpoint {
-                Some(endpoint) => {
-                    let connection = match pool.get(endpoint).await {
+            let (current, missing) = match connecting {
+                Some(mut connecting) => {
+                    let connected = (&mut connecting.0)
+                        .await
+                        .context("connecting to a host panicked")?;
+                    let connection = match connected {
                         Ok(connection) => connection,
                         Err(error) if updating => {
                             tracing::info!(%address, error = %format!("{error:#}"), "host not reachable before its update; planning from state");
@@ -111,13 +122,13 @@ pub async fn plan(
                         }
                         Err(error) => return Err(error),
                     };
+                    let survey = copy::survey(&connection, &closure).await?;
                     let current = if goal.sets_profile() {
-                        current_system(&connection).await?
+                        survey.current
                     } else {
                         recorded.system.clone()
                     };
-                    let missing = copy::missing(&connection, &closure).await?;
-                    (current, Some(missing))
+                    (current, Some(survey.missing))
                 }
                 None => (recorded.system.clone(), None),
             };
@@ -186,4 +197,14 @@ pub async fn plan(
     }
     systems.deploys.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(systems)
+}
+
+/// A spawned task that stops when its handle goes (a failed build ends the
+/// connecting too).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
