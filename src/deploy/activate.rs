@@ -20,6 +20,12 @@ const SCRIPT: &str = include_str!("activate.sh");
 const HOME: &str = "/nix/var/prov";
 /// How long one status poll over an existing connection may take.
 const POLL: Duration = Duration::from_secs(5);
+/// How long installing and starting the helper may take (a few processes;
+/// slow only on an emulated host).
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// How long the confirming command waits for the host's result before prov
+/// reads it over its own connection instead.
+const CONFIRM_RESULT: Duration = Duration::from_secs(5);
 /// The longest an activation (switch-to-configuration) may run.
 const ACTIVATION_LIMIT: Duration = Duration::from_secs(600);
 
@@ -62,44 +68,59 @@ async fn exec(connection: &Connection, command: &str, limit: Duration) -> Result
     ))
 }
 
-/// Starts activating `system` with `goal` on the host behind `connection`,
-/// detached; returns at once.
+/// What [`start`] found on the host.
+#[derive(Debug)]
+pub enum Started {
+    /// The profile already points at the system (switch, boot): nothing was
+    /// started.
+    AlreadyActive,
+    /// Activation is running, detached.
+    Running(Activation),
+}
+
+/// Installs the helper and starts activating `system` with `goal` on the
+/// host behind `connection`, detached, in one command; returns at once.
 ///
 /// # Errors
-/// When the script cannot be uploaded or started.
+/// When the helper cannot be installed or started.
 pub async fn start(
     connection: &Connection,
     system: &str,
     goal: Goal,
     confirm: Duration,
-) -> Result<Activation> {
+) -> Result<Started> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
     let dir = format!("{HOME}/activations/{stamp}-{}", std::process::id());
-    let install = format!("mkdir -p {HOME} && cat > {HOME}/activate.sh.tmp && mv {HOME}/activate.sh.tmp {HOME}/activate.sh");
-    let output = connection
-        .exec_with_input(&connection.privileged(&install), SCRIPT.as_bytes(), &|_| {})
-        .await
-        .context("uploading the activation helper")?;
-    if !output.success() {
-        bail!(
-            "installing the activation helper failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let run = format!(
-        "setsid -f sh {HOME}/activate.sh run {} {} {} {} </dev/null >/dev/null 2>&1",
+    let command = format!(
+        "mkdir -p {HOME} && cat > {HOME}/activate.sh.tmp && mv {HOME}/activate.sh.tmp {HOME}/activate.sh \
+         && sh {HOME}/activate.sh start {} {} {} {}",
         shell_quote(&dir),
         shell_quote(system),
         goal.as_str(),
         confirm.as_secs()
     );
-    let (started, _) = exec(connection, &run, POLL)
-        .await
-        .context("starting the activation")?;
-    if !started {
-        bail!("starting the activation failed; is `setsid` (util-linux) installed on the host?");
+    let output = tokio::time::timeout(
+        START_LIMIT,
+        connection.exec_with_input(&connection.privileged(&command), SCRIPT.as_bytes(), &|_| {}),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the activation: no answer within {}s",
+            START_LIMIT.as_secs()
+        )
+    })?
+    .context("starting the activation")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match (output.success(), stdout.trim()) {
+        (true, "active") => Ok(Started::AlreadyActive),
+        (true, "started") => Ok(Started::Running(Activation { dir, confirm })),
+        _ => bail!(
+            "starting the activation failed ({}): {}; is `setsid` (util-linux) installed on the host?",
+            super::copy::status_text(&output),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
     }
-    Ok(Activation { dir, confirm })
 }
 
 /// Reads `DIR/NAME` on the host (empty when missing).
@@ -230,20 +251,27 @@ async fn finish_over(
     // The host's confirmation window opens now, when activation has ended.
     let activated_at = Instant::now();
     let mut unconfirmed = None;
+    let mut reported = None;
     if matches!(&finished, Finished::Activated(status) if status == "0")
         && !activation.confirm.is_zero()
     {
-        if let Err(error) = try_confirm(endpoint, activation, activated_at).await {
-            tracing::info!(host = %endpoint.address, "not confirmed: {error:#}");
-            unconfirmed = Some(format!(
-                "prov could not confirm the new system over a new SSH connection within {}s ({error:#})",
-                activation.confirm.as_secs()
-            ));
+        match try_confirm(endpoint, activation, activated_at).await {
+            Ok(report) => reported = report,
+            Err(error) => {
+                tracing::info!(host = %endpoint.address, "not confirmed: {error:#}");
+                unconfirmed = Some(format!(
+                    "prov could not confirm the new system over a new SSH connection within {}s ({error:#})",
+                    activation.confirm.as_secs()
+                ));
+            }
         }
     }
-    let result = match finished {
-        Finished::Result(result) => result,
-        Finished::Activated(_) => read_result(link, activation, activated_at).await?,
+    let (result, generation) = match (finished, reported) {
+        (Finished::Result(result), _) => (result, None),
+        (Finished::Activated(_), Some(report)) => (report.result, report.generation),
+        (Finished::Activated(_), None) => {
+            (read_result(link, activation, activated_at).await?, None)
+        }
     };
     if result == "failed-profile" {
         let log = link.read(&activation.dir, "log").await;
@@ -252,7 +280,7 @@ async fn finish_over(
             tail(&log, 20)
         );
     }
-    Ok(outcome(link, activation, &result, unconfirmed).await)
+    Ok(outcome(link, activation, &result, generation, unconfirmed).await)
 }
 
 /// Waits (bounded) until the host says activation has finished.
@@ -304,13 +332,23 @@ fn confirm_options(remaining: Duration) -> Options {
     }
 }
 
+/// The host's own account, as the confirming command printed it.
+#[derive(Debug, PartialEq, Eq)]
+struct Report {
+    /// The host's result (`confirmed`, `rolled-back`, …).
+    result: String,
+    /// The new profile generation, when there is one.
+    generation: Option<u64>,
+}
+
 /// Confirms over new connections until it works, the host closes the window
-/// (the canary is gone), or the host's deadline has passed.
+/// (the canary is gone), or the host's deadline has passed. Returns the
+/// host's result when the confirming command could already read it.
 async fn try_confirm(
     endpoint: &Endpoint,
     activation: &Activation,
     activated_at: Instant,
-) -> Result<()> {
+) -> Result<Option<Report>> {
     let deadline = activated_at + activation.confirm;
     let mut last_error = anyhow::anyhow!("the host did not answer");
     loop {
@@ -319,7 +357,7 @@ async fn try_confirm(
             return Err(last_error);
         }
         match confirm(endpoint, &activation.dir, confirm_options(remaining)).await {
-            Ok(Confirm::Done) => return Ok(()),
+            Ok(Confirm::Done(report)) => return Ok(report),
             Ok(Confirm::WindowClosed) => bail!("the confirmation window had already closed"),
             Err(error) => last_error = error,
         }
@@ -329,27 +367,55 @@ async fn try_confirm(
 
 /// What one confirmation attempt achieved.
 enum Confirm {
-    /// The canary is gone by prov's hand: the host will confirm.
-    Done,
+    /// The canary is gone by prov's hand: the host confirms; its result
+    /// when it was written in time.
+    Done(Option<Report>),
     /// The host had already closed the window (it rolls back).
     WindowClosed,
 }
 
-/// Deletes the canary over a new connection.
+/// Reads what `activate.sh confirm` printed.
+fn parse_confirm(out: &str) -> Result<Confirm> {
+    let mut lines = out.lines().map(str::trim);
+    match lines.next() {
+        Some("confirming") => {}
+        Some("closed") => return Ok(Confirm::WindowClosed),
+        other => bail!("the host's helper answered {other:?} to the confirmation"),
+    }
+    let mut result = None;
+    let mut generation = None;
+    for line in lines {
+        if let Some(value) = line.strip_prefix("result ") {
+            result = Some(value.trim().to_owned());
+        } else if let Some(value) = line.strip_prefix("generation") {
+            generation = value.trim().parse().ok();
+        }
+    }
+    Ok(Confirm::Done(
+        result.map(|result| Report { result, generation }),
+    ))
+}
+
+/// Deletes the canary over a new connection, and reads the host's result
+/// the moment the host has written it.
 async fn confirm(endpoint: &Endpoint, dir: &str, options: Options) -> Result<Confirm> {
     let connection = fresh(endpoint, options).await?;
-    let removed = exec(
+    let answer = exec(
         &connection,
-        &format!("rm {}/canary 2>/dev/null", shell_quote(dir)),
-        POLL,
+        &format!(
+            "sh {HOME}/activate.sh confirm {} {}",
+            shell_quote(dir),
+            CONFIRM_RESULT.as_secs()
+        ),
+        CONFIRM_RESULT + POLL,
     )
     .await;
     connection.close().await;
-    Ok(if removed?.0 {
-        Confirm::Done
-    } else {
-        Confirm::WindowClosed
-    })
+    let (done, out) = answer?;
+    if !done {
+        bail!("the confirming command failed on the host");
+    }
+    parse_confirm(&out)
 }
 
 /// Reads the host's final result, waiting for the host to write it: until
@@ -388,10 +454,14 @@ async fn outcome(
     link: &mut Link<'_>,
     activation: &Activation,
     result: &str,
+    generation: Option<u64>,
     unconfirmed: Option<String>,
 ) -> Outcome {
     if result == "confirmed" {
-        let generation = link.read(&activation.dir, "generation").await.parse().ok();
+        let generation = match generation {
+            Some(generation) => Some(generation),
+            None => link.read(&activation.dir, "generation").await.parse().ok(),
+        };
         return Outcome::Confirmed { generation };
     }
     let previous = Some(link.read(&activation.dir, "previous").await).filter(|p| !p.is_empty());

@@ -9,10 +9,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use prov_provider::Address;
 use tokio::sync::Mutex;
 
-use super::activate::{self, Outcome};
+use super::activate::{self, Outcome, Started};
 use super::clusters::Clusters;
 use super::nix;
-use super::profile::current_system;
 use super::secrets::{self as host_secrets, HostSecrets, Stage};
 use super::target::{host_endpoint, recorded_endpoint, Endpoint};
 use super::{copy, gates, health, DeployContext, Progress};
@@ -403,21 +402,22 @@ async fn deploy_one(
     )
     .await?;
 
-    // Activate, unless the host already runs it.
-    let already_active = goal.sets_profile()
-        && current_system(&connection).await?.as_deref() == Some(change.desired.as_str());
-    let activated = if already_active {
-        progress.phase(address, "already active; nothing to activate");
-        None
-    } else {
-        progress.phase(address, &format!("activating ({})", goal.as_str()));
-        let activation =
-            activate::start(&connection, &change.desired, goal, deploy.confirm_timeout).await?;
-        match activate::finish(&connection, &endpoint, &activation).await? {
-            Outcome::Confirmed { generation } => Some((activation, generation)),
-            Outcome::RolledBack { reason, previous } => {
-                ctx.pool.drop_connection(address).await;
-                bail!("{address} {}: {reason}", rolled_back(previous.as_deref()));
+    // Activate, unless the host already runs it (the helper looks).
+    let started =
+        activate::start(&connection, &change.desired, goal, deploy.confirm_timeout).await?;
+    let activated = match started {
+        Started::AlreadyActive => {
+            progress.phase(address, "already active; nothing to activate");
+            None
+        }
+        Started::Running(activation) => {
+            progress.phase(address, &format!("activating ({})", goal.as_str()));
+            match activate::finish(&connection, &endpoint, &activation).await? {
+                Outcome::Confirmed { generation } => Some((activation, generation)),
+                Outcome::RolledBack { reason, previous } => {
+                    ctx.pool.drop_connection(address).await;
+                    bail!("{address} {}: {reason}", rolled_back(previous.as_deref()));
+                }
             }
         }
     };
