@@ -147,27 +147,40 @@ pub fn ssh_port(attributes: &Attributes) -> Option<u16> {
         .and_then(|p| u16::try_from(p).ok())
 }
 
-/// Reads machines one at a time for [`crate::Provider::read`]: `observe`
-/// each of `ids` (`None` for one that is gone, which is drift, not an
-/// error), keyed by id.
+/// How many machines [`read_each`] observes at once.
+const READ_AT_ONCE: usize = 16;
+
+/// Reads machines for [`crate::Provider::read`], [`READ_AT_ONCE`] at a
+/// time: `observe` each of `ids` (`None` for one that is gone, which is
+/// drift, not an error), keyed by id. A fleet's refresh costs its slowest
+/// machines, not the sum of all.
 ///
 /// # Errors
 /// The first error of `observe`.
 pub async fn read_each<'a, F, Fut>(
     ids: impl IntoIterator<Item = &'a String>,
-    mut observe: F,
+    observe: F,
 ) -> Result<BTreeMap<String, Observed>, ProviderError>
 where
     F: FnMut(&'a str) -> Fut,
     Fut: Future<Output = Result<Option<Observed>, ProviderError>>,
 {
+    use futures_util::StreamExt as _;
+    let mut observe = observe;
+    let reads: Vec<_> = ids.into_iter().map(|id| tagged(id, observe(id))).collect();
+    let mut reads = futures_util::stream::iter(reads).buffer_unordered(READ_AT_ONCE);
     let mut found = BTreeMap::new();
-    for id in ids {
-        if let Some(observed) = observe(id).await? {
+    while let Some((id, observed)) = reads.next().await {
+        if let Some(observed) = observed? {
             found.insert(id.clone(), observed);
         }
     }
     Ok(found)
+}
+
+/// `observing` with the id it observes.
+async fn tagged<Fut: Future>(id: &String, observing: Fut) -> (&String, Fut::Output) {
+    (id, observing.await)
 }
 
 /// Refuses an update carrying a change that `in_place` says cannot be made
@@ -299,6 +312,29 @@ mod tests {
         assert_eq!(found.keys().collect::<Vec<_>>(), ["a"]);
         let failed = read_each(&ids, |_| async { Err(ProviderError::api("read", "down")) }).await;
         assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn machines_are_read_at_once_not_one_after_another() {
+        // Each read waits until all four have started: one at a time never
+        // gets past the first.
+        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let all_started = tokio::sync::Barrier::new(ids.len());
+        let reading = read_each(&ids, |id| {
+            let all_started = &all_started;
+            async move {
+                all_started.wait().await;
+                Ok(Some(Observed {
+                    id: id.to_owned(),
+                    attributes: Attributes::new(),
+                }))
+            }
+        });
+        let found = tokio::time::timeout(std::time::Duration::from_secs(5), reading)
+            .await
+            .expect("the reads ran at once")
+            .unwrap();
+        assert_eq!(found.len(), 4);
     }
 
     #[tokio::test]
