@@ -170,7 +170,7 @@ pub async fn send(
     }
     let export = exports.open(paths).await?;
     let infos = export.infos().await?;
-    let (input, framed) = tokio::io::duplex(FRAMING_BUFFER);
+    let (framed, input) = tokio::sync::mpsc::channel(FRAMING_QUEUE);
     let framing = tokio::spawn(async move { serve::reframe(export.stream, &infos, framed).await });
     let sent = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&sent);
@@ -179,7 +179,7 @@ pub async fn send(
         progress(bytes);
     };
     let command = connection.privileged(serve::COMMAND);
-    let result = connection.exec_with_input(&command, input, &report).await;
+    let result = connection.exec_with_chunks(&command, input, &report).await;
     let exported = export.done.await.context("the export reader stopped")?;
     let framed = framing.await.context("the copy's framing stopped")?;
     let bytes = sent.load(Ordering::Relaxed);
@@ -227,8 +227,8 @@ pub async fn send(
     })
 }
 
-/// Between the framing and the SSH channel.
-const FRAMING_BUFFER: usize = 256 * 1024;
+/// Chunks between the framing and the SSH channel.
+const FRAMING_QUEUE: usize = 8;
 
 /// `exit 3`, or `killed by signal KILL`.
 #[must_use]

@@ -10,14 +10,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, DuplexStream};
-use tokio::sync::{watch, Mutex, OnceCell};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::sync::{mpsc, watch, Mutex, OnceCell};
 
 use super::pathinfo::PathInfo;
 use tokio::task::JoinHandle;
 
 /// How much a reader moves at a time.
 const CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the host.
+const QUEUED: usize = 4;
 
 /// The exports of one run, by the paths they hold.
 #[derive(Debug, Default)]
@@ -52,8 +55,9 @@ struct Shared {
 /// the export behind it ended well.
 #[derive(Debug)]
 pub struct Stream {
-    /// The export's bytes, from the start.
-    pub stream: DuplexStream,
+    /// The export's bytes, from the start, in chunks read straight from its
+    /// file (ends early when the export fails: `done` says so).
+    pub stream: mpsc::Receiver<Bytes>,
     /// The reader's outcome: the export's error, if it failed.
     pub done: JoinHandle<Result<()>>,
     shared: Arc<Shared>,
@@ -91,7 +95,7 @@ impl Exports {
                 }
             }
         };
-        let (stream, writer) = tokio::io::duplex(CHUNK);
+        let (writer, stream) = mpsc::channel(QUEUED);
         let done = tokio::spawn(follow(Arc::clone(&shared), writer));
         Ok(Stream {
             stream,
@@ -180,9 +184,9 @@ async fn produce(
     Ok(())
 }
 
-/// Writes the export's file into `out` from the start, following it as it
+/// Sends the export's file to `out` from the start, following it as it
 /// grows, until the export has ended and everything is through.
-async fn follow(shared: Arc<Shared>, mut out: DuplexStream) -> Result<()> {
+async fn follow(shared: Arc<Shared>, out: mpsc::Sender<Bytes>) -> Result<()> {
     let mut written = shared.written.clone();
     let mut file = loop {
         // The producer creates the file before it reports any byte.
@@ -199,7 +203,6 @@ async fn follow(shared: Arc<Shared>, mut out: DuplexStream) -> Result<()> {
         }
     };
     let mut position = 0u64;
-    let mut buffer = vec![0; CHUNK];
     loop {
         let state = written.borrow_and_update().clone();
         if position < state.bytes {
@@ -210,11 +213,12 @@ async fn follow(shared: Arc<Shared>, mut out: DuplexStream) -> Result<()> {
                 .unwrap_or(CHUNK)
                 .min(CHUNK);
             file.seek(std::io::SeekFrom::Start(position)).await?;
-            let n = file.read(&mut buffer[..want]).await?;
+            let mut chunk = BytesMut::with_capacity(want);
+            let n = (&mut *file).take(want as u64).read_buf(&mut chunk).await?;
             if n == 0 {
                 anyhow::bail!("the export's file is shorter than reported");
             }
-            if out.write_all(&buffer[..n]).await.is_err() {
+            if out.send(chunk.freeze()).await.is_err() {
                 // The host stopped reading (its import failed): the copy
                 // reports that.
                 return Ok(());
@@ -223,10 +227,7 @@ async fn follow(shared: Arc<Shared>, mut out: DuplexStream) -> Result<()> {
             continue;
         }
         match state.done {
-            Some(Ok(())) => {
-                let _ = out.shutdown().await;
-                return Ok(());
-            }
+            Some(Ok(())) => return Ok(()),
             Some(Err(error)) => anyhow::bail!(error),
             None => {
                 if written.changed().await.is_err() {

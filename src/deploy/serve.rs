@@ -16,7 +16,8 @@
 //! list is its length and its strings.
 
 use anyhow::{bail, Result};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use super::pathinfo::PathInfo;
 
@@ -93,9 +94,6 @@ pub fn add_to_store_nar(info: &PathInfo) -> Result<Vec<u8>> {
 /// What went wrong reading an export stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// Reading the export failed.
-    #[error("reading the export: {0}")]
-    Read(#[from] std::io::Error),
     /// The export is not what `nix-store --export` of these paths writes.
     #[error("the export is not what was asked for: {0}")]
     Unexpected(String),
@@ -115,78 +113,122 @@ pub enum ReframeError {
     Record(anyhow::Error),
 }
 
-async fn read_u64<R: AsyncRead + Unpin>(from: &mut R) -> Result<u64, ExportError> {
-    let mut bytes = [0; 8];
-    from.read_exact(&mut bytes).await?;
-    Ok(u64::from_le_bytes(bytes))
+/// An export stream as the chunks it arrives in: fields are read across
+/// chunk boundaries, NAR bytes handed on as slices of the chunks (no copy).
+struct Chunks {
+    from: mpsc::Receiver<Bytes>,
+    current: Bytes,
 }
 
-async fn read_str<R: AsyncRead + Unpin>(from: &mut R) -> Result<String, ExportError> {
-    let len = read_u64(from).await?;
-    if len > MAX_STRING {
-        return Err(ExportError::Unexpected(format!(
-            "a {len}-byte string in a trailer"
-        )));
+impl Chunks {
+    /// Whether there is a byte to read (waiting for the next chunk).
+    async fn more(&mut self) -> bool {
+        while self.current.is_empty() {
+            match self.from.recv().await {
+                Some(chunk) => self.current = chunk,
+                None => return false,
+            }
+        }
+        true
     }
-    let mut bytes = vec![0; len as usize + padding(len)];
-    from.read_exact(&mut bytes).await?;
-    bytes.truncate(len as usize);
-    String::from_utf8(bytes)
-        .map_err(|_| ExportError::Unexpected("a string that is not UTF-8".to_owned()))
-}
 
-async fn expect_u64<R: AsyncRead + Unpin>(
-    from: &mut R,
-    want: u64,
-    what: &str,
-) -> Result<(), ExportError> {
-    let got = read_u64(from).await?;
-    if got == want {
-        Ok(())
-    } else {
-        Err(ExportError::Unexpected(format!(
-            "{what}: {got:#x} where {want:#x} belongs"
-        )))
+    async fn read_exact(&mut self, len: usize, what: &str) -> Result<Vec<u8>, ExportError> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            if !self.more().await {
+                return Err(ExportError::Unexpected(format!("it ends inside {what}")));
+            }
+            let take = (len - out.len()).min(self.current.len());
+            out.extend_from_slice(&self.current.split_to(take));
+        }
+        Ok(out)
+    }
+
+    async fn read_u64(&mut self, what: &str) -> Result<u64, ExportError> {
+        let bytes = self.read_exact(8, what).await?;
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    async fn read_str(&mut self, what: &str) -> Result<String, ExportError> {
+        let len = self.read_u64(what).await?;
+        if len > MAX_STRING {
+            return Err(ExportError::Unexpected(format!(
+                "a {len}-byte string for {what}"
+            )));
+        }
+        let mut bytes = self.read_exact(len as usize + padding(len), what).await?;
+        bytes.truncate(len as usize);
+        String::from_utf8(bytes)
+            .map_err(|_| ExportError::Unexpected(format!("{what} is not UTF-8")))
+    }
+
+    async fn expect_u64(&mut self, want: u64, what: &str) -> Result<(), ExportError> {
+        let got = self.read_u64(what).await?;
+        if got == want {
+            Ok(())
+        } else {
+            Err(ExportError::Unexpected(format!(
+                "{what}: {got:#x} where {want:#x} belongs"
+            )))
+        }
+    }
+
+    /// The next slice of at most `len` bytes (`None` at the end).
+    async fn slice(&mut self, len: u64) -> Option<Bytes> {
+        if !self.more().await {
+            return None;
+        }
+        let take = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.current.len());
+        Some(self.current.split_to(take))
     }
 }
 
-/// Writes the protocol stream for `infos` (dependency order) to `to`:
+/// Sends the protocol stream for `infos` (dependency order) to `to`:
 /// greeting, then one `AddToStoreNar` per path, each NAR taken from
-/// `export`, the `nix-store --export` stream of exactly these paths.
+/// `export`, the `nix-store --export` stream of exactly these paths. NAR
+/// bytes go on as slices of the export's chunks.
 ///
 /// # Errors
-/// When the export is not the export of `infos`' paths, fails, or the host
-/// stops reading.
-pub async fn reframe<R, W>(export: R, infos: &[PathInfo], to: W) -> Result<(), ReframeError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut export = tokio::io::BufReader::with_capacity(256 * 1024, export);
-    let mut to = to;
-    let send = |result: std::io::Result<()>| result.map_err(|_| ReframeError::HostGone);
-    send(to.write_all(&greeting()).await)?;
+/// When the export is not the export of `infos`' paths, ends early, or the
+/// host stops reading.
+pub async fn reframe(
+    export: mpsc::Receiver<Bytes>,
+    infos: &[PathInfo],
+    to: mpsc::Sender<Bytes>,
+) -> Result<(), ReframeError> {
+    let mut export = Chunks {
+        from: export,
+        current: Bytes::new(),
+    };
+    let send = |chunk: Bytes| {
+        let to = &to;
+        async move { to.send(chunk).await.map_err(|_| ReframeError::HostGone) }
+    };
+    send(Bytes::from(greeting())).await?;
     for info in infos {
-        expect_u64(&mut export, 1, "the mark before a path").await?;
+        export.expect_u64(1, "the mark before a path").await?;
         let header = add_to_store_nar(info).map_err(ReframeError::Record)?;
-        send(to.write_all(&header).await)?;
+        send(Bytes::from(header)).await?;
         let mut left = info.nar_size;
         while left > 0 {
-            let chunk = export.fill_buf().await.map_err(ExportError::from)?;
-            if chunk.is_empty() {
+            let Some(chunk) = export.slice(left).await else {
                 return Err(ExportError::Unexpected(format!(
-                    "the export ended inside the NAR of {}",
+                    "it ends inside the NAR of {}",
                     info.path
                 ))
                 .into());
-            }
-            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            send(to.write_all(&chunk[..n]).await)?;
-            export.consume(n);
-            left -= n as u64;
+            };
+            left -= chunk.len() as u64;
+            send(chunk).await?;
         }
-        expect_u64(&mut export, EXPORT_MAGIC, "the mark after a NAR").await?;
-        let path = read_str(&mut export).await?;
+        export
+            .expect_u64(EXPORT_MAGIC, "the mark after a NAR")
+            .await?;
+        let path = export.read_str("a path").await?;
         if path != info.path {
             return Err(ExportError::Unexpected(format!(
                 "{path} where {} belongs (its NAR size may not be what the store records)",
@@ -194,18 +236,17 @@ where
             ))
             .into());
         }
-        let references = read_u64(&mut export).await?;
+        let references = export.read_u64("the references").await?;
         for _ in 0..references {
-            read_str(&mut export).await?;
+            export.read_str("a reference").await?;
         }
-        let _deriver = read_str(&mut export).await?;
+        export.read_str("the deriver").await?;
         // Nix before 2.0 could sign exports; a signature follows a 1.
-        if read_u64(&mut export).await? == 1 {
-            read_str(&mut export).await?;
+        if export.read_u64("the signature mark").await? == 1 {
+            export.read_str("a signature").await?;
         }
     }
-    expect_u64(&mut export, 0, "the end of the export").await?;
-    send(to.shutdown().await)?;
+    export.expect_u64(0, "the end of the export").await?;
     Ok(())
 }
 
@@ -301,47 +342,64 @@ mod tests {
         assert_eq!(out.len(), 16);
     }
 
+    /// Feeds `bytes` in chunks of `size` and collects what `reframe` sends.
+    async fn run(bytes: &[u8], size: usize, infos: &[PathInfo]) -> Result<Vec<u8>, ReframeError> {
+        let (feed, export) = mpsc::channel(bytes.len() / size + 1);
+        for chunk in bytes.chunks(size) {
+            feed.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        drop(feed);
+        let (to, mut sent) = mpsc::channel(1024);
+        reframe(export, infos, to).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = sent.recv().await {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     #[tokio::test]
     async fn an_export_becomes_one_add_per_path_with_its_nar() {
         let (a, b) = (vec![7u8; 13], vec![9u8; 8]);
         let infos = [info("/nix/store/a-x", &a), info("/nix/store/b-y", &b)];
         let export = framed_export(&[(&infos[0], &a), (&infos[1], &b)]);
-        let mut out = Vec::new();
-        reframe(&export[..], &infos, &mut out).await.unwrap();
         let mut want = greeting();
         for (info, nar) in [(&infos[0], &a), (&infos[1], &b)] {
             want.extend(add_to_store_nar(info).unwrap());
             want.extend_from_slice(nar);
         }
-        assert_eq!(out, want);
+        // Fields and NARs split across chunks anywhere.
+        for size in [1, 3, 7, 8, 64, export.len()] {
+            assert_eq!(
+                run(&export, size, &infos).await.unwrap(),
+                want,
+                "chunks of {size}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn an_export_of_other_paths_or_sizes_is_refused() {
         let a = vec![7u8; 13];
         let export = framed_export(&[(&info("/nix/store/a-x", &a), &a)]);
+        let refused = |result: Result<Vec<u8>, ReframeError>| {
+            matches!(
+                result,
+                Err(ReframeError::Export(ExportError::Unexpected(_)))
+            )
+        };
         // Another path than asked for.
-        let other = [info("/nix/store/z-z", &a)];
-        let error = reframe(&export[..], &other, Vec::new()).await.unwrap_err();
-        assert!(
-            matches!(error, ReframeError::Export(ExportError::Unexpected(_))),
-            "{error}"
-        );
+        assert!(refused(
+            run(&export, 5, &[info("/nix/store/z-z", &a)]).await
+        ));
         // A NAR size the export does not match.
         let mut short = info("/nix/store/a-x", &a);
         short.nar_size = 5;
-        let error = reframe(&export[..], &[short], Vec::new())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, ReframeError::Export(ExportError::Unexpected(_))),
-            "{error}"
-        );
+        assert!(refused(run(&export, 5, &[short]).await));
         // Cut off inside a NAR.
-        let error = reframe(&export[..12], &[info("/nix/store/a-x", &a)], Vec::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(error, ReframeError::Export(_)), "{error}");
+        assert!(refused(
+            run(&export[..12], 5, &[info("/nix/store/a-x", &a)]).await
+        ));
     }
 
     #[test]

@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{mpsc, SemaphorePermit};
 
 use super::{shell_quote, Connection, SshError};
 
@@ -39,13 +40,50 @@ pub(crate) fn privileged_command(is_root: bool, command: &str) -> String {
     }
 }
 
-/// Size of each chunk of input sent to a remote command.
+/// Size of each chunk of input read and sent to a remote command.
 const INPUT_CHUNK: usize = 64 * 1024;
+
+/// A remote command's input, chunk by chunk. Chunks are owned [`Bytes`]:
+/// russh takes them as they are, without another copy.
+trait Input {
+    /// The next chunk; `None` at the end.
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>>;
+}
+
+/// Input read from a reader, [`INPUT_CHUNK`] at a time, into fresh
+/// buffers (not zeroed first: `read_buf` fills what it hands over).
+struct FromReader<R>(R);
+
+impl<R: AsyncRead + Unpin + Send> Input for FromReader<R> {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        let mut buffer = BytesMut::with_capacity(INPUT_CHUNK);
+        let read = self.0.read_buf(&mut buffer).await?;
+        Ok((read > 0).then(|| buffer.freeze()))
+    }
+}
+
+/// Input handed over as chunks (ends when the sender is dropped).
+struct FromChunks(mpsc::Receiver<Bytes>);
+
+impl Input for FromChunks {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        Ok(self.0.recv().await)
+    }
+}
+
+/// No input.
+struct Nothing;
+
+impl Input for Nothing {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        Ok(None)
+    }
+}
 
 impl Connection {
     /// Runs `command` with empty input and collects its output, whatever its exit status.
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
-        self.run(command, None::<tokio::io::Empty>, &|_| {}).await
+        self.run(command, Nothing, &|_| {}).await
     }
 
     /// Runs `command`, streaming `input` to its stdin (then EOF) and calling
@@ -57,7 +95,19 @@ impl Connection {
         input: impl AsyncRead + Unpin + Send,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ExecOutput, SshError> {
-        self.run(command, Some(input), progress).await
+        self.run(command, FromReader(input), progress).await
+    }
+
+    /// [`Connection::exec_with_input`] with the input as owned chunks, sent
+    /// as they come (no copy on prov's side); the input ends when the
+    /// sender is dropped.
+    pub async fn exec_with_chunks(
+        &self,
+        command: &str,
+        input: mpsc::Receiver<Bytes>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, FromChunks(input), progress).await
     }
 
     /// Runs `command` and returns its stdout; a non-zero exit is [`SshError::Command`].
@@ -100,10 +150,10 @@ impl Connection {
         }
     }
 
-    async fn run<R: AsyncRead + Unpin + Send>(
+    async fn run(
         &self,
         command: &str,
-        input: Option<R>,
+        input: impl Input + Send,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ExecOutput, SshError> {
         let started = Instant::now();
@@ -176,26 +226,20 @@ impl Connection {
 
 /// Sends `input` (if any) and then EOF. Only a local read error is an error:
 /// when the channel is gone the command has ended, which the reader reports.
-async fn send_input<R: AsyncRead + Unpin + Send>(
+async fn send_input(
     writer: &ChannelWriteHalf<Msg>,
-    input: Option<R>,
+    mut input: impl Input,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), std::io::Error> {
-    if let Some(mut input) = input {
-        let mut buffer = vec![0; INPUT_CHUNK];
-        let mut total: u64 = 0;
-        loop {
-            let read = input.read(&mut buffer).await?;
-            let Some(chunk) = buffer.get(..read).filter(|chunk| !chunk.is_empty()) else {
-                break;
-            };
-            if let Err(error) = writer.data_bytes(chunk.to_vec()).await {
-                tracing::debug!(%error, "remote side stopped taking input");
-                return Ok(());
-            }
-            total += read as u64;
-            progress(total);
+    let mut total: u64 = 0;
+    while let Some(chunk) = input.next_chunk().await? {
+        let len = chunk.len() as u64;
+        if let Err(error) = writer.data_bytes(chunk).await {
+            tracing::debug!(%error, "remote side stopped taking input");
+            return Ok(());
         }
+        total += len;
+        progress(total);
     }
     if let Err(error) = writer.eof().await {
         tracing::debug!(%error, "could not send EOF");
