@@ -113,6 +113,7 @@ await_confirmation() {
     while [ -e "$dir/canary" ] && read -r word <&7 && [ "$word" != expired ]; do :; done
     kill "$timer" 2>/dev/null
   fi
+  [ -e "$dir/canary" ] || return 0
   remaining=$((deadline - $(date +%s)))
   if [ "$remaining" -gt 0 ]; then
     wait_while "$remaining" [ -e "$dir/canary" ]
@@ -141,12 +142,6 @@ until_result() {
 # Writes RESULT atomically (prov may read it at any moment).
 result() {
   echo "$1" >"$dir/result.tmp" && mv "$dir/result.tmp" "$dir/result"
-}
-
-# Lets waiters on LOCK (an open descriptor: 8 deciding, 9 activating) go.
-release() {
-  command -v flock >/dev/null 2>&1 && flock -u "$1" 2>/dev/null
-  return 0
 }
 
 case $mode in
@@ -204,7 +199,9 @@ case $mode in
     "$system/bin/switch-to-configuration" "$goal" 7>&- 8>&- 9>&-
     status=$?
     echo "$status" >"$dir/activated"
-    release 9
+    # Lets waiters for the end of activation go: nothing else holds the
+    # lock's descriptor (the children above had it closed).
+    exec 9>&-
     if [ "$status" -ne 0 ]; then
       rm -f "$dir/canary"
       [ "$confirm" -gt 0 ] && rollback
@@ -213,7 +210,9 @@ case $mode in
     fi
     if [ "$confirm" -gt 0 ]; then
       await_confirmation "$confirm"
-      if mv "$dir/canary" "$dir/expired" 2>/dev/null; then
+      # The one atomic step that decides (prov's rm of the canary is the
+      # other); skipped when the canary is already gone.
+      if [ -e "$dir/canary" ] && mv "$dir/canary" "$dir/expired" 2>/dev/null; then
         echo "not confirmed within ${confirm}s"
         rollback
         result rolled-back
@@ -221,7 +220,7 @@ case $mode in
       fi
     fi
     result confirmed
-    release 8
+    # Exiting lets waiters for the result go (the lock on 8 goes with it).
     ;;
   wait)
     wait_lock activating.lock "$3"
