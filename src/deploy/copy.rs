@@ -162,14 +162,15 @@ pub async fn substitute_from(
 pub async fn send(
     connection: &Connection,
     exports: &super::export::Exports,
+    closure: &Closure,
     paths: &[String],
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Copied> {
     if paths.is_empty() {
         return Ok(Copied::default());
     }
+    let infos = closure.infos_of(paths)?;
     let export = exports.open(paths).await?;
-    let infos = export.infos().await?;
     let (framed, input) = tokio::sync::mpsc::channel(FRAMING_QUEUE);
     let framing = tokio::spawn(async move { serve::reframe(export.stream, &infos, framed).await });
     let sent = Arc::new(AtomicU64::new(0));

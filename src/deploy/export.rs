@@ -12,9 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
-use tokio::sync::{mpsc, watch, Mutex, OnceCell};
-
-use super::pathinfo::PathInfo;
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
 /// How much a reader moves at a time.
@@ -40,10 +38,6 @@ struct Written {
 /// One export being (or having been) written to its file.
 #[derive(Debug)]
 struct Shared {
-    /// The paths it holds, in order.
-    paths: Vec<String>,
-    /// What the local store records about them, asked once.
-    infos: OnceCell<Arc<[PathInfo]>>,
     file: PathBuf,
     written: watch::Receiver<Written>,
     /// Keeps the directory (and the file) for as long as the export is
@@ -60,18 +54,6 @@ pub struct Stream {
     pub stream: mpsc::Receiver<Bytes>,
     /// The reader's outcome: the export's error, if it failed.
     pub done: JoinHandle<Result<()>>,
-    shared: Arc<Shared>,
-}
-
-impl Stream {
-    /// What the local store records about the exported paths, in their
-    /// order: asked once per export, whichever host asks first.
-    ///
-    /// # Errors
-    /// When Nix cannot be asked.
-    pub async fn infos(&self) -> Result<Arc<[PathInfo]>> {
-        self.shared.infos().await
-    }
 }
 
 impl Exports {
@@ -88,31 +70,17 @@ impl Exports {
                 None => {
                     let shared = Arc::new(Shared::start(paths)?);
                     running.insert(paths.to_vec(), Arc::clone(&shared));
-                    // Asked while the export starts, not after.
-                    let asking = Arc::clone(&shared);
-                    tokio::spawn(async move { asking.infos().await });
                     shared
                 }
             }
         };
         let (writer, stream) = mpsc::channel(QUEUED);
-        let done = tokio::spawn(follow(Arc::clone(&shared), writer));
-        Ok(Stream {
-            stream,
-            done,
-            shared,
-        })
+        let done = tokio::spawn(follow(shared, writer));
+        Ok(Stream { stream, done })
     }
 }
 
 impl Shared {
-    async fn infos(&self) -> Result<Arc<[PathInfo]>> {
-        self.infos
-            .get_or_try_init(|| async { super::pathinfo::query(&self.paths).await.map(Arc::from) })
-            .await
-            .cloned()
-    }
-
     /// Starts `nix-store --export PATHS` into a new temporary file.
     fn start(paths: &[String]) -> Result<Self> {
         tracing::info!(
@@ -136,8 +104,6 @@ impl Shared {
             tx.send_modify(|w| w.done = Some(outcome.map_err(|e| format!("{e:#}"))));
         });
         Ok(Self {
-            paths: paths.to_vec(),
-            infos: OnceCell::new(),
             file,
             written: rx,
             _dir: dir,

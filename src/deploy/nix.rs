@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use tokio::process::Command;
 
+use super::pathinfo::PathInfo;
 use crate::spec::SystemSource;
 
 /// A built system and its closure.
@@ -17,21 +19,43 @@ pub struct Closure {
     pub system: String,
     /// Every path of the closure, dependencies first.
     pub paths: Vec<String>,
-    /// NAR size of each path, in bytes.
-    pub sizes: BTreeMap<String, u64>,
+    /// What the local store records about each path (NAR size and hash,
+    /// references, …): asked once, when the closure is listed; the copy
+    /// sends it with each path.
+    pub infos: Arc<BTreeMap<String, PathInfo>>,
 }
 
 impl Closure {
     /// Total NAR size of `paths`.
     #[must_use]
     pub fn bytes_of<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> u64 {
-        paths.into_iter().filter_map(|p| self.sizes.get(p)).sum()
+        paths
+            .into_iter()
+            .filter_map(|p| self.infos.get(p))
+            .map(|i| i.nar_size)
+            .sum()
     }
 
     /// Total NAR size of the closure.
     #[must_use]
     pub fn bytes(&self) -> u64 {
-        self.sizes.values().sum()
+        self.infos.values().map(|i| i.nar_size).sum()
+    }
+
+    /// What the store records about `paths`, in their order.
+    ///
+    /// # Errors
+    /// When one of them is not in the closure.
+    pub fn infos_of(&self, paths: &[String]) -> Result<Vec<PathInfo>> {
+        paths
+            .iter()
+            .map(|p| {
+                self.infos
+                    .get(p)
+                    .cloned()
+                    .with_context(|| format!("{p} is not in the closure of {}", self.system))
+            })
+            .collect()
     }
 }
 
@@ -179,42 +203,20 @@ pub async fn add_directory(name: &str, files: &[(&str, &str)]) -> Result<String>
     Ok(path.to_owned())
 }
 
-/// The closure of `path`: every requisite, dependencies first, with sizes.
+/// The closure of `path`: every requisite, dependencies first, with what
+/// the local store records about each (one `nix path-info --recursive`).
 ///
 /// # Errors
 /// When Nix cannot query the store.
 pub async fn closure(path: &str) -> Result<Closure> {
-    let listed = run("nix-store", &["--query", "--requisites", path]).await?;
-    let paths: Vec<String> = listed
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let sizes = sizes(&paths).await?;
+    let infos = super::pathinfo::closure_of(path).await?;
+    let paths = super::pathinfo::dependency_order(&infos)
+        .with_context(|| format!("ordering the closure of {path}"))?;
     Ok(Closure {
         system: path.to_owned(),
         paths,
-        sizes,
+        infos: Arc::new(infos),
     })
-}
-
-/// NAR sizes of `paths`, in one query per 500 paths.
-async fn sizes(paths: &[String]) -> Result<BTreeMap<String, u64>> {
-    let mut sizes = BTreeMap::new();
-    for chunk in paths.chunks(500) {
-        let mut args = vec!["--query", "--size"];
-        args.extend(chunk.iter().map(String::as_str));
-        let out = run("nix-store", &args).await?;
-        for (path, line) in chunk.iter().zip(out.lines()) {
-            let size = line
-                .trim()
-                .parse()
-                .with_context(|| format!("nix-store printed a bad size `{line}`"))?;
-            sizes.insert(path.clone(), size);
-        }
-    }
-    Ok(sizes)
 }
 
 /// Starts `nix-store --export PATHS` (PATHS in dependency order) and returns

@@ -87,6 +87,73 @@ pub async fn query<S: AsRef<str>>(paths: &[S]) -> Result<Vec<PathInfo>> {
         .collect()
 }
 
+/// The closure of `path` (every path it needs, itself included) with what
+/// the local store records about each, in one `nix path-info --recursive`.
+///
+/// # Errors
+/// When Nix cannot be asked, or `path` is not valid locally.
+pub async fn closure_of(path: &str) -> Result<BTreeMap<String, PathInfo>> {
+    let mut args = vec![
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--json",
+        "--recursive",
+    ];
+    if path.ends_with(".drv") {
+        args.push("--derivation");
+    }
+    args.push(path);
+    let json = super::nix::run("nix", &args).await?;
+    Ok(parse(&json)?
+        .into_iter()
+        .map(|info| (info.path.clone(), info))
+        .collect())
+}
+
+/// The paths of a closure in dependency order (every path after the paths
+/// it refers to), ties broken by name so the order is always the same.
+///
+/// # Errors
+/// When the references form a cycle (a store never records one).
+pub fn dependency_order(closure: &BTreeMap<String, PathInfo>) -> Result<Vec<String>> {
+    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut referrers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (path, info) in closure {
+        let inside = info
+            .references
+            .iter()
+            .filter(|r| *r != path && closure.contains_key(*r));
+        let mut count = 0;
+        for reference in inside {
+            referrers.entry(reference).or_default().push(path);
+            count += 1;
+        }
+        waiting.insert(path, count);
+    }
+    let mut ready: std::collections::BTreeSet<&str> = waiting
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(path, _)| *path)
+        .collect();
+    let mut order = Vec::with_capacity(closure.len());
+    while let Some(path) = ready.pop_first() {
+        order.push(path.to_owned());
+        for referrer in referrers.get(path).into_iter().flatten() {
+            if let Some(count) = waiting.get_mut(referrer) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.insert(referrer);
+                }
+            }
+        }
+    }
+    if order.len() != closure.len() {
+        bail!("the store's references form a cycle");
+    }
+    Ok(order)
+}
+
 /// Reads `nix path-info --json` output, either shape.
 ///
 /// # Errors
@@ -177,6 +244,49 @@ mod tests {
         for bad in ["md5:abc", "sha256:xyz", "sha512-AAAA", ""] {
             assert!(sha256_base16(bad).is_err(), "{bad}");
         }
+    }
+
+    fn node(path: &str, references: &[&str]) -> (String, PathInfo) {
+        let info = PathInfo {
+            path: path.to_owned(),
+            nar_hash: String::new(),
+            nar_size: 1,
+            references: references.iter().map(|r| (*r).to_owned()).collect(),
+            deriver: None,
+            registration_time: 0,
+            signatures: Vec::new(),
+            ca: None,
+        };
+        (path.to_owned(), info)
+    }
+
+    #[test]
+    fn a_closure_is_ordered_dependencies_first() {
+        // top -> {b, c}, b -> {a, b (itself)}, c -> {a}
+        let closure: BTreeMap<String, PathInfo> = [
+            node("/nix/store/t-top", &["/nix/store/b-b", "/nix/store/c-c"]),
+            node("/nix/store/b-b", &["/nix/store/a-a", "/nix/store/b-b"]),
+            node("/nix/store/c-c", &["/nix/store/a-a"]),
+            node("/nix/store/a-a", &[]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            dependency_order(&closure).unwrap(),
+            [
+                "/nix/store/a-a",
+                "/nix/store/b-b",
+                "/nix/store/c-c",
+                "/nix/store/t-top"
+            ]
+        );
+        let cycle: BTreeMap<String, PathInfo> = [
+            node("/nix/store/x-x", &["/nix/store/y-y"]),
+            node("/nix/store/y-y", &["/nix/store/x-x"]),
+        ]
+        .into_iter()
+        .collect();
+        assert!(dependency_order(&cycle).is_err());
     }
 
     #[test]

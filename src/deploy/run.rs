@@ -360,7 +360,7 @@ async fn deploy_one(
             ),
         );
     };
-    let copied = copy::send(&connection, &ctx.exports, &missing, &tick)
+    let copied = copy::send(&connection, &ctx.exports, &closure, &missing, &tick)
         .await
         .with_context(|| {
             if planned.is_some() {
