@@ -201,13 +201,16 @@ fn changing_one_system_copies_only_new_paths_and_activates_only_that_host() {
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stdout.contains("alpha: copied 2 paths"), "{run}");
     assert!(!run.stdout.contains("beta:"), "{run}");
-    // Apply copies what its plan found missing, without asking again.
-    let asked = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("ssh exec done") && l.contains("--check-validity"))
-        .count();
-    assert_eq!(asked, 2, "each host asked once, by the plan:\n{run}");
+    // Apply copies what its plan found missing, without asking again, and
+    // over the very `nix-store --serve` session the plan asked (as `nix
+    // copy` asks and sends in one).
+    let count = |pattern: &dyn Fn(&str) -> bool| run.stderr.lines().filter(|l| pattern(l)).count();
+    let surveys = count(&|l| l.contains("ssh session") && l.contains("nix-store --serve"));
+    assert_eq!(surveys, 2, "each host asked once, by the plan:\n{run}");
+    let asked_again = count(&|l| l.contains("ssh exec done") && l.contains("--check-validity"));
+    assert_eq!(asked_again, 0, "{run}");
+    let new_sessions = count(&|l| l.contains("ssh exec ") && l.contains("nix-store --serve"));
+    assert_eq!(new_sessions, 0, "the copy used the plan's session:\n{run}");
     let arrived: BTreeSet<String> = store_paths(&alpha).difference(&before).cloned().collect();
     assert_eq!(arrived.len(), 2, "{arrived:?}");
     assert!(arrived.iter().all(|p| p.ends_with("-2")), "{arrived:?}");
@@ -392,9 +395,25 @@ fn a_connection_dropped_mid_copy_fails_clearly_and_the_rerun_completes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Once the new payload is arriving (the plan's survey runs the same
+    // process before the copy).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = false;
+    let arriving = || {
+        std::fs::read_dir(dir.join("nix/store"))
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.contains("payload") && name.ends_with("-2")
+                })
+            })
+            .unwrap_or(false)
+    };
     while Instant::now() < deadline && !killed {
+        if !arriving() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         for pid in host_processes(&dir, "nix-store --serve") {
             killed |= std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])

@@ -38,8 +38,40 @@ pub async fn missing_of(connection: &Connection, paths: &[String]) -> Result<Vec
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(ask(connection, paths, false).await?.missing)
+    ask(connection, paths).await
 }
+
+/// The host's serve session the plan opened, kept for apply's copy: a
+/// handle, taken once (apply in another process opens its own).
+#[derive(Debug, Clone, Default)]
+pub struct Kept(Arc<std::sync::Mutex<Option<serve::Open>>>);
+
+impl Kept {
+    /// Keeps `open`.
+    #[must_use]
+    pub fn new(open: serve::Open) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(open))))
+    }
+
+    /// The session, unless it was taken.
+    #[must_use]
+    pub fn take(&self) -> Option<serve::Open> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Plans compare by what they say; the sessions they hold are not part
+/// of that.
+impl PartialEq for Kept {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Kept {}
 
 /// What one look at a host found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,27 +82,57 @@ pub struct Survey {
     pub missing: Vec<String>,
 }
 
-/// What the host runs and which paths of `closure` it lacks, in one
-/// command (one round trip, one session on the host).
+/// What the host runs and which paths of `closure` it lacks, asked of the
+/// host's `nix-store --serve --write` (after one line with its profile),
+/// which stays open for the copy: one session and one Nix process for
+/// both, as `nix copy` does.
 ///
 /// # Errors
 /// When the host cannot be asked.
-pub async fn survey(connection: &Connection, closure: &Closure) -> Result<Survey> {
-    ask(connection, &closure.paths, true).await
+pub async fn survey(connection: &Connection, closure: &Closure) -> Result<(Survey, serve::Open)> {
+    let command = connection.privileged(&format!(
+        "printf 'profile %s\\n' \"$(readlink -f {} 2>/dev/null)\"; exec {}",
+        shell_quote(PROFILE),
+        serve::COMMAND
+    ));
+    let asked = async {
+        let mut session = connection.start(&command).await?;
+        let mut request = serve::greeting();
+        request.extend(serve::query_valid_paths(&closure.paths));
+        session.write(request.into()).await?;
+        let line = session.read_line(64 * 1024).await?;
+        let current = String::from_utf8_lossy(&line)
+            .strip_prefix("profile ")
+            .map(|p| p.trim().to_owned())
+            .filter(|p| p.starts_with("/nix/store/"));
+        let version = serve::read_greeting(&mut session).await?;
+        let valid: std::collections::BTreeSet<String> = serve::read_strings(&mut session)
+            .await?
+            .into_iter()
+            .collect();
+        let missing = closure
+            .paths
+            .iter()
+            .filter(|p| !valid.contains(*p))
+            .cloned()
+            .collect();
+        anyhow::Ok((
+            Survey { current, missing },
+            serve::Open { session, version },
+        ))
+    };
+    asked.await.map_err(|error| {
+        error.context(
+            "asking the host's nix-store which store paths it lacks; is Nix installed there?",
+        )
+    })
 }
 
-async fn ask(connection: &Connection, paths: &[String], profile: bool) -> Result<Survey> {
+async fn ask(connection: &Connection, paths: &[String]) -> Result<Vec<String>> {
     let list = paths.join("\n") + "\n";
-    let mut command = String::new();
-    if profile {
-        command = format!(
-            "printf 'profile %s\\n' \"$(readlink -f {} 2>/dev/null)\"; ",
-            shell_quote(PROFILE)
-        );
-    }
-    command.push_str("xargs -r nix-store --check-validity --print-invalid");
+    let command = "xargs -r nix-store --check-validity --print-invalid";
     let output = connection
-        .exec_with_input(&connection.privileged(&command), list.as_bytes(), &|_| {})
+        .exec_with_input(&connection.privileged(command), list.as_bytes(), &|_| {})
         .await
         .context("asking the host which store paths it lacks")?;
     if !output.success() {
@@ -80,29 +142,16 @@ async fn ask(connection: &Connection, paths: &[String], profile: bool) -> Result
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    let mut current = None;
-    let mut invalid = std::collections::BTreeSet::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        match line.strip_prefix("profile ") {
-            Some(system) if profile => {
-                current = Some(system.trim().to_owned()).filter(|s| s.starts_with("/nix/store/"));
-            }
-            _ => {
-                let line = line.trim();
-                if !line.is_empty() {
-                    invalid.insert(line.to_owned());
-                }
-            }
-        }
-    }
-    Ok(Survey {
-        current,
-        missing: paths
-            .iter()
-            .filter(|p| invalid.contains(*p))
-            .cloned()
-            .collect(),
-    })
+    let invalid: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(paths
+        .iter()
+        .filter(|p| invalid.contains(*p))
+        .cloned()
+        .collect())
 }
 
 /// Lets the host fetch `paths` from its own substituters (best effort).
@@ -164,23 +213,45 @@ pub async fn send(
     exports: &super::export::Exports,
     closure: &Closure,
     paths: &[String],
+    kept: Option<serve::Open>,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Copied> {
     if paths.is_empty() {
+        if let Some(open) = kept {
+            open.session.close().await;
+        }
         return Ok(Copied::default());
     }
+    if let Some(version) = kept.as_ref().map(|o| o.version) {
+        if !serve::supported(version) {
+            bail!(
+                "the host's Nix speaks the serve protocol {}; prov copies with 2.5 or later \
+                 (what `nix copy` uses): upgrade Nix on the host",
+                serve::version_text(version)
+            );
+        }
+    }
+    let greeted = kept.is_some();
     let infos = closure.infos_of(paths)?;
     let export = exports.open(paths).await?;
     let (framed, input) = tokio::sync::mpsc::channel(FRAMING_QUEUE);
-    let framing = tokio::spawn(async move { serve::reframe(export.stream, &infos, framed).await });
+    let framing =
+        tokio::spawn(async move { serve::reframe(export.stream, &infos, !greeted, framed).await });
     let sent = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     let report = move |bytes: u64| {
         counter.store(bytes, Ordering::Relaxed);
         progress(bytes);
     };
-    let command = connection.privileged(serve::COMMAND);
-    let result = connection.exec_with_chunks(&command, input, &report).await;
+    // The session the plan asked (as `nix copy` asks and sends in one), or
+    // a new one.
+    let result = match kept {
+        Some(open) => open.session.finish(input, &report).await,
+        None => {
+            let command = connection.privileged(serve::COMMAND);
+            connection.exec_with_chunks(&command, input, &report).await
+        }
+    };
     let exported = export.done.await.context("the export reader stopped")?;
     let framed = framing.await.context("the copy's framing stopped")?;
     let bytes = sent.load(Ordering::Relaxed);
@@ -195,7 +266,7 @@ pub async fn send(
         Ok(()) | Err(serve::ReframeError::HostGone) => {}
         Err(error) => return Err(error).context("sending the closure"),
     }
-    let reply = serve::read_reply(&output.stdout);
+    let reply = serve::read_reply(&output.stdout, greeted);
     if let Ok(serve::Reply {
         version: Some(version),
         ..

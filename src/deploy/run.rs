@@ -297,6 +297,9 @@ async fn deploy_one(
         .known
         .as_ref()
         .filter(|known| rebuilt.is_none() && known.closure.system == to_copy);
+    // The plan's serve session, when this run planned it and it is still
+    // the closure to copy.
+    let kept = planned.and_then(|known| known.session.take());
     let (closure, mut missing) = match planned {
         Some(known) => (known.closure.clone(), known.missing.clone()),
         None => {
@@ -360,7 +363,7 @@ async fn deploy_one(
             ),
         );
     };
-    let copied = copy::send(&connection, &ctx.exports, &closure, &missing, &tick)
+    let copied = copy::send(&connection, &ctx.exports, &closure, &missing, kept, &tick)
         .await
         .with_context(|| {
             if planned.is_some() {

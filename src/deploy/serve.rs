@@ -37,6 +37,74 @@ const MAX_STRING: u64 = 64 * 1024;
 
 /// The command that runs the protocol's host side.
 pub const COMMAND: &str = "nix-store --serve --write";
+/// The command that asks which paths are valid.
+const QUERY_VALID_PATHS: u64 = 1;
+
+/// A host's `nix-store --serve --write`, greeted: the plan asks it which
+/// paths the host has, the copy then sends it the missing ones (one
+/// process and one session for both, as `nix copy` does).
+#[derive(Debug)]
+pub struct Open {
+    /// The conversation.
+    pub session: crate::ssh::Session,
+    /// The host's protocol version.
+    pub version: u64,
+}
+
+/// The `QueryValidPaths` command for `paths` (no locking, no
+/// substitution).
+#[must_use]
+pub fn query_valid_paths(paths: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + paths.len() * 72);
+    put_u64(&mut out, QUERY_VALID_PATHS);
+    put_u64(&mut out, 0);
+    put_u64(&mut out, 0);
+    put_strs(&mut out, paths.iter());
+    out
+}
+
+/// Reads a number from the host.
+///
+/// # Errors
+/// When the command ends first.
+pub async fn read_u64(session: &mut crate::ssh::Session) -> Result<u64, crate::ssh::SshError> {
+    let bytes = session.read_exact(8).await?;
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes);
+    Ok(u64::from_le_bytes(word))
+}
+
+/// Reads the host's greeting: its version.
+///
+/// # Errors
+/// When it does not greet as Nix does.
+pub async fn read_greeting(session: &mut crate::ssh::Session) -> Result<u64> {
+    let magic = read_u64(session).await?;
+    if magic != MAGIC_HOST {
+        bail!("the host's `{COMMAND}` did not greet as Nix does");
+    }
+    Ok(read_u64(session).await?)
+}
+
+/// Reads a list of strings (store paths) from the host.
+///
+/// # Errors
+/// When the command ends first, or the list is not one of store paths.
+pub async fn read_strings(session: &mut crate::ssh::Session) -> Result<Vec<String>> {
+    let count = read_u64(session).await?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = read_u64(session).await?;
+        if len > MAX_STRING {
+            bail!("the host sent a {len}-byte store path");
+        }
+        let bytes = session.read_exact(len as usize + padding(len)).await?;
+        let text = std::str::from_utf8(&bytes[..len as usize])
+            .map_err(|_| anyhow::anyhow!("the host sent a store path that is not UTF-8"))?;
+        out.push(text.to_owned());
+    }
+    Ok(out)
+}
 
 fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
@@ -198,6 +266,7 @@ impl Chunks {
 pub async fn reframe(
     export: mpsc::Receiver<Bytes>,
     infos: &[PathInfo],
+    greet: bool,
     to: mpsc::Sender<Bytes>,
 ) -> Result<(), ReframeError> {
     let mut export = Chunks {
@@ -208,7 +277,9 @@ pub async fn reframe(
         let to = &to;
         async move { to.send(chunk).await.map_err(|_| ReframeError::HostGone) }
     };
-    send(Bytes::from(greeting())).await?;
+    if greet {
+        send(Bytes::from(greeting())).await?;
+    }
     for info in infos {
         export.expect_u64(1, "the mark before a path").await?;
         let header = add_to_store_nar(info).map_err(ReframeError::Record)?;
@@ -259,25 +330,35 @@ pub struct Reply {
     pub added: usize,
 }
 
-/// Reads the host's answer: its greeting, then one `1` per path added.
+/// Reads the host's answer: its greeting (unless it `greeted` already),
+/// then one `1` per path added.
 ///
 /// # Errors
 /// When the answer is not the serve protocol's.
-pub fn read_reply(stdout: &[u8]) -> Result<Reply> {
-    let mut words = stdout
-        .chunks(8)
-        .map(|c| <[u8; 8]>::try_from(c).map(u64::from_le_bytes));
-    let version = match (words.next(), words.next()) {
-        (None, _) => None,
-        (Some(Ok(MAGIC_HOST)), Some(Ok(version))) => Some(version),
-        _ => bail!("the host's `{COMMAND}` did not greet as Nix does"),
+pub fn read_reply(stdout: &[u8], greeted: bool) -> Result<Reply> {
+    if stdout.len() % 8 != 0 {
+        bail!("the host's `{COMMAND}` answered something other than the protocol");
+    }
+    let mut words = stdout.chunks_exact(8).map(|c| {
+        let mut word = [0; 8];
+        word.copy_from_slice(c);
+        u64::from_le_bytes(word)
+    });
+    let version = if greeted {
+        None
+    } else {
+        match (words.next(), words.next()) {
+            (None, _) => None,
+            (Some(MAGIC_HOST), Some(version)) => Some(version),
+            _ => bail!("the host's `{COMMAND}` did not greet as Nix does"),
+        }
     };
     let mut added = 0;
     for word in words {
-        match word {
-            Ok(1) => added += 1,
-            _ => bail!("the host's `{COMMAND}` answered something other than success"),
+        if word != 1 {
+            bail!("the host's `{COMMAND}` answered something other than success");
         }
+        added += 1;
     }
     Ok(Reply { version, added })
 }
@@ -350,7 +431,7 @@ mod tests {
         }
         drop(feed);
         let (to, mut sent) = mpsc::channel(1024);
-        reframe(export, infos, to).await?;
+        reframe(export, infos, true, to).await?;
         let mut out = Vec::new();
         while let Some(chunk) = sent.recv().await {
             out.extend_from_slice(&chunk);
@@ -408,7 +489,7 @@ mod tests {
         put_u64(&mut reply, MAGIC_HOST);
         put_u64(&mut reply, 0x207);
         assert_eq!(
-            read_reply(&reply).unwrap(),
+            read_reply(&reply, false).unwrap(),
             Reply {
                 version: Some(0x207),
                 added: 0
@@ -416,15 +497,17 @@ mod tests {
         );
         put_u64(&mut reply, 1);
         put_u64(&mut reply, 1);
-        assert_eq!(read_reply(&reply).unwrap().added, 2);
+        assert_eq!(read_reply(&reply, false).unwrap().added, 2);
+        // After the survey's greeting: only the answers.
+        assert_eq!(read_reply(&reply[16..], true).unwrap().added, 2);
         assert_eq!(
-            read_reply(&[]).unwrap(),
+            read_reply(&[], false).unwrap(),
             Reply {
                 version: None,
                 added: 0
             }
         );
-        assert!(read_reply(&[1, 2, 3]).is_err());
+        assert!(read_reply(&[1, 2, 3], false).is_err());
         assert!(supported(0x207) && supported(0x205) && !supported(0x204) && !supported(0x305));
         assert_eq!(version_text(0x207), "2.7");
     }

@@ -99,7 +99,7 @@ pub async fn plan(
         let address = address.clone();
         let goal = deploy.goal;
         tasks.spawn(async move {
-            let (current, missing) = match connecting {
+            let (current, missing, open) = match connecting {
                 Some(mut connecting) => {
                     let connected = (&mut connecting.0)
                         .await
@@ -118,31 +118,43 @@ pub async fn plan(
                                 None,
                                 recorded,
                                 new_host,
+                                None,
                             ));
                         }
                         Err(error) => return Err(error),
                     };
-                    let survey = copy::survey(&connection, &closure).await?;
+                    let (survey, open) = copy::survey(&connection, &closure).await?;
                     let current = if goal.sets_profile() {
                         survey.current
                     } else {
                         recorded.system.clone()
                     };
-                    (current, Some(survey.missing))
+                    (current, Some(survey.missing), Some(open))
                 }
-                None => (recorded.system.clone(), None),
+                None => (recorded.system.clone(), None, None),
             };
             anyhow::Ok((
                 address, goal, system, derivation, closure, current, missing, recorded, new_host,
+                open,
             ))
         });
     }
 
     while let Some(joined) = tasks.join_next().await {
-        let (address, goal, system, derivation, closure, current, missing, recorded, new_host) =
-            joined
-                .context("a deploy planning task panicked")?
-                .with_context(|| "asking a host what it runs".to_owned())?;
+        let (
+            address,
+            goal,
+            system,
+            derivation,
+            closure,
+            current,
+            missing,
+            recorded,
+            new_host,
+            open,
+        ) = joined
+            .context("a deploy planning task panicked")?
+            .with_context(|| "asking a host what it runs".to_owned())?;
         let mut reason = new_host.then(|| "new host".to_owned());
         if let (Some(recorded_system), Some(current)) = (&recorded.system, &current) {
             if goal.sets_profile() && missing.is_some() && recorded_system != current {
@@ -165,14 +177,27 @@ pub async fn plan(
             && (goal.sets_profile()
                 || (same_goal && recorded.system.as_deref() == Some(system.as_str())))
             && !new_host;
+        // The host's serve session stays open only for a copy to come.
+        let open = match open {
+            Some(open) if !up_to_date && missing.as_ref().is_some_and(|m| !m.is_empty()) => {
+                Some(open)
+            }
+            Some(open) => {
+                open.session.close().await;
+                None
+            }
+            None => None,
+        };
         if up_to_date {
             continue;
         }
         let exact = missing.is_some();
+        let mut open = open;
         let known = missing.clone().map(|missing| {
             std::sync::Arc::new(crate::plan::model::Known {
                 closure: closure.clone(),
                 missing,
+                session: open.take().map(copy::Kept::new).unwrap_or_default(),
             })
         });
         let to_copy = missing.unwrap_or_else(|| closure.paths.clone());

@@ -99,6 +99,8 @@ pub struct Known {
     pub closure: crate::deploy::nix::Closure,
     /// The paths of it the host lacked when asked.
     pub missing: Vec<String>,
+    /// The host's `nix-store --serve` that answered, open for the copy.
+    pub session: crate::deploy::copy::Kept,
 }
 
 /// What happens to one secret on one host.

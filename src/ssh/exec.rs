@@ -45,7 +45,7 @@ const INPUT_CHUNK: usize = 64 * 1024;
 
 /// A remote command's input, chunk by chunk. Chunks are owned [`Bytes`]:
 /// russh takes them as they are, without another copy.
-trait Input {
+pub(super) trait Input {
     /// The next chunk; `None` at the end.
     async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>>;
 }
@@ -63,7 +63,7 @@ impl<R: AsyncRead + Unpin + Send> Input for FromReader<R> {
 }
 
 /// Input handed over as chunks (ends when the sender is dropped).
-struct FromChunks(mpsc::Receiver<Bytes>);
+pub(super) struct FromChunks(pub(super) mpsc::Receiver<Bytes>);
 
 impl Input for FromChunks {
     async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
@@ -226,7 +226,7 @@ impl Connection {
 
 /// Sends `input` (if any) and then EOF. Only a local read error is an error:
 /// when the channel is gone the command has ended, which the reader reports.
-async fn send_input(
+pub(super) async fn send_input(
     writer: &ChannelWriteHalf<Msg>,
     mut input: impl Input,
     progress: &(dyn Fn(u64) + Send + Sync),

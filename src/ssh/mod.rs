@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod exec;
 mod host_key;
+mod session;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use exec::ExecOutput;
 pub use host_key::HostKeyCheck;
 /// Quotes a word for the remote POSIX shell (the provider API's one rule).
 pub use prov_provider::shell::quote as shell_quote;
+pub use session::Session;
 pub use stream::{Request, Stream, Terminal, WindowSize};
 
 use host_key::{openssh_line, Expected, Handler};
@@ -115,7 +117,7 @@ pub struct Connection {
     address: String,
     user: String,
     host_key: String,
-    channels: Semaphore,
+    channels: std::sync::Arc<Semaphore>,
     /// Declared after `handle`, so the tunnelled session is dropped first.
     jump: Option<Box<Connection>>,
 }
@@ -235,7 +237,7 @@ fn connect_hop<'a>(
             address,
             user: target.user.clone(),
             host_key,
-            channels: Semaphore::new(options.max_channels.max(1)),
+            channels: std::sync::Arc::new(Semaphore::new(options.max_channels.max(1))),
             jump,
         })
     })
