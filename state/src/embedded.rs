@@ -149,7 +149,7 @@ fn with_db<T: Default>(
             None => Ok(T::default()),
         };
     }
-    let mut held = lockfile::try_acquire(inner, &LockInfo::for_this_process("read"))?;
+    let mut held = acquire_for_reading(inner)?;
     let result = match inner.slot().as_ref() {
         Some(open) => f(&open.db, &db_path),
         None => Err(StateError::Conflict(
@@ -160,6 +160,31 @@ fn with_db<T: Default>(
     let value = result?;
     released?;
     Ok(value)
+}
+
+/// How long a read waits for other readers' short locks (never for a
+/// writer's: a read during an apply fails at once, naming it).
+const READERS_WAIT: Duration = Duration::from_secs(5);
+/// How often a read looks again meanwhile.
+const READERS_RETRY: Duration = Duration::from_millis(10);
+
+/// The short `read` lock: taken at once, or as soon as other readers (two
+/// `prov ssh` at once, say) let go of theirs.
+fn acquire_for_reading(inner: &Arc<Inner>) -> Result<lockfile::HeldFlock, StateError> {
+    let info = LockInfo::for_this_process("read");
+    let deadline = Instant::now() + READERS_WAIT;
+    loop {
+        match lockfile::try_acquire(inner, &info) {
+            // A reader's, or one whose record is being written.
+            Err(StateError::Locked { holder }) if holder.operation == info.operation => {}
+            Err(StateError::LockedUnknown { .. }) => {}
+            other => return other,
+        }
+        if Instant::now() >= deadline {
+            return lockfile::try_acquire(inner, &info);
+        }
+        std::thread::sleep(READERS_RETRY);
+    }
 }
 
 /// What [`EmbeddedBackend::recover`] did.

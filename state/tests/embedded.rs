@@ -179,6 +179,37 @@ async fn reads_take_a_short_lock() {
 }
 
 #[tokio::test]
+async fn readers_at_once_wait_for_each_other_instead_of_failing() {
+    // `prov ssh a` and `prov ssh b` in one directory at once each read
+    // state under a short `read` lock: the second one failed at once with
+    // "state is locked by … for `read`".
+    let tmp = tempfile::tempdir().unwrap();
+    let a = EmbeddedBackend::new(tmp.path());
+    let guard = a
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    let d = suite::doc("l", 1, 1);
+    guard.write(&d).await.unwrap();
+    guard.unlock().await.unwrap();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let dir = tmp.path().to_owned();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let b = EmbeddedBackend::new(dir);
+                for _ in 0..25 {
+                    assert_eq!(b.read().await.unwrap(), Some(d.clone()));
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn dropping_a_guard_releases_the_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let a = EmbeddedBackend::new(tmp.path());
