@@ -165,23 +165,11 @@ impl Connection {
             .map_err(|source| self.session_error(source))?;
         let (mut reader, writer) = channel.split();
 
-        let outcome = {
-            let send = send_input(&writer, input, progress);
-            let receive = receive_output(&mut reader);
-            tokio::pin!(send, receive);
-            let mut sending = true;
-            loop {
-                tokio::select! {
-                    sent = &mut send, if sending => {
-                        sending = false;
-                        if let Err(source) = sent {
-                            break Err(source);
-                        }
-                    }
-                    received = &mut receive => break Ok(received),
-                }
-            }
-        };
+        let outcome = sending_while_receiving(
+            send_input(&writer, input, progress),
+            receive_output(&mut reader),
+        )
+        .await;
         let received = match outcome {
             Ok(received) => received,
             Err(source) => {
@@ -221,6 +209,26 @@ impl Connection {
             "ssh exec done"
         );
         Ok(output)
+    }
+}
+
+/// Runs `send` (the input) and `receive` (the output) together until
+/// `receive` is done: the command may end before taking all its input. A
+/// local error reading the input ends it early.
+pub(super) async fn sending_while_receiving<T>(
+    send: impl std::future::Future<Output = Result<(), std::io::Error>>,
+    receive: impl std::future::Future<Output = T>,
+) -> Result<T, std::io::Error> {
+    tokio::pin!(send, receive);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            sent = &mut send, if sending => {
+                sending = false;
+                sent?;
+            }
+            received = &mut receive => return Ok(received),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::exec::{send_input, signal_name_of, FromChunks};
+use super::exec::{send_input, sending_while_receiving, signal_name_of, FromChunks};
 use super::{Connection, ExecOutput, SshError};
 
 /// A remote command being talked to.
@@ -123,32 +123,19 @@ impl Session {
         input: mpsc::Receiver<Bytes>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ExecOutput, SshError> {
-        let writer = &self.writer;
-        let outcome = {
-            let send = send_input(writer, FromChunks(input), progress);
-            let mut state = Receiving {
-                reader: &mut self.reader,
-                stdout: &mut self.stdout,
-                stderr: &mut self.stderr,
-                status: &mut self.status,
-                signal: &mut self.signal,
-                started: &mut self.started,
-            };
-            let receive = state.all();
-            tokio::pin!(send, receive);
-            let mut sending = true;
-            loop {
-                tokio::select! {
-                    sent = &mut send, if sending => {
-                        sending = false;
-                        if let Err(source) = sent {
-                            break Err(source);
-                        }
-                    }
-                    received = &mut receive => break Ok(received),
-                }
-            }
-        };
+        let outcome = sending_while_receiving(
+            send_input(&self.writer, FromChunks(input), progress),
+            Receiving::of(
+                &mut self.reader,
+                &mut self.stdout,
+                &mut self.stderr,
+                &mut self.status,
+                &mut self.signal,
+                &mut self.started,
+            )
+            .all(),
+        )
+        .await;
         match outcome {
             Err(source) => {
                 let _ = self.writer.close().await;
@@ -182,14 +169,14 @@ impl Session {
         if self.ended {
             return Ok(false);
         }
-        let mut state = Receiving {
-            reader: &mut self.reader,
-            stdout: &mut self.stdout,
-            stderr: &mut self.stderr,
-            status: &mut self.status,
-            signal: &mut self.signal,
-            started: &mut self.started,
-        };
+        let mut state = Receiving::of(
+            &mut self.reader,
+            &mut self.stdout,
+            &mut self.stderr,
+            &mut self.status,
+            &mut self.signal,
+            &mut self.started,
+        );
         match state.one().await {
             Ok(true) => Ok(true),
             Ok(false) => {
@@ -237,7 +224,25 @@ struct Receiving<'a> {
     started: &'a mut bool,
 }
 
-impl Receiving<'_> {
+impl<'a> Receiving<'a> {
+    fn of(
+        reader: &'a mut ChannelReadHalf,
+        stdout: &'a mut BytesMut,
+        stderr: &'a mut Vec<u8>,
+        status: &'a mut Option<u32>,
+        signal: &'a mut Option<String>,
+        started: &'a mut bool,
+    ) -> Self {
+        Self {
+            reader,
+            stdout,
+            stderr,
+            status,
+            signal,
+            started,
+        }
+    }
+
     /// One message; `false` when the channel has closed.
     async fn one(&mut self) -> Result<bool, Refused> {
         let Some(message) = self.reader.wait().await else {
@@ -259,7 +264,7 @@ impl Receiving<'_> {
     }
 
     /// Every message until the channel closes.
-    async fn all(&mut self) -> Result<(), Refused> {
+    async fn all(mut self) -> Result<(), Refused> {
         while self.one().await? {}
         Ok(())
     }
