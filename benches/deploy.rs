@@ -99,11 +99,21 @@ impl Bench {
         command
     }
 
-    fn prov_ok(&self, args: &[&str]) -> String {
-        let output = self.prov(args).output().expect("run prov");
+    /// `prov -f NAME.toml --state-dir .prov-NAME ARGS`: each deployment of
+    /// the bench has its own spec and state.
+    fn prov_on(&self, name: &str, args: &[&str]) -> Command {
+        let (file, state) = (format!("{name}.toml"), format!(".prov-{name}"));
+        let mut all = vec!["-f", &file, "--state-dir", &state];
+        all.extend_from_slice(args);
+        self.prov(&all)
+    }
+
+    /// [`Bench::prov_on`], which must succeed; its output.
+    fn prov_on_ok(&self, name: &str, args: &[&str]) -> String {
+        let output = self.prov_on(name, args).output().expect("run prov");
         assert!(
             output.status.success(),
-            "prov {args:?} failed:\n{}\n{}",
+            "prov {args:?} on {name} failed:\n{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -134,15 +144,7 @@ impl Bench {
     fn bare_hosts(&self, name: &str, cache: bool) -> Vec<String> {
         let file = format!("{name}.toml");
         std::fs::write(self.dir.join(&file), self.spec(name, false, cache)).unwrap();
-        let state = format!(".prov-{name}");
-        self.prov_ok(&[
-            "-f",
-            &file,
-            "--state-dir",
-            &state,
-            "apply",
-            "--auto-approve",
-        ]);
+        self.prov_on_ok(name, &["apply", "--auto-approve"]);
         (0..self.hosts)
             .map(|i| {
                 std::fs::read_to_string(self.host_dir(name, i).join("address"))
@@ -176,15 +178,7 @@ impl Bench {
     }
 
     fn destroy(&self, name: &str) {
-        let (file, state) = (format!("{name}.toml"), format!(".prov-{name}"));
-        self.prov_ok(&[
-            "-f",
-            &file,
-            "--state-dir",
-            &state,
-            "destroy",
-            "--auto-approve",
-        ]);
+        self.prov_on_ok(name, &["destroy", "--auto-approve"]);
     }
 
     fn key(&self) -> PathBuf {
@@ -214,20 +208,13 @@ impl Bench {
         let before = self.store_bytes(name);
         let file = format!("{name}.toml");
         std::fs::write(self.dir.join(&file), self.spec(name, true, cache)).unwrap();
-        let state = format!(".prov-{name}");
         let parallelism = self.hosts.to_string();
         let started = Instant::now();
         let mut child: Child = self
-            .prov(&[
-                "-f",
-                &file,
-                "--state-dir",
-                &state,
-                "apply",
-                "--auto-approve",
-                "--parallelism",
-                &parallelism,
-            ])
+            .prov_on(
+                name,
+                &["apply", "--auto-approve", "--parallelism", &parallelism],
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -609,26 +596,12 @@ fn main() {
     // No-change re-apply against eight parallel `ssh true`.
     let addresses = bench.bare_hosts("noop", false);
     std::fs::write(bench.dir.join("noop.toml"), bench.spec("noop", true, false)).unwrap();
-    bench.prov_ok(&[
-        "-f",
-        "noop.toml",
-        "--state-dir",
-        ".prov-noop",
-        "apply",
-        "--auto-approve",
-    ]);
+    bench.prov_on_ok("noop", &["apply", "--auto-approve"]);
     let mut noop = Vec::new();
     let mut ssh = Vec::new();
     for _ in 0..rounds {
         let started = Instant::now();
-        let out = bench.prov_ok(&[
-            "-f",
-            "noop.toml",
-            "--state-dir",
-            ".prov-noop",
-            "apply",
-            "--auto-approve",
-        ]);
+        let out = bench.prov_on_ok("noop", &["apply", "--auto-approve"]);
         noop.push(started.elapsed().as_secs_f64());
         assert!(out.contains("No changes."), "{out}");
         let started = Instant::now();

@@ -38,7 +38,29 @@ pub async fn missing_of(connection: &Connection, paths: &[String]) -> Result<Vec
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    ask(connection, paths).await
+    let list = paths.join("\n") + "\n";
+    let command = "xargs -r nix-store --check-validity --print-invalid";
+    let output = connection
+        .exec_with_input(&connection.privileged(command), list.as_bytes(), &|_| {})
+        .await
+        .context("asking the host which store paths it lacks")?;
+    if !output.success() {
+        bail!(
+            "`nix-store --check-validity` failed on the host ({}): {}; is Nix installed there?",
+            status_text(&output),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let invalid: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(paths
+        .iter()
+        .filter(|p| invalid.contains(*p))
+        .cloned()
+        .collect())
 }
 
 /// The host's serve session the plan opened, kept for apply's copy: a
@@ -128,32 +150,6 @@ pub async fn survey(connection: &Connection, closure: &Closure) -> Result<(Surve
     })
 }
 
-async fn ask(connection: &Connection, paths: &[String]) -> Result<Vec<String>> {
-    let list = paths.join("\n") + "\n";
-    let command = "xargs -r nix-store --check-validity --print-invalid";
-    let output = connection
-        .exec_with_input(&connection.privileged(command), list.as_bytes(), &|_| {})
-        .await
-        .context("asking the host which store paths it lacks")?;
-    if !output.success() {
-        bail!(
-            "`nix-store --check-validity` failed on the host ({}): {}; is Nix installed there?",
-            status_text(&output),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let invalid: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    Ok(paths
-        .iter()
-        .filter(|p| invalid.contains(*p))
-        .cloned()
-        .collect())
-}
-
 /// Lets the host fetch `paths` from its own substituters (best effort).
 pub async fn substitute(connection: &Connection, paths: &[String]) {
     if paths.is_empty() {
@@ -222,14 +218,8 @@ pub async fn send(
         }
         return Ok(Copied::default());
     }
-    if let Some(version) = kept.as_ref().map(|o| o.version) {
-        if !serve::supported(version) {
-            bail!(
-                "the host's Nix speaks the serve protocol {}; prov copies with 2.5 or later \
-                 (what `nix copy` uses): upgrade Nix on the host",
-                serve::version_text(version)
-            );
-        }
+    if let Some(open) = &kept {
+        serve::check_version(open.version)?;
     }
     let greeted = kept.is_some();
     let infos = closure.infos_of(paths)?;
@@ -272,13 +262,7 @@ pub async fn send(
         ..
     }) = &reply
     {
-        if !serve::supported(*version) {
-            bail!(
-                "the host's Nix speaks the serve protocol {}; prov copies with 2.5 or later \
-                 (what `nix copy` uses): upgrade Nix on the host",
-                serve::version_text(*version)
-            );
-        }
+        serve::check_version(*version)?;
     }
     if !output.success() {
         bail!(

@@ -363,16 +363,21 @@ pub fn read_reply(stdout: &[u8], greeted: bool) -> Result<Reply> {
     Ok(Reply { version, added })
 }
 
-/// "2.7".
-#[must_use]
-pub fn version_text(version: u64) -> String {
-    format!("{}.{}", version >> 8, version & 0xff)
-}
-
-/// Whether a host that greeted with `version` takes `AddToStoreNar`.
-#[must_use]
-pub fn supported(version: u64) -> bool {
-    version >> 8 == VERSION >> 8 && version & 0xff >= VERSION & 0xff
+/// Refuses a host whose Nix greeted with a `version` that has no
+/// `AddToStoreNar`.
+///
+/// # Errors
+/// Saying which version the host speaks and what to do.
+pub fn check_version(version: u64) -> Result<()> {
+    if version >> 8 == VERSION >> 8 && version & 0xff >= VERSION & 0xff {
+        return Ok(());
+    }
+    bail!(
+        "the host's Nix speaks the serve protocol {}.{}; prov copies with 2.5 or later \
+         (what `nix copy` uses): upgrade Nix on the host",
+        version >> 8,
+        version & 0xff
+    )
 }
 
 /// An export stream of `entries` as `nix-store --export` frames it, for
@@ -508,7 +513,13 @@ mod tests {
             }
         );
         assert!(read_reply(&[1, 2, 3], false).is_err());
-        assert!(supported(0x207) && supported(0x205) && !supported(0x204) && !supported(0x305));
-        assert_eq!(version_text(0x207), "2.7");
+        for taken in [0x205, 0x207] {
+            assert!(check_version(taken).is_ok(), "{taken:#x}");
+        }
+        for refused in [0x204, 0x305] {
+            assert!(check_version(refused).is_err(), "{refused:#x}");
+        }
+        let error = check_version(0x204).unwrap_err().to_string();
+        assert!(error.contains("protocol 2.4"), "{error}");
     }
 }

@@ -48,13 +48,17 @@ pub async fn plan(
         return Ok(systems);
     }
 
+    // A host this apply creates (or whose machine state does not know yet)
+    // cannot be asked.
+    let is_new = |address: &Address, info: &HostInfo| {
+        resources.is_new(address)
+            || (info.target.has_provider() && !doc.resources.contains_key(address))
+    };
     // Connect to every host that is asked while the systems build: the
     // handshakes overlap the build instead of following it.
     let mut asked = BTreeMap::new();
     for (address, info, _) in &hosts {
-        let new_host = resources.is_new(address)
-            || (info.target.has_provider() && !doc.resources.contains_key(*address));
-        if refresh && !new_host {
+        if refresh && !is_new(address, info) {
             let endpoint = ctx.endpoint(info, address, doc)?;
             let pool = ctx.pool.clone();
             let connecting = tokio::spawn(async move { pool.get(&endpoint).await });
@@ -88,8 +92,7 @@ pub async fn plan(
         else {
             continue;
         };
-        let new_host = resources.is_new(address)
-            || (info.target.has_provider() && !doc.resources.contains_key(address));
+        let new_host = is_new(address, info);
         // A machine about to be changed in place may be down now (stopped
         // outside prov, to be started by this apply): asking it what it
         // runs is then best effort.

@@ -17,13 +17,20 @@ pub struct Session {
     _permit: Option<OwnedSemaphorePermit>,
     writer: ChannelWriteHalf<Msg>,
     reader: ChannelReadHalf,
+    got: Got,
+    ended: bool,
+}
+
+/// What the command said so far.
+#[derive(Default)]
+struct Got {
     /// Received and not yet read.
     stdout: BytesMut,
     stderr: Vec<u8>,
     status: Option<u32>,
     signal: Option<String>,
+    /// The host accepted the exec request.
     started: bool,
-    ended: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -62,11 +69,7 @@ impl Connection {
             _permit: permit,
             writer,
             reader,
-            stdout: BytesMut::new(),
-            stderr: Vec::new(),
-            status: None,
-            signal: None,
-            started: false,
+            got: Got::default(),
             ended: false,
         })
     }
@@ -88,12 +91,12 @@ impl Session {
     /// When the command ends (or the connection drops) before saying that
     /// much: its exit and standard error, as [`SshError::Command`].
     pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, SshError> {
-        while self.stdout.len() < len {
+        while self.got.stdout.len() < len {
             if !self.receive().await? {
                 return Err(self.ended_early());
             }
         }
-        Ok(self.stdout.split_to(len).freeze())
+        Ok(self.got.stdout.split_to(len).freeze())
     }
 
     /// The output up to and including the next newline (at most `max`
@@ -103,10 +106,10 @@ impl Session {
     /// As [`Session::read_exact`], and when no newline comes within `max`.
     pub async fn read_line(&mut self, max: usize) -> Result<Bytes, SshError> {
         loop {
-            if let Some(end) = self.stdout.iter().position(|b| *b == b'\n') {
-                return Ok(self.stdout.split_to(end + 1).freeze());
+            if let Some(end) = self.got.stdout.iter().position(|b| *b == b'\n') {
+                return Ok(self.got.stdout.split_to(end + 1).freeze());
             }
-            if self.stdout.len() >= max || !self.receive().await? {
+            if self.got.stdout.len() >= max || !self.receive().await? {
                 return Err(self.ended_early());
             }
         }
@@ -125,15 +128,7 @@ impl Session {
     ) -> Result<ExecOutput, SshError> {
         let outcome = sending_while_receiving(
             send_input(&self.writer, FromChunks(input), progress),
-            Receiving::of(
-                &mut self.reader,
-                &mut self.stdout,
-                &mut self.stderr,
-                &mut self.status,
-                &mut self.signal,
-                &mut self.started,
-            )
-            .all(),
+            receive_all(&mut self.reader, &mut self.got),
         )
         .await;
         match outcome {
@@ -149,12 +144,14 @@ impl Session {
                 host: self.host.clone(),
                 command: self.command.clone(),
             }),
-            Ok(Ok(())) if self.status.is_none() && self.signal.is_none() => Err(self.lost()),
+            Ok(Ok(())) if self.got.status.is_none() && self.got.signal.is_none() => {
+                Err(self.lost())
+            }
             Ok(Ok(())) => Ok(ExecOutput {
-                status: self.status,
-                signal: self.signal.take(),
-                stdout: self.stdout.to_vec(),
-                stderr: std::mem::take(&mut self.stderr),
+                status: self.got.status,
+                signal: self.got.signal.take(),
+                stdout: self.got.stdout.to_vec(),
+                stderr: std::mem::take(&mut self.got.stderr),
             }),
         }
     }
@@ -169,15 +166,7 @@ impl Session {
         if self.ended {
             return Ok(false);
         }
-        let mut state = Receiving::of(
-            &mut self.reader,
-            &mut self.stdout,
-            &mut self.stderr,
-            &mut self.status,
-            &mut self.signal,
-            &mut self.started,
-        );
-        match state.one().await {
+        match receive_one(&mut self.reader, &mut self.got).await {
             Ok(true) => Ok(true),
             Ok(false) => {
                 self.ended = true;
@@ -198,15 +187,17 @@ impl Session {
     }
 
     fn ended_early(&self) -> SshError {
-        if self.status.is_none() && self.signal.is_none() {
+        if self.got.status.is_none() && self.got.signal.is_none() {
             return self.lost();
         }
         SshError::Command {
             host: self.host.clone(),
             command: self.command.clone(),
-            status: self.status,
-            signal: self.signal.clone(),
-            stderr: String::from_utf8_lossy(&self.stderr).trim_end().to_owned(),
+            status: self.got.status,
+            signal: self.got.signal.clone(),
+            stderr: String::from_utf8_lossy(&self.got.stderr)
+                .trim_end()
+                .to_owned(),
         }
     }
 }
@@ -214,58 +205,28 @@ impl Session {
 /// The host refused to run the command.
 struct Refused;
 
-/// Where received messages go.
-struct Receiving<'a> {
-    reader: &'a mut ChannelReadHalf,
-    stdout: &'a mut BytesMut,
-    stderr: &'a mut Vec<u8>,
-    status: &'a mut Option<u32>,
-    signal: &'a mut Option<String>,
-    started: &'a mut bool,
+/// Takes one message into `got`; `false` when the channel has closed.
+async fn receive_one(reader: &mut ChannelReadHalf, got: &mut Got) -> Result<bool, Refused> {
+    let Some(message) = reader.wait().await else {
+        return Ok(false);
+    };
+    match message {
+        ChannelMsg::Data { data } => got.stdout.extend_from_slice(data.chunk()),
+        // Extended data type 1 is stderr (RFC 4254 §5.2).
+        ChannelMsg::ExtendedData { data, ext: 1 } => got.stderr.extend_from_slice(&data),
+        ChannelMsg::ExitStatus { exit_status } => got.status = Some(exit_status),
+        ChannelMsg::ExitSignal { signal_name, .. } => {
+            got.signal = Some(signal_name_of(&signal_name));
+        }
+        ChannelMsg::Success => got.started = true,
+        ChannelMsg::Failure if !got.started => return Err(Refused),
+        _ => {}
+    }
+    Ok(true)
 }
 
-impl<'a> Receiving<'a> {
-    fn of(
-        reader: &'a mut ChannelReadHalf,
-        stdout: &'a mut BytesMut,
-        stderr: &'a mut Vec<u8>,
-        status: &'a mut Option<u32>,
-        signal: &'a mut Option<String>,
-        started: &'a mut bool,
-    ) -> Self {
-        Self {
-            reader,
-            stdout,
-            stderr,
-            status,
-            signal,
-            started,
-        }
-    }
-
-    /// One message; `false` when the channel has closed.
-    async fn one(&mut self) -> Result<bool, Refused> {
-        let Some(message) = self.reader.wait().await else {
-            return Ok(false);
-        };
-        match message {
-            ChannelMsg::Data { data } => self.stdout.extend_from_slice(data.chunk()),
-            // Extended data type 1 is stderr (RFC 4254 §5.2).
-            ChannelMsg::ExtendedData { data, ext: 1 } => self.stderr.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => *self.status = Some(exit_status),
-            ChannelMsg::ExitSignal { signal_name, .. } => {
-                *self.signal = Some(signal_name_of(&signal_name));
-            }
-            ChannelMsg::Success => *self.started = true,
-            ChannelMsg::Failure if !*self.started => return Err(Refused),
-            _ => {}
-        }
-        Ok(true)
-    }
-
-    /// Every message until the channel closes.
-    async fn all(mut self) -> Result<(), Refused> {
-        while self.one().await? {}
-        Ok(())
-    }
+/// Takes every message into `got` until the channel closes.
+async fn receive_all(reader: &mut ChannelReadHalf, got: &mut Got) -> Result<(), Refused> {
+    while receive_one(reader, got).await? {}
+    Ok(())
 }

@@ -24,6 +24,18 @@ async fn fresh() -> suite::Fixture {
 
 state_backend_suite!(fresh);
 
+/// Saves `docs` in turn under one `apply` lock.
+async fn save_all(backend: &EmbeddedBackend, docs: &[StateDocument]) {
+    let guard = backend
+        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
+        .await
+        .unwrap();
+    for d in docs {
+        guard.write(d).await.unwrap();
+    }
+    guard.unlock().await.unwrap();
+}
+
 #[tokio::test]
 async fn suite_runs_in_sequence() {
     suite::run_all(fresh).await;
@@ -184,14 +196,8 @@ async fn readers_at_once_wait_for_each_other_instead_of_failing() {
     // state under a short `read` lock: the second one failed at once with
     // "state is locked by … for `read`".
     let tmp = tempfile::tempdir().unwrap();
-    let a = EmbeddedBackend::new(tmp.path());
-    let guard = a
-        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
-        .await
-        .unwrap();
     let d = suite::doc("l", 1, 1);
-    guard.write(&d).await.unwrap();
-    guard.unlock().await.unwrap();
+    save_all(&EmbeddedBackend::new(tmp.path()), std::slice::from_ref(&d)).await;
     let readers: Vec<_> = (0..4)
         .map(|_| {
             let dir = tmp.path().to_owned();
@@ -449,14 +455,7 @@ async fn history_storage_grows_with_the_changes_not_with_the_document() {
     let dir = tmp.path().join(".prov");
     let backend = EmbeddedBackend::new(&dir);
     let docs = suite::applied_one_by_one(&StateDocument::new("s").lineage, 300);
-    let guard = backend
-        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
-        .await
-        .unwrap();
-    for d in &docs {
-        guard.write(d).await.unwrap();
-    }
-    guard.unlock().await.unwrap();
+    save_all(&backend, &docs).await;
     let last = serde_json::to_vec(docs.last().unwrap()).unwrap().len() as u64;
     let whole: u64 = docs
         .iter()
@@ -508,14 +507,7 @@ async fn a_latest_patch_that_does_not_apply_is_damage_the_copy_repairs() {
     let dir = tmp.path().join(".prov");
     let backend = EmbeddedBackend::new(&dir);
     let docs = suite::applied_one_by_one(&StateDocument::new("s").lineage, 3);
-    let guard = backend
-        .lock(LockInfo::for_this_process("apply"), Duration::ZERO)
-        .await
-        .unwrap();
-    for d in &docs {
-        guard.write(d).await.unwrap();
-    }
-    guard.unlock().await.unwrap();
+    save_all(&backend, &docs).await;
     {
         let db = sled::open(dir.join("state.db")).unwrap();
         let patches = db.open_tree("patches").unwrap();
