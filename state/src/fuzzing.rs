@@ -8,7 +8,7 @@ use crate::{StateDocument, StateError};
 /// # Errors
 /// When it is not a state document this prov reads.
 pub fn decode_version(bytes: &[u8]) -> Result<StateDocument, StateError> {
-    crate::s3::decode_doc("the version", bytes)
+    crate::stored::decode_doc("the version", bytes)
 }
 
 /// Rebuilds a version from a whole one and the patches after it, as both
@@ -21,5 +21,5 @@ pub fn rebuild(whole: &[u8], patches: &[&[u8]]) -> Result<StateDocument, StateEr
     for (i, ops) in patches.iter().enumerate() {
         crate::delta::apply(&mut doc, i as u64 + 1, ops)?;
     }
-    crate::s3::decode_doc("the rebuilt version", &crate::delta::encode(&doc)?)
+    crate::stored::decode_doc("the rebuilt version", &crate::delta::encode(&doc)?)
 }

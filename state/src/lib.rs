@@ -32,6 +32,8 @@ mod s3;
 #[cfg(not(feature = "s3"))]
 #[path = "s3/settings.rs"]
 mod s3_settings;
+#[cfg(any(feature = "s3", fuzzing))]
+mod stored;
 pub mod timestamp;
 mod writing;
 

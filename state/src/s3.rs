@@ -43,11 +43,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use crate::{
-    HistoryEntry, LockInfo, StateBackend, StateDocument, StateError, StateLock, FORMAT_VERSION,
-};
+use crate::stored::{decode_doc, decode_header, Header};
+use crate::{HistoryEntry, LockInfo, StateBackend, StateDocument, StateError, StateLock};
 pub use objects::ObjectPrefix;
 pub use settings::S3Settings;
 use store::Store;
@@ -75,17 +73,6 @@ struct Inner {
     seen: Mutex<Option<Seen>>,
     /// Set once the endpoint was seen to honour conditional writes.
     probed: tokio::sync::OnceCell<()>,
-}
-
-/// The fields checked before (and whatever the rest of) a stored document.
-#[derive(Deserialize)]
-struct Header {
-    /// Layout version.
-    format_version: u32,
-    /// Deployment identity.
-    lineage: String,
-    /// Version number.
-    serial: u64,
 }
 
 impl Inner {
@@ -117,26 +104,6 @@ impl Inner {
             None
         }
     }
-}
-
-/// Decodes the header of a stored document (`what` names it in errors).
-fn decode_header(what: &str, bytes: &[u8]) -> Result<Header, StateError> {
-    let header: Header = serde_json::from_slice(bytes)
-        .map_err(|e| StateError::Corrupt(format!("{what} does not decode: {e}")))?;
-    if header.format_version > FORMAT_VERSION {
-        return Err(StateError::Format {
-            found: header.format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(header)
-}
-
-/// Decodes a stored document (`what` names it in errors).
-pub(crate) fn decode_doc(what: &str, bytes: &[u8]) -> Result<StateDocument, StateError> {
-    decode_header(what, bytes)?;
-    serde_json::from_slice(bytes)
-        .map_err(|e| StateError::Corrupt(format!("{what} does not decode: {e}")))
 }
 
 impl S3Backend {
