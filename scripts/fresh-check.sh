@@ -63,7 +63,13 @@ done < <(prov_pkg_names "${PROV_PKGS_BUILD[@]}" "${PROV_PKGS_HOSTS[@]}" "${PROV_
 to_purge=()
 kept=()
 for name in "${candidates[@]}"; do
-  mapfile -t removes < <(apt-get -s purge "$name" 2>/dev/null | sed -n 's/^Purg \([^ :]*\).*/\1/p')
+  # apt refuses some purges outright (the machine's own packages need the
+  # package, and apt cannot resolve without them): such a package stays.
+  if ! simulated="$(apt-get -s purge "$name" 2>/dev/null)"; then
+    kept+=("$name (apt cannot purge it without breaking the machine's packages)")
+    continue
+  fi
+  mapfile -t removes < <(sed -n 's/^Purg \([^ :]*\).*/\1/p' <<<"$simulated")
   extra=()
   for r in "${removes[@]}"; do
     in_list "$r" "${candidates[@]}" && continue
@@ -145,12 +151,15 @@ step() {
   log="$logs/$(printf '%02d' "$step_no")-$(printf '%s' "$name" | tr -c 'A-Za-z0-9.' '-').log"
   say "[$step_no] $name"
   start="$(date +%s.%N)"
+  # In a subshell with errexit on: a step fails at its first failing
+  # command (`set +e` around a function would let it go on and end in
+  # success: stop 28's purge step said ok when apt had purged nothing).
   set +e
   if [ "$live" = 1 ]; then
-    "$@" 2>&1 | tee "$log"
+    (set -e; "$@") 2>&1 | tee "$log"
     rc="${PIPESTATUS[0]}"
   else
-    "$@" >"$log" 2>&1
+    (set -e; "$@") >"$log" 2>&1
     rc=$?
   fi
   set -e

@@ -13,6 +13,7 @@ mod deploy;
 mod ec2;
 mod environments;
 mod everyday;
+mod fresh_check;
 mod kubernetes;
 mod libvirt;
 mod locking;
