@@ -132,6 +132,11 @@ pub async fn survey(connection: &Connection, closure: &Closure) -> Result<(Surve
             .await?
             .into_iter()
             .collect();
+        tracing::debug!(
+            host = %connection.address(),
+            valid = valid.len(),
+            "the host's nix-store answered which paths it has"
+        );
         let missing = closure
             .paths
             .iter()

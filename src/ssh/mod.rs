@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod exec;
 mod host_key;
+mod quickack;
 mod session;
 mod stream;
 #[cfg(test)]
@@ -217,6 +218,7 @@ fn connect_hop<'a>(
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(%error, "set_nodelay failed");
                     }
+                    let stream = quickack::QuickAck::new(stream);
                     establish(stream, target, &address, &expected, auth, options).await
                 }
                 Some(jump) => {
