@@ -104,55 +104,78 @@ pub struct Survey {
     pub missing: Vec<String>,
 }
 
-/// What the host runs and which paths of `closure` it lacks, asked of the
-/// host's `nix-store --serve --write` (after one line with its profile),
-/// which stays open for the copy: one session and one Nix process for
-/// both, as `nix copy` does.
+/// A host's `nix-store --serve --write`, greeted, and the system its
+/// profile points at: opened as soon as the host is connected, so that the
+/// session's setup and Nix's start on the host overlap the deployer's build.
+#[derive(Debug)]
+pub struct Greeted {
+    open: serve::Open,
+    current: Option<String>,
+}
+
+/// Starts the host's `nix-store --serve --write` (after one line with its
+/// profile), which stays open for the survey and the copy: one session and
+/// one Nix process for both, as `nix copy` does.
 ///
 /// # Errors
 /// When the host cannot be asked.
-pub async fn survey(connection: &Connection, closure: &Closure) -> Result<(Survey, serve::Open)> {
+pub async fn greet(connection: &Connection) -> Result<Greeted> {
     let command = connection.privileged(&format!(
         "printf 'profile %s\\n' \"$(readlink -f {} 2>/dev/null)\"; exec {}",
         shell_quote(PROFILE),
         serve::COMMAND
     ));
-    let asked = async {
+    let greeted = async {
         let mut session = connection.start(&command).await?;
-        let mut request = serve::greeting();
-        request.extend(serve::query_valid_paths(&closure.paths));
-        session.write(request.into()).await?;
+        session.write(serve::greeting().into()).await?;
         let line = session.read_line(64 * 1024).await?;
         let current = String::from_utf8_lossy(&line)
             .strip_prefix("profile ")
             .map(|p| p.trim().to_owned())
             .filter(|p| p.starts_with("/nix/store/"));
         let version = serve::read_greeting(&mut session).await?;
-        let valid: std::collections::BTreeSet<String> = serve::read_strings(&mut session)
+        anyhow::Ok(Greeted {
+            open: serve::Open { session, version },
+            current,
+        })
+    };
+    greeted.await.map_err(asking_failed)
+}
+
+/// What the host runs and which paths of `closure` it lacks, asked of its
+/// greeted `nix-store --serve` (`QueryValidPaths`); the session is handed
+/// back for the copy.
+///
+/// # Errors
+/// When the host cannot be asked.
+pub async fn survey(greeted: Greeted, closure: &Closure) -> Result<(Survey, serve::Open)> {
+    let Greeted { mut open, current } = greeted;
+    let asked = async {
+        open.session
+            .write(serve::query_valid_paths(&closure.paths).into())
+            .await?;
+        let valid: std::collections::BTreeSet<String> = serve::read_strings(&mut open.session)
             .await?
             .into_iter()
             .collect();
         tracing::debug!(
-            host = %connection.address(),
             valid = valid.len(),
             "the host's nix-store answered which paths it has"
         );
-        let missing = closure
-            .paths
-            .iter()
-            .filter(|p| !valid.contains(*p))
-            .cloned()
-            .collect();
-        anyhow::Ok((
-            Survey { current, missing },
-            serve::Open { session, version },
-        ))
+        anyhow::Ok(valid)
     };
-    asked.await.map_err(|error| {
-        error.context(
-            "asking the host's nix-store which store paths it lacks; is Nix installed there?",
-        )
-    })
+    let valid = asked.await.map_err(asking_failed)?;
+    let missing = closure
+        .paths
+        .iter()
+        .filter(|p| !valid.contains(*p))
+        .cloned()
+        .collect();
+    Ok((Survey { current, missing }, open))
+}
+
+fn asking_failed(error: anyhow::Error) -> anyhow::Error {
+    error.context("asking the host's nix-store which store paths it lacks; is Nix installed there?")
 }
 
 /// Lets the host fetch `paths` from its own substituters (best effort).

@@ -54,14 +54,19 @@ pub async fn plan(
         resources.is_new(address)
             || (info.target.has_provider() && !doc.resources.contains_key(address))
     };
-    // Connect to every host that is asked while the systems build: the
-    // handshakes overlap the build instead of following it.
+    // Connect to every host that is asked and start its Nix while the
+    // systems build: the handshakes and Nix's start overlap the build
+    // instead of following it.
     let mut asked = BTreeMap::new();
     for (address, info, _) in &hosts {
         if refresh && !is_new(address, info) {
             let endpoint = ctx.endpoint(info, address, doc)?;
             let pool = ctx.pool.clone();
-            let connecting = tokio::spawn(async move { pool.get(&endpoint).await });
+            // Nix on the host starts while the deployer builds.
+            let connecting = tokio::spawn(async move {
+                let connection = pool.get(&endpoint).await?;
+                anyhow::Ok(copy::greet(&connection).await)
+            });
             asked.insert(*address, AbortOnDrop(connecting));
         }
     }
@@ -107,8 +112,8 @@ pub async fn plan(
                     let connected = (&mut connecting.0)
                         .await
                         .context("connecting to a host panicked")?;
-                    let connection = match connected {
-                        Ok(connection) => connection,
+                    let greeted = match connected {
+                        Ok(greeted) => greeted,
                         Err(error) if updating => {
                             tracing::info!(%address, error = %format!("{error:#}"), "host not reachable before its update; planning from state");
                             return anyhow::Ok((
@@ -126,7 +131,7 @@ pub async fn plan(
                         }
                         Err(error) => return Err(error),
                     };
-                    let (survey, open) = copy::survey(&connection, &closure).await?;
+                    let (survey, open) = copy::survey(greeted?, &closure).await?;
                     let current = if goal.sets_profile() {
                         survey.current
                     } else {
