@@ -62,7 +62,6 @@ pub async fn plan(
         if refresh && !is_new(address, info) {
             let endpoint = ctx.endpoint(info, address, doc)?;
             let pool = ctx.pool.clone();
-            // Nix on the host starts while the deployer builds.
             let connecting = tokio::spawn(async move {
                 let connection = pool.get(&endpoint).await?;
                 anyhow::Ok(copy::greet(&connection).await)
